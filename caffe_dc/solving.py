@@ -1,0 +1,149 @@
+"""Running Caffe solvers through pycaffe: quiet start, progress, testing, snapshots.
+
+Training, pruning's retraining and quantization's fine-tuning all come
+through here, so that every stage shows the same progress bar and measures
+accuracy the same way. We run the test net ourselves (Caffe's own periodic
+testing is switched off in the solvers we write) so that the numbers land in
+Python, not only in GLOG.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .caffemodel import atomic_write
+from .errors import InputError
+
+_caffe = None
+
+
+def import_caffe(verbose: bool = False):
+    """Import pycaffe once, with GLOG's start-up chatter hidden unless verbose."""
+    global _caffe
+    if _caffe is None:
+        os.environ["GLOG_minloglevel"] = "0" if verbose else os.environ.get("CAFFE_DC_GLOG", "2")
+        try:
+            import caffe
+        except ImportError as e:
+            raise InputError("pycaffe is not importable here (%s); run caffe-dc through ./dc" % e)
+        caffe.set_mode_cpu()
+        _caffe = caffe
+    return _caffe
+
+
+def write_solver(solver_param, path: str) -> str:
+    from google.protobuf import text_format
+
+    atomic_write(path, text_format.MessageToString(solver_param).encode())
+    return path
+
+
+def make_solver(solver_param, path: str, verbose: bool = False):
+    """Write the solver prototxt to ``path`` and build it. Caffe's own testing is disabled."""
+    caffe = import_caffe(verbose)
+    sp = type(solver_param)()
+    sp.CopyFrom(solver_param)
+    if not sp.test_iter:
+        sp.test_iter.append(1)
+    sp.test_interval = max(sp.max_iter, 1) * 10 + 1
+    sp.test_initialization = False
+    sp.display = 0
+    write_solver(sp, path)
+    return caffe.get_solver(path)
+
+
+def test_net_metrics(net, iters: int) -> Dict[str, float]:
+    """Mean of every scalar output blob (loss, accuracy, ...) over ``iters`` batches."""
+    sums: Dict[str, float] = {}
+    outputs = [b for b in net.outputs if net.blobs[b].data.size == 1]
+    for _ in range(iters):
+        out = net.forward()
+        for b in outputs:
+            sums[b] = sums.get(b, 0.0) + float(np.asarray(out[b]).ravel()[0])
+    return {b: v / iters for b, v in sums.items()}
+
+
+def accuracy_of(metrics: Dict[str, float]) -> Optional[float]:
+    for key in ("accuracy", "accuracy_top1", "acc"):
+        if key in metrics:
+            return metrics[key]
+    return None
+
+
+def save_net(net, path: str) -> None:
+    """net.save() through a temp file, so a kill never leaves half a caffemodel."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
+    os.close(fd)
+    try:
+        net.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
+        progress: bool = True, on_test: Optional[Callable[[int, Dict[str, float]], None]] = None,
+        chunk: int = 50) -> List[Dict[str, float]]:
+    """Step ``solver`` for ``iters`` iterations with a progress bar; test every ``test_every``.
+
+    Returns the list of test results (each with 'iter'), the last one at the end.
+    """
+    from tqdm import tqdm
+
+    history: List[Dict[str, float]] = []
+    start = solver.iter
+    end = start + iters
+    bar = tqdm(total=iters, desc=desc, unit="it", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, mininterval=1.0, leave=False)
+    t0 = time.time()
+    loss_blob = "loss" if "loss" in solver.net.blobs else None
+    try:
+        while solver.iter < end:
+            n = min(chunk, end - solver.iter)
+            if test_every:
+                n = min(n, test_every - (solver.iter - start) % test_every)
+            solver.step(n)
+            bar.update(n)
+            if loss_blob:
+                bar.set_postfix(loss="%.4f" % float(solver.net.blobs[loss_blob].data), refresh=False)
+            done = solver.iter - start
+            if test_every and done % test_every == 0 and solver.iter < end:
+                m = test_net_metrics(solver.test_nets[0], test_iter)
+                m["iter"] = solver.iter
+                history.append(m)
+                if on_test:
+                    on_test(solver.iter, m)
+                if progress:
+                    bar.write("  %s iter %d: %s" % (desc, solver.iter, _fmt(m)), file=sys.stderr)
+    finally:
+        bar.close()
+    elapsed = time.time() - t0
+    m = test_net_metrics(solver.test_nets[0], test_iter)
+    m["iter"] = solver.iter
+    m["seconds"] = elapsed
+    m["iters_per_s"] = iters / elapsed if elapsed > 0 else float("nan")
+    history.append(m)
+    if on_test:
+        on_test(solver.iter, m)
+    return history
+
+
+def _fmt(m: Dict[str, float]) -> str:
+    return ", ".join("%s %.4f" % (k, v) for k, v in m.items() if k not in ("iter", "seconds", "iters_per_s"))
+
+
+def evaluate(net_prototxt: str, caffemodel: str, iters: int, verbose: bool = False) -> Dict[str, float]:
+    """Test-phase metrics of a caffemodel on the net's own TEST data layer."""
+    caffe = import_caffe(verbose)
+    if not os.path.isfile(caffemodel):
+        raise InputError("no such caffemodel: %s" % caffemodel)
+    net = caffe.Net(net_prototxt, caffe.TEST, weights=caffemodel)
+    return test_net_metrics(net, iters)
