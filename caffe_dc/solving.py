@@ -54,7 +54,12 @@ def make_solver(solver_param, path: str, verbose: bool = False):
     sp.test_initialization = False
     sp.display = 0
     write_solver(sp, path)
-    return caffe.get_solver(path)
+    solver = caffe.get_solver(path)
+    # Caffe shares train weights with the test net only inside its own Test();
+    # we test from Python, so share them once here (the sharing is by pointer and lasts).
+    for tn in solver.test_nets:
+        tn.share_with(solver.net)
+    return solver
 
 
 def test_net_metrics(net, iters: int) -> Dict[str, float]:
@@ -147,3 +152,26 @@ def evaluate(net_prototxt: str, caffemodel: str, iters: int, verbose: bool = Fal
         raise InputError("no such caffemodel: %s" % caffemodel)
     net = caffe.Net(net_prototxt, caffe.TEST, weights=caffemodel)
     return test_net_metrics(net, iters)
+
+
+def caffe_cli_test(net_prototxt: str, caffemodel: str, iterations: int) -> Dict[str, float]:
+    """Run Caffe's own ``caffe test`` binary and parse its final scores.
+
+    This is the check a user would make by hand, independent of pycaffe.
+    """
+    import re
+    import subprocess
+
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    r = subprocess.run(["caffe", "test", "-model", net_prototxt, "-weights", caffemodel,
+                        "-iterations", str(iterations)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True, env=env)
+    if r.returncode != 0:
+        tail = [l for l in r.stdout.splitlines() if "Check failed" in l or "Error" in l][-1:]
+        raise InputError("`caffe test` failed (exit %d): %s" % (r.returncode, tail[0] if tail else r.stdout[-300:]))
+    scores = {}
+    for m in re.finditer(r"\] (\w+) = ([-+0-9.eE]+|nan|inf)\s*$", r.stdout, re.M):
+        scores[m.group(1)] = float(m.group(2))  # the final summary lines come last and win
+    if not scores:
+        raise InputError("`caffe test` printed no scores")
+    return scores

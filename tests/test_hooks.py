@@ -1,0 +1,233 @@
+"""Mask and group-by-index hooks on real pycaffe: the invariants the paper relies on."""
+import os
+
+import numpy as np
+import pytest
+
+caffe = pytest.importorskip("caffe")
+
+from caffe_dc import caffemodel, rewrite, solving  # noqa: E402
+from caffe_dc.caffemodel import LayerParams  # noqa: E402
+from caffe_dc.datasets import _write_lmdb  # noqa: E402
+from caffe_dc.hooks import CompressionHooks  # noqa: E402
+
+NET = """
+name: "tiny"
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        transform_param { scale: 0.00390625 } data_param { source: "%(train)s" batch_size: 16 backend: LMDB } }
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }
+        transform_param { scale: 0.00390625 } data_param { source: "%(test)s" batch_size: 16 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 5 stride: 2 weight_filler { type: "xavier" } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
+        inner_product_param { num_output: 32 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy" include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+LR, MOM, WD = 0.01, 0.9, 5e-4
+LAYERS = ("conv1", "ip1", "ip2")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rs = np.random.RandomState(0)
+    labels = rs.randint(0, 10, 96).astype(np.uint8)
+    # class-dependent blobs so training has a signal
+    images = (rs.rand(96, 28, 28) * 60 + labels[:, None, None] * 19).astype(np.uint8)
+    _write_lmdb(str(root / "train"), images, labels)
+    _write_lmdb(str(root / "test"), images[:32], labels[:32])
+    base = str(root / "base.prototxt")
+    with open(base, "w") as f:
+        f.write(NET % {"train": root / "train", "test": root / "test"})
+    return root, base
+
+
+def solver_param(net_path, prefix):
+    pb = caffemodel.caffe_pb2()
+    sp = pb.SolverParameter()
+    sp.net = net_path
+    sp.base_lr, sp.momentum, sp.weight_decay = LR, MOM, WD
+    sp.lr_policy = "fixed"
+    sp.max_iter = 1000
+    sp.test_iter.append(2)
+    sp.random_seed = 3
+    sp.snapshot_prefix = prefix
+    sp.solver_mode = sp.CPU
+    return sp
+
+
+def initial_params(root, base):
+    s = solving.make_solver(solver_param(base, str(root / "init")), str(root / "init_solver.prototxt"))
+    s.step(5)
+    path = str(root / "init.caffemodel")
+    s.net.save(path)
+    return caffemodel.load_params(path)
+
+
+def pruned_model(root, base, density=0.3, quantize_bits=None):
+    """A caffemodel with mask (and codebook) blobs, and the rewritten prototxt."""
+    params = initial_params(root, base)
+    out = dict(params)
+    kinds = [rewrite.MASK]
+    sizes = {}
+    for name in LAYERS:
+        w = params[name].blobs[0]
+        k = int(round(density * w.size))
+        thresh = np.sort(np.abs(w).ravel())[::-1][k - 1]
+        mask = (np.abs(w) >= thresh).astype(np.float32)
+        w = w * mask
+        blobs = [w] + params[name].blobs[1:]
+        out[name + "_mask"] = LayerParams("Parameter", [mask])
+        if quantize_bits:
+            K = 2 ** quantize_bits
+            kept = w[mask > 0]
+            cb = np.linspace(kept.min(), kept.max(), K - 1).astype(np.float32)
+            codes = np.zeros(w.shape, np.float32)
+            codes[mask > 0] = 1 + np.argmin(np.abs(kept[:, None] - cb[None, :]), axis=1)
+            codebook = np.concatenate([[0.0], cb]).astype(np.float32)
+            blobs[0] = codebook[codes.astype(int)]
+            out[name + "_codebook"] = LayerParams("Parameter", [codebook])
+            out[name + "_codes"] = LayerParams("Parameter", [codes])
+            sizes[name] = K
+        out[name] = LayerParams(params[name].type, blobs)
+    if quantize_bits:
+        kinds += [rewrite.CODEBOOK, rewrite.CODES]
+    net = rewrite.add_blobs(caffemodel.load_net_proto(base), {n: params[n].blobs[0].shape for n in LAYERS},
+                            kinds, sizes)
+    proto = str(root / ("q%s.prototxt" % quantize_bits if quantize_bits else "pruned.prototxt"))
+    caffemodel.save_net_proto(net, proto)
+    model = proto.replace(".prototxt", ".caffemodel")
+    caffemodel.save_params(out, model)
+    return proto, model
+
+
+def start(root, proto, model, tag):
+    s = solving.make_solver(solver_param(proto, str(root / tag)), str(root / (tag + "_solver.prototxt")))
+    s.net.copy_from(model)
+    hooks = CompressionHooks(s.net).install(s)
+    return s, hooks
+
+
+def test_pruned_weights_stay_zero_and_kept_ones_move(tiny):
+    root, base = tiny
+    proto, model = pruned_model(root, base)
+    s, hooks = start(root, proto, model, "prune")
+    assert sorted(hooks.names) == sorted(LAYERS)
+    before = {n: s.net.params[n][0].data.copy() for n in LAYERS}
+    s.step(60)
+    for n in LAYERS:
+        w = s.net.params[n][0].data
+        mask = s.net.params[n + "_mask"][0].data
+        assert np.all(w[mask == 0] == 0.0)
+        assert np.all(w[mask != 0] != before[n][mask != 0]), n  # every kept weight moved
+        assert 0.25 < mask.mean() < 0.35
+    # the mask blobs themselves are never touched by SGD
+    assert np.array_equal(s.net.params["ip1_mask"][0].data != 0, before["ip1"] != 0)
+
+
+def test_masks_survive_snapshot_and_restore(tiny):
+    root, base = tiny
+    proto, model = pruned_model(root, base)
+    s, hooks = start(root, proto, model, "snap")
+    s.step(20)
+    s.snapshot()
+    state = str(root / "snap_iter_20.solverstate")
+    assert os.path.isfile(state)
+    saved = caffemodel.load_params(str(root / "snap_iter_20.caffemodel"))
+    assert "ip1_mask" in saved and saved["ip1_mask"].type == "Parameter"
+    assert np.all(saved["ip1"].blobs[0][saved["ip1_mask"].blobs[0] == 0] == 0)
+    # a fresh process-equivalent: new solver, restore, re-hook, continue with momentum history
+    s2 = solving.make_solver(solver_param(proto, str(root / "snap")), str(root / "snap2_solver.prototxt"))
+    s2.restore(state)
+    assert s2.iter == 20
+    CompressionHooks(s2.net).install(s2)
+    restored = {n: s2.net.params[n][0].data.copy() for n in LAYERS}
+    for n in LAYERS:
+        assert np.array_equal(restored[n], s.net.params[n][0].data)
+    s2.step(40)
+    assert s2.iter == 60
+    for n in LAYERS:
+        mask = s2.net.params[n + "_mask"][0].data
+        assert np.all(s2.net.params[n][0].data[mask == 0] == 0.0)
+        assert np.all(s2.net.params[n][0].data[mask != 0] != restored[n][mask != 0])
+
+
+def test_group_by_index_invariants_after_100_steps(tiny):
+    root, base = tiny
+    bits = 3
+    proto, model = pruned_model(root, base, quantize_bits=bits)
+    s, hooks = start(root, proto, model, "quant")
+    K = 2 ** bits
+    codes = {n: np.rint(s.net.params[n + "_codes"][0].data).astype(int) for n in LAYERS}
+    cb0 = {n: s.net.params[n + "_codebook"][0].data.copy() for n in LAYERS}
+    # Follow each centroid through SGD with momentum and decay, fed the summed gradient of its cluster.
+    expect = {n: cb0[n].astype(np.float64) for n in LAYERS}
+    hist = {n: np.zeros(K) for n in LAYERS}
+    grads = {}
+
+    def record():
+        for n in LAYERS:
+            d = s.net.params[n][0].diff
+            g = np.zeros(K)
+            for k in range(1, K):
+                sel = codes[n] == k
+                if sel.any():
+                    g[k] = d[sel][0]
+                    assert np.all(d[sel] == d[sel][0])  # one gradient per cluster
+            grads[n] = g
+            assert np.all(d[codes[n] == 0] == 0.0)
+    s.add_callback(lambda: None, record)  # runs after the hooks' on_gradients_ready
+    for _ in range(100):
+        s.step(1)
+        for n in LAYERS:
+            hist[n] = MOM * hist[n] + LR * (grads[n] + WD * expect[n])
+            expect[n] = expect[n] - hist[n]
+            expect[n][0] = 0.0
+    hooks.sync_blobs()
+    for n in LAYERS:
+        w = s.net.params[n][0].data
+        cb = s.net.params[n + "_codebook"][0].data
+        assert np.all(w[codes[n] == 0] == 0.0)
+        assert np.unique(w[codes[n] != 0]).size <= K - 1
+        assert np.array_equal(w, cb[codes[n]])  # exactly the current centroids
+        present = np.unique(codes[n][codes[n] != 0])
+        assert np.all(cb[present] != cb0[n][present])  # every used centroid moved
+        np.testing.assert_allclose(cb[present], expect[n][present], rtol=2e-4, atol=1e-6)
+
+
+def test_codebook_survives_snapshot_and_restore(tiny):
+    root, base = tiny
+    proto, model = pruned_model(root, base, quantize_bits=2)
+    s, hooks = start(root, proto, model, "qsnap")
+    s.step(10)
+    hooks.sync_blobs()
+    s.snapshot()
+    saved = caffemodel.load_params(str(root / "qsnap_iter_10.caffemodel"))
+    for n in LAYERS:
+        cb = saved[n + "_codebook"].blobs[0]
+        codes = np.rint(saved[n + "_codes"].blobs[0]).astype(int)
+        assert np.array_equal(saved[n].blobs[0], cb[codes])
+    s2 = solving.make_solver(solver_param(proto, str(root / "qsnap")), str(root / "qsnap2_solver.prototxt"))
+    s2.restore(str(root / "qsnap_iter_10.solverstate"))
+    h2 = CompressionHooks(s2.net).install(s2)
+    s2.step(10)
+    h2.sync_blobs()
+    for n in LAYERS:
+        w = s2.net.params[n][0].data
+        assert np.unique(w[w != 0]).size <= 3
+        assert np.array_equal(w, s2.net.params[n + "_codebook"][0].data[np.rint(s2.net.params[n + "_codes"][0].data).astype(int)])
+
+
+def test_rewritten_net_runs_under_caffe_test_and_deploy_loads(tiny, tmp_path):
+    root, base = tiny
+    proto, model = pruned_model(root, base)
+    scores = solving.caffe_cli_test(proto, model, 2)
+    py = solving.evaluate(proto, model, 2)
+    assert scores["accuracy"] == pytest.approx(py["accuracy"], abs=1e-6)
+    # the unchanged net (no mask layers) still loads the pruned weights
+    net = caffe.Net(base, caffe.TEST, weights=model)
+    assert np.count_nonzero(net.params["ip1"][0].data) == int(round(0.3 * net.params["ip1"][0].data.size))
