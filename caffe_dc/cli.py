@@ -124,4 +124,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so stage modules register into the same COMMANDS.
+    from caffe_dc.cli import main as _main
+
+    sys.exit(_main())

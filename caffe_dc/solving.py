@@ -175,3 +175,34 @@ def caffe_cli_test(net_prototxt: str, caffemodel: str, iterations: int) -> Dict[
     if not scores:
         raise InputError("`caffe test` printed no scores")
     return scores
+
+
+def param_shapes(net_param, phase: str = "TEST") -> Dict[str, list]:
+    """Blob shapes of every parameterised layer, as Caffe infers them for ``net_param``."""
+    from google.protobuf import text_format
+
+    caffe = import_caffe()
+    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text_format.MessageToString(net_param))
+        net = caffe.Net(tmp, getattr(caffe, phase))
+        return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
+    finally:
+        os.unlink(tmp)
+
+
+def test_batch(net_param) -> int:
+    """Batch size of the TEST-phase data layer (what one test iteration consumes)."""
+    for layer in net_param.layer:
+        if layer.type == "Data" and any(r.phase == 1 for r in layer.include):
+            return int(layer.data_param.batch_size)
+    for layer in net_param.layer:
+        if layer.type == "Data":
+            return int(layer.data_param.batch_size)
+    raise InputError("net %s has no Data layer" % net_param.name)
+
+
+def test_iters_for(net_param, n_test: int) -> int:
+    """Test batches that cover the test split once."""
+    return max(1, -(-int(n_test) // test_batch(net_param)))

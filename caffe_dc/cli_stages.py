@@ -1,0 +1,123 @@
+"""CLI subcommands for the compression stages (registered into cli.COMMANDS on import)."""
+from __future__ import annotations
+
+import os
+
+from .cli import add_data_args, command, prepare_data
+from .errors import InputError
+
+
+def _pairs(text, cast, what):
+    """'ip1=0.08,ip2=0.09' -> {'ip1': 0.08, 'ip2': 0.09}; a bare number applies to every layer ('*')."""
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" in part:
+            k, v = part.split("=", 1)
+        else:
+            k, v = "*", part
+        try:
+            out[k.strip()] = cast(v)
+        except ValueError:
+            raise InputError("%s: %r is not a number" % (what, v))
+    return out
+
+
+def _expand(d, layers):
+    if d is None or "*" not in d:
+        return d
+    out = {n: d["*"] for n in layers}
+    out.update({k: v for k, v in d.items() if k != "*"})
+    return out
+
+
+@command("prune", "iteratively prune and retrain a trained caffemodel (stage 1)")
+def cmd_prune(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    p.add_argument("caffemodel", help="trained reference caffemodel")
+    add_data_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--density", help="final kept fraction per layer, e.g. ip1=0.08,ip2=0.09 or 0.1 for all "
+                                     "(default: the paper's per-layer densities)")
+    g.add_argument("--quality", help="threshold = quality x std per layer, e.g. ip1=1.2 or 1.0 for all")
+    p.add_argument("--layers", help="comma-separated layers to prune (default: all that have a target)")
+    p.add_argument("--rounds", type=int, default=3, help="prune/retrain rounds (default 3)")
+    p.add_argument("--iters", type=int, default=4000, help="retraining iterations per round (default 4000)")
+    p.add_argument("--lr-factor", type=float, default=0.1, help="retraining base_lr = factor x original (default 0.1)")
+    p.add_argument("--out", help="output folder (default: runs/<net>-<data>/pruned)")
+    p.add_argument("--verbose", action="store_true")
+
+    def run(args):
+        from . import nets, pruning, rewrite
+        from .caffemodel import load_net_proto
+        from .pruning_stage import PruneConfig, run_pruning
+
+        spec = nets.get(args.net)
+        if not os.path.isfile(args.caffemodel):
+            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
+        all_layers = rewrite.select_layers(load_net_proto(spec.train_val), layers)
+        dens = _expand(_pairs(args.density, float, "--density"), all_layers)
+        qual = _expand(_pairs(args.quality, float, "--quality"), all_layers)
+        if dens is None and qual is None:
+            dens = {k: v for k, v in pruning.PAPER_DENSITY.get(spec.name, {}).items() if k in all_layers}
+            if not dens:
+                raise InputError("no paper densities for %s: give --density or --quality" % spec.name)
+        if layers:
+            dens = {k: v for k, v in dens.items() if k in all_layers} if dens else None
+            qual = {k: v for k, v in qual.items() if k in all_layers} if qual else None
+        info = prepare_data(args, quiet=True)
+        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "pruned")
+        cfg = PruneConfig(densities=dens, qualities=qual, rounds=args.rounds, iters_per_round=args.iters,
+                          lr_factor=args.lr_factor)
+        print("prune %s (%s) -> %s" % (spec.name, info.name, out))
+        m = run_pruning(spec.name, args.caffemodel, info, out, cfg, layers=all_layers, verbose=args.verbose)
+        print(m["table"])
+        print("accuracy: reference %.2f%%, pruned %.2f%%" % (100 * m["reference_accuracy"], 100 * m["accuracy"]))
+        print("wrote %s, %s and %s" % (m["caffemodel"], m["prototxt"], os.path.join(out, "metrics.json")))
+        return 0
+    return run
+
+
+@command("quantize", "k-means quantize a pruned caffemodel and fine-tune the centroids (stage 2)")
+def cmd_quantize(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    p.add_argument("caffemodel", help="pruned caffemodel (from `caffe-dc prune`), or any trained one")
+    add_data_args(p)
+    p.add_argument("--bits", help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
+    p.add_argument("--init", default="linear", choices=["linear", "density", "random"],
+                   help="centroid initialisation (default linear, the paper's)")
+    p.add_argument("--iters", type=int, default=2000, help="fine-tuning iterations (default 2000)")
+    p.add_argument("--lr-factor", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
+    p.add_argument("--verbose", action="store_true")
+
+    def run(args):
+        from . import nets
+        from .quantization_stage import QuantConfig, run_quantization
+
+        spec = nets.get(args.net)
+        if not os.path.isfile(args.caffemodel):
+            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        bits = _pairs(args.bits, int, "--bits")
+        if bits and "*" in bits:
+            from . import rewrite
+            from .caffemodel import load_net_proto
+
+            bits = _expand(bits, rewrite.prunable_layers(load_net_proto(spec.train_val)))
+        info = prepare_data(args, quiet=True)
+        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "quantized")
+        cfg = QuantConfig(bits=bits, init=args.init, iters=args.iters, lr_factor=args.lr_factor, seed=args.seed)
+        print("quantize %s (%s) -> %s" % (spec.name, info.name, out))
+        m = run_quantization(spec.name, args.caffemodel, info, out, cfg, verbose=args.verbose)
+        print(m["table"])
+        print("accuracy: pruned %.2f%%, clustered %.2f%%, fine-tuned %.2f%%"
+              % (100 * m["accuracy_pruned"], 100 * m["accuracy_before_finetune"], 100 * m["accuracy"]))
+        print("wrote %s and %s" % (m["caffemodel"], os.path.join(out, "metrics.json")))
+        return 0
+    return run
