@@ -161,6 +161,8 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
     rewrite.adjust_dropout(net, rounds[-1]["layer_density"])
     save_net_proto(net, final_tv)
     paper = dict(pruning.PAPER_DENSITY.get(spec.name, {}))
+    if spec.name in pruning.PAPER_TOTAL_DENSITY:
+        paper["total"] = pruning.PAPER_TOTAL_DENSITY[spec.name]
     rows = layer_rows(final, layers, paper)
     metrics = {
         "net": spec.name, "dataset": info.name, "reference_caffemodel": ref_model,

@@ -1,0 +1,250 @@
+"""k-means codebooks, the quantized-layer invariants, and the group-by-index kernels."""
+import warnings
+
+import numpy as np
+import pytest
+
+from caffe_dc import quantization as q
+from caffe_dc.errors import InputError
+
+
+def _layer(shape=(60, 50), zero_share=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    w[rng.random(shape) < zero_share] = 0.0
+    return w
+
+
+def _assert_valid_kmeans(values, k, c, labels):
+    assert c.dtype == np.float32 and 1 <= c.size <= k
+    assert np.isfinite(c).all() and (c != 0).all()
+    assert (np.diff(c) > 0).all()                                  # ascending, distinct
+    assert labels.shape == (np.asarray(values).size,)
+    assert labels.min() >= 0 and labels.max() < c.size
+    assert np.bincount(labels, minlength=c.size).min() >= 1        # every centroid used
+    d = np.abs(np.asarray(values, np.float64)[:, None] - c.astype(np.float64)[None, :])
+    np.testing.assert_allclose(d[np.arange(labels.size), labels], d.min(axis=1), rtol=0, atol=0)  # nearest
+
+
+# --- initialisation -----------------------------------------------------------
+
+def test_linear_init_is_evenly_spaced_from_min_to_max():
+    v = np.array([0.7, -0.3, 0.1, 0.05, -0.2, 0.69], dtype=np.float32)
+    c = q.init_centroids(v, 5, q.Init.LINEAR)
+    lo, hi = float(np.float32(-0.3)), float(np.float32(0.7))
+    np.testing.assert_array_equal(c, np.linspace(lo, hi, 5))
+    assert c[0] == lo and c[-1] == hi
+    np.testing.assert_allclose(np.diff(c), (hi - lo) / 4)
+
+
+def test_quantize_layer_linear_init_uses_min_max_of_nonzero_weights():
+    # Three tight groups at -0.3, 0.2, 0.7 (exactly the 3 linear points of their min..max):
+    # k-means starting from there stays at the group means.
+    rng = np.random.default_rng(3)
+    groups = np.array([-0.3, 0.2, 0.7])
+    v = (np.repeat(groups, 50) + rng.uniform(-1e-3, 1e-3, 150)).astype(np.float32)
+    v[[0, 50, 100]] = [-0.3 - 1e-3, 0.2, 0.7 + 1e-3]
+    w = np.concatenate([v, np.zeros(100, np.float32)])        # many zeros: they must not pull the min/max
+    cb, codes = q.quantize_layer(w, 2)                          # 3 centroids for the nonzero weights
+    np.testing.assert_allclose(cb[1:], [v[:50].mean(), v[50:100].mean(), v[100:].mean()], rtol=1e-5)
+    assert (codes[:50] == 1).all() and (codes[50:100] == 2).all() and (codes[100:150] == 3).all()
+
+
+def test_density_and_random_init():
+    v = np.random.default_rng(0).standard_normal(1001).astype(np.float32)
+    c = q.init_centroids(v, 4, q.Init.DENSITY)
+    np.testing.assert_allclose(c, np.quantile(v.astype(np.float64), [0.125, 0.375, 0.625, 0.875]))
+    r1 = q.init_centroids(v, 8, q.Init.RANDOM, seed=1)
+    assert r1.size == 8 and np.unique(r1).size == 8 and np.isin(r1, v.astype(np.float64)).all()
+    np.testing.assert_array_equal(r1, q.init_centroids(v, 8, "random", seed=1))
+    assert not np.array_equal(r1, q.init_centroids(v, 8, q.Init.RANDOM, seed=2))
+    assert q.init_centroids([1.0, 1.0, 2.0], 5, q.Init.RANDOM).tolist() == [1.0, 2.0]
+
+
+def test_init_parse():
+    assert q.Init.parse("LINEAR") is q.Init.LINEAR and q.Init.parse(q.Init.DENSITY) is q.Init.DENSITY
+    with pytest.raises(InputError, match="linear, density, random"):
+        q.Init.parse("kmeans++")
+
+
+# --- kmeans edge cases --------------------------------------------------------
+
+@pytest.mark.parametrize("init", list(q.Init))
+def test_kmeans_every_k_from_1_to_n(init):
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 12):
+        v = rng.standard_normal(n).astype(np.float32)
+        for k in range(1, n + 1):
+            c, labels = q.kmeans(v, k, init, seed=k)
+            _assert_valid_kmeans(v, k, c, labels)
+            if k == n:                                    # as many clusters as points: exact
+                np.testing.assert_array_equal(c, np.sort(v))
+
+
+def test_kmeans_constant_layer():
+    v = np.full(1000, 0.25, np.float32)
+    for init in q.Init:
+        c, labels = q.kmeans(v, 31, init)
+        assert c.tolist() == [0.25] and (labels == 0).all()
+    cb, codes = q.quantize_layer(v.reshape(10, 100), 5)
+    assert cb[0] == 0 and (cb[1:] == 0.25).all() and (codes == 1).all()
+
+
+def test_kmeans_k_above_distinct_values():
+    v = np.array([1, 1, 2, 2, 2, 3, 1], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # and no sklearn warning leaks
+        c, labels = q.kmeans(v, 10, q.Init.LINEAR)
+    assert c.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(c[labels], v)
+
+
+def test_kmeans_forced_empty_clusters_give_finite_used_centroids():
+    # Data only near -1 and +1; linear init puts centroids at -.5, 0, .5 which start empty,
+    # and heavy duplicates make sklearn's "fewer distinct clusters" case likely.
+    rng = np.random.default_rng(0)
+    v = np.concatenate([np.full(500, -1.0), np.full(500, 1.0), -1 + rng.uniform(0, 1e-3, 3),
+                        1 - rng.uniform(0, 1e-3, 3)]).astype(np.float32)
+    for init in q.Init:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            c, labels = q.kmeans(v, 7, init, seed=0)
+        _assert_valid_kmeans(v, 7, c, labels)
+
+
+def test_finish_drops_nan_and_unused_centres():
+    distinct = np.array([-1.0, 0.5, 2.0], np.float32)
+    c, labels = q._finish(distinct, [np.nan, -1.0, 0.5, 2.0, 50.0, np.inf])
+    assert c.tolist() == [-1.0, 0.5, 2.0] and labels.tolist() == [0, 1, 2]
+
+
+def test_kmeans_centroid_at_zero_is_nudged():
+    v = np.array([-1.0, 1.0, -1.0, 1.0], np.float32)           # one cluster: mean exactly 0
+    c, labels = q.kmeans(v, 1, q.Init.LINEAR)
+    assert c.tolist() == [q.NONZERO_EPS] and c[0] != 0 and (labels == 0).all()
+    c, _ = q.kmeans(np.array([0.0, 3.0], np.float32), 2)       # a 0.0 in the data itself
+    assert c.tolist() == [q.NONZERO_EPS, 3.0]
+
+
+def test_kmeans_bad_input():
+    with pytest.raises(InputError):
+        q.kmeans([1.0, np.nan], 2)
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(InputError):
+            q.kmeans([1.0, 2.0], k)
+    c, labels = q.kmeans(np.zeros(0, np.float32), 4)
+    assert c.size == 0 and labels.size == 0
+
+
+def test_kmeans_on_distinct_values_matches_sklearn_on_raw_weights():
+    """Fitting distinct values weighted by their counts is the same k-means run as on the raw weights."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(2)
+    v = np.round(rng.standard_normal(3000), 2).astype(np.float32)     # many repeated values
+    c, labels = q.kmeans(v, 6, q.Init.LINEAR)
+    x = v.astype(np.float64).reshape(-1, 1)
+    init = np.linspace(x.min(), x.max(), 6).reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = KMeans(6, init=init, n_init=1, algorithm="full", tol=q.KMEANS_TOL).fit(x).labels_
+    means = np.array([x[raw == i].mean() for i in range(6)])
+    np.testing.assert_allclose(c, means, rtol=1e-6)                    # centroids: the raw clusters' means
+    _assert_valid_kmeans(v, 6, c, labels)
+
+
+# --- quantize_layer -----------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8, 9])
+@pytest.mark.parametrize("init", list(q.Init))
+def test_quantize_layer_invariants(bits, init):
+    w = _layer()
+    cb, codes = q.quantize_layer(w, bits, init=init, seed=4)
+    K = 2 ** bits
+    assert cb.dtype == np.float32 and cb.shape == (K,)
+    assert cb[0] == 0.0 and (cb[1:] != 0).all() and (np.diff(cb[1:]) >= 0).all()
+    assert codes.dtype == (np.uint8 if bits <= 8 else np.uint16) and codes.shape == w.shape
+    wq = cb[codes]
+    assert wq.dtype == np.float32
+    np.testing.assert_array_equal(codes == 0, w == 0)                  # zeros stay zero, only they
+    np.testing.assert_array_equal(wq == 0, w == 0)
+    assert np.unique(wq).size <= K
+    # every kept weight sits on its nearest centroid
+    d = np.abs(w[w != 0].astype(np.float64)[:, None] - cb[1:].astype(np.float64)[None, :])
+    np.testing.assert_array_equal(d[np.arange(d.shape[0]), codes[w != 0] - 1], d.min(axis=1))
+    # deterministic
+    cb2, codes2 = q.quantize_layer(w, bits, init=init, seed=4)
+    np.testing.assert_array_equal(cb, cb2)
+    np.testing.assert_array_equal(codes, codes2)
+
+
+def test_quantize_layer_is_idempotent():
+    cb, codes = q.quantize_layer(_layer(), 4)
+    cb2, codes2 = q.quantize_layer(cb[codes], 4)
+    np.testing.assert_array_equal(cb2[codes2], cb[codes])
+
+
+def test_quantize_layer_all_zero_and_bad_input():
+    cb, codes = q.quantize_layer(np.zeros((3, 4), np.float32), 3)
+    assert cb[0] == 0 and (cb[1:] != 0).all() and (codes == 0).all()
+    w = _layer((4, 4))
+    w[0, 0] = np.inf
+    with pytest.raises(InputError):
+        q.quantize_layer(w, 4)
+    for bits in (0, 17, 4.0, None):
+        with pytest.raises(InputError):
+            q.quantize_layer(_layer((4, 4)), bits)
+
+
+# --- fine-tuning kernels ------------------------------------------------------
+
+def _naive_group(diff, codes, K):
+    sums = np.zeros(K)
+    for d, c in zip(diff, codes):
+        sums[c] += d
+    sums[0] = 0.0
+    return sums, np.array([sums[c] for c in codes])
+
+
+def test_centroid_gradients_and_group_diffs_match_naive_loop():
+    rng = np.random.default_rng(7)
+    K = 16
+    codes = rng.integers(0, K, 2000)
+    codes[rng.random(2000) < 0.5] = 0
+    diff = rng.standard_normal(2000).astype(np.float32)
+    sums, per_weight = _naive_group(diff, codes, K)
+    np.testing.assert_allclose(q.centroid_gradients(diff, codes, K), sums, rtol=1e-12, atol=1e-12)
+    g = q.group_diffs(diff, codes.astype(np.intp), K)
+    assert g.dtype == np.float32 and g.shape == diff.shape
+    np.testing.assert_allclose(g, per_weight, rtol=1e-6, atol=1e-6)
+    assert (g[codes == 0] == 0).all()
+    for k in range(1, K):                              # equal codes -> identical diffs
+        assert np.unique(g[codes == k]).size <= 1
+    np.testing.assert_array_equal(q.group_diffs(diff, codes.astype(np.uint8), K), g)
+    # in place, and the precomputed variant
+    d2 = diff.copy()
+    q.group_diffs(d2, codes, K, out=d2)
+    np.testing.assert_array_equal(d2, g)
+    d3 = diff.copy()
+    q.GroupedDiff(codes.astype(np.uint8), K)(d3)
+    np.testing.assert_allclose(d3, g, rtol=1e-6, atol=1e-7)
+
+
+def test_group_kernels_reject_codes_past_codebook():
+    with pytest.raises(ValueError):
+        q.centroid_gradients(np.ones(3, np.float32), np.array([0, 1, 4]), 4)
+    with pytest.raises(ValueError):
+        q.GroupedDiff(np.array([0, 1, 4]), 4)
+
+
+def test_compression_rate():
+    # the paper's Figure 3: 16 weights, 4 clusters, 32-bit -> 16*32 / (16*2 + 4*32) = 3.2
+    assert q.compression_rate(16, 32, 4) == pytest.approx(3.2)
+    assert q.compression_rate(1000, 32, 16) == pytest.approx(32000 / (4000 + 512))
+    with pytest.raises(InputError):
+        q.compression_rate(0, 32, 4)
+
+
+def test_paper_bits_exported():
+    assert q.PAPER_BITS["alexnet"]["fc6"] == 5 and q.PAPER_BITS["alexnet"]["conv1"] == 8
+    assert q.PAPER_INDEX_BITS["alexnet"] == 4
