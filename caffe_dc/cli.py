@@ -107,6 +107,10 @@ def _load_plugins():
 
 
 def main(argv=None) -> int:
+    try:  # progress lines and tables should interleave in order even through a pipe
+        sys.stdout.reconfigure(line_buffering=True)
+    except AttributeError:
+        pass
     parser, runners = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

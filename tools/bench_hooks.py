@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Retraining speed with caffe-dc's hooks against plain Caffe on the same net.
+
+For each LeNet: plain SGD on the unmodified net; then the pruning setup
+(mask blobs + mask hook, paper densities); then the quantization setup
+(mask, codebook and codes blobs + group-by-index hook, paper bits). Weights
+are the solver's own initialisation, pruned by magnitude: the per-iteration
+cost does not depend on how well trained they are. Each configuration runs
+``--warmup`` untimed then ``--iters`` timed iterations, best of ``--repeats``.
+
+    ./dc dev python3 /src/tools/bench_hooks.py --out runs/bench/hooks.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from caffe_dc import datasets, nets, pruning, rewrite, solving  # noqa: E402
+from caffe_dc.caffemodel import atomic_write, load_params, save_net_proto, save_params  # noqa: E402
+from caffe_dc.hooks import CompressionHooks  # noqa: E402
+from caffe_dc.pruning_stage import with_masks  # noqa: E402
+from caffe_dc.quantization_stage import default_bits, quantize_params  # noqa: E402
+from caffe_dc.quantization import Init  # noqa: E402
+from caffe_dc.train import environment  # noqa: E402
+
+
+def timed(solver, warmup, iters, repeats):
+    solver.step(warmup)
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        solver.step(iters)
+        best = max(best, iters / (time.perf_counter() - t))
+    return best
+
+
+def bench_net(name, info, work, warmup, iters, repeats):
+    spec = nets.get(name)
+    base = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb)
+    base_path = os.path.join(work, name + "_base.prototxt")
+    save_net_proto(base, base_path)
+    sp = nets.solver_for(spec.name, base_path, os.path.join(work, name))
+    sp.test_iter[:] = [1]
+
+    plain = solving.make_solver(sp, os.path.join(work, name + "_plain_solver.prototxt"))
+    init = os.path.join(work, name + "_init.caffemodel")
+    plain.net.save(init)
+    res = {"plain": timed(plain, warmup, iters, repeats)}
+    del plain
+
+    params = load_params(init)
+    layers = rewrite.prunable_layers(base)
+    dens = pruning.PAPER_DENSITY[spec.name]
+    masks = {n: pruning.density_mask(params[n].blobs[0], dens[n]) for n in layers}
+    pruned = with_masks(params, masks)
+    shapes = {n: params[n].blobs[0].shape for n in layers}
+    types = {l.name: l.type for l in base.layer}
+    bits = {n: default_bits(spec.name, n, types[n]) for n in layers}
+    quant, _ = quantize_params(pruned, layers, bits, Init.LINEAR, 0)
+    for tag, model, kinds in (("masks", pruned, [rewrite.MASK]),
+                              ("codebooks", quant, [rewrite.MASK, rewrite.CODEBOOK, rewrite.CODES])):
+        net = rewrite.add_blobs(base, shapes, kinds, {n: 2 ** bits[n] for n in layers})
+        tv = os.path.join(work, "%s_%s.prototxt" % (name, tag))
+        save_net_proto(net, tv)
+        cm = os.path.join(work, "%s_%s.caffemodel" % (name, tag))
+        save_params(model, cm)
+        s2 = type(sp)()
+        s2.CopyFrom(sp)
+        s2.net = tv
+        s = solving.make_solver(s2, os.path.join(work, "%s_%s_solver.prototxt" % (name, tag)))
+        s.net.copy_from(cm)
+        CompressionHooks(s.net).install(s)
+        res[tag] = timed(s, warmup, iters, repeats)
+        del s
+    res["masks_ratio"] = res["masks"] / res["plain"]
+    res["codebooks_ratio"] = res["codebooks"] / res["plain"]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nets", default="lenet-300-100,lenet-5")
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="runs/bench/hooks.json")
+    args = ap.parse_args()
+    info = datasets.prepare(quiet=True)
+    work = os.path.join(os.path.dirname(args.out) or ".", "hooks_work")
+    os.makedirs(work, exist_ok=True)
+    results = {}
+    print("%-15s %10s %10s %10s %8s %8s" % ("net", "plain it/s", "masks", "codebooks", "ratio", "ratio"))
+    for name in args.nets.split(","):
+        r = bench_net(name, info, work, args.warmup, args.iters, args.repeats)
+        results[name] = r
+        print("%-15s %10.1f %10.1f %10.1f %7.2fx %7.2fx" % (name, r["plain"], r["masks"], r["codebooks"],
+                                                          r["masks_ratio"], r["codebooks_ratio"]))
+    out = {"benchmark": "retraining iter/s: caffe-dc hooks vs plain Caffe", "iters": args.iters,
+           "warmup": args.warmup, "repeats": args.repeats, "data": info.name,
+           "environment": environment(solving.import_caffe()), "results": results,
+           "command": "python3 tools/bench_hooks.py " + " ".join(sys.argv[1:])}
+    atomic_write(args.out, json.dumps(out, indent=2).encode())
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Training speed (iter/s) of LeNet-5 and LeNet-300-100 through pycaffe, in the image.
+
+Runs ``--warmup`` untimed iterations, then ``--iters`` timed ones, best of
+``--repeats``, on the embedded Fashion-MNIST LMDB, and writes JSON with the
+BLAS that Caffe is linked against.
+
+    ./dc dev python3 /src/tools/bench_train.py --out runs/bench/train.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from caffe_dc import datasets, nets, solving  # noqa: E402
+from caffe_dc.caffemodel import atomic_write, save_net_proto  # noqa: E402
+from caffe_dc.train import environment  # noqa: E402
+
+
+def main():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_hooks import timed
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nets", default="lenet-5,lenet-300-100")
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="runs/bench/train.json")
+    args = ap.parse_args()
+    info = datasets.prepare(quiet=True)
+    work = os.path.join(os.path.dirname(args.out) or ".", "train_work")
+    os.makedirs(work, exist_ok=True)
+    results = {}
+    for name in args.nets.split(","):
+        spec = nets.get(name)
+        base = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb)
+        tv = os.path.join(work, spec.name + ".prototxt")
+        save_net_proto(base, tv)
+        sp = nets.solver_for(spec.name, tv, os.path.join(work, spec.name))
+        s = solving.make_solver(sp, os.path.join(work, spec.name + "_solver.prototxt"))
+        results[spec.name] = {"iters_per_s": timed(s, args.warmup, args.iters, args.repeats),
+                              "batch": int(base.layer[0].data_param.batch_size)}
+        print("%-15s %8.1f iter/s" % (spec.name, results[spec.name]["iters_per_s"]))
+    out = {"benchmark": "reference training iter/s through pycaffe", "iters": args.iters, "warmup": args.warmup,
+           "repeats": args.repeats, "data": info.name, "environment": environment(solving.import_caffe()),
+           "results": results, "command": "python3 tools/bench_train.py " + " ".join(sys.argv[1:])}
+    atomic_write(args.out, json.dumps(out, indent=2).encode())
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
