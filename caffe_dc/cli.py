@@ -60,6 +60,7 @@ def cmd_train(p):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/reference)")
     p.add_argument("--batch", type=int, help="override the training batch size")
+    p.add_argument("--base-lr", type=float, help="override the solver's base_lr")
     p.add_argument("--verbose", action="store_true", help="show Caffe's GLOG output")
 
     def run(args):
@@ -71,7 +72,8 @@ def cmd_train(p):
         info = prepare_data(args)
         out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "reference")
         m = train.train_reference(spec.name, info, out, iters=args.iters, seed=args.seed,
-                                  test_every=args.test_every, verbose=args.verbose, batch=args.batch)
+                                  test_every=args.test_every, verbose=args.verbose, batch=args.batch,
+                                  base_lr=args.base_lr)
         print("%s on %s: %d iterations, test accuracy %.2f%% (%.1f it/s)" % (
             spec.name, info.name, m["iters"], 100 * m["accuracy"], m["test"]["iters_per_s"]))
         print("wrote %s and %s" % (m["caffemodel"], os.path.join(out, "metrics.json")))
@@ -98,7 +100,7 @@ def build_parser():
 
 def _load_plugins():
     # Subcommands defined beside their stage's module register themselves on import.
-    for mod in ("cli_stages",):
+    for mod in ("cli_stages", "cli_codec"):
         try:
             __import__("caffe_dc." + mod)
         except ImportError as e:
