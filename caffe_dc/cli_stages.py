@@ -1,6 +1,7 @@
 """CLI subcommands for the compression stages (registered into cli.COMMANDS on import)."""
 from __future__ import annotations
 
+import json
 import os
 
 from .cli import add_data_args, command, prepare_data
@@ -119,5 +120,38 @@ def cmd_quantize(p):
         print("accuracy: pruned %.2f%%, clustered %.2f%%, fine-tuned %.2f%%"
               % (100 * m["accuracy_pruned"], 100 * m["accuracy_before_finetune"], 100 * m["accuracy"]))
         print("wrote %s and %s" % (m["caffemodel"], os.path.join(out, "metrics.json")))
+        return 0
+    return run
+
+
+@command("reproduce", "the whole pipeline on a LeNet: train, prune, quantize, encode, decode, caffe test, report")
+def cmd_reproduce(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    add_data_args(p)
+    p.add_argument("--quick", action="store_true", help="a few minutes' preset, for tests and a first look")
+    p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
+    p.add_argument("--density", help="override final densities, e.g. ip1=0.05")
+    p.add_argument("--bits", help="override weight bits, e.g. 5 or ip1=5")
+    p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
+
+    def run(args):
+        from . import nets, rewrite
+        from .caffemodel import load_net_proto
+        from .pipeline import Pipeline
+
+        spec = nets.get(args.net)
+        layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
+        args.density = _expand(_pairs(args.density, float, "--density"), layers)
+        args.bits = _expand(_pairs(args.bits, int, "--bits"), layers)
+        if args.weights and not os.path.isfile(args.weights):
+            raise InputError("no such caffemodel: %s" % args.weights)
+        pl = Pipeline(spec.name, "quick" if args.quick else "full", args.out, args)
+        state = pl.run()
+        m = json.load(open(os.path.join(pl.run_dir, "metrics.json")))
+        print("%s on %s: accuracy %.2f%% -> %.2f%% (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"
+              % (spec.name, m["dataset"], 100 * m["reference_accuracy"], 100 * m["final_accuracy"],
+                 m["accuracy_delta_pp"], m["dense_bytes"], m["file_bytes"], m["compression"], state["report"]["report"]))
         return 0
     return run
