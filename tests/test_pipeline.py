@@ -1,0 +1,168 @@
+"""End to end on real Caffe: `reproduce --quick`, the stage CLIs, resume after a kill, CLI errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+caffe = pytest.importorskip("caffe")
+
+from caffe_dc import caffemodel, datasets, solving  # noqa: E402
+from conftest import REPO, assert_clean_error, run_cli  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quick")
+    out = root / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root, out, p
+
+
+def test_reproduce_quick_end_to_end(quick_run):
+    root, out, p = quick_run
+    for i, stage in enumerate(["data", "reference", "prune", "quantize", "encode", "decode", "caffe test", "report"], 1):
+        assert "[%d/8] %s" % (i, stage) in p.stdout
+    state = json.load(open(str(out / "pipeline.json")))
+    assert state["decode"]["bit_exact"] is True
+    # Caffe's own binary scores the decoded model exactly as the quantized one
+    assert state["caffe_test"]["decoded"]["accuracy"] == state["caffe_test"]["quantized"]["accuracy"]
+    assert state["reference"]["accuracy"] > 0.5  # 10 classes: clearly beats chance
+    m = json.load(open(str(out / "metrics.json")))
+    assert m["compression"] > 20 and m["file_bytes"] == os.path.getsize(str(out / "model.dcz"))
+    report = open(str(out / "report.md")).read()
+    assert "| paper (MNIST) | 1.64% → 1.58% | 1070 KB → 27 KB | 40x |" in report
+    assert "W% ours / paper" in report and "| ip1 | 235200 | 8.0% / 8.0% |" in report
+    for png in ("weights_before_after_pruning.png", "codebook.png", "size_waterfall.png"):
+        assert os.path.getsize(str(out / png)) > 5000
+        assert png in report
+
+
+def test_decoded_weights_bit_exact_and_decode_verify(quick_run, tmp_path):
+    root, out, _ = quick_run
+    q = caffemodel.load_params(str(out / "quantize" / "quantized.caffemodel"))
+    d = caffemodel.load_params(str(out / "decoded.caffemodel"))
+    for name in ("ip1", "ip2", "ip3"):
+        for a, b in zip(q[name].blobs, d[name].blobs):
+            assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+        w = d[name].blobs[0]
+        cb = q[name + "_codebook"].blobs[0]
+        assert np.unique(w[w != 0]).size <= cb.size - 1
+    p = run_cli("decode", out / "model.dcz", "-o", tmp_path / "again.caffemodel",
+                "--verify", out / "quantize" / "quantized.caffemodel")
+    assert p.returncode == 0, p.stderr
+    assert "bit-identical to" in p.stdout
+
+
+def test_rerun_skips_finished_stages(quick_run):
+    root, out, _ = quick_run
+    before = os.path.getmtime(str(out / "model.dcz"))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("done before, skipping") == 8
+    assert os.path.getmtime(str(out / "model.dcz")) == before
+
+
+def test_inspect_prints_paper_table(quick_run):
+    _, out, _ = quick_run
+    p = run_cli("inspect", out / "model.dcz")
+    assert p.returncode == 0, p.stderr
+    assert "rate P+Q+H ours / paper" in p.stdout and "paper (lenet-300-100, Table 2)" in p.stdout
+    assert "ip1" in p.stdout and "total" in p.stdout
+
+
+def test_encode_any_caffemodel_post_hoc(quick_run, tmp_path):
+    root, out, _ = quick_run
+    ref = out / "reference" / "lenet-300-100.caffemodel"
+    blob = tmp_path / "ref.dcz"
+    p = run_cli("encode", os.path.join(REPO, "prototxt", "lenet_300_100_train_val.prototxt"), ref, "-o", blob,
+                "--density", "0.1", "--bits", "5")
+    assert p.returncode == 0, p.stderr
+    assert "post hoc" in p.stdout
+    dec = tmp_path / "ref.caffemodel"
+    assert run_cli("decode", blob, "-o", dec, "--verify").returncode == 0
+    params = caffemodel.load_params(str(dec))
+    w = params["ip1"].blobs[0]
+    assert abs(np.count_nonzero(w) / w.size - 0.1) < 0.001
+    assert np.unique(w[w != 0]).size <= 31
+    # Caffe loads it and runs it
+    acc = solving.caffe_cli_test(str(out / "train_val.prototxt"), str(dec), 5)["accuracy"]
+    assert 0.0 <= acc <= 1.0
+
+
+def test_corrupt_and_truncated_blobs_get_clean_errors(quick_run, tmp_path):
+    _, out, _ = quick_run
+    data = open(str(out / "model.dcz"), "rb").read()
+    (tmp_path / "trunc.dcz").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0x10
+    (tmp_path / "flip.dcz").write_bytes(bytes(flipped))
+    (tmp_path / "junk.dcz").write_bytes(b"not a blob at all")
+    for name in ("trunc.dcz", "flip.dcz", "junk.dcz"):
+        p = run_cli("decode", tmp_path / name, "-o", tmp_path / (name + ".caffemodel"))
+        assert_clean_error(p)
+        assert not os.path.exists(str(tmp_path / (name + ".caffemodel")))
+        assert_clean_error(run_cli("inspect", tmp_path / name))
+    assert_clean_error(run_cli("decode", tmp_path / "missing.dcz"), "no such compressed blob")
+
+
+def test_decode_never_overwrites_its_input(quick_run, tmp_path):
+    _, out, _ = quick_run
+    blob = tmp_path / "m.dcz"
+    blob.write_bytes(open(str(out / "model.dcz"), "rb").read())
+    assert_clean_error(run_cli("decode", blob, "-o", blob), "overwrite")
+    assert blob.read_bytes() == open(str(out / "model.dcz"), "rb").read()
+
+
+def test_stage_cli_errors(quick_run, tmp_path):
+    root, out, _ = quick_run
+    ref = str(out / "reference" / "lenet-300-100.caffemodel")
+    common = ["--data-root", str(root / "data")]
+    assert_clean_error(run_cli("prune", "lenet-300-100", ref, "--density", "ip9=0.1", *common), "ip9")
+    assert_clean_error(run_cli("prune", "lenet-300-100", ref, "--quality", "0", *common), "quality")
+    assert_clean_error(run_cli("prune", "lenet-300-100", ref, "--density", "1.5", *common), "density")
+    assert_clean_error(run_cli("prune", "lenet-300-100", ref, "--density", "0", *common), "density")
+    assert_clean_error(run_cli("prune", "lenet-300-100", ref, "--layers", "relu1", *common), "cannot be pruned")
+    assert_clean_error(run_cli("prune", "lenet-300-100", str(tmp_path / "nope.caffemodel"), *common), "no such caffemodel")
+    # a LeNet-300-100 caffemodel does not fit LeNet-5
+    assert_clean_error(run_cli("prune", "lenet-5", ref, *common), "caffemodel")
+    assert_clean_error(run_cli("quantize", "lenet-300-100", ref, "--bits", "ip1=0", *common), "bits")
+    assert_clean_error(run_cli("train", "vgg99", *common), "unknown net")
+    assert_clean_error(run_cli("encode", os.path.join(REPO, "prototxt", "lenet5_train_val.prototxt"), ref,
+                               "-o", tmp_path / "x.dcz"), "do not belong together")
+
+
+def test_prune_resumes_after_kill(quick_run, tmp_path):
+    root, out, _ = quick_run
+    ref = str(out / "reference" / "lenet-300-100.caffemodel")
+    run_dir = tmp_path / "prune"
+    args = [sys.executable, "-m", "caffe_dc.cli", "prune", "lenet-300-100", ref, "--rounds", "2", "--iters", "3000",
+            "--out", str(run_dir), "--data-root", str(root / "data")]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    snap_dir = run_dir / "round1" / "retrain"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list(snap_dir.glob("snap_iter_*.solverstate")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "round1" / "retrained.caffemodel").exists()
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, universal_newlines=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "resuming prune round 1 from iteration" in p.stdout
+    params = caffemodel.load_params(str(run_dir / "pruned.caffemodel"))
+    for n in ("ip1", "ip2", "ip3"):
+        mask = params[n + "_mask"].blobs[0]
+        assert np.all(params[n].blobs[0][mask == 0] == 0)
+    m = json.load(open(str(run_dir / "metrics.json")))
+    assert m["density"] < 0.09
