@@ -1,0 +1,30 @@
+"""Reference training through pycaffe via the CLI, on the embedded data."""
+import json
+import os
+
+import pytest
+
+pytest.importorskip("caffe")
+
+from caffe_dc import datasets  # noqa: E402
+from conftest import assert_clean_error, run_cli  # noqa: E402
+
+
+@pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+@pytest.mark.parametrize("net, iters", [("lenet-300-100", 300), ("lenet-5", 60)])
+def test_short_training_beats_chance(tmp_path, net, iters):
+    out = tmp_path / "ref"
+    p = run_cli("train", net, "--iters", iters, "--test-every", iters // 2, "--out", out,
+                "--data-root", tmp_path / "data", "--limit", 2000)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.load(open(str(out / "metrics.json")))
+    assert m["accuracy"] > 0.5, m  # ten classes: chance is 0.1
+    assert m["iters"] == iters and len(m["history"]) == 2
+    assert os.path.getsize(m["caffemodel"]) > 100000
+    assert "test accuracy" in p.stdout
+    # GLOG chatter stays hidden without --verbose
+    assert "solver.cpp" not in p.stderr and "net.cpp" not in p.stderr
+
+
+def test_train_imagenet_net_needs_imagenet(tmp_path):
+    assert_clean_error(run_cli("train", "alexnet", "--data-root", tmp_path), "ImageNet")
