@@ -1,97 +1,218 @@
-"""The nets caffe-dc knows: where their prototxts and solvers live, and how to fill them in.
+"""The four nets of the paper: where their prototxts and solvers live, and how to fill them in.
 
-The prototxts in ``prototxt/`` name their LMDBs ``TRAIN_LMDB`` / ``TEST_LMDB``
-and the solvers name their net ``NET``; the functions here substitute real
-paths through protobuf, never by editing text.
+The prototxts in ``prototxt/`` read LMDBs named ``TRAIN_LMDB`` / ``TEST_LMDB``
+and the solvers in ``solvers/`` name their net ``NET``; the functions here put
+real paths in through protobuf, never by editing text, so a path with quotes
+or backslashes cannot break the file and a renamed field fails loudly.
+
+Each net's prunable layers are listed here, in net order, with the names of
+the paper's Tables 2-5, so that every stage and report agrees on them
+without instantiating a net (VGG-16 alone is 550 MB of weights).
 """
 from __future__ import annotations
 
+import enum
+import math
+import numbers
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Dict, Optional, Tuple
 
-from .caffemodel import load_net_proto, load_solver_proto
+from .caffemodel import caffe_pb2, load_net_proto, load_solver_proto, save_net_proto
 from .errors import InputError
 
 
-class NetSpec(NamedTuple):
-    name: str          # canonical name, as in paper.py
-    dataset: str       # "mnist" (28x28 gray, LMDB) or "imagenet"
-    train_val: str
-    deploy: str
-    solver: str
+class Dataset(str, enum.Enum):
+    """What a net's Data layers expect. A ``str`` so ``spec.dataset == "mnist"`` keeps working."""
+
+    MNIST = "mnist"        # 1x28x28 grey LMDB (MNIST, Fashion-MNIST), scaled by 1/256
+    IMAGENET = "imagenet"  # 3x256x256 BGR LMDB from convert_imageset, cropped and mean-subtracted
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def home() -> Path:
+    """The checkout holding ``prototxt/`` and ``solvers/``: $CAFFE_DC_HOME, else next to the package."""
     env = os.environ.get("CAFFE_DC_HOME")
     return Path(env) if env else Path(__file__).resolve().parent.parent
 
 
-def _spec(name, dataset, stem):
-    h = home()
-    return NetSpec(name, dataset, str(h / "prototxt" / (stem + "_train_val.prototxt")),
-                   str(h / "prototxt" / (stem + "_deploy.prototxt")), str(h / "solvers" / (stem + "_solver.prototxt")))
+@dataclass(frozen=True)
+class NetSpec:
+    name: str                   # canonical name, as in paper.py and the CLI
+    dataset: Dataset
+    stem: str                   # file stem: prototxt/<stem>_train_val.prototxt, ...
+    prunable: Tuple[str, ...]   # Convolution / InnerProduct layers in net order (= the paper's table rows)
+
+    # Paths are resolved on every access so that CAFFE_DC_HOME may change after import (tests do).
+    @property
+    def train_val(self) -> str:
+        return _file("prototxt", self.stem + "_train_val.prototxt")
+
+    @property
+    def deploy(self) -> str:
+        return _file("prototxt", self.stem + "_deploy.prototxt")
+
+    @property
+    def solver(self) -> str:
+        return _file("solvers", self.stem + "_solver.prototxt")
 
 
-_STEMS = {"lenet-300-100": ("mnist", "lenet_300_100"), "lenet-5": ("mnist", "lenet5"),
-          "alexnet": ("imagenet", "alexnet"), "vgg16": ("imagenet", "vgg16")}
-_ALIASES = {"lenet300100": "lenet-300-100", "lenet5": "lenet-5", "alexnet": "alexnet", "vgg16": "vgg16"}
-NAMES = tuple(_STEMS)
+def _file(folder: str, fname: str) -> str:
+    d = home() / folder
+    if not d.is_dir():
+        raise InputError("caffe-dc's %s/ folder is not at %s: set CAFFE_DC_HOME to the caffe-dc checkout" % (folder, d))
+    return str(d / fname)
+
+
+_VGG16_CONVS = tuple("conv%d_%d" % (b, i) for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1))
+
+NETS: Dict[str, NetSpec] = {
+    "lenet-300-100": NetSpec("lenet-300-100", Dataset.MNIST, "lenet_300_100", ("ip1", "ip2", "ip3")),
+    "lenet-5": NetSpec("lenet-5", Dataset.MNIST, "lenet5", ("conv1", "conv2", "ip1", "ip2")),
+    "alexnet": NetSpec("alexnet", Dataset.IMAGENET, "alexnet",
+                       ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")),
+    "vgg16": NetSpec("vgg16", Dataset.IMAGENET, "vgg16", _VGG16_CONVS + ("fc6", "fc7", "fc8")),
+}
+NAMES = tuple(NETS)
+
+# Spellings people use, compared after lower-casing and dropping everything but letters and digits.
+_ALIASES = {
+    "lenet300100": "lenet-300-100",
+    "lenet5": "lenet-5",
+    "alexnet": "alexnet", "bvlcalexnet": "alexnet",
+    "vgg16": "vgg16", "vggilsvrc16layers": "vgg16", "vggd": "vgg16",
+}
 
 
 def canonical(name: str) -> str:
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    """``lenet5`` / ``LeNet_5`` / ``lenet-5`` -> ``lenet-5``; an unknown name is an InputError."""
+    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
     if key not in _ALIASES:
         raise InputError("unknown net %r (known: %s)" % (name, ", ".join(NAMES)))
     return _ALIASES[key]
 
 
 def get(name: str) -> NetSpec:
-    n = canonical(name)
-    dataset, stem = _STEMS[n]
-    return _spec(n, dataset, stem)
+    return NETS[canonical(name)]
 
 
-def train_val_with_sources(name: str, train_lmdb: str, test_lmdb: str, batch: Optional[int] = None,
+# ---------------------------------------------------------------------------
+# train_val: Data layer sources and batch sizes
+
+def _is_test(layer) -> bool:
+    pb = caffe_pb2()
+    return any(r.HasField("phase") and r.phase == pb.TEST for r in layer.include)
+
+
+def data_layers(net_param) -> Dict[str, object]:
+    """The net's Data layers as {"train": layer, "test": layer} (a layer without a phase rule is "train")."""
+    out: Dict[str, object] = {}
+    for layer in net_param.layer:
+        if layer.type == "Data":
+            out.setdefault("test" if _is_test(layer) else "train", layer)
+    return out
+
+
+def _batch(value, what: str) -> Optional[int]:
+    if value is None:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+        and value == int(value) and value >= 1
+    if not ok:
+        raise InputError("%s must be a positive integer, got %r" % (what, value))
+    return int(value)
+
+
+def train_val_with_sources(net: str, train_lmdb: str, test_lmdb: str, batch: Optional[int] = None,
                            test_batch: Optional[int] = None):
-    """The net's train_val NetParameter with its Data layers reading the given LMDBs."""
-    spec = get(name)
-    net = load_net_proto(spec.train_val)
-    for layer in net.layer:
+    """The net's train_val NetParameter reading ``train_lmdb`` / ``test_lmdb`` (made absolute).
+
+    ``batch`` / ``test_batch`` override the TRAIN / TEST Data layers' batch sizes.
+    The LMDBs must exist: a typo should fail here, not minutes later inside Caffe.
+    """
+    spec = get(net)
+    batch = _batch(batch, "batch")
+    test_batch = _batch(test_batch, "test batch")
+    for what, path in (("training", train_lmdb), ("test", test_lmdb)):
+        if not os.path.isdir(path):
+            raise InputError("no such %s LMDB: %s" % (what, path))
+    param = load_net_proto(spec.train_val)
+    layers = data_layers(param)
+    if set(layers) != {"train", "test"}:
+        raise InputError("%s needs one TRAIN and one TEST Data layer, found %s" % (spec.train_val, sorted(layers)))
+    for layer in param.layer:
         if layer.type != "Data":
             continue
-        test = any(r.phase == 1 for r in layer.include)
+        test = _is_test(layer)
         layer.data_param.source = os.path.abspath(test_lmdb if test else train_lmdb)
         b = test_batch if test else batch
-        if b:
-            layer.data_param.batch_size = int(b)
-    for path in (train_lmdb, test_lmdb):
-        if not os.path.isdir(path):
-            raise InputError("no such LMDB: %s" % path)
-    return net
-
-
-def solver_for(name: str, net_prototxt: str, snapshot_prefix: str, **overrides):
-    """The net's reference solver pointed at ``net_prototxt``, with field overrides."""
-    sp = load_solver_proto(get(name).solver)
-    sp.net = os.path.abspath(net_prototxt)
-    sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        field = sp.DESCRIPTOR.fields_by_name.get(k)
-        if field is None:
-            raise InputError("solver has no field %r" % k)
-        if field.label == field.LABEL_REPEATED:
-            del getattr(sp, k)[:]
-            getattr(sp, k).extend(v if isinstance(v, (list, tuple)) else [v])
-        else:
-            setattr(sp, k, v)
-    return sp
+        if b is not None:
+            layer.data_param.batch_size = b
+    return param
 
 
 def test_batch_size(net_param) -> int:
     from .solving import test_batch
 
     return test_batch(net_param)
+
+
+def write_net(net_param, path: str) -> str:
+    """Write a NetParameter as prototxt, atomically; returns ``path``."""
+    save_net_proto(net_param, path)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# solvers
+
+def _set_field(sp, key: str, value) -> None:
+    field = sp.DESCRIPTOR.fields_by_name.get(key)
+    if field is None:
+        raise InputError("a Caffe solver has no field %r" % key)
+    if field.message_type is not None:
+        raise InputError("solver field %r is a message; override it in the solver prototxt instead" % key)
+    try:
+        if field.enum_type is not None and isinstance(value, str):
+            value = field.enum_type.values_by_name[value.upper()].number
+        if field.label == field.LABEL_REPEATED:
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            del getattr(sp, key)[:]
+            getattr(sp, key).extend(values)
+        elif field.type in (field.TYPE_FLOAT, field.TYPE_DOUBLE):
+            setattr(sp, key, float(value))
+        else:
+            setattr(sp, key, value)
+    except (TypeError, ValueError, KeyError) as e:
+        raise InputError("bad value %r for solver field %r (%s)" % (value, key, e))
+
+
+def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrides):
+    """The net's reference solver (``solvers/``) training ``net_prototxt_path``, with field overrides.
+
+    Overrides are SolverParameter fields: ``base_lr=0.001, max_iter=500,
+    test_iter=100, test_interval=0, snapshot=0, display=20, random_seed=1``...
+    ``None`` values are skipped, so callers can pass optional CLI flags through.
+    Paths are made absolute because Caffe resolves them against its own cwd.
+    """
+    sp = load_solver_proto(get(net).solver)
+    sp.net = os.path.abspath(net_prototxt_path)
+    sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
+    for key, value in overrides.items():
+        if value is not None:
+            _set_field(sp, key, value)
+    return sp
+
+
+def write_solver(solver_param, path: str) -> str:
+    """Write a SolverParameter as prototxt, atomically; returns ``path``."""
+    from google.protobuf import text_format
+
+    from .caffemodel import atomic_write
+
+    atomic_write(path, text_format.MessageToString(solver_param).encode())
+    return path
