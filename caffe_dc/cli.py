@@ -100,7 +100,7 @@ def build_parser():
 
 def _load_plugins():
     # Subcommands defined beside their stage's module register themselves on import.
-    for mod in ("cli_stages", "cli_codec"):
+    for mod in ("cli_stages", "cli_codec", "cli_scale"):
         try:
             __import__("caffe_dc." + mod)
         except ImportError as e:

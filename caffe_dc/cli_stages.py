@@ -126,7 +126,7 @@ def cmd_quantize(p):
 
 @command("reproduce", "the whole pipeline on a LeNet: train, prune, quantize, encode, decode, caffe test, report")
 def cmd_reproduce(p):
-    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    p.add_argument("net", help="lenet-300-100 | lenet-5 | alexnet | vgg16 (these two need ImageNet LMDBs)")
     add_data_args(p)
     p.add_argument("--quick", action="store_true", help="a few minutes' preset, for tests and a first look")
     p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
@@ -135,6 +135,15 @@ def cmd_reproduce(p):
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
+    g = p.add_argument_group("ImageNet nets (alexnet, vgg16)")
+    g.add_argument("--imagenet-train", metavar="LMDB", help="training LMDB (convert_imageset, 256x256)")
+    g.add_argument("--imagenet-val", metavar="LMDB", help="validation LMDB")
+    g.add_argument("--rounds", type=int, help="prune/retrain rounds (default: the preset's)")
+    g.add_argument("--prune-iters", type=int, help="retraining iterations per pruning round")
+    g.add_argument("--quant-iters", type=int, help="centroid fine-tuning iterations")
+    g.add_argument("--batch", type=int, help="training batch size override")
+    g.add_argument("--test-batch", type=int, help="test batch size override")
+    g.add_argument("--crop", type=int, help="crop size override (small smoke-test images)")
 
     def run(args):
         from . import nets, rewrite

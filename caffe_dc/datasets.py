@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -41,6 +41,33 @@ class DataInfo(NamedTuple):
     test_lmdb: str
     n_train: int
     n_test: int
+    # Net input overrides that travel with the data (small smoke-test images, small batches).
+    batch: Optional[int] = None
+    test_batch: Optional[int] = None
+    crop: Optional[int] = None
+
+
+def lmdb_entries(path: str) -> int:
+    import lmdb
+
+    if not os.path.isdir(path):
+        raise InputError("no such LMDB: %s" % path)
+    try:
+        env = lmdb.open(path, readonly=True, lock=False)
+    except lmdb.Error as e:
+        raise InputError("%s is not a readable LMDB (%s)" % (path, e))
+    n = int(env.stat()["entries"])
+    env.close()
+    if n == 0:
+        raise InputError("LMDB %s is empty" % path)
+    return n
+
+
+def imagenet(train_lmdb: str, val_lmdb: str, batch: Optional[int] = None, test_batch: Optional[int] = None,
+             crop: Optional[int] = None) -> DataInfo:
+    """ImageNet-style LMDBs the user made with Caffe's convert_imageset (3x256x256 Datum records)."""
+    return DataInfo("imagenet", os.path.abspath(train_lmdb), os.path.abspath(val_lmdb), lmdb_entries(train_lmdb),
+                    lmdb_entries(val_lmdb), batch, test_batch, crop)
 
 
 def find_idx(folder: str, stem: str) -> str:

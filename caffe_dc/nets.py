@@ -216,3 +216,15 @@ def write_solver(solver_param, path: str) -> str:
 
     atomic_write(path, text_format.MessageToString(solver_param).encode())
     return path
+
+
+def for_data(net: str, info):
+    """train_val for a ``datasets.DataInfo``: its LMDBs, and its batch / crop overrides if any."""
+    param = train_val_with_sources(net, info.train_lmdb, info.test_lmdb, getattr(info, "batch", None),
+                                   getattr(info, "test_batch", None))
+    crop = getattr(info, "crop", None)
+    if crop:
+        for layer in data_layers(param).values():
+            if layer.transform_param.crop_size:
+                layer.transform_param.crop_size = int(crop)
+    return param

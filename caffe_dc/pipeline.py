@@ -45,11 +45,17 @@ PRESETS = {
         "lenet-5": Preset(ref_iters=600, rounds=2, prune_iters=150, quant_iters=150, snapshot_every=150),
     },
     "full": {
-        "lenet-300-100": Preset(ref_iters=30000, rounds=4, prune_iters=8000, quant_iters=8000, density_scale=0.75),
+        "lenet-300-100": Preset(ref_iters=30000, rounds=4, prune_iters=8000, quant_iters=8000, density_scale=0.75,
+                                bits={"ip1": 5, "ip2": 5, "ip3": 5}),
         "lenet-5": Preset(ref_iters=10000, rounds=3, prune_iters=3000, quant_iters=3000, density_scale=0.75,
                           snapshot_every=1000),
+        # ImageNet nets start from a reference caffemodel (--weights); the paper's densities and bits,
+        # VGG-16 in five prune/retrain rounds as the paper did. Iteration counts are per round.
+        "alexnet": Preset(ref_iters=0, rounds=3, prune_iters=10000, quant_iters=10000, snapshot_every=1000),
+        "vgg16": Preset(ref_iters=0, rounds=5, prune_iters=10000, quant_iters=10000, snapshot_every=1000),
     },
 }
+IMAGENET_NETS = ("alexnet", "vgg16")
 STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "report")
 
 
@@ -57,9 +63,11 @@ class Pipeline:
     def __init__(self, net: str, preset: str, run_dir: Optional[str], args, progress: bool = True):
         self.spec = nets.get(net)
         if self.spec.name not in PRESETS[preset]:
-            raise InputError("reproduce %s needs ImageNet: see `caffe-dc reproduce --help`" % self.spec.name)
+            preset = "full"
         self.preset_name = preset
         self.preset = PRESETS[preset][self.spec.name]
+        over = {k: getattr(args, k, None) for k in ("rounds", "prune_iters", "quant_iters")}
+        self.preset = self.preset._replace(**{k: v for k, v in over.items() if v is not None})
         self.args = args
         self.progress = progress
         self.run_dir = run_dir
@@ -96,7 +104,17 @@ class Pipeline:
         from . import cli
 
         # 1. data
-        info = cli.prepare_data(self.args, quiet=True)
+        if self.spec.name in IMAGENET_NETS:
+            from . import datasets
+
+            a = self.args
+            if not (a.imagenet_train and a.imagenet_val and a.weights):
+                raise InputError("reproduce %s needs --imagenet-train LMDB --imagenet-val LMDB --weights REF.caffemodel "
+                                 "(no ImageNet here? `caffe-dc storage %s` reproduces the storage figures)"
+                                 % (self.spec.name, self.spec.name))
+            info = datasets.imagenet(a.imagenet_train, a.imagenet_val, a.batch, a.test_batch, a.crop)
+        else:
+            info = cli.prepare_data(self.args, quiet=True)
         if self.run_dir is None:
             self.run_dir = os.path.join("runs", "%s-%s%s" % (self.spec.name, info.name,
                                                               "-quick" if self.preset_name == "quick" else ""))
@@ -105,7 +123,7 @@ class Pipeline:
         self.info = info
         self.stage(1, "data", lambda: {"name": info.name, "train": info.train_lmdb, "test": info.test_lmdb,
                                        "n_train": info.n_train, "n_test": info.n_test})
-        self.base = nets.train_val_with_sources(self.spec.name, info.train_lmdb, info.test_lmdb)
+        self.base = nets.for_data(self.spec.name, info)
         self.base_path = self.path("train_val.prototxt")
         save_net_proto(self.base, self.base_path)
         self.test_iter = solving.test_iters_for(self.base, info.n_test)
@@ -130,8 +148,10 @@ class Pipeline:
             os.makedirs(os.path.dirname(model), exist_ok=True)
             shutil.copyfile(self.args.weights, model + ".tmp")
             os.replace(model + ".tmp", model)
-            acc = solving.accuracy_of(solving.evaluate(self.base_path, model, self.test_iter))
-            return {"caffemodel": model, "accuracy": acc, "iters": 0, "source": self.args.weights}
+            m = solving.evaluate(self.base_path, model, self.test_iter)
+            print("  reference accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
+            return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
+                    "iters": 0, "source": self.args.weights}
         m = train.train_reference(self.spec.name, self.info, self.path("reference"), iters=self.preset.ref_iters,
                                   seed=self.args.seed, test_every=max(self.preset.ref_iters // 5, 1),
                                   progress=self.progress)

@@ -80,7 +80,7 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
     if cfg.rounds < 1:
         raise InputError("rounds must be >= 1, got %d" % cfg.rounds)
     os.makedirs(out_dir, exist_ok=True)
-    base = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb)
+    base = nets.for_data(spec.name, info)
     params = load_params(ref_model)
     check_matches(base, params, ref_model)
     layers = rewrite.select_layers(base, layers)

@@ -74,7 +74,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
                      progress: bool = True, verbose: bool = False) -> dict:
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
-    base = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb)
+    base = nets.for_data(spec.name, info)
     params = load_params(pruned_model)
     check_matches(base, params, pruned_model)
     layers = compressed_layers(params, base)

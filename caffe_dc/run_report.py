@@ -64,12 +64,19 @@ def write_report(p) -> str:
     # Table 1, ours beside the paper's
     p1 = paper.TABLE1[net]
     ratio = 1 / t["rate_pqh"]
-    t1 = markdown_table(
-        ["", "top-1 error ref → compressed", "parameters ref → compressed", "compress rate"],
-        [["paper (MNIST)", "%s → %s" % (pct(p1.top1_ref, 2), pct(p1.top1, 2)), "%s → %s" % (p1.params_ref, p1.params),
-          "%dx" % p1.rate],
-         ["caffe-dc (%s)" % p.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
-          "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % ratio]])
+    head = ["", "top-1 error ref → compressed", "parameters ref → compressed", "compress rate"]
+    paper_row = ["paper (%s)" % p1.dataset, "%s → %s" % (pct(p1.top1_ref, 2), pct(p1.top1, 2)),
+                 "%s → %s" % (p1.params_ref, p1.params), "%dx" % p1.rate]
+    ours = ["caffe-dc (%s)" % p.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
+            "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % ratio]
+    top5_ref = s["reference"].get("accuracy_top5")
+    top5 = s["caffe_test"]["decoded"].get("accuracy_top5")
+    if p1.top5 is not None:
+        head.insert(2, "top-5 error ref → compressed")
+        paper_row.insert(2, "%s → %s" % (pct(p1.top5_ref, 2), pct(p1.top5, 2)))
+        ours.insert(2, "%s → %s" % (pct(None if top5_ref is None else 1 - top5_ref, 2),
+                                    pct(None if top5 is None else 1 - top5, 2)))
+    t1 = markdown_table(head, [paper_row, ours])
     delta_pp = 100 * (final_acc - ref_acc)
     stages = markdown_table(
         ["stage", "test accuracy", "size", "vs dense"],

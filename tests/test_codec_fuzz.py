@@ -1,0 +1,149 @@
+"""Fuzz the decoder: truncations, bit flips, and corruptions with recomputed CRCs.
+
+Every corrupted input must either raise ``FormatError`` with a message or, if
+it happens to stay valid, decode without any other exception -- never hang,
+never allocate much memory. Random flips are nearly always caught by the
+CRCs, so most cases recompute the CRCs after corrupting (as a hostile file
+would) to exercise the structural checks behind them.
+
+Bounded in time: ``FUZZ_SECONDS`` (default 15 s) or ``FUZZ_CASES`` cases,
+whichever comes first; the seed is printed on failure.
+"""
+import os
+import struct
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+
+from caffe_dc import codec
+from caffe_dc.errors import FormatError
+
+FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "15"))
+FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "20000"))
+PEAK_LIMIT = 64 << 20          # bytes traced at once during any decode
+# A file may legitimately declare a large, mostly-zero blob; the decoder's guard against that
+# is ``max_weights`` (checked before allocating). The model has ~11K values, so a cap of 64K
+# lets every genuine variant through while making any *other* large allocation show up here.
+MAX_WEIGHTS = 1 << 16
+CASE_LIMIT = 2.0               # seconds for one decode
+
+
+def model():
+    rng = np.random.RandomState(7)
+    layers, raw = [], []
+    for name, shape, density, wb, ib in [("conv1", (8, 3, 5, 5), 0.6, 8, 4), ("conv2", (16, 8, 3, 3), 0.3, 6, 3),
+                                        ("fc1", (64, 128), 0.08, 5, 4), ("fc2", (10, 64), 0.25, 2, 1),
+                                        ("empty", (0, 4), 0.0, 3, 2)]:
+        k = 1 << wb
+        cb = np.zeros(k, np.float32)
+        cb[1:] = rng.randn(k - 1)
+        size = int(np.prod(shape))
+        p = np.abs(rng.randn(k - 1)) + 0.05
+        codes = np.where(rng.rand(size) < density, 1 + rng.choice(k - 1, size=size, p=p / p.sum()), 0)
+        ltype = "Convolution" if name.startswith("conv") else "InnerProduct"
+        layers.append(codec.QuantizedLayer(name, ltype, 0, cb, codes.reshape(shape), wb, ib))
+        raw.append(codec.RawBlob(name, ltype, 1, rng.randn(shape[0]).astype(np.float32)))
+    return codec.encode_model("fuzz", layers, raw, meta={"source": "fuzz"}, block_size=32)
+
+
+def fix_crcs(data: bytearray) -> bytes:
+    """Recompute the header CRC and every record CRC that the (possibly broken) framing still locates."""
+    if len(data) >= 14:
+        h = struct.unpack_from("<I", data, 10)[0]
+        if 18 + h <= len(data):
+            struct.pack_into("<I", data, 14 + h, zlib.crc32(bytes(data[:14 + h])) & 0xFFFFFFFF)
+            pos = 18 + h
+            while pos + 4 <= len(data):
+                n = struct.unpack_from("<I", data, pos)[0]
+                if pos + 8 + n > len(data):
+                    break
+                struct.pack_into("<I", data, pos + 4 + n, zlib.crc32(bytes(data[pos:pos + 4 + n])) & 0xFFFFFFFF)
+                pos += 8 + n
+    return bytes(data)
+
+
+def mutate(blob: bytes, rng: np.random.RandomState):
+    d = bytearray(blob)
+    kind = rng.randint(7)
+    if kind == 0:                                        # truncation
+        return "truncate", bytes(d[:rng.randint(len(d))])
+    if kind == 1:                                        # raw bit flips (CRC will usually catch)
+        for _ in range(rng.randint(1, 9)):
+            i = rng.randint(len(d))
+            d[i] ^= 1 << rng.randint(8)
+        return "flip", bytes(d)
+    if kind in (2, 3, 4):                                # flips behind recomputed CRCs
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randint(len(d))
+            d[i] ^= 1 << rng.randint(8)
+        return "flip+crc", fix_crcs(d)
+    if kind == 5:                                        # random bytes or a random u32 written somewhere
+        i = rng.randint(len(d) - 4)
+        if rng.rand() < 0.5:
+            struct.pack_into("<I", d, i, int(rng.choice([0, 1, 2 ** 31, 2 ** 32 - 1, rng.randint(2 ** 31)])))
+        else:
+            d[i:i + 4] = rng.bytes(4)
+        return "field+crc", fix_crcs(d)
+    # insert or delete a chunk, then fix CRCs where the framing still parses
+    i = rng.randint(len(d))
+    if rng.rand() < 0.5:
+        d[i:i] = rng.bytes(rng.randint(1, 16))
+    else:
+        del d[i:i + rng.randint(1, 16)]
+    return "splice+crc", fix_crcs(d)
+
+
+def test_fuzz_decoder():
+    blob = model()
+    clean = codec.decode_model(blob)
+    assert len(clean.layers) == 5
+    seed = int(os.environ.get("FUZZ_SEED", "12345"))
+    rng = np.random.RandomState(seed)
+    counts = {}
+    decoded_ok = 0
+    t_end = time.perf_counter() + FUZZ_SECONDS
+    tracemalloc.start()
+    try:
+        case = 0
+        while case < FUZZ_CASES and time.perf_counter() < t_end:
+            case += 1
+            kind, data = mutate(blob, rng)
+            counts[kind] = counts.get(kind, 0) + 1
+            tracemalloc.reset_peak()
+            t0 = time.perf_counter()
+            try:
+                dec = codec.decode_model(data, max_weights=MAX_WEIGHTS)
+                params = codec.to_params(dec)          # a surviving file must also convert cleanly
+                assert all(isinstance(b, np.ndarray) for lp in params.values() for b in lp.blobs)
+                decoded_ok += 1
+            except FormatError as e:
+                assert str(e).strip(), "empty FormatError message (case %d, %s)" % (case, kind)
+            except Exception as e:  # pragma: no cover - this is the failure being hunted
+                pytest.fail("seed %d case %d (%s): %s: %s" % (seed, case, kind, type(e).__name__, e))
+            dt = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+            assert dt < CASE_LIMIT, "seed %d case %d (%s) took %.1f s" % (seed, case, kind, dt)
+            assert peak < PEAK_LIMIT, "seed %d case %d (%s) allocated %d MiB" % (seed, case, kind, peak >> 20)
+    finally:
+        tracemalloc.stop()
+    assert case >= 1000, "only %d cases in the time budget" % case
+    print("fuzz: %d cases %s, %d decoded without error" % (case, counts, decoded_ok))
+
+
+def test_crc_fixed_payload_corruption_is_caught_structurally():
+    """Flip bits only inside Huffman payloads, CRCs fixed: each case must end in FormatError or decode."""
+    blob = model()
+    rng = np.random.RandomState(1)
+    caught = 0
+    for _ in range(300):
+        d = bytearray(blob)
+        i = rng.randint(len(d) - 200, len(d) - 8)    # the tail: fc2/empty payloads and raw blobs
+        d[i] ^= 1 << rng.randint(8)
+        try:
+            codec.decode_model(fix_crcs(d))
+        except FormatError:
+            caught += 1
+    assert caught > 0
