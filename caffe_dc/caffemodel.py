@@ -50,7 +50,119 @@ def _blob_to_array(blob) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def _varint(buf, i: int):
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, value or (lo, hi) span) for each field of a message in buf[start:end]."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _varint(buf, i)
+            yield num, wt, v
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            if i + n > end:
+                raise ValueError("field %d runs past its message" % num)
+            yield num, wt, (i, i + n)
+            i += n
+        elif wt == 5:
+            i += 4
+            yield num, wt, None
+        elif wt == 1:
+            i += 8
+            yield num, wt, None
+        else:
+            raise ValueError("unsupported wire type %d" % wt)
+    if i != end:
+        raise ValueError("message overruns its length")
+
+
+class _Slow(Exception):
+    """Something the fast reader does not handle (V1 layers, double data, legacy dims): use protobuf."""
+
+
+def _fast_blob(buf, lo, hi) -> np.ndarray:
+    shape, data = None, None
+    for num, wt, v in _fields(buf, lo, hi):
+        if num == 7 and wt == 2:          # BlobShape shape
+            dims = []
+            for dn, dwt, dv in _fields(buf, *v):
+                if dn != 1:
+                    continue
+                if dwt == 2:              # packed int64
+                    j, e = dv
+                    while j < e:
+                        d, j = _varint(buf, j)
+                        dims.append(d)
+                else:
+                    dims.append(dv)
+            shape = tuple(dims)
+        elif num == 5 and wt == 2:        # packed float data
+            if data is not None:
+                raise _Slow()
+            data = np.frombuffer(buf, dtype="<f4", count=(v[1] - v[0]) // 4, offset=v[0])
+        elif num in (5, 8, 9, 1, 2, 3, 4):  # unpacked floats, double data/diff, legacy 4-d dims
+            raise _Slow()
+    if shape is None:
+        raise _Slow()
+    n = int(np.prod(shape, dtype=np.int64))
+    if data is None:
+        data = np.zeros(n, np.float32)
+    if data.size != n:
+        raise InputError("blob holds %d values but its shape %s needs %d" % (data.size, shape, n))
+    return data.astype(np.float32).reshape(shape)  # a copy: never a view into the file's bytes
+
+
+def _fast_parse(data: bytes) -> Params:
+    buf = memoryview(data)
+    out: Params = collections.OrderedDict()
+    for num, wt, v in _fields(buf, 0, len(buf)):
+        if num == 2 and wt == 2:          # V1 "layers": leave to protobuf
+            raise _Slow()
+        if num != 100 or wt != 2:
+            continue
+        name, ltype, blobs = "", "", []
+        for ln, lwt, lv in _fields(buf, *v):
+            if ln == 1 and lwt == 2:
+                name = bytes(buf[lv[0]:lv[1]]).decode("utf-8")
+            elif ln == 2 and lwt == 2:
+                ltype = bytes(buf[lv[0]:lv[1]]).decode("utf-8")
+            elif ln == 7 and lwt == 2:
+                blobs.append(_fast_blob(buf, *lv))
+        if blobs:
+            out[name] = LayerParams(ltype, blobs)
+    return out
+
+
 def parse_params(data: bytes, what: str = "caffemodel") -> Params:
+    """Parse caffemodel bytes. Float data is read straight from the packed field (fast for big nets)."""
+    try:
+        out = _fast_parse(data)
+    except _Slow:
+        out = _slow_parse(data, what)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError("%s is not a valid caffemodel (%s)" % (what, e))
+    if not out and data:
+        raise InputError("%s has no layers with parameters" % what)
+    return out
+
+
+def _slow_parse(data: bytes, what: str) -> Params:
     pb = caffe_pb2()
     net = pb.NetParameter()
     try:
@@ -64,8 +176,6 @@ def parse_params(data: bytes, what: str = "caffemodel") -> Params:
             continue
         ltype = layer.type if isinstance(layer.type, str) else str(layer.type)
         out[layer.name] = LayerParams(ltype, [_blob_to_array(b) for b in layer.blobs])
-    if not out and data:
-        raise InputError("%s has no layers with parameters" % what)
     return out
 
 
@@ -80,20 +190,40 @@ def load_params(path: str) -> Params:
     return parse_params(data, path)
 
 
+def _key(num: int, wt: int = 2) -> bytes:
+    return _enc_varint((num << 3) | wt)
+
+
+def _enc_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    return _key(num) + _enc_varint(len(payload)) + payload
+
+
 def params_to_bytes(params: Params, name: str = "caffe-dc") -> bytes:
+    """Serialise as a NetParameter. Protobuf builds the small messages; the float payloads go in
+    as packed little-endian bytes (BlobProto.data, field 5), which is what protobuf itself would
+    write, without a Python float per weight."""
     pb = caffe_pb2()
-    net = pb.NetParameter()
-    net.name = name
+    parts = [pb.NetParameter(name=name).SerializeToString()]
     for lname, lp in params.items():
-        layer = net.layer.add()
-        layer.name = lname
-        layer.type = lp.type
+        layer = [pb.LayerParameter(name=lname, type=lp.type).SerializeToString()]
         for arr in lp.blobs:
-            b = layer.blobs.add()
-            b.shape.dim.extend(int(d) for d in arr.shape)
-            # extend() from a float32 ndarray is bit-exact and much faster than per-item appends
-            b.data.extend(np.ascontiguousarray(arr, dtype=np.float32).ravel().tolist())
-    return net.SerializeToString()
+            shape = pb.BlobShape(dim=[int(d) for d in arr.shape]).SerializeToString()
+            payload = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+            layer.append(_field(7, _field(7, shape) + _field(5, payload)))   # LayerParameter.blobs
+        parts.append(_field(100, b"".join(layer)))                          # NetParameter.layer
+    return b"".join(parts)
 
 
 def atomic_write(path: str, data: bytes) -> None:
