@@ -32,10 +32,19 @@ def guess_net(params: Params) -> Optional[str]:
         rows = paper.layer_rows(net)
         names = [r.layer for r in rows]
         if all(n in params for n in names):
-            sizes_ok = all(abs(params[r.layer].blobs[0].size - r.weights) <= max(0.06 * r.weights, 600) for r in rows)
+            sizes_ok = all(abs(params[r.layer].blobs[0].size - r.weights) <= _label_tolerance(r.weights_label)
+                           for r in rows)
             if sizes_ok:
                 return net
     return None
+
+
+def _label_tolerance(label: str) -> float:
+    """Half a unit of the paper's printed rounding ("1M" -> 500K, "0.5K" -> 50), plus 2% for loose rounding."""
+    mult = {"K": 1e3, "M": 1e6}[label[-1]]
+    digits = label[:-1]
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    return 0.5 * mult * 10 ** -decimals + 0.02 * float(digits) * mult
 
 
 def is_helper(name: str) -> bool:

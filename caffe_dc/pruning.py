@@ -98,12 +98,13 @@ def density_mask(w: np.ndarray, density: float, mask: Optional[np.ndarray] = Non
     """
     w, mask = _check(w, mask)
     m = keep_count(density, w.size)
-    a = np.abs(w.astype(np.float64, copy=False)).ravel()
+    # float32 is exact for |w| of float32 weights and halves the memory on VGG-16's fc6 (103M weights)
+    a = np.abs(w.astype(np.float32, copy=False)).ravel()
     fm = mask.ravel()
     alive = int(fm.sum())
     if m >= alive:
         return mask.copy()
-    a = np.where(fm, a, -1.0)      # pruned weights rank below every live one (|w| >= 0)
+    np.copyto(a, np.float32(-1.0), where=~fm)   # pruned weights rank below every live one (|w| >= 0)
     t = np.partition(a, a.size - m)[a.size - m]   # the m-th largest magnitude
     keep = a > t
     short = m - int(keep.sum())

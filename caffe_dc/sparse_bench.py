@@ -219,7 +219,11 @@ def blas_summary(info: dict) -> str:
 def environment() -> dict:
     import scipy
 
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]   # a shared machine: other work skews timings
+    except OSError:
+        load = None
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "loadavg_1_5_15min": load, "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform()}
 
 
@@ -300,9 +304,10 @@ def markdown_report(result: dict, command: Optional[str] = None, plot: Optional[
              "runs after warm-up. Speedup = dense / sparse." % "; ".join(result["sources"]), ""]
     if command:
         lines += ["Command: `%s`" % command, ""]
-    lines += ["Ours: %s; %d CPUs visible; BLAS %s; numpy %s, scipy %s (CSR products are single-threaded). "
-              "Paper: %s." % (env["cpu"], env["cpus"], blas_summary(blas), env["numpy"], env["scipy"],
-                               result["paper_platform"]), ""]
+    lines += ["Ours: %s; %d CPUs visible (load average %s at the end); BLAS %s; numpy %s, scipy %s "
+              "(CSR products are single-threaded). Paper: %s." % (
+                  env["cpu"], env["cpus"], env.get("loadavg_1_5_15min"), blas_summary(blas), env["numpy"],
+                  env["scipy"], result["paper_platform"]), ""]
     if not blas.get("libraries"):
         lines += ["Note: %s" % blas.get("note", "BLAS threads not controlled"), ""]
     lines += [markdown_table(HEADERS, table_rows(result)), ""]

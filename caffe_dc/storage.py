@@ -278,7 +278,8 @@ def prune_in_place(w: np.ndarray, density: float) -> Tuple[int, float]:
     t0 = time.perf_counter()
     mask = pruning.density_mask(w, density)
     np.copyto(w, np.float32(0), where=~mask)
-    kept = int(np.count_nonzero(mask))
+    del mask
+    kept = int(np.count_nonzero(w))   # not the mask's count: a layer already sparser keeps its zeros
     return kept, time.perf_counter() - t0
 
 
@@ -522,6 +523,20 @@ BREAKDOWN_HEADERS = ["layer", "fillers per kept, ours / paper", "weight codes +H
                      "codebook, tables KB", "layer total KB"]
 
 
+def gap_sentence(summary: dict) -> Optional[str]:
+    """One line: how much larger or smaller our layers are than the paper's, by stream."""
+    bd = summary["breakdown"]
+    if not bd or not all(r.get("paper") for r in bd):
+        return None
+    d = {k: (_sum(bd, k) - _sum(bd, k, True)) / 1e6 for k in ("total_bytes", "code_bytes", "gap_bytes", "other_bytes")}
+    kept = sum(l["kept"] for l in summary["layers"])
+    kept_p = sum(l["density_target"] * l["weights"] for l in summary["layers"])
+    return ("Compressed layers, ours minus the paper's (%s): %+.2f MB = weight codes %+.2f MB + index gaps %+.2f MB "
+            "(%.2f vs %.2f fillers per kept weight) + codebooks and tables %+.2f MB."
+            % (summary["weights"], d["total_bytes"], d["code_bytes"], d["gap_bytes"],
+               _sum(bd, "entries") / kept - 1, _sum(bd, "entries", True) / kept_p - 1, d["other_bytes"]))
+
+
 def stage_rows(summary: dict) -> List[list]:
     s = summary["seconds"]
     return [[k, "%.2f" % s[k]] for k in ("prune", "quantize", "encode", "decode", "verify", "total")]
@@ -533,15 +548,18 @@ def text_report(result: StorageResult) -> str:
     from .tables import text_table
 
     s = result.summary
-    tag = "[%s | %s]" % (s["net"], s["weights"])
-    parts = ["Table %d, ours / paper (%s):" % (s["paper"]["table"], s["weights"]),
-             storage_text(result.stats, s["net"]), "",
-             "totals (%s; MB = 10^6 bytes, as the paper):" % s["weights"],
+    w = s["weights"]
+    parts = ["Table %d, ours / paper (%s):" % (s["paper"]["table"], w), storage_text(result.stats, s["net"]), "",
+             "totals (%s; MB = 10^6 bytes, as the paper):" % w,
              text_table(["", "ours", "paper"], totals_rows(s)), "",
-             "where the bytes go, ours / paper (implied by its columns), %s:" % s["weights"],
-             text_table(BREAKDOWN_HEADERS, breakdown_rows(s)[-1:]), "",
-             "seconds (%s): %s; peak RSS %.0f MB" % (
-                 s["weights"], ", ".join("%s %s" % tuple(r) for r in stage_rows(s)), s["peak_rss_mb"])]
+             "where the bytes go, ours / paper (implied by its columns), %s:" % w,
+             text_table(BREAKDOWN_HEADERS, breakdown_rows(s)[-1:])]
+    gap = gap_sentence(s)
+    if gap:
+        parts.append(gap)
+    parts += ["", "seconds (%s): %s; peak RSS %.0f MB"
+              % (w, ", ".join("%s %s" % tuple(r) for r in stage_rows(s)), s["peak_rss_mb"])]
+    tag = "[%s | %s]" % (s["net"], w)
     return "\n".join("%s %s" % (tag, line) if line else tag for line in "\n".join(parts).split("\n"))
 
 
@@ -552,42 +570,52 @@ def markdown_report(result: StorageResult, command: Optional[str] = None) -> str
     s = result.summary
     net, label = s["net"], s["weights"]
     title = {"alexnet": "AlexNet", "vgg16": "VGG-16"}[net]
-    lines = ["# %s storage at the paper's settings (%s)" % (title, label), ""]
+    out = ["# %s storage at the paper's settings (%s)" % (title, label), ""]
     if s["synthetic"]:
-        lines += ["**These figures are for synthetic weights**, not for a trained %s: %s (seed %d). "
-                  "See `caffe_dc/storage.py` for why this distribution and what it can show: the pipeline "
-                  "(pruning to the paper's W%%, k-means with the paper's bits, the `.dcz` encoder with the paper's "
-                  "index bits) is the real one; the Huffman gains depend on the weights' distribution and on the "
-                  "structure of a trained net, which i.i.d. weights lack." % (title, s["distribution"], s["seed"]), ""]
+        out += ["**These figures are for synthetic weights**, not for a trained %s: %s (seed %d). "
+                "See `caffe_dc/storage.py` for why this distribution and what it can show: the pipeline "
+                "(pruning to the paper's W%%, k-means with the paper's bits, the `.dcz` encoder with the paper's "
+                "index bits) is the real one; the Huffman gains depend on the weights' distribution and on the "
+                "structure of a trained net, which i.i.d. weights lack." % (title, s["distribution"], s["seed"]), ""]
     else:
-        lines += ["Weights: `%s` (pruned and quantized post hoc, no retraining)." % s["weights_file"], ""]
+        out += ["Weights: `%s` (pruned and quantized post hoc, no retraining)." % s["weights_file"], ""]
     if s["shrink"] > 1:
-        lines += ["Channel counts divided by %d (a test run): sizes are not comparable to the paper's." % s["shrink"], ""]
+        out += ["Channel counts divided by %d (a test run): sizes are not comparable to the paper's." % s["shrink"], ""]
     if command:
-        lines += ["Command: `%s`" % command, ""]
-    lines += ["## Totals (%s)" % label, "", markdown_table(["", "ours", "paper"], totals_rows(s)), "",
-              "MB are 10^6 bytes, as in the paper (61M float32 weights = 244 MB: its \"240 MB\"). "
-              "Ours includes everything in the file: biases (raw float32), headers, CRCs, Huffman tables.", "",
-              "## Per layer, ours / paper Table %d (%s)" % (s["paper"]["table"], label), "",
-              storage_markdown(result.stats, net), "",
-              "## Where the bytes go (%s)" % label, "",
-              "Ours is measured; the paper's is implied by its columns (see `storage.breakdown`): entries = "
-              "(rate P+Q x 32n - codebook) / (wb + ib), stream bits = entries x bits +H. Fillers per kept weight "
-              "measure how clustered the kept positions are; weight-code bits how skewed the codebook usage is.", "",
-              markdown_table(BREAKDOWN_HEADERS, breakdown_rows(s)), "",
-              "## Run (%s)" % label, "",
-              markdown_table(["stage", "seconds"], stage_rows(s)), "",
-              "Peak RSS: %.0f MB (after quantize %.0f, after encode %.0f, after decode %.0f). "
-              "k-means fit: %s. Decoded weights verified bit-exact against the quantized ones (%d values)."
-              % (s["peak_rss_mb"], s["rss_mb_by_stage"]["after_quantize"], s["rss_mb_by_stage"]["after_encode"],
-                 s["rss_mb_by_stage"]["after_decode"], s["kmeans_fit"], s["verified_values"]), "",
-              markdown_table(["layer", "shape", "kept", "W% ours / paper", "bits", "distinct values",
-                              "prune s", "quantize s"],
-                             [[r["name"], "x".join(map(str, r["shape"])), r["kept"],
-                               "%.2f%% / %g%%" % (100 * r["density"], 100 * r["density_target"]), r["bits"],
-                               r["distinct"], "%.2f" % r["prune_s"], "%.2f" % r["quantize_s"]]
-                              for r in s["layers"]]), ""]
-    return "\n".join(lines)
+        out += ["Command: `%s`" % command, ""]
+
+    out += ["## Totals (%s)" % label, "", markdown_table(["", "ours", "paper"], totals_rows(s)), "",
+            "MB are 10^6 bytes, as the paper counts (%s's dense float32 parameters are %.1f MB: its \"%g MB\"). "
+            "Ours includes everything in the file: biases (raw float32), headers, CRCs, Huffman tables."
+            % (title, s["totals"]["dense_mb"], s["paper"]["dense_mb"]), ""]
+    gap = gap_sentence(s)
+    if gap:
+        out += [gap, ""]
+
+    out += ["## Per layer, ours / paper Table %d (%s)" % (s["paper"]["table"], label), "",
+            storage_markdown(result.stats, net), ""]
+
+    out += ["## Where the bytes go (%s)" % label, "",
+            "Ours is measured; the paper's is implied by its columns (see `storage.breakdown`): entries = "
+            "(rate P+Q x 32n - codebook) / (wb + ib), stream bits = entries x bits +H. Fillers per kept weight "
+            "measure how clustered the kept positions are; weight-code bits how skewed the codebook usage is. "
+            "The paper prints rates to 2-3 digits, so its implied bytes are good to a few percent; a negative "
+            "value on its side is that rounding.", "",
+            markdown_table(BREAKDOWN_HEADERS, breakdown_rows(s)), ""]
+
+    rss = s["rss_mb_by_stage"]
+    out += ["## Run (%s)" % label, "", markdown_table(["stage", "seconds"], stage_rows(s)), "",
+            "Peak RSS: %.0f MB (after quantize %.0f, after encode %.0f, after decode %.0f). k-means fit: %s. "
+            "Decoded weights verified bit-exact against the quantized ones (%d values)."
+            % (s["peak_rss_mb"], rss["after_quantize"], rss["after_encode"], rss["after_decode"],
+               s["kmeans_fit"], s["verified_values"]), "",
+            markdown_table(["layer", "shape", "kept", "W% ours / paper", "bits", "distinct values", "prune s",
+                            "quantize s"],
+                           [[r["name"], "x".join(map(str, r["shape"])), r["kept"],
+                             "%.2f%% / %g%%" % (100 * r["density"], 100 * r["density_target"]), r["bits"],
+                             r["distinct"], "%.2f" % r["prune_s"], "%.2f" % r["quantize_s"]] for r in s["layers"]]),
+            ""]
+    return "\n".join(out)
 
 
 def default_out(net: str) -> str:
