@@ -71,13 +71,20 @@ def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], 
 
 
 def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: QuantConfig,
-                     progress: bool = True, verbose: bool = False) -> dict:
+                     progress: bool = True, verbose: bool = False, only: Optional[List[str]] = None) -> dict:
+    """Quantize and fine-tune; ``only`` restricts quantization to those layers (the rest stay float,
+    still masked), as in the paper's conv-vs-fc bits study."""
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
     base = nets.for_data(spec.name, info)
     params = load_params(pruned_model)
     check_matches(base, params, pruned_model)
-    layers = compressed_layers(params, base)
+    masked = compressed_layers(params, base)
+    if only is not None:
+        bad = [n for n in only if n not in masked]
+        if bad:
+            raise InputError("cannot quantize %s: not a compressed layer (%s)" % (", ".join(bad), ", ".join(masked)))
+    layers = [n for n in masked if only is None or n in only]
     types = {l.name: l.type for l in base.layer}
     bits = {n: default_bits(spec.name, n, types[n]) for n in layers}
     for n, b in (cfg.bits or {}).items():
@@ -92,10 +99,10 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
     save_net_proto(base, base_path)
     solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
 
-    shapes = {n: params[n].blobs[0].shape for n in layers}
-    net = rewrite.add_blobs(base, shapes, [rewrite.MASK, rewrite.CODEBOOK, rewrite.CODES],
-                            {n: 2 ** bits[n] for n in layers})
-    kept = {n: float(np.count_nonzero(params[n].blobs[0])) / params[n].blobs[0].size for n in layers}
+    shapes = {n: params[n].blobs[0].shape for n in masked}
+    kinds = {n: [rewrite.MASK, rewrite.CODEBOOK, rewrite.CODES] if n in layers else [rewrite.MASK] for n in masked}
+    net = rewrite.add_blobs(base, shapes, kinds, {n: 2 ** bits[n] for n in layers})
+    kept = {n: float(np.count_nonzero(params[n].blobs[0])) / params[n].blobs[0].size for n in masked}
     rewrite.adjust_dropout(net, kept)
     tv = os.path.join(out_dir, "train_val.prototxt")
     save_net_proto(net, tv)
@@ -107,6 +114,10 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
             linfo = json.load(f)
     else:
         qparams, linfo = quantize_params(params, layers, bits, init, cfg.seed)
+        for n in masked:  # layers left in float keep (or get) a mask, so their zeros stay zero
+            key = rewrite.blob_name(n, rewrite.MASK)
+            if key not in qparams:
+                qparams[key] = LayerParams("Parameter", [(params[n].blobs[0] != 0).astype(np.float32)])
         save_params(qparams, init_path)
         atomic_write(info_path, json.dumps(linfo).encode())
     pruned_acc = solving.accuracy_of(solving.evaluate(base_path, pruned_model, test_iter, verbose))

@@ -64,6 +64,9 @@ def add_blobs(net_param, shapes: Mapping[str, Sequence[int]], kinds: Sequence[st
               codebook_sizes: Optional[Mapping[str, int]] = None):
     """Return a copy of ``net_param`` with ``kinds`` blobs for every layer in ``shapes``.
 
+    ``kinds`` is one list for all layers, or a mapping layer -> list (e.g. masks
+    everywhere but codebooks only on the layers being quantized).
+
     ``shapes`` maps layer name to its weight shape (from the caffemodel);
     ``codebook_sizes`` gives K per layer when CODEBOOK is among ``kinds``.
     """
@@ -75,7 +78,7 @@ def add_blobs(net_param, shapes: Mapping[str, Sequence[int]], kinds: Sequence[st
     for layer_name, shape in shapes.items():
         if layer_name not in names:
             raise InputError("caffemodel layer %r is not in the prototxt" % layer_name)
-        for kind in kinds:
+        for kind in (kinds.get(layer_name, ()) if isinstance(kinds, Mapping) else kinds):
             if kind == CODEBOOK:
                 if not codebook_sizes or layer_name not in codebook_sizes:
                     raise InputError("no codebook size for layer %r" % layer_name)
