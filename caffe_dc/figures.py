@@ -35,7 +35,8 @@ def weight_histograms(before: Mapping[str, np.ndarray], after: Mapping[str, np.n
         b = before[n].ravel()
         a = after[n].ravel()
         a = a[a != 0]
-        lim = float(np.percentile(np.abs(b), 99.9)) or 1.0
+        # wide enough for the kept weights' tails, which pruning leaves and retraining stretches
+        lim = max(float(np.percentile(np.abs(b), 99.9)), float(np.abs(a).max()) if a.size else 0.0) or 1.0
         bins = np.linspace(-lim, lim, 121)
         ax.hist(b, bins=bins, color="#999999", label="reference (%d)" % b.size)
         ax.hist(a, bins=bins, color="#d62728", alpha=0.8, label="kept after pruning (%d)" % a.size)

@@ -15,9 +15,11 @@ the paper did, between backward and the update
 
 All index arrays are built once from the net's own ``L_mask`` / ``L_codes``
 blobs, so per iteration the work is a gather, a ``bincount`` and a scatter
-over the kept weights plus one memset. ``on_start`` re-snaps each cluster to
-one representative value: a no-op when the BLAS treats equal inputs equally,
-and a guarantee of the invariant when a vectorised kernel's tail does not.
+over the kept weights plus one memset. Equal weights stay bit-equal because
+Caffe's update is elementwise (the tests check it after 100 steps, before any
+re-snapping). ``sync_blobs`` still snaps every cluster to one representative
+before a save, so a saved model is exactly ``codebook[codes]`` even under a
+BLAS whose vector kernel rounded a tail element differently.
 """
 from __future__ import annotations
 
@@ -89,6 +91,10 @@ class CompressionHooks:
             l.centroids[l.rep_codes] = l.w[l.rep_idx]
 
     def on_start(self) -> None:
+        """Nothing per iteration (see the module docstring); ``add_callback`` wants both hooks."""
+
+    def snap(self) -> None:
+        """Put every cluster's weights on its representative's value (the current centroid)."""
         for l in self.quantized:
             l.centroids[l.rep_codes] = l.w[l.rep_idx]
             l.w[l.kept] = l.centroids[l.codes]
@@ -107,7 +113,7 @@ class CompressionHooks:
 
     def sync_blobs(self) -> None:
         """Write the current centroids into the ``L_codebook`` blobs (before net.save / snapshot)."""
-        self.on_start()
+        self.snap()
         for l in self.quantized:
             l.codebook_blob[:] = l.centroids
             l.codebook_blob[0] = 0.0

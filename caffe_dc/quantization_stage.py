@@ -58,7 +58,9 @@ def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], 
         wq = codebook[codes].astype(np.float32)
         out[n] = LayerParams(lp.type, [wq] + list(lp.blobs[1:]))
         mask = (codes != 0)
-        out[rewrite.blob_name(n, rewrite.MASK)] = LayerParams("Parameter", [mask.astype(np.float32)])
+        # The codes subsume the mask (code 0 = pruned); dropping the mask blob saves Caffe a
+        # full-size parameter update per iteration.
+        out.pop(rewrite.blob_name(n, rewrite.MASK), None)
         out[rewrite.blob_name(n, rewrite.CODEBOOK)] = LayerParams("Parameter", [codebook.astype(np.float32)])
         out[rewrite.blob_name(n, rewrite.CODES)] = LayerParams("Parameter", [codes.astype(np.float32)])
         kept = int(mask.sum())
@@ -100,7 +102,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
     solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
 
     shapes = {n: params[n].blobs[0].shape for n in masked}
-    kinds = {n: [rewrite.MASK, rewrite.CODEBOOK, rewrite.CODES] if n in layers else [rewrite.MASK] for n in masked}
+    kinds = {n: [rewrite.CODEBOOK, rewrite.CODES] if n in layers else [rewrite.MASK] for n in masked}
     net = rewrite.add_blobs(base, shapes, kinds, {n: 2 ** bits[n] for n in layers})
     kept = {n: float(np.count_nonzero(params[n].blobs[0])) / params[n].blobs[0].size for n in masked}
     rewrite.adjust_dropout(net, kept)
@@ -114,7 +116,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
             linfo = json.load(f)
     else:
         qparams, linfo = quantize_params(params, layers, bits, init, cfg.seed)
-        for n in masked:  # layers left in float keep (or get) a mask, so their zeros stay zero
+        for n in [m for m in masked if m not in layers]:  # float layers keep (or get) a mask: zeros stay zero
             key = rewrite.blob_name(n, rewrite.MASK)
             if key not in qparams:
                 qparams[key] = LayerParams("Parameter", [(params[n].blobs[0] != 0).astype(np.float32)])

@@ -187,6 +187,10 @@ def test_group_by_index_invariants_after_100_steps(tiny):
             hist[n] = MOM * hist[n] + LR * (grads[n] + WD * expect[n])
             expect[n] = expect[n] - hist[n]
             expect[n][0] = 0.0
+    for n in LAYERS:  # Caffe's own update keeps each cluster bit-equal, before any snapping
+        w = s.net.params[n][0].data
+        for k in np.unique(codes[n][codes[n] != 0]):
+            assert np.unique(w[codes[n] == k]).size == 1
     hooks.sync_blobs()
     for n in LAYERS:
         w = s.net.params[n][0].data
