@@ -83,6 +83,14 @@ def _check_against_prototxt(net_param, params, where):
         if name in names and names[name] in PRUNABLE_TYPES and lp.type != names[name]:
             raise InputError("%s: layer %r is a %s in the caffemodel but a %s in the prototxt"
                              % (where, name, lp.type, names[name]))
+    # Shapes need Caffe's shape inference; only safe when no data layer would open a missing source
+    # (Caffe aborts the process on that instead of raising).
+    data_layers = [l for l in net_param.layer if l.type in ("Data", "ImageData", "HDF5Data", "WindowData")]
+    if all(os.path.exists(l.data_param.source or l.image_data_param.source or l.hdf5_data_param.source or "/")
+           for l in data_layers):
+        from .pruning_stage import check_matches
+
+        check_matches(net_param, {n: lp for n, lp in params.items() if n in names}, where)
 
 
 @command("decode", "turn a compressed blob back into a caffemodel that Caffe loads (bit-exact)")

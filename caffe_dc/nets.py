@@ -170,7 +170,8 @@ def write_net(net_param, path: str) -> str:
 # ---------------------------------------------------------------------------
 # solvers
 
-def _set_field(sp, key: str, value) -> None:
+def set_solver_field(sp, key: str, value) -> None:
+    """Set one SolverParameter field from a Python value (enums by name, repeated from a list)."""
     field = sp.DESCRIPTOR.fields_by_name.get(key)
     if field is None:
         raise InputError("a Caffe solver has no field %r" % key)
@@ -204,7 +205,7 @@ def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrid
     sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
     for key, value in overrides.items():
         if value is not None:
-            _set_field(sp, key, value)
+            set_solver_field(sp, key, value)
     return sp
 
 

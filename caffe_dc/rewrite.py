@@ -137,13 +137,9 @@ def retrain_solver(solver_param, lr_factor: float = 0.1, **overrides):
     out = type(solver_param)()
     out.CopyFrom(solver_param)
     out.base_lr = solver_param.base_lr * lr_factor
+    from .nets import set_solver_field
+
     for k, v in overrides.items():
-        if v is None:
-            continue
-        field = out.DESCRIPTOR.fields_by_name[k]
-        if field.label == field.LABEL_REPEATED:
-            del getattr(out, k)[:]
-            getattr(out, k).extend(v if isinstance(v, (list, tuple)) else [v])
-        else:
-            setattr(out, k, v)
+        if v is not None:
+            set_solver_field(out, k, v)
     return out

@@ -166,3 +166,15 @@ def test_prune_resumes_after_kill(quick_run, tmp_path):
         assert np.all(params[n].blobs[0][mask == 0] == 0)
     m = json.load(open(str(run_dir / "metrics.json")))
     assert m["density"] < 0.09
+
+
+def test_encode_refuses_shapes_that_do_not_fit_the_prototxt(quick_run, tmp_path):
+    _, out, _ = quick_run
+    params = caffemodel.load_params(str(out / "reference" / "lenet-300-100.caffemodel"))
+    w, b = params["ip2"].blobs
+    params["ip2"] = caffemodel.LayerParams("InnerProduct", [w[:50], b[:50]])  # 50 outputs, not 100
+    bad = str(tmp_path / "bad.caffemodel")
+    caffemodel.save_params(params, bad)
+    deploy = os.path.join(REPO, "prototxt", "lenet_300_100_deploy.prototxt")
+    assert_clean_error(run_cli("encode", deploy, bad, "-o", tmp_path / "bad.dcz"), "ip2")
+    assert not (tmp_path / "bad.dcz").exists()
