@@ -178,3 +178,17 @@ def test_encode_refuses_shapes_that_do_not_fit_the_prototxt(quick_run, tmp_path)
     deploy = os.path.join(REPO, "prototxt", "lenet_300_100_deploy.prototxt")
     assert_clean_error(run_cli("encode", deploy, bad, "-o", tmp_path / "bad.dcz"), "ip2")
     assert not (tmp_path / "bad.dcz").exists()
+
+
+def test_reproduce_runs_on_user_supplied_idx(tmp_path):
+    """The same command on MNIST-format files the user brings (here a small synthetic set)."""
+    from test_datasets import make_idx_dir
+
+    make_idx_dir(str(tmp_path / "mnist"), n_train=200, n_test=50)
+    out = tmp_path / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--idx", tmp_path / "mnist", "--out", out,
+                "--data-root", tmp_path / "data", cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    m = json.load(open(str(out / "metrics.json")))
+    assert m["dataset"] == "mnist" and m["stages"]["data"]["n_train"] == 200
+    assert "MNIST, as in the paper." in open(str(out / "report.md")).read()
