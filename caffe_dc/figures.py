@@ -90,7 +90,8 @@ def waterfall(stages: Sequence[str], sizes_bytes: Sequence[float], path: str, ti
 
 
 def accuracy_vs(points: List[Dict], x: str, y: str, group: str, path: str, xlabel: str, ylabel: str,
-                title: str, reference: Optional[float] = None, logx: bool = False) -> str:
+                title: str, reference: Optional[float] = None, logx: bool = False,
+                reference_label: str = "reference") -> str:
     """Lines of ``y`` against ``x``, one per value of ``group`` (a sweep's JSON points)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
@@ -101,7 +102,7 @@ def accuracy_vs(points: List[Dict], x: str, y: str, group: str, path: str, xlabe
         ps = sorted(ps, key=lambda p: p[x])
         ax.plot([p[x] for p in ps], [100 * p[y] for p in ps], marker="o", label=g)
     if reference is not None:
-        ax.axhline(100 * reference, color="k", ls="--", lw=0.8, label="reference")
+        ax.axhline(100 * reference, color="k", ls="--", lw=0.8, label=reference_label)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

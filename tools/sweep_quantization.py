@@ -46,7 +46,14 @@ def main():
     ap.add_argument("--iters", type=int, default=1000, help="fine-tuning iterations per point")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from <out>/points.json")
     args = ap.parse_args()
+    if args.replot:
+        with open(os.path.join(args.out, "points.json")) as f:
+            saved = json.load(f)
+        print("wrote", plot(args.experiment, saved["net"], saved["dataset"], saved["points"],
+                            saved["pruned_accuracy"], args.out))
+        return
     spec = nets.get(args.net)
     info = datasets.prepare(quiet=True)
     work = os.path.join(args.out, "work")
@@ -78,11 +85,16 @@ def main():
         {"experiment": args.experiment, "net": spec.name, "dataset": info.name, "pruned_model": args.pruned,
          "pruned_accuracy": ref, "iters": args.iters, "points": points, "command": cmd,
          "seconds": time.time() - t0}, indent=2).encode())
-    title = ("%s, %s: centroid initialisation" % (spec.name, info.name) if args.experiment == "init"
-             else "%s, %s: conv vs fc bits (other layers float32)" % (spec.name, info.name))
-    png = figures.accuracy_vs(points, "bits", "accuracy", "group", os.path.join(args.out, "%s.png" % args.experiment),
-                              "bits per weight", "test accuracy after fine-tuning (%)", title, reference=ref)
+    png = plot(args.experiment, spec.name, info.name, points, ref, args.out)
     print("wrote", png, "and", os.path.join(args.out, "points.json"))
+
+
+def plot(experiment, net, dataset, points, pruned_accuracy, out):
+    title = ("%s, %s: centroid initialisation" % (net, dataset) if experiment == "init"
+             else "%s, %s: conv vs fc bits (other layers float32)" % (net, dataset))
+    return figures.accuracy_vs(points, "bits", "accuracy", "group", os.path.join(out, "%s.png" % experiment),
+                               "bits per weight", "test accuracy after fine-tuning (%)", title,
+                               reference=pruned_accuracy, reference_label="pruned model, before quantization")
 
 
 def _pruned_net(spec, info, pruned, work):
