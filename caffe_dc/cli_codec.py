@@ -129,13 +129,14 @@ def cmd_inspect(p):
     p.add_argument("--json", help="also write the figures as JSON here")
 
     def run(args):
-        from . import encoding
+        from . import encoding, paper
         from .caffemodel import atomic_write
         from .report import storage_text, summary_lines
 
         _, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
-        net = (meta.get("meta") or {}).get("paper_net") or (meta.get("net") if meta.get("net") in
-                                                             __import__("caffe_dc.paper").paper.TABLE1 else None)
+        net = (meta.get("meta") or {}).get("paper_net")
+        if net is None and meta.get("net") in paper.TABLE1:
+            net = meta.get("net")
         print("%s: net %s, format version %s" % (args.blob, meta.get("net"), ".".join(map(str, meta.get("version", ())))))
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):
