@@ -100,12 +100,14 @@ def cmd_decode(p):
     p.add_argument("--verify", nargs="?", const=True, metavar="QUANTIZED.caffemodel",
                    help="read the written caffemodel back and check it bit for bit against the blob "
                         "(and against a quantized caffemodel, if given)")
+    p.add_argument("--max-weights", type=int, default=1 << 28,
+                   help="refuse files that declare more values than this (default 2^28, about twice VGG-16)")
 
     def run(args):
         from . import encoding
         from .caffemodel import load_params, save_params
 
-        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
+        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob), args.max_weights)
         out = _out_path(args.out, args.blob, ".caffemodel")
         save_params(params, out, name=meta.get("net") or "caffe-dc")
         n = sum(b.size for lp in params.values() for b in lp.blobs)

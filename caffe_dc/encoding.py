@@ -96,8 +96,8 @@ def encode_params(params: Params, net: Optional[str] = None, index_bits: Optiona
     return codec.encode_model_report(net or "unknown", qs, raws, m)
 
 
-def decode_bytes(data: bytes) -> Tuple[Params, "codec.ModelStats", dict]:
-    dec, stats = codec.decode_model_report(data)
+def decode_bytes(data: bytes, max_weights: int = codec.DEFAULT_MAX_WEIGHTS) -> Tuple[Params, "codec.ModelStats", dict]:
+    dec, stats = codec.decode_model_report(data, max_weights)
     return codec.to_params(dec), stats, dec.meta
 
 

@@ -192,3 +192,10 @@ def test_reproduce_runs_on_user_supplied_idx(tmp_path):
     m = json.load(open(str(out / "metrics.json")))
     assert m["dataset"] == "mnist" and m["stages"]["data"]["n_train"] == 200
     assert "MNIST, as in the paper." in open(str(out / "report.md")).read()
+
+
+def test_decode_max_weights_limit(quick_run, tmp_path):
+    _, out, _ = quick_run
+    assert_clean_error(run_cli("decode", out / "model.dcz", "-o", tmp_path / "x.caffemodel", "--max-weights", 1000),
+                       "max_weights")
+    assert not (tmp_path / "x.caffemodel").exists()
