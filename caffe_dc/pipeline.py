@@ -47,7 +47,7 @@ PRESETS = {
     "full": {
         "lenet-300-100": Preset(ref_iters=30000, rounds=4, prune_iters=8000, quant_iters=8000, density_scale=0.75,
                                 bits={"ip1": 5, "ip2": 5, "ip3": 5}),
-        "lenet-5": Preset(ref_iters=20000, rounds=3, prune_iters=3000, quant_iters=3000, density_scale=0.75,
+        "lenet-5": Preset(ref_iters=10000, rounds=3, prune_iters=3000, quant_iters=3000, density_scale=0.75,
                           snapshot_every=1000),
         # ImageNet nets start from a reference caffemodel (--weights); the paper's densities and bits,
         # VGG-16 in five prune/retrain rounds as the paper did. Iteration counts are per round.
