@@ -66,7 +66,7 @@ class Pipeline:
             preset = "full"
         self.preset_name = preset
         self.preset = PRESETS[preset][self.spec.name]
-        over = {k: getattr(args, k, None) for k in ("rounds", "prune_iters", "quant_iters")}
+        over = {k: getattr(args, k, None) for k in ("ref_iters", "rounds", "prune_iters", "quant_iters")}
         self.preset = self.preset._replace(**{k: v for k, v in over.items() if v is not None})
         self.args = args
         self.progress = progress
