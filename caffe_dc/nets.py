@@ -155,12 +155,6 @@ def train_val_with_sources(net: str, train_lmdb: str, test_lmdb: str, batch: Opt
     return param
 
 
-def test_batch_size(net_param) -> int:
-    from .solving import test_batch
-
-    return test_batch(net_param)
-
-
 def write_net(net_param, path: str) -> str:
     """Write a NetParameter as prototxt, atomically; returns ``path``."""
     save_net_proto(net_param, path)

@@ -10,12 +10,7 @@ from typing import Optional
 
 from . import nets, solving
 from .caffemodel import atomic_write, save_net_proto
-from .datasets import DataInfo
-
-
-def test_iters(spec_name: str, info: DataInfo, test_batch: int) -> int:
-    """Enough test batches to cover the whole test split once."""
-    return max(1, -(-info.n_test // test_batch))
+from .datasets import DataInfo  # noqa: F401 (type of ``info``)
 
 
 def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional[int] = None,
@@ -27,8 +22,7 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     net_param = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb, batch=batch, test_batch=test_batch)
     tv_path = os.path.join(out_dir, "train_val.prototxt")
     save_net_proto(net_param, tv_path)
-    tb = nets.test_batch_size(net_param)
-    titer = test_iters(spec.name, info, tb)
+    titer = solving.test_iters_for(net_param, info.n_test)
     overrides = dict(test_iter=titer, random_seed=seed)
     if iters is not None:
         overrides["max_iter"] = iters
