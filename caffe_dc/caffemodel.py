@@ -268,6 +268,12 @@ def save_net_proto(net, path: str) -> None:
     atomic_write(path, text_format.MessageToString(net).encode())
 
 
+def save_solver_proto(solver_param, path: str) -> None:
+    from google.protobuf import text_format
+
+    atomic_write(path, text_format.MessageToString(solver_param).encode())
+
+
 def load_solver_proto(path: str):
     from google.protobuf import text_format
 

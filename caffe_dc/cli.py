@@ -6,7 +6,6 @@ out as one line and exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 

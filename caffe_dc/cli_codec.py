@@ -33,7 +33,6 @@ def cmd_encode(p):
     def run(args):
         from . import encoding, quantization
         from .caffemodel import atomic_write, load_net_proto, load_params
-        from .pruning_stage import check_matches
         from .report import storage_text, summary_lines
         from . import nets, rewrite
 

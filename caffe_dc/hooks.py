@@ -23,7 +23,7 @@ BLAS whose vector kernel rounded a tail element differently.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -88,7 +88,6 @@ class CompressionHooks:
         for l in self.quantized:
             l.centroids[:] = l.codebook_blob
             l.w[l.kept] = l.centroids[l.codes]
-            l.centroids[l.rep_codes] = l.w[l.rep_idx]
 
     def on_start(self) -> None:
         """Nothing per iteration (see the module docstring); ``add_callback`` wants both hooks."""
@@ -117,11 +116,3 @@ class CompressionHooks:
         for l in self.quantized:
             l.codebook_blob[:] = l.centroids
             l.codebook_blob[0] = 0.0
-
-    def stats(self) -> Dict[str, dict]:
-        out = {}
-        for l in self.layers:
-            out[l.name] = {"weights": int(l.w.size), "kept": int(l.kept.size),
-                           "nonzero": int(np.count_nonzero(l.w)),
-                           "distinct": int(np.unique(l.w[l.kept]).size) if l.codes is not None else None}
-        return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from .caffemodel import caffe_pb2, load_net_proto, load_solver_proto, save_net_proto
+from .caffemodel import caffe_pb2, load_net_proto, load_solver_proto, save_net_proto, save_solver_proto
 from .errors import InputError
 
 
@@ -205,11 +205,7 @@ def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrid
 
 def write_solver(solver_param, path: str) -> str:
     """Write a SolverParameter as prototxt, atomically; returns ``path``."""
-    from google.protobuf import text_format
-
-    from .caffemodel import atomic_write
-
-    atomic_write(path, text_format.MessageToString(solver_param).encode())
+    save_solver_proto(solver_param, path)
     return path
 
 

@@ -10,7 +10,6 @@ the encoder reads the codebook and codes straight from it.
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Dict, List, Mapping, NamedTuple, Optional
 

@@ -5,8 +5,6 @@ import datetime
 import json
 import os
 
-import numpy as np
-
 from . import codec, encoding, figures, paper, rewrite
 from .caffemodel import atomic_write, load_params
 from .report import human, storage_markdown
@@ -88,7 +86,6 @@ def write_report(p) -> str:
          ["quantized + fine-tuned", pct(s["quantize"]["accuracy"], 2), human(sizes[2]), "%.1fx" % (sizes[0] / sizes[2])],
          ["Huffman-coded blob, decoded (`caffe test`)", pct(final_acc, 2), human(sizes[3]), "%.1fx" % (sizes[0] / sizes[3])]])
 
-    cmd = s.get("command") or "caffe-dc reproduce %s" % net
     lines = [
         "# Deep Compression of %s on %s" % (net, p.info.name), "",
         "Made by `%s` (preset `%s`, seed %d) on %s." % (p.command, p.preset_name, p.args.seed,

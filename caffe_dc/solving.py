@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .caffemodel import atomic_write
+from .caffemodel import save_solver_proto
 from .errors import InputError
 
 _caffe = None
@@ -36,13 +36,6 @@ def import_caffe(verbose: bool = False):
     return _caffe
 
 
-def write_solver(solver_param, path: str) -> str:
-    from google.protobuf import text_format
-
-    atomic_write(path, text_format.MessageToString(solver_param).encode())
-    return path
-
-
 def make_solver(solver_param, path: str, verbose: bool = False):
     """Write the solver prototxt to ``path`` and build it. Caffe's own testing is disabled."""
     caffe = import_caffe(verbose)
@@ -53,7 +46,7 @@ def make_solver(solver_param, path: str, verbose: bool = False):
     sp.test_interval = max(sp.max_iter, 1) * 10 + 1
     sp.test_initialization = False
     sp.display = 0
-    write_solver(sp, path)
+    save_solver_proto(sp, path)
     solver = caffe.get_solver(path)
     # Caffe shares train weights with the test net only inside its own Test();
     # we test from Python, so share them once here (the sharing is by pointer and lasts).
@@ -194,13 +187,13 @@ def param_shapes(net_param, phase: str = "TEST") -> Dict[str, list]:
 
 def test_batch(net_param) -> int:
     """Batch size of the TEST-phase data layer (what one test iteration consumes)."""
-    for layer in net_param.layer:
-        if layer.type == "Data" and any(r.phase == 1 for r in layer.include):
-            return int(layer.data_param.batch_size)
-    for layer in net_param.layer:
-        if layer.type == "Data":
-            return int(layer.data_param.batch_size)
-    raise InputError("net %s has no Data layer" % net_param.name)
+    from .nets import data_layers
+
+    layers = data_layers(net_param)
+    layer = layers.get("test") or layers.get("train")
+    if layer is None:
+        raise InputError("net %s has no Data layer" % net_param.name)
+    return int(layer.data_param.batch_size)
 
 
 def test_iters_for(net_param, n_test: int) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from caffe_dc import codec, container
+from caffe_dc import codec
 from caffe_dc.caffemodel import LayerParams
 from caffe_dc.errors import FormatError, InputError
 

@@ -6,7 +6,6 @@ and batches of 2: enough to prove that every stage runs a step on these
 nets. The accuracy numbers mean nothing; the wiring does.
 """
 import json
-import os
 
 import numpy as np
 import pytest
