@@ -241,6 +241,22 @@ def atomic_write(path: str, data: bytes) -> None:
         raise
 
 
+def relink_solverstate(data: bytes, learned_net: str) -> bytes:
+    """A SolverState with its ``learned_net`` (field 2) pointing at ``learned_net``.
+
+    Caffe's solverstate names the caffemodel it was written beside; moving a snapshot into place
+    (or a whole run folder) has to update that path. Only the top-level fields are walked, so the
+    history payload is copied as raw bytes, however large. Raises ValueError on a malformed file."""
+    parts = []
+    for num, wt, val in _fields(data, 0, len(data)):
+        if num == 2:
+            continue
+        if wt != 2 and wt != 0:
+            raise ValueError("unexpected field %d in a solverstate" % num)
+        parts.append(_key(num, wt) + (_enc_varint(val) if wt == 0 else _enc_varint(val[1] - val[0]) + data[val[0]:val[1]]))
+    return _field(2, learned_net.encode("utf-8")) + b"".join(parts)
+
+
 def save_params(params: Params, path: str, name: str = "caffe-dc") -> None:
     atomic_write(path, params_to_bytes(params, name))
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 from typing import Dict, List, Optional
 
-from . import solving
+from . import caffemodel, solving
+from .errors import InputError
 from .hooks import CompressionHooks
+
+STAGING = ".staging"
 
 
 def latest_snapshot(prefix: str) -> Optional[str]:
@@ -25,6 +29,40 @@ def latest_snapshot(prefix: str) -> Optional[str]:
         if m and int(m.group(1)) > best_it and os.path.isfile(p[: -len(".solverstate")] + ".caffemodel"):
             best, best_it = p, int(m.group(1))
     return best
+
+
+def _snapshot(solver, staged_prefix: str, prefix: str) -> None:
+    """Caffe writes its snapshot files in place, so a kill mid-write leaves a truncated solverstate
+    that Caffe later aborts on. Write them in a staging folder and move them into place, the
+    caffemodel first and the solverstate last: a solverstate that exists is whole, and so is its
+    caffemodel."""
+    solver.snapshot()
+    staged = "%s_iter_%d" % (staged_prefix, solver.iter)
+    final = "%s_iter_%d" % (prefix, solver.iter)
+    os.replace(staged + ".caffemodel", final + ".caffemodel")
+    with open(staged + ".solverstate", "rb") as f:
+        state = f.read()
+    caffemodel.atomic_write(final + ".solverstate",
+                            caffemodel.relink_solverstate(state, os.path.abspath(final + ".caffemodel")))
+    os.unlink(staged + ".solverstate")
+
+
+def _restore(solver, state_path: str, staging: str) -> None:
+    """Restore with the solverstate pointed at the caffemodel beside it *now*, so a run folder
+    that was moved or copied still resumes."""
+    with open(state_path, "rb") as f:
+        state = f.read()
+    here = os.path.abspath(state_path[: -len(".solverstate")] + ".caffemodel")
+    try:
+        state = caffemodel.relink_solverstate(state, here)
+    except ValueError as e:
+        raise InputError("snapshot %s is damaged (%s); delete it to retrain from the start" % (state_path, e))
+    tmp = os.path.join(staging, "restore.solverstate")
+    caffemodel.atomic_write(tmp, state)
+    try:
+        solver.restore(tmp)
+    finally:
+        os.unlink(tmp)
 
 
 def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str, iters: int, test_iter: int,
@@ -38,13 +76,15 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
     sp.net = os.path.abspath(net_prototxt)
     sp.max_iter = iters
     sp.snapshot = 0  # we snapshot ourselves, after syncing the codebook blobs
-    sp.snapshot_prefix = prefix
+    staging = os.path.join(out_dir, STAGING)
+    os.makedirs(staging, exist_ok=True)
+    sp.snapshot_prefix = os.path.join(staging, "snap")
     del sp.test_iter[:]
     sp.test_iter.append(test_iter)
     solver = solving.make_solver(sp, os.path.join(out_dir, "solver.prototxt"), verbose)
     state = latest_snapshot(prefix)
     if state:
-        solver.restore(state)
+        _restore(solver, state, staging)
         if progress:
             print("  resuming %s from iteration %d" % (desc, solver.iter))
     else:
@@ -61,7 +101,7 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
         remaining = iters - solver.iter
         if remaining > 0:
             hooks.sync_blobs()
-            solver.snapshot()
+            _snapshot(solver, sp.snapshot_prefix, prefix)
             _prune_snapshots(prefix, keep=solver.iter)
     if not history:  # nothing to train (iters == 0 or already at the end)
         m = solving.test_net_metrics(solver.test_nets[0], test_iter)
@@ -70,6 +110,7 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
     hooks.sync_blobs()
     solving.save_net(solver.net, final_caffemodel)
     _prune_snapshots(prefix, keep=None)
+    shutil.rmtree(staging, ignore_errors=True)
     return history
 
 

@@ -4,6 +4,17 @@ import sys
 
 import pytest
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - the image has hypothesis
+    pass
+else:
+    # CI runs on machines of unknown load: no wall-clock limits, and the same examples every run,
+    # so a red run is a bug that reproduces, not a slow moment.
+    settings.register_profile("caffe-dc", deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "caffe-dc"))
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -6,8 +6,9 @@ never allocate much memory. Random flips are nearly always caught by the
 CRCs, so most cases recompute the CRCs after corrupting (as a hostile file
 would) to exercise the structural checks behind them.
 
-Bounded in time: ``FUZZ_SECONDS`` (default 15 s) or ``FUZZ_CASES`` cases,
-whichever comes first; the seed is printed on failure.
+A fixed number of cases (``FUZZ_CASES``, default 5000, about 7 s) from a fixed
+seed (``FUZZ_SEED``), so a run does the same work on a fast or a loaded machine;
+the seed and case are printed on failure.
 """
 import os
 import struct
@@ -21,14 +22,15 @@ import pytest
 from caffe_dc import codec
 from caffe_dc.errors import FormatError
 
-FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "15"))
-FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "20000"))
+FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "5000"))
 PEAK_LIMIT = 64 << 20          # bytes traced at once during any decode
 # A file may legitimately declare a large, mostly-zero blob; the decoder's guard against that
 # is ``max_weights`` (checked before allocating). The model has ~11K values, so a cap of 64K
 # lets every genuine variant through while making any *other* large allocation show up here.
 MAX_WEIGHTS = 1 << 16
-CASE_LIMIT = 2.0               # seconds for one decode
+# Not a speed check (tools/bench_codec.py is): a guard that turns a decoder stuck in a loop into
+# a failure naming the case. One decode takes about a millisecond.
+HANG_LIMIT = 30.0
 
 
 def model():
@@ -104,11 +106,10 @@ def test_fuzz_decoder():
     rng = np.random.RandomState(seed)
     counts = {}
     decoded_ok = 0
-    t_end = time.perf_counter() + FUZZ_SECONDS
     tracemalloc.start()
     try:
         case = 0
-        while case < FUZZ_CASES and time.perf_counter() < t_end:
+        while case < FUZZ_CASES:
             case += 1
             kind, data = mutate(blob, rng)
             counts[kind] = counts.get(kind, 0) + 1
@@ -125,11 +126,10 @@ def test_fuzz_decoder():
                 pytest.fail("seed %d case %d (%s): %s: %s" % (seed, case, kind, type(e).__name__, e))
             dt = time.perf_counter() - t0
             peak = tracemalloc.get_traced_memory()[1]
-            assert dt < CASE_LIMIT, "seed %d case %d (%s) took %.1f s" % (seed, case, kind, dt)
+            assert dt < HANG_LIMIT, "seed %d case %d (%s) took %.1f s" % (seed, case, kind, dt)
             assert peak < PEAK_LIMIT, "seed %d case %d (%s) allocated %d MiB" % (seed, case, kind, peak >> 20)
     finally:
         tracemalloc.stop()
-    assert case >= 1000, "only %d cases in the time budget" % case
     print("fuzz: %d cases %s, %d decoded without error" % (case, counts, decoded_ok))
 
 

@@ -235,3 +235,56 @@ def test_rewritten_net_runs_under_caffe_test_and_deploy_loads(tiny, tmp_path):
     # the unchanged net (no mask layers) still loads the pruned weights
     net = caffe.Net(base, caffe.TEST, weights=model)
     assert np.count_nonzero(net.params["ip1"][0].data) == int(round(0.3 * net.params["ip1"][0].data.size))
+
+
+def test_retrain_snapshots_are_whole_and_resume_after_a_move(tiny, tmp_path, monkeypatch):
+    """A kill can come at any instant: the solverstate must appear only once both files are whole,
+    and it must name the caffemodel beside it even after the run folder moves."""
+    from caffe_dc import retraining
+    root, base = tiny
+    proto, model = pruned_model(root, base)
+    sp = solver_param(proto, "unused")
+    out = tmp_path / "run"
+    real_run, calls = solving.run, []
+
+    def dies_on_second_chunk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(solving, "run", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        retraining.retrain(proto, sp, model, str(out), iters=12, test_iter=1, final_caffemodel=str(tmp_path / "final.caffemodel"),
+                           snapshot_every=5, progress=False)
+    monkeypatch.setattr(solving, "run", real_run)
+    assert sorted(p.name for p in out.glob("snap_iter_*")) == ["snap_iter_5.caffemodel", "snap_iter_5.solverstate"]
+    assert list((out / retraining.STAGING).iterdir()) == []
+    state = caffemodel.caffe_pb2().SolverState()
+    state.ParseFromString((out / "snap_iter_5.solverstate").read_bytes())
+    assert (state.iter, state.learned_net) == (5, str(out / "snap_iter_5.caffemodel"))
+    assert len(state.history) == 9  # momentum for 3 weights, 3 biases and the 3 mask blobs
+
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    final = tmp_path / "final.caffemodel"
+    hist = retraining.retrain(proto, sp, model, str(moved), iters=12, test_iter=1, final_caffemodel=str(final),
+                              snapshot_every=5, progress=False)
+    assert hist[-1]["iter"] == 12 and len(hist) == 2  # resumed at 5: two chunks (5..10, 10..12), not three
+    assert not list(moved.glob("snap_iter_*")) and not (moved / retraining.STAGING).exists()
+    params = caffemodel.load_params(str(final))
+    for n in LAYERS:
+        assert np.all(params[n].blobs[0][params[n + "_mask"].blobs[0] == 0] == 0)
+
+
+def test_relink_solverstate_rejects_a_truncated_file():
+    pb = caffemodel.caffe_pb2()
+    st = pb.SolverState(iter=7, learned_net="/old/place.caffemodel", current_step=2)
+    st.history.add().data.extend([1.0, 2.0, 3.0])
+    data = st.SerializeToString()
+    back = pb.SolverState()
+    back.ParseFromString(caffemodel.relink_solverstate(data, "/new/place.caffemodel"))
+    assert (back.iter, back.current_step, back.learned_net) == (7, 2, "/new/place.caffemodel")
+    assert list(back.history[0].data) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):
+        caffemodel.relink_solverstate(data[:-3], "/x")

@@ -1,5 +1,4 @@
 """Canonical Huffman: round trips, Kraft, optimality, degenerate streams, corrupt input."""
-import time
 
 import numpy as np
 import pytest
@@ -197,13 +196,11 @@ def test_encode_rejects_symbols_without_code():
         huffman.encode([0, 9], huffman.code_lengths([1, 1]))
 
 
-def test_vectorised_speed():
-    """Two million symbols each way in well under the time a per-symbol loop would take."""
+def test_two_million_symbols_round_trip():
+    """A large stream round-trips (speed itself is measured by tools/bench_codec.py)."""
     rng = np.random.RandomState(0)
     sym = np.minimum(rng.geometric(0.3, size=2_000_000) - 1, 31)
     lengths = huffman.code_lengths(np.bincount(sym, minlength=32), 15)
-    t0 = time.perf_counter()
     enc = huffman.encode(sym, lengths)
     out = huffman.decode(enc, lengths, sym.size)
-    assert time.perf_counter() - t0 < 8.0
     assert np.array_equal(out, sym)
