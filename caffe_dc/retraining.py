@@ -10,6 +10,7 @@ is written atomically, so its presence means the retraining is done.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -65,10 +66,13 @@ def _restore(solver, state_path: str, staging: str) -> None:
         os.unlink(tmp)
 
 
-def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str, iters: int, test_iter: int,
+def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out_dir: str, iters: int, test_iter: int,
             final_caffemodel: str, desc: str = "retrain", snapshot_every: int = 1000, test_every: int = 0,
             progress: bool = True, verbose: bool = False) -> List[Dict[str, float]]:
-    """Retrain to ``final_caffemodel``; returns the test history (last entry = final)."""
+    """Train to ``final_caffemodel``; returns the test history (last entry = final).
+
+    ``init_caffemodel`` None starts from the net's fillers (reference training, seeded by the
+    solver's ``random_seed``); a net without mask/codebook blobs trains without hooks."""
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, "snap")
     sp = type(solver_param)()
@@ -82,16 +86,22 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
     del sp.test_iter[:]
     sp.test_iter.append(test_iter)
     solver = solving.make_solver(sp, os.path.join(out_dir, "solver.prototxt"), verbose)
+    history_path = os.path.join(out_dir, "history.json")
+    history: List[Dict[str, float]] = []
     state = latest_snapshot(prefix)
     if state:
         _restore(solver, state, staging)
+        if os.path.isfile(history_path):
+            with open(history_path) as f:
+                history = [h for h in json.load(f) if h.get("iter", 0) <= solver.iter]
         if progress:
             print("  resuming %s from iteration %d" % (desc, solver.iter))
-    else:
+    elif init_caffemodel is not None:
         solver.net.copy_from(init_caffemodel)
-    hooks = CompressionHooks(solver.net).install(solver)
+    hooks = CompressionHooks(solver.net)
+    if hooks.layers:
+        hooks.install(solver)
 
-    history: List[Dict[str, float]] = []
     remaining = iters - solver.iter
     step = snapshot_every if snapshot_every else remaining
     while remaining > 0:
@@ -101,9 +111,10 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
         remaining = iters - solver.iter
         if remaining > 0:
             hooks.sync_blobs()
+            caffemodel.atomic_write(history_path, json.dumps(history).encode())
             _snapshot(solver, sp.snapshot_prefix, prefix)
             _prune_snapshots(prefix, keep=solver.iter)
-    if not history:  # nothing to train (iters == 0 or already at the end)
+    if not history or history[-1].get("iter") != solver.iter:  # nothing trained (iters 0, or resumed at the end)
         m = solving.test_net_metrics(solver.test_nets[0], test_iter)
         m["iter"] = solver.iter
         history.append(m)
@@ -111,6 +122,8 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: str, out_dir: str,
     solving.save_net(solver.net, final_caffemodel)
     _prune_snapshots(prefix, keep=None)
     shutil.rmtree(staging, ignore_errors=True)
+    if os.path.exists(history_path):
+        os.unlink(history_path)
     return history
 
 

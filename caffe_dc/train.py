@@ -8,14 +8,15 @@ import sys
 import time
 from typing import Optional
 
-from . import nets, solving
+from . import nets, retraining, solving
 from .caffemodel import atomic_write, save_net_proto
 from .datasets import DataInfo  # noqa: F401 (type of ``info``)
 
 
 def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional[int] = None,
                     seed: int = 1, test_every: int = 0, progress: bool = True, verbose: bool = False,
-                    batch: Optional[int] = None, test_batch: Optional[int] = None, base_lr: Optional[float] = None) -> dict:
+                    batch: Optional[int] = None, test_batch: Optional[int] = None, base_lr: Optional[float] = None,
+                    snapshot_every: Optional[int] = None) -> dict:
     """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``."""
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
@@ -29,13 +30,14 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     if base_lr is not None:
         overrides["base_lr"] = base_lr
     sp = nets.solver_for(spec.name, tv_path, os.path.join(out_dir, "snap"), **overrides)
-    solver = solving.make_solver(sp, os.path.join(out_dir, "solver.prototxt"), verbose)
     caffe = solving.import_caffe(verbose)
     t0 = time.time()
-    history = solving.run(solver, sp.max_iter, titer, test_every=test_every,
-                          desc="train %s" % spec.name, progress=progress)
     model = os.path.join(out_dir, "%s.caffemodel" % spec.name)
-    solving.save_net(solver.net, model)
+    # The solver's own snapshot interval becomes the resume point: a rerun after a kill goes on
+    # from the newest snapshot rather than from iteration 0.
+    history = retraining.retrain(tv_path, sp, None, out_dir, sp.max_iter, titer, model,
+                                 desc="train %s" % spec.name, snapshot_every=snapshot_every or sp.snapshot or 1000,
+                                 test_every=test_every, progress=progress, verbose=verbose)
     final = history[-1]
     metrics = {
         "net": spec.name, "dataset": info.name, "iters": sp.max_iter, "seed": seed,

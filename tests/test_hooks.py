@@ -270,8 +270,9 @@ def test_retrain_snapshots_are_whole_and_resume_after_a_move(tiny, tmp_path, mon
     final = tmp_path / "final.caffemodel"
     hist = retraining.retrain(proto, sp, model, str(moved), iters=12, test_iter=1, final_caffemodel=str(final),
                               snapshot_every=5, progress=False)
-    assert hist[-1]["iter"] == 12 and len(hist) == 2  # resumed at 5: two chunks (5..10, 10..12), not three
+    assert [h["iter"] for h in hist] == [5, 10, 12]  # resumed at 5, with the test made before the kill
     assert not list(moved.glob("snap_iter_*")) and not (moved / retraining.STAGING).exists()
+    assert not (moved / "history.json").exists()
     params = caffemodel.load_params(str(final))
     for n in LAYERS:
         assert np.all(params[n].blobs[0][params[n + "_mask"].blobs[0] == 0] == 0)
