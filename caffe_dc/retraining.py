@@ -106,7 +106,8 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
     step = snapshot_every if snapshot_every else remaining
     while remaining > 0:
         n = min(step, remaining)
-        h = solving.run(solver, n, test_iter, test_every=test_every, desc=desc, progress=progress)
+        h = solving.run(solver, n, test_iter, test_every=test_every, desc=desc, progress=progress,
+                        span=(solver.iter, iters))
         history.extend(h)
         remaining = iters - solver.iter
         if remaining > 0:

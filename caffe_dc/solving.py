@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -89,9 +89,11 @@ def save_net(net, path: str) -> None:
 
 def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
         progress: bool = True, on_test: Optional[Callable[[int, Dict[str, float]], None]] = None,
-        chunk: int = 50) -> List[Dict[str, float]]:
+        chunk: int = 50, span: Optional[Tuple[int, int]] = None) -> List[Dict[str, float]]:
     """Step ``solver`` for ``iters`` iterations with a progress bar; test every ``test_every``.
 
+    ``span`` (done, total) makes the bar show this call as part of a longer stage that is run in
+    pieces (between snapshots), so the user sees one bar per stage, not one per piece.
     Returns the list of test results (each with 'iter'), the last one at the end.
     """
     from tqdm import tqdm
@@ -99,7 +101,8 @@ def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "tr
     history: List[Dict[str, float]] = []
     start = solver.iter
     end = start + iters
-    bar = tqdm(total=iters, desc=desc, unit="it", disable=not progress, file=sys.stderr,
+    done, total = span if span else (0, iters)
+    bar = tqdm(total=total, initial=done, desc=desc, unit="it", disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=1.0, leave=False)
     t0 = time.time()
     loss_blob = "loss" if "loss" in solver.net.blobs else None
