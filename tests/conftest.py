@@ -27,6 +27,23 @@ def run_cli(*args, cwd=None, timeout=600):
                           timeout=timeout, env=env)
 
 
+def killed_in_chunk(monkeypatch, n):
+    """Make ``solving.run`` (one piece of training between snapshots) raise on its n-th call, as a
+    kill would stop a run; returns the list of calls made, which keeps counting after the kill."""
+    from caffe_dc import solving
+
+    real_run, calls = solving.run, []
+
+    def run(*a, **k):
+        calls.append(k.get("desc"))
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(solving, "run", run)
+    return calls
+
+
 def assert_clean_error(proc, *fragments):
     """A user error: non-zero exit, a one-line message, no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

@@ -10,6 +10,7 @@ from caffe_dc import caffemodel, rewrite, solving  # noqa: E402
 from caffe_dc.caffemodel import LayerParams  # noqa: E402
 from caffe_dc.datasets import _write_lmdb  # noqa: E402
 from caffe_dc.hooks import CompressionHooks  # noqa: E402
+from conftest import killed_in_chunk  # noqa: E402
 
 NET = """
 name: "tiny"
@@ -245,19 +246,10 @@ def test_retrain_snapshots_are_whole_and_resume_after_a_move(tiny, tmp_path, mon
     proto, model = pruned_model(root, base)
     sp = solver_param(proto, "unused")
     out = tmp_path / "run"
-    real_run, calls = solving.run, []
-
-    def dies_on_second_chunk(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_run(*a, **k)
-
-    monkeypatch.setattr(solving, "run", dies_on_second_chunk)
+    calls = killed_in_chunk(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         retraining.retrain(proto, sp, model, str(out), iters=12, test_iter=1, final_caffemodel=str(tmp_path / "final.caffemodel"),
                            snapshot_every=5, progress=False)
-    monkeypatch.setattr(solving, "run", real_run)
     assert sorted(p.name for p in out.glob("snap_iter_*")) == ["snap_iter_5.caffemodel", "snap_iter_5.solverstate"]
     assert list((out / retraining.STAGING).iterdir()) == []
     state = caffemodel.caffe_pb2().SolverState()
@@ -271,6 +263,7 @@ def test_retrain_snapshots_are_whole_and_resume_after_a_move(tiny, tmp_path, mon
     hist = retraining.retrain(proto, sp, model, str(moved), iters=12, test_iter=1, final_caffemodel=str(final),
                               snapshot_every=5, progress=False)
     assert [h["iter"] for h in hist] == [5, 10, 12]  # resumed at 5, with the test made before the kill
+    assert len(calls) == 4  # two pieces before the kill, two after it
     assert not list(moved.glob("snap_iter_*")) and not (moved / retraining.STAGING).exists()
     assert not (moved / "history.json").exists()
     params = caffemodel.load_params(str(final))

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("caffe")
 
 from caffe_dc import datasets  # noqa: E402
-from conftest import assert_clean_error, run_cli  # noqa: E402
+from conftest import assert_clean_error, killed_in_chunk, run_cli  # noqa: E402
 
 
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
@@ -32,26 +32,16 @@ def test_train_imagenet_net_needs_imagenet(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
 def test_reference_training_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
-    from caffe_dc import solving, train
+    from caffe_dc import train
     info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=1000)
     out = tmp_path / "ref"
-    real_run, calls = solving.run, []
-
-    def dies_in_third_chunk(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_run(*a, **k)
-
-    monkeypatch.setattr(solving, "run", dies_in_third_chunk)
+    calls = killed_in_chunk(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train.train_reference("lenet-300-100", info, str(out), iters=300, snapshot_every=100, progress=False)
     assert sorted(p.name for p in out.glob("snap_iter_*")) == ["snap_iter_200.caffemodel", "snap_iter_200.solverstate"]
-    rerun = []
-    monkeypatch.setattr(solving, "run", lambda *a, **k: rerun.append(k.get("desc")) or real_run(*a, **k))
     m = train.train_reference("lenet-300-100", info, str(out), iters=300, snapshot_every=100, progress=True)
     assert "resuming train lenet-300-100 from iteration 200" in capsys.readouterr().out
     assert [h["iter"] for h in m["history"]] == [100, 200, 300]
-    assert len(rerun) == 1  # the rerun trained one chunk (200..300), not three
+    assert len(calls) == 4  # the rerun trained one piece (200..300), not three
     assert m["accuracy"] > 0.5
     assert not list(out.glob("snap_iter_*")) and os.path.isfile(m["caffemodel"])
