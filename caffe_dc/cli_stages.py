@@ -135,6 +135,9 @@ def cmd_reproduce(p):
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
+    p.add_argument("--dense-control", action="store_true",
+                   help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
+                        "can tell what compression costs from what the extra training gains")
     g = p.add_argument_group("ImageNet data (alexnet, vgg16) and preset overrides (any net)")
     g.add_argument("--imagenet-train", metavar="LMDB", help="training LMDB (convert_imageset, 256x256)")
     g.add_argument("--imagenet-val", metavar="LMDB", help="validation LMDB")

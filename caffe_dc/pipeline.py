@@ -9,7 +9,9 @@ Stages, each writing into ``runs/<net>-<data>[-quick]/``:
 5. encode      relative-index sparse format + Huffman -> ``model.dcz``
 6. decode      ``model.dcz`` -> ``decoded.caffemodel``, checked bit for bit
 7. caffe test  Caffe's own binary on the decoded and on the quantized model
-8. report      ``report.md``, PNG figures, ``metrics.json``
+8. control     with ``--dense-control``: the reference retrained, uncompressed, with the
+               same solvers for the same iterations (what the extra training alone gives)
+9. report      ``report.md``, PNG figures, ``metrics.json``
 
 ``pipeline.json`` records each finished stage; a rerun skips those, and the
 retraining stages resume from their last round or snapshot, so a kill
@@ -56,7 +58,7 @@ PRESETS = {
     },
 }
 IMAGENET_NETS = ("alexnet", "vgg16")
-STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "report")
+STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "report")
 
 
 class Pipeline:
@@ -94,6 +96,8 @@ class Pipeline:
         print("%s ..." % label)
         t0 = time.time()
         out = fn() or {}
+        if out.get("skipped"):  # not asked for this time: a later run with the option still does it
+            return out
         out["done"] = True
         out["seconds"] = round(time.time() - t0, 1)
         self.state[name] = out
@@ -133,7 +137,11 @@ class Pipeline:
         self.stage(5, "encode", self.encode)
         self.stage(6, "decode", self.decode)
         self.stage(7, "caffe_test", self.caffe_test)
-        self.stage(8, "report", self.report)
+        had_control = self.state.get("control", {}).get("done")
+        self.stage(8, "control", self.control)
+        if self.state.get("control", {}).get("done") and not had_control:
+            self.state.pop("report", None)  # a report made before the control has no row for it
+        self.stage(9, "report", self.report)
         return self.state
 
     # ---------------------------------------------------------------- stages
@@ -187,6 +195,40 @@ class Pipeline:
         return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
                 "accuracy_before_finetune": m["accuracy_before_finetune"],
                 "bits": {n: v["bits"] for n, v in m["layers"].items()}}
+
+    def control(self):
+        """Retrain the dense reference exactly as the compressed net was retrained: one retraining
+        solver restart per pruning round, then one for the fine-tuning, same iterations, no masks.
+        Retraining at a lower learning rate can lift a net by itself; this measures how much."""
+        if not getattr(self.args, "dense_control", False):
+            print("  skipped (--dense-control retrains the reference as long, uncompressed, for comparison)")
+            return {"skipped": True}
+        from . import rewrite
+        from .retraining import retrain
+
+        lr_factor = paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1)
+        sp = rewrite.retrain_solver(nets.solver_for(self.spec.name, self.base_path, self.path("control", "snap")),
+                                    lr_factor)
+        pieces = [("round %d" % r, self.preset.prune_iters) for r in range(1, self.preset.rounds + 1)]
+        pieces.append(("fine-tune", self.preset.quant_iters))
+        current, result = self.state["reference"]["caffemodel"], {}
+        for i, (label, iters) in enumerate(pieces, 1):
+            done = self.path("control", "piece%d.caffemodel" % i)
+            meta = self.path("control", "piece%d.json" % i)
+            if os.path.isfile(done) and os.path.isfile(meta):
+                with open(meta) as f:
+                    result = json.load(f)
+            else:
+                hist = retrain(self.base_path, sp, current, self.path("control", "piece%d" % i), iters, self.test_iter,
+                               done, desc="dense control, %s" % label, snapshot_every=self.preset.snapshot_every,
+                               progress=self.progress)
+                result = {"piece": label, "iters": iters, "accuracy": solving.accuracy_of(hist[-1]),
+                          "accuracy_top5": hist[-1].get("accuracy_top5")}
+                atomic_write(meta, json.dumps(result).encode())
+            print("  dense control, %s: accuracy %.2f%% after %d iterations" % (label, 100 * result["accuracy"], iters))
+            current = done
+        return {"caffemodel": current, "accuracy": result["accuracy"], "accuracy_top5": result.get("accuracy_top5"),
+                "iters": sum(n for _, n in pieces), "restarts": len(pieces)}
 
     def encode(self):
         from .report import storage_text, summary_lines

@@ -76,9 +76,16 @@ def write_report(p) -> str:
                                     pct(None if top5 is None else 1 - top5, 2)))
     t1 = markdown_table(head, [paper_row, ours])
     delta_pp = 100 * (final_acc - ref_acc)
+    control = s.get("control") if s.get("control", {}).get("done") else None
+    control_rows, control_lines = [], []
+    if control:
+        control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
+                         % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), human(sizes[0]), "1x"]]
+        control_lines = ["Accuracy change, dense control → compressed: **%+.2f pp** (the same retraining without "
+                         "compression, so this is what compression itself costs)." % (100 * (final_acc - control["accuracy"])), ""]
     stages = markdown_table(
         ["stage", "test accuracy", "size", "vs dense"],
-        [["reference", pct(ref_acc, 2), human(sizes[0]), "1x"],
+        [["reference", pct(ref_acc, 2), human(sizes[0]), "1x"]] + control_rows + [
          ["pruned + retrained (%s kept)" % pct(s["prune"]["density"], 1), pct(s["prune"]["accuracy"], 2),
           human(sizes[1]), "%.1fx" % (sizes[0] / sizes[1])],
          ["quantized, before fine-tuning", pct(s["quantize"]["accuracy_before_finetune"], 2), human(sizes[2]),
@@ -93,6 +100,7 @@ def write_report(p) -> str:
         DATASET_NOTE.get(p.info.name, ""), "",
         "## Table 1: ours beside the paper's", "", t1, "",
         "Accuracy change, reference → compressed: **%+.2f pp** (goal: no loss beyond 0.1 pp)." % delta_pp, "",
+    ] + control_lines + [
         "## By stage", "", stages, "",
         "## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net], "",
         storage_markdown(stats, net), "",
@@ -123,7 +131,8 @@ def write_report(p) -> str:
     atomic_write(path, "\n".join(lines).encode())
     metrics = {"net": net, "dataset": p.info.name, "preset": p.preset_name, "command": p.command,
                "seed": p.args.seed, "reference_accuracy": ref_acc, "final_accuracy": final_acc,
-               "accuracy_delta_pp": delta_pp, "compression": ratio, "file_bytes": t["file_bytes"],
+               "accuracy_delta_pp": delta_pp, "control_accuracy": control["accuracy"] if control else None,
+               "compression": ratio, "file_bytes": t["file_bytes"],
                "dense_bytes": t["original_bits"] // 8, "stage_bytes": dict(zip(["dense", "pruned", "pq", "pqh"], sizes)),
                "storage": stats.to_dict(), "stages": s, "environment": environment()}
     atomic_write(os.path.join(d, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode())

@@ -62,7 +62,9 @@ def test_reproduce_imagenet_tiny(tmp_path, net):
     dens = {l["name"]: l["density"] for l in storage["layers"] if l["kind"] == "quantized"}
     for layer, d in paper.PAPER_DENSITY[net].items():
         assert abs(dens[layer] - d) < 0.01, (layer, dens[layer], d)
+    assert "skipped (--dense-control" in p.stdout and "control" not in state  # only when asked for
     report = open(str(out / "report.md")).read()
+    assert "dense control" not in report
     assert "top-5 error ref → compressed" in report and "Table %d" % paper.TABLE_NUMBER[net] in report
 
 

@@ -21,15 +21,17 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), r
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quick")
     out = root / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data-root", root / "data", cwd=str(root))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--out", out, "--data-root", root / "data",
+                cwd=str(root))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, out, p
 
 
 def test_reproduce_quick_end_to_end(quick_run):
     root, out, p = quick_run
-    for i, stage in enumerate(["data", "reference", "prune", "quantize", "encode", "decode", "caffe test", "report"], 1):
-        assert "[%d/8] %s" % (i, stage) in p.stdout
+    for i, stage in enumerate(["data", "reference", "prune", "quantize", "encode", "decode", "caffe test", "control",
+                               "report"], 1):
+        assert "[%d/9] %s" % (i, stage) in p.stdout
     state = json.load(open(str(out / "pipeline.json")))
     assert state["decode"]["bit_exact"] is True
     # Caffe's own binary scores the decoded model exactly as the quantized one
@@ -39,6 +41,15 @@ def test_reproduce_quick_end_to_end(quick_run):
     assert m["compression"] > 20 and m["file_bytes"] == os.path.getsize(str(out / "model.dcz"))
     report = open(str(out / "report.md")).read()
     assert "| paper (MNIST) | 1.64% → 1.58% | 1070 KB → 27 KB | 40x |" in report
+    # the dense control: the reference retrained as the compressed net was (2 rounds x 500 + 500), no masks
+    assert state["control"]["iters"] == 1500 and state["control"]["restarts"] == 3
+    assert "dense control, round 2: accuracy" in p.stdout
+    control = caffemodel.load_params(state["control"]["caffemodel"])
+    assert "ip1_mask" not in control and np.count_nonzero(control["ip1"].blobs[0]) == control["ip1"].blobs[0].size
+    assert m["control_accuracy"] == state["control"]["accuracy"]
+    assert "| dense control: reference retrained 1500 iterations in 3 restarts, uncompressed | %.2f%% |" \
+        % (100 * m["control_accuracy"]) in report
+    assert "Accuracy change, dense control → compressed:" in report
     assert "W% ours / paper" in report and "| ip1 | 235200 | 8.0% / 8.0% |" in report
     for png in ("weights_before_after_pruning.png", "codebook.png", "size_waterfall.png"):
         assert os.path.getsize(str(out / png)) > 5000
@@ -64,9 +75,10 @@ def test_decoded_weights_bit_exact_and_decode_verify(quick_run, tmp_path):
 def test_rerun_skips_finished_stages(quick_run):
     root, out, _ = quick_run
     before = os.path.getmtime(str(out / "model.dcz"))
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data-root", root / "data", cwd=str(root))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--out", out, "--data-root", root / "data",
+                cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count("done before, skipping") == 8
+    assert p.stdout.count("done before, skipping") == 9
     assert os.path.getmtime(str(out / "model.dcz")) == before
 
 
