@@ -75,14 +75,15 @@ def write_report(p) -> str:
         ours.insert(2, "%s → %s" % (pct(None if top5_ref is None else 1 - top5_ref, 2),
                                     pct(None if top5 is None else 1 - top5, 2)))
     t1 = markdown_table(head, [paper_row, ours])
-    delta_pp = 100 * (final_acc - ref_acc)
+    # accuracies are float32 means: round off the last bits, so that equal accuracies read +0.00, not -0.00
+    delta_pp = round(100 * (final_acc - ref_acc), 6) + 0.0
     control = s.get("control") if s.get("control", {}).get("done") else None
     control_rows, control_lines = [], []
     if control:
         control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
                          % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), human(sizes[0]), "1x"]]
         control_lines = ["Accuracy change, dense control → compressed: **%+.2f pp** (the same retraining without "
-                         "compression, so this is what compression itself costs)." % (100 * (final_acc - control["accuracy"])), ""]
+                         "compression, so this is what compression itself costs)." % (round(100 * (final_acc - control["accuracy"]), 6) + 0.0), ""]
     stages = markdown_table(
         ["stage", "test accuracy", "size", "vs dense"],
         [["reference", pct(ref_acc, 2), human(sizes[0]), "1x"]] + control_rows + [
