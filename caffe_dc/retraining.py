@@ -1,11 +1,13 @@
-"""Retrain a compressed net under its hooks, resumable after a kill.
+"""Train a net, compressed or not, resumable after a kill.
 
-Pruning and quantization both end the same way: load a caffemodel that
-carries mask/codebook blobs into a rewritten net, install the hooks, and
-run SGD. Snapshots (caffemodel + solverstate, taken with the codebook
-blobs synced) land in ``out_dir`` every ``snapshot_every`` iterations; a
-rerun restores the newest one instead of starting over. The finished model
-is written atomically, so its presence means the retraining is done.
+Pruning, quantization, the dense control and reference training all run
+through here: load a caffemodel (or keep the fillers) into the net, install
+the mask/codebook hooks when the net has such blobs, and run SGD.
+Snapshots (caffemodel + solverstate, taken with the codebook blobs synced)
+land in ``out_dir`` every ``snapshot_every`` iterations, whole: Caffe writes
+them in a staging folder and they are moved into place, solverstate last.
+A rerun restores the newest one instead of starting over. The finished
+model is written atomically, so its presence means the training is done.
 """
 from __future__ import annotations
 
