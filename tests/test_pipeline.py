@@ -1,6 +1,7 @@
 """End to end on real Caffe: `reproduce --quick`, the stage CLIs, resume after a kill, CLI errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,24 @@ def test_rerun_skips_finished_stages(quick_run):
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.count("done before, skipping") == 9
     assert os.path.getmtime(str(out / "model.dcz")) == before
+
+
+def test_dense_control_added_to_a_finished_run_remakes_the_report(quick_run, tmp_path):
+    root, out, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(str(out), str(run))
+    state = json.load(open(str(run / "pipeline.json")))
+    del state["control"]
+    (run / "pipeline.json").write_text(json.dumps(state))
+    (run / "report.md").write_text("stale")
+    args = ["reproduce", "lenet-300-100", "--quick", "--out", run, "--data-root", root / "data"]
+    p = run_cli(*args, cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "skipped (--dense-control" in p.stdout and (run / "report.md").read_text() == "stale"
+    p = run_cli(*args, "--dense-control", cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "[8/9] control ..." in p.stdout and "[9/9] report ..." in p.stdout
+    assert "dense control: reference retrained 1500 iterations" in (run / "report.md").read_text()
 
 
 def test_inspect_prints_paper_table(quick_run):
