@@ -78,6 +78,11 @@ class Pipeline:
         self.command = command_line()
         self.state: Dict[str, dict] = {}
 
+    @property
+    def lr_factor(self) -> float:
+        """Retraining learning rate as a fraction of the net's own (pruning, fine-tuning, control alike)."""
+        return paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1)
+
     def path(self, *parts) -> str:
         return os.path.join(self.run_dir, *parts)
 
@@ -103,6 +108,8 @@ class Pipeline:
         out["done"] = True
         out["seconds"] = round(time.time() - t0, 1)
         self.state[name] = out
+        if name != "report":
+            self.state.pop("report", None)  # the report reads every stage: one that ran now makes it stale
         self._save_state()
         return out
 
@@ -139,10 +146,7 @@ class Pipeline:
         self.stage(5, "encode", self.encode)
         self.stage(6, "decode", self.decode)
         self.stage(7, "caffe_test", self.caffe_test)
-        had_control = self.state.get("control", {}).get("done")
         self.stage(8, "control", self.control)
-        if self.state.get("control", {}).get("done") and not had_control:
-            self.state.pop("report", None)  # a report made before the control has no row for it
         self.stage(9, "report", self.report)
         return self.state
 
@@ -177,7 +181,7 @@ class Pipeline:
         from .pruning_stage import PruneConfig, run_pruning
 
         cfg = PruneConfig(densities=self.densities(), rounds=self.preset.rounds, iters_per_round=self.preset.prune_iters,
-                          lr_factor=paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1),
+                          lr_factor=self.lr_factor,
                           snapshot_every=self.preset.snapshot_every)
         m = run_pruning(self.spec.name, self.state["reference"]["caffemodel"], self.info, self.path("prune"), cfg,
                         progress=self.progress)
@@ -189,7 +193,7 @@ class Pipeline:
         from .quantization_stage import QuantConfig, run_quantization
 
         cfg = QuantConfig(bits=self.args.bits or self.preset.bits, init=self.args.init, iters=self.preset.quant_iters,
-                          lr_factor=paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1), seed=self.args.seed,
+                          lr_factor=self.lr_factor, seed=self.args.seed,
                           snapshot_every=self.preset.snapshot_every)
         m = run_quantization(self.spec.name, self.state["prune"]["caffemodel"], self.info, self.path("quantize"), cfg,
                              progress=self.progress)
@@ -208,9 +212,8 @@ class Pipeline:
         from . import rewrite
         from .retraining import retrain
 
-        lr_factor = paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1)
         sp = rewrite.retrain_solver(nets.solver_for(self.spec.name, self.base_path, self.path("control", "snap")),
-                                    lr_factor)
+                                    self.lr_factor)
         pieces = [("round %d" % r, self.preset.prune_iters) for r in range(1, self.preset.rounds + 1)]
         pieces.append(("fine-tune", self.preset.quant_iters))
         current, result = self.state["reference"]["caffemodel"], {}

@@ -28,6 +28,12 @@ def _sizes(stats) -> list:
     return [t["original_bits"] / 8, pruned_bits / 8, t["pq_bits"] / 8, t["file_bytes"]]
 
 
+def _pp_change(before: float, after: float) -> float:
+    """Accuracy change in percentage points. Accuracies are float32 means: the last bits are
+    rounded off, so that equal accuracies read +0.00, not -0.00."""
+    return round(100 * (after - before), 6) + 0.0
+
+
 def write_report(p) -> str:
     s = p.state
     net = p.spec.name
@@ -75,15 +81,14 @@ def write_report(p) -> str:
         ours.insert(2, "%s → %s" % (pct(None if top5_ref is None else 1 - top5_ref, 2),
                                     pct(None if top5 is None else 1 - top5, 2)))
     t1 = markdown_table(head, [paper_row, ours])
-    # accuracies are float32 means: round off the last bits, so that equal accuracies read +0.00, not -0.00
-    delta_pp = round(100 * (final_acc - ref_acc), 6) + 0.0
+    delta_pp = _pp_change(ref_acc, final_acc)
     control = s.get("control") if s.get("control", {}).get("done") else None
     control_rows, control_lines = [], []
     if control:
         control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
                          % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), human(sizes[0]), "1x"]]
         control_lines = ["Accuracy change, dense control → compressed: **%+.2f pp** (the same retraining without "
-                         "compression, so this is what compression itself costs)." % (round(100 * (final_acc - control["accuracy"]), 6) + 0.0), ""]
+                         "compression, so this is what compression itself costs)." % _pp_change(control["accuracy"], final_acc), ""]
     stages = markdown_table(
         ["stage", "test accuracy", "size", "vs dense"],
         [["reference", pct(ref_acc, 2), human(sizes[0]), "1x"]] + control_rows + [
