@@ -5,8 +5,10 @@ setup(
     version="0.1.0",
     description="Deep Compression (pruning, trained quantization, Huffman coding) on real Caffe",
     packages=find_packages(include=["caffe_dc", "caffe_dc.*"]),
-    package_data={"caffe_dc": ["assets/*", "assets/**/*"]},
-    include_package_data=True,
+    # The nets' definitions ship with the package: an installed caffe-dc needs no checkout.
+    package_data={"caffe_dc": ["zoo/prototxt/*.prototxt", "zoo/solvers/*.prototxt"]},
     python_requires=">=3.9",
+    # pycaffe itself is not on PyPI: it comes from Debian's python3-caffe (see docker/Dockerfile).
+    install_requires=["numpy", "protobuf", "lmdb", "scikit-learn", "matplotlib", "tqdm"],
     entry_points={"console_scripts": ["caffe-dc = caffe_dc.cli:main"]},
 )

@@ -22,7 +22,7 @@ def run_cli(*args, cwd=None, timeout=600):
     """Run `caffe-dc ARGS` as a user would; returns CompletedProcess with text output."""
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "caffe_dc.cli", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "caffe_dc", *map(str, args)], cwd=cwd,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=timeout, env=env)
 
@@ -30,7 +30,7 @@ def run_cli(*args, cwd=None, timeout=600):
 def killed_in_chunk(monkeypatch, n):
     """Make ``solving.run`` (one piece of training between snapshots) raise on its n-th call, as a
     kill would stop a run; returns the list of calls made, which keeps counting after the kill."""
-    from caffe_dc import solving
+    from caffe_dc.pycaffe import solving
 
     real_run, calls = solving.run, []
 

@@ -4,9 +4,9 @@ import pytest
 
 pytest.importorskip("caffe")
 
-from caffe_dc import caffemodel  # noqa: E402
-from caffe_dc.caffemodel import LayerParams  # noqa: E402
-from caffe_dc.errors import InputError  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.base.params import LayerParams  # noqa: E402
+from caffe_dc.base.errors import InputError  # noqa: E402
 
 
 def sample():

@@ -19,8 +19,8 @@ import zlib
 import numpy as np
 import pytest
 
-from caffe_dc import codec
-from caffe_dc.errors import FormatError
+from caffe_dc.codec import model as codec
+from caffe_dc.base.errors import FormatError
 
 FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "5000"))
 PEAK_LIMIT = 64 << 20          # bytes traced at once during any decode

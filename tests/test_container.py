@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from caffe_dc import codec
-from caffe_dc.caffemodel import LayerParams
-from caffe_dc.errors import FormatError, InputError
+from caffe_dc.codec import model as codec
+from caffe_dc.base.params import LayerParams
+from caffe_dc.base.errors import FormatError, InputError
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -376,7 +376,7 @@ def test_accepts_memoryview_and_bytearray(blob):
 def test_decoded_caffemodel_loads_in_caffe(tmp_path):
     """The CLI path: .dcz -> to_params -> save_params -> caffe.Net gives the quantized weights bit for bit."""
     caffe = pytest.importorskip("caffe")
-    from caffe_dc.caffemodel import load_params, save_params
+    from caffe_dc.pycaffe.caffemodel import load_params, save_params
 
     q = layer("fc", (3, 10), 0.4, 4, 2, seed=11)
     raw = [codec.RawBlob("fc", "InnerProduct", 1, np.array([0.5, -2, 3e-8], np.float32))]

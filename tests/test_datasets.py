@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from caffe_dc import datasets
-from caffe_dc.errors import InputError
+from caffe_dc.pycaffe import datasets
+from caffe_dc.base.errors import InputError
 from conftest import assert_clean_error
 from test_idx import idx_bytes
 

@@ -6,7 +6,10 @@ import pytest
 
 pytest.importorskip("caffe")
 
-from caffe_dc import caffemodel, encoding, nets, solving  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
 from conftest import assert_clean_error, run_cli  # noqa: E402
 
 

@@ -5,8 +5,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from caffe_dc import han_format as hf
-from caffe_dc.errors import FormatError, InputError
+from caffe_dc.codec import han_net as hf
+from caffe_dc.stages import net_format
+from caffe_dc.base.errors import FormatError, InputError
 
 # --- a hand-built one-layer file ----------------------------------------------
 #
@@ -204,7 +205,7 @@ def test_import_net_with_caffe(deploy, tmp_path):
     layers = [("conv1", cb8, conv_codes, rng.standard_normal(3)), ("ip1", IP1_CODEBOOK, ip_codes, [1, 2, 3, 4, 5])]
     path = tmp_path / "tiny.net"
     path.write_bytes(hf.write_net(layers))
-    params = hf.import_net(deploy, str(path))
+    params = net_format.import_net(deploy, str(path))
     assert list(params) == ["conv1", "ip1"]
     assert params["conv1"].type == "Convolution" and params["ip1"].type == "InnerProduct"
     assert [b.shape for b in params["conv1"].blobs] == [(3, 2, 3, 3), (3,)]
@@ -214,12 +215,13 @@ def test_import_net_with_caffe(deploy, tmp_path):
     np.testing.assert_array_equal(params["ip1"].blobs[1], np.arange(1, 6, dtype=np.float32))
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(FormatError):
-        hf.import_net(deploy, str(path))
+        net_format.import_net(deploy, str(path))
 
 
 def test_export_then_import_with_caffe(deploy, tmp_path):
-    from caffe_dc.caffemodel import LayerParams, save_params
-    from caffe_dc.quantization import quantize_layer
+    from caffe_dc.base.params import LayerParams
+    from caffe_dc.pycaffe.caffemodel import save_params
+    from caffe_dc.algorithms.quantization import quantize_layer
 
     rng = np.random.default_rng(1)
     wc = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
@@ -233,11 +235,11 @@ def test_export_then_import_with_caffe(deploy, tmp_path):
     model = tmp_path / "q.caffemodel"
     save_params(params, str(model))
     out = tmp_path / "q.net"
-    summary = hf.export_net(deploy, str(model), str(out))
+    summary = net_format.export_net(deploy, str(model), str(out))
     assert summary["bytes"] == out.stat().st_size
     ip = summary["layers"][1]
     assert ip["name"] == "ip1" and ip["kept"] == np.count_nonzero(wi) and ip["entries"] >= ip["kept"]
-    back = hf.import_net(deploy, str(out))
+    back = net_format.import_net(deploy, str(out))
     for name in ("conv1", "ip1"):
         for a, b in zip(back[name].blobs, params[name].blobs):
             np.testing.assert_array_equal(a, b)
@@ -245,9 +247,9 @@ def test_export_then_import_with_caffe(deploy, tmp_path):
     params["ip1"] = LayerParams("InnerProduct", [rng.standard_normal((5, 48)).astype(np.float32), np.zeros(5, np.float32)])
     save_params(params, str(model))
     with pytest.raises(InputError, match="4 bits"):
-        hf.export_net(deploy, str(model), str(tmp_path / "x.net"))
+        net_format.export_net(deploy, str(model), str(tmp_path / "x.net"))
     with pytest.raises(InputError, match="overwrite"):
-        hf.export_net(deploy, str(model), str(model))
+        net_format.export_net(deploy, str(model), str(model))
 
 
 def test_deploy_with_unstorable_layer(tmp_path):
@@ -256,4 +258,4 @@ def test_deploy_with_unstorable_layer(tmp_path):
     p.write_text(DEPLOY + 'layer { name: "classifier" type: "InnerProduct" bottom: "ip1" top: "out" '
                           'inner_product_param { num_output: 2 } }\n')
     with pytest.raises(InputError, match="classifier"):
-        hf.import_net(str(p), str(tmp_path / "missing.net"))
+        net_format.import_net(str(p), str(tmp_path / "missing.net"))

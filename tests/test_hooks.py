@@ -6,10 +6,13 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 
-from caffe_dc import caffemodel, rewrite, solving  # noqa: E402
-from caffe_dc.caffemodel import LayerParams  # noqa: E402
-from caffe_dc.datasets import _write_lmdb  # noqa: E402
-from caffe_dc.hooks import CompressionHooks  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.pycaffe import rewrite  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
+from caffe_dc.base.blobs import CODEBOOK, CODES, MASK
+from caffe_dc.base.params import LayerParams  # noqa: E402
+from caffe_dc.pycaffe.datasets import _write_lmdb  # noqa: E402
+from caffe_dc.pycaffe.hooks import CompressionHooks  # noqa: E402
 from conftest import killed_in_chunk  # noqa: E402
 
 NET = """
@@ -73,7 +76,7 @@ def pruned_model(root, base, density=0.3, quantize_bits=None):
     """A caffemodel with mask (and codebook) blobs, and the rewritten prototxt."""
     params = initial_params(root, base)
     out = dict(params)
-    kinds = [rewrite.MASK]
+    kinds = [MASK]
     sizes = {}
     for name in LAYERS:
         w = params[name].blobs[0]
@@ -96,7 +99,7 @@ def pruned_model(root, base, density=0.3, quantize_bits=None):
             sizes[name] = K
         out[name] = LayerParams(params[name].type, blobs)
     if quantize_bits:
-        kinds += [rewrite.CODEBOOK, rewrite.CODES]
+        kinds += [CODEBOOK, CODES]
     net = rewrite.add_blobs(caffemodel.load_net_proto(base), {n: params[n].blobs[0].shape for n in LAYERS},
                             kinds, sizes)
     proto = str(root / ("q%s.prototxt" % quantize_bits if quantize_bits else "pruned.prototxt"))
@@ -241,7 +244,7 @@ def test_rewritten_net_runs_under_caffe_test_and_deploy_loads(tiny, tmp_path):
 def test_retrain_snapshots_are_whole_and_resume_after_a_move(tiny, tmp_path, monkeypatch):
     """A kill can come at any instant: the solverstate must appear only once both files are whole,
     and it must name the caffemodel beside it even after the run folder moves."""
-    from caffe_dc import retraining
+    from caffe_dc.pycaffe import retraining
     root, base = tiny
     proto, model = pruned_model(root, base)
     sp = solver_param(proto, "unused")

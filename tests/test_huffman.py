@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from caffe_dc import huffman
-from caffe_dc.errors import FormatError
+from caffe_dc.codec import huffman
+from caffe_dc.base.errors import FormatError
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

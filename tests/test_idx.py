@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from caffe_dc.errors import InputError
-from caffe_dc.idx import load_idx, load_split, parse_idx
+from caffe_dc.base.errors import InputError
+from caffe_dc.pycaffe.idx import load_idx, load_split, parse_idx
 
 
 def idx_bytes(arr, magic_type=0x08):

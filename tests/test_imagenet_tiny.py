@@ -12,7 +12,10 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 
-from caffe_dc import caffemodel, datasets, nets, solving  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
 from conftest import assert_clean_error, run_cli  # noqa: E402
 
 CROPS = {"alexnet": 67, "vgg16": 32}
@@ -56,7 +59,7 @@ def test_reproduce_imagenet_tiny(tmp_path, net):
     dec = state["caffe_test"]["decoded"]
     assert "accuracy_top5" in dec and dec["accuracy"] == state["caffe_test"]["quantized"]["accuracy"]
     # pruned to the paper's per-layer densities (Table 4 / 5)
-    from caffe_dc import paper
+    from caffe_dc.base import paper
 
     storage = json.load(open(str(out / "storage.json")))
     dens = {l["name"]: l["density"] for l in storage["layers"] if l["kind"] == "quantized"}

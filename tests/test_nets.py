@@ -20,9 +20,11 @@ lmdb = pytest.importorskip("lmdb")
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-from caffe_dc import nets, paper, rewrite  # noqa: E402
-from caffe_dc.caffemodel import load_net_proto, load_solver_proto  # noqa: E402
-from caffe_dc.errors import InputError  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.base import paper  # noqa: E402
+from caffe_dc.pycaffe import rewrite  # noqa: E402
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_solver_proto  # noqa: E402
+from caffe_dc.base.errors import InputError  # noqa: E402
 
 caffe.set_mode_cpu()
 

@@ -12,7 +12,9 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 
-from caffe_dc import caffemodel, datasets, solving  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
 from conftest import REPO, assert_clean_error, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
@@ -174,7 +176,7 @@ def test_prune_resumes_after_kill(quick_run, tmp_path):
     root, out, _ = quick_run
     ref = str(out / "reference" / "lenet-300-100.caffemodel")
     run_dir = tmp_path / "prune"
-    args = [sys.executable, "-m", "caffe_dc.cli", "prune", "lenet-300-100", ref, "--rounds", "2", "--iters", "3000",
+    args = [sys.executable, "-m", "caffe_dc", "prune", "lenet-300-100", ref, "--rounds", "2", "--iters", "3000",
             "--out", str(run_dir), "--data-root", str(root / "data")]
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

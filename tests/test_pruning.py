@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from caffe_dc import paper, pruning
-from caffe_dc.errors import InputError
+from caffe_dc.base import paper
+from caffe_dc.algorithms import pruning
+from caffe_dc.base.errors import InputError
 
 
 def _w(shape=(40, 25), seed=0):

@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from caffe_dc import quantization as q
-from caffe_dc.errors import InputError
+from caffe_dc.algorithms import quantization as q
+from caffe_dc.base.errors import InputError
 
 
 def _layer(shape=(60, 50), zero_share=0.6, seed=0):
@@ -147,7 +147,7 @@ def test_kmeans_on_distinct_values_matches_sklearn_on_raw_weights():
     init = np.linspace(x.min(), x.max(), 6).reshape(-1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = KMeans(6, init=init, n_init=1, algorithm="full", tol=q.KMEANS_TOL).fit(x).labels_
+        raw = KMeans(6, init=init, n_init=1, algorithm=q.KMEANS_ALGORITHM, tol=q.KMEANS_TOL).fit(x).labels_
     means = np.array([x[raw == i].mean() for i in range(6)])
     np.testing.assert_allclose(c, means, rtol=1e-6)                    # centroids: the raw clusters' means
     _assert_valid_kmeans(v, 6, c, labels)
@@ -206,33 +206,28 @@ def _naive_group(diff, codes, K):
     return sums, np.array([sums[c] for c in codes])
 
 
-def test_centroid_gradients_and_group_diffs_match_naive_loop():
+def test_grouped_diff_matches_naive_loop():
     rng = np.random.default_rng(7)
     K = 16
     codes = rng.integers(0, K, 2000)
     codes[rng.random(2000) < 0.5] = 0
     diff = rng.standard_normal(2000).astype(np.float32)
     sums, per_weight = _naive_group(diff, codes, K)
-    np.testing.assert_allclose(q.centroid_gradients(diff, codes, K), sums, rtol=1e-12, atol=1e-12)
-    g = q.group_diffs(diff, codes.astype(np.intp), K)
+    kernel = q.GroupedDiff(codes.astype(np.uint8), K)
+    np.testing.assert_allclose(kernel.centroid_gradients(diff), sums, rtol=1e-12, atol=1e-12)
+    g = diff.copy()
+    assert kernel(g) is g                              # in place
     assert g.dtype == np.float32 and g.shape == diff.shape
     np.testing.assert_allclose(g, per_weight, rtol=1e-6, atol=1e-6)
     assert (g[codes == 0] == 0).all()
     for k in range(1, K):                              # equal codes -> identical diffs
         assert np.unique(g[codes == k]).size <= 1
-    np.testing.assert_array_equal(q.group_diffs(diff, codes.astype(np.uint8), K), g)
-    # in place, and the precomputed variant
-    d2 = diff.copy()
-    q.group_diffs(d2, codes, K, out=d2)
-    np.testing.assert_array_equal(d2, g)
-    d3 = diff.copy()
-    q.GroupedDiff(codes.astype(np.uint8), K)(d3)
-    np.testing.assert_allclose(d3, g, rtol=1e-6, atol=1e-7)
+    g2 = diff.copy()
+    q.GroupedDiff(codes.astype(np.intp), K)(g2)        # the code dtype does not matter
+    np.testing.assert_array_equal(g2, g)
 
 
-def test_group_kernels_reject_codes_past_codebook():
-    with pytest.raises(ValueError):
-        q.centroid_gradients(np.ones(3, np.float32), np.array([0, 1, 4]), 4)
+def test_grouped_diff_rejects_codes_past_codebook():
     with pytest.raises(ValueError):
         q.GroupedDiff(np.array([0, 1, 4]), 4)
 

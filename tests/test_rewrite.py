@@ -7,8 +7,9 @@ pytest.importorskip("caffe")
 
 from google.protobuf import text_format  # noqa: E402
 
-from caffe_dc import caffemodel, rewrite  # noqa: E402
-from caffe_dc.errors import InputError  # noqa: E402
+from caffe_dc.pycaffe import caffemodel  # noqa: E402
+from caffe_dc.pycaffe import rewrite  # noqa: E402
+from caffe_dc.base.errors import InputError  # noqa: E402
 
 NET = """
 name: "fc"

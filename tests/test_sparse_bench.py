@@ -7,8 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from caffe_dc import paper, sparse_bench, storage
-from caffe_dc.errors import InputError
+from caffe_dc.base import paper
+from caffe_dc.pipeline import sparse_bench
+from caffe_dc.pipeline import storage
+from caffe_dc.base.errors import InputError
 
 from conftest import assert_clean_error, run_cli
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from caffe_dc import sparse_format as sf
-from caffe_dc.errors import FormatError
+from caffe_dc.codec import sparse_format as sf
+from caffe_dc.base.errors import FormatError
 
 
 @st.composite

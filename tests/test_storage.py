@@ -14,9 +14,13 @@ import os
 import numpy as np
 import pytest
 
-from caffe_dc import codec, encoding, paper, pruning, storage
-from caffe_dc.caffemodel import LayerParams
-from caffe_dc.errors import InputError
+from caffe_dc.codec import model as codec
+from caffe_dc.stages import encode as encoding
+from caffe_dc.base import paper
+from caffe_dc.algorithms import pruning
+from caffe_dc.pipeline import storage
+from caffe_dc.base.params import LayerParams
+from caffe_dc.base.errors import InputError
 
 from conftest import assert_clean_error, run_cli
 
@@ -191,7 +195,7 @@ def test_quantize_sampled_contract():
     for k in np.unique(codes[codes > 0])[:5]:
         assert float(cb[k]) == pytest.approx(float(w[codes == k].astype(np.float64).mean()), rel=1e-5)
     # a sample at least as large as the layer is the plain quantize_layer
-    from caffe_dc import quantization
+    from caffe_dc.algorithms import quantization
     cb2, codes2 = storage.quantize_sampled(w, 5, w.size, seed=0)
     cb3, codes3 = quantization.quantize_layer(w, 5)
     assert np.array_equal(cb2, cb3) and np.array_equal(codes2, codes3)
@@ -209,7 +213,7 @@ def test_fit_sample_run_labels_and_limits():
 # ---------------------------------------------------------------------------- --weights
 
 def _shrunk_caffemodel(path, net, shrink, drop=None, reshape=None):
-    from caffe_dc.caffemodel import save_params
+    from caffe_dc.pycaffe.caffemodel import save_params
 
     params = collections.OrderedDict()
     rng = np.random.default_rng(7)

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("caffe")
 
-from caffe_dc import datasets  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
 from conftest import assert_clean_error, killed_in_chunk, run_cli  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def test_train_imagenet_net_needs_imagenet(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
 def test_reference_training_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
-    from caffe_dc import train
+    from caffe_dc.stages import reference as train
     info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=1000)
     out = tmp_path / "ref"
     calls = killed_in_chunk(monkeypatch, 3)

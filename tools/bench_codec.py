@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from caffe_dc import codec  # noqa: E402
-from caffe_dc.caffemodel import atomic_write  # noqa: E402
-from caffe_dc.tables import text_table  # noqa: E402
+from caffe_dc.codec import model as codec  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
+from caffe_dc.base.tables import text_table  # noqa: E402
 
 # name, type, weight shape, density (paper Table 4), weight bits
 ALEXNET = [

@@ -20,13 +20,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from caffe_dc import datasets, nets, pruning, rewrite, solving  # noqa: E402
-from caffe_dc.caffemodel import atomic_write, load_params, save_net_proto, save_params  # noqa: E402
-from caffe_dc.hooks import CompressionHooks  # noqa: E402
-from caffe_dc.pruning_stage import with_masks  # noqa: E402
-from caffe_dc.quantization_stage import default_bits, quantize_params  # noqa: E402
-from caffe_dc.quantization import Init  # noqa: E402
-from caffe_dc.train import environment  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.algorithms import pruning  # noqa: E402
+from caffe_dc.pycaffe import rewrite  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
+from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params  # noqa: E402
+from caffe_dc.pycaffe.hooks import CompressionHooks  # noqa: E402
+from caffe_dc.stages.prune import with_masks  # noqa: E402
+from caffe_dc.stages.quantize import default_bits, quantize_params  # noqa: E402
+from caffe_dc.algorithms.quantization import Init  # noqa: E402
+from caffe_dc.stages.reference import environment  # noqa: E402
 
 
 def timed(solver, warmup, iters, repeats):

@@ -26,12 +26,12 @@ import sys
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 
-from caffe_dc.caffemodel import atomic_write  # noqa: E402
-from caffe_dc.tables import text_table  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
+from caffe_dc.base.tables import text_table  # noqa: E402
 
 
 def run_net(net, out_dir, seed, fit_sample):
-    cmd = [sys.executable, "-m", "caffe_dc.cli", "storage", net, "--out", out_dir, "--seed", str(seed)]
+    cmd = [sys.executable, "-m", "caffe_dc", "storage", net, "--out", out_dir, "--seed", str(seed)]
     if fit_sample:
         cmd += ["--fit-sample", str(fit_sample)]
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))

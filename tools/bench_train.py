@@ -16,9 +16,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from caffe_dc import datasets, nets, solving  # noqa: E402
-from caffe_dc.caffemodel import atomic_write, save_net_proto  # noqa: E402
-from caffe_dc.train import environment  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
+from caffe_dc.pycaffe.caffemodel import save_net_proto  # noqa: E402
+from caffe_dc.stages.reference import environment  # noqa: E402
 
 
 def main():

@@ -23,8 +23,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from caffe_dc import figures, nets, paper  # noqa: E402
-from caffe_dc.caffemodel import atomic_write  # noqa: E402
+from caffe_dc.report import figures  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.base import paper  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
 
 
 def main():
@@ -47,7 +49,7 @@ def main():
         for bits in [int(b) for b in args.bits.split(",")]:
             run = os.path.join(args.out, "work", "s%.2f_b%d" % (scale, bits))
             density = ",".join("%s=%.4f" % (k, min(1.0, v * scale)) for k, v in dens.items())
-            cmd = [sys.executable, "-m", "caffe_dc.cli", "reproduce", spec.name, "--weights", args.weights,
+            cmd = [sys.executable, "-m", "caffe_dc", "reproduce", spec.name, "--weights", args.weights,
                    "--density", density, "--bits", str(bits), "--rounds", str(args.rounds),
                    "--prune-iters", str(args.prune_iters), "--quant-iters", str(args.quant_iters), "--out", run]
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)

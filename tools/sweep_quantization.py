@@ -25,9 +25,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from caffe_dc import datasets, figures, nets, rewrite, solving  # noqa: E402
-from caffe_dc.caffemodel import atomic_write, load_net_proto  # noqa: E402
-from caffe_dc.quantization_stage import QuantConfig, run_quantization  # noqa: E402
+from caffe_dc.pycaffe import datasets  # noqa: E402
+from caffe_dc.report import figures  # noqa: E402
+from caffe_dc.pycaffe import nets  # noqa: E402
+from caffe_dc.pycaffe import rewrite  # noqa: E402
+from caffe_dc.pycaffe import solving  # noqa: E402
+from caffe_dc.base.fileio import atomic_write  # noqa: E402
+from caffe_dc.pycaffe.caffemodel import load_net_proto  # noqa: E402
+from caffe_dc.stages.quantize import QuantConfig, run_quantization  # noqa: E402
 
 
 def point(net, pruned, info, work, bits, init, iters, only, seed):
@@ -99,7 +104,7 @@ def plot(experiment, net, dataset, points, pruned_accuracy, out):
 
 def _pruned_net(spec, info, pruned, work):
     """The masked train_val for testing the pruned model as it is."""
-    from caffe_dc.caffemodel import load_params, save_net_proto
+    from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
 
     params = load_params(pruned)
     layers = [n for n in params if n.endswith("_mask")]

@@ -1,0 +1,305 @@
+"""Trained quantization: k-means codebooks and the group-by-index gradient kernels.
+
+*Deep Compression*, section 3. Each layer's surviving weights are clustered
+by k-means (layers never share a codebook); every weight is then stored as
+a small code into its layer's codebook, and fine-tuning trains the
+centroids: dL/dC_k = sum_ij dL/dW_ij * 1(I_ij = k).
+
+Data model shared with the rest of caffe-dc (Caffe blobs, the ``.net``
+format, the Huffman coder):
+
+* ``codebook``: float32[2**bits]. ``codebook[0] == 0.0`` is reserved for
+  "pruned" (the authors' convention), so 2**bits - 1 centroids are free for
+  the kept weights, and no other entry is 0.0.
+* ``codes``: uint8 (bits <= 8) or uint16, the weight's shape, 0 exactly
+  where the weight is 0.0.
+* The quantized weights are ``codebook[codes]``, bit for bit.
+
+Pure numpy + scikit-learn (``KMeans(n_init=1, init=<array>)``), no Caffe.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import warnings
+from typing import Tuple
+
+import numpy as np
+
+from caffe_dc.base.errors import InputError
+from caffe_dc.base.paper import PAPER_BITS, PAPER_INDEX_BITS  # noqa: F401 (re-exported: per-net bits defaults)
+
+# A centroid may not be exactly 0.0, because code 0 means "pruned". One that
+# lands there (a cluster whose mean is 0, or a 0.0 in the data) moves to the
+# smallest *normal* positive float32 rather than the smallest subnormal: BLAS
+# kernels running with denormals-are-zero would read a subnormal weight as 0.
+NONZERO_EPS = np.float32(np.finfo(np.float32).tiny)
+
+DEFAULT_CONV_BITS = 8   # the paper's AlexNet / VGG-16 / LeNet-5 conv layers
+DEFAULT_FC_BITS = 5     # ... and their fc layers (LeNet-300-100 uses 6 throughout: see PAPER_BITS)
+MAX_BITS = 16           # codes are uint16 at most
+
+# sklearn's defaults. Lloyd's algorithm converges slowly on 1-D data with many
+# clusters; a tighter tol buys little before fine-tuning moves the centroids
+# anyway, and costs seconds per layer (e.g. 400K weights, k=255: 0.4 s at
+# 1e-4, 4 s at 1e-6).
+KMEANS_TOL = 1e-4
+KMEANS_MAX_ITER = 300
+
+
+def _lloyd_name() -> str:
+    # scikit-learn renamed Lloyd's algorithm "full" -> "lloyd" in 1.1 and dropped "full" in 1.3;
+    # the image's Debian 11 release (0.23) knows only "full".
+    import sklearn
+
+    major, minor = (int(x) for x in sklearn.__version__.split(".")[:2])
+    return "lloyd" if (major, minor) >= (1, 1) else "full"
+
+
+KMEANS_ALGORITHM = _lloyd_name()
+
+
+class Init(enum.Enum):
+    """How k-means places its initial centroids (section 3.1, Figure 4).
+
+    LINEAR
+        k centroids evenly spaced between the min and max of the (nonzero)
+        weights. The paper's choice and our default: it keeps a few
+        centroids out where the rare large weights are, which matter most.
+    DENSITY
+        Evenly spaced on the weights' CDF: the quantiles at (i + 1/2) / k,
+        i.e. the medians of k equal-count bins. Centroids crowd around 0,
+        where most weights are, and the large weights get few.
+    RANDOM
+        Forgy: k distinct weight values drawn at random (each value with
+        probability proportional to how often it occurs), from
+        ``np.random.default_rng(seed)``.
+    """
+    LINEAR = "linear"
+    DENSITY = "density"
+    RANDOM = "random"
+
+    @classmethod
+    def parse(cls, name) -> "Init":
+        """An Init from its name, any case ('linear', 'DENSITY', ...); InputError otherwise."""
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise InputError("unknown centroid initialisation %r (choose %s)"
+                             % (name, ", ".join(m.value for m in cls)))
+
+
+def _values(values) -> np.ndarray:
+    v = np.asarray(values).ravel()
+    if v.size and not np.isfinite(v).all():
+        raise InputError("weights contain NaN or infinity: the model is broken, refusing to quantize it")
+    return v.astype(np.float32, copy=False)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError("the number of clusters must be an integer >= 1, got %r" % (k,))
+    return int(k)
+
+
+def init_centroids(values, k: int, init: Init = Init.LINEAR, seed: int = 0) -> np.ndarray:
+    """Initial centroids (float64, ascending) for ``values``; see ``Init``.
+
+    LINEAR and DENSITY return exactly k points, which can repeat when the
+    data has fewer distinct values than k or heavy ties; RANDOM returns
+    min(k, number of distinct values) distinct points. ``kmeans`` removes
+    repeats before fitting.
+    """
+    init = Init.parse(init)
+    k = _check_k(k)
+    v = _values(values).astype(np.float64)
+    if v.size == 0:
+        raise InputError("cannot place centroids on an empty set of weights")
+    if init is Init.LINEAR:
+        return np.linspace(v.min(), v.max(), k)
+    if init is Init.DENSITY:
+        return np.quantile(v, (np.arange(k) + 0.5) / k)
+    distinct, counts = np.unique(v, return_counts=True)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(distinct.size, size=min(k, distinct.size), replace=False, p=counts / counts.sum())
+    return np.sort(distinct[pick])
+
+
+def _top_up(start: np.ndarray, distinct: np.ndarray, k: int) -> np.ndarray:
+    """``start`` without repeats, filled to k points with data values evenly spread over the rest.
+
+    Needs distinct.size >= k. Repeated initial centroids would tie for the
+    same points and leave clusters empty from the first iteration; the
+    fill is deterministic, unlike sklearn's relocation of empty clusters.
+    """
+    u = np.unique(start)
+    if u.size >= k:
+        return u[:k]
+    rest = np.setdiff1d(distinct, u, assume_unique=True)
+    idx = np.rint(np.linspace(0, rest.size - 1, k - u.size)).astype(np.intp)
+    return np.sort(np.concatenate([u, rest[idx]]))
+
+
+def _nearest(x: np.ndarray, sorted_centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid for each x (1-D: a binary search on the midpoints)."""
+    c = sorted_centroids.astype(np.float64)
+    return np.searchsorted((c[:-1] + c[1:]) / 2.0, x.astype(np.float64, copy=False)).astype(np.intp)
+
+
+def _finish(distinct: np.ndarray, centers) -> Tuple[np.ndarray, np.ndarray]:
+    """float32 centroids that are nonzero, distinct, ascending and all used; labels of ``distinct``."""
+    c = np.asarray(centers, dtype=np.float64).ravel()
+    c = c[np.isfinite(c)].astype(np.float32)
+    if c.size == 0:  # cannot happen with sklearn >= 0.23 (empty clusters are relocated); be safe anyway
+        c = np.array([distinct.mean()], dtype=np.float32)
+    c[c == 0] = NONZERO_EPS
+    c = np.unique(c)
+    labels = _nearest(distinct, c)
+    used = np.bincount(labels, minlength=c.size) > 0
+    if not used.all():  # drop centroids no weight is nearest to (empty clusters)
+        labels = (np.cumsum(used) - 1)[labels]
+        c = c[used]
+    return c, labels
+
+
+def kmeans(values, k: int, init: Init = Init.LINEAR, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """1-D k-means of ``values`` with scikit-learn; returns (centroids float32[k'], labels intp).
+
+    ``KMeans(n_clusters=k, init=<array>, n_init=1)`` with Lloyd's algorithm:
+    one run of Lloyd's algorithm from the given initialisation, as the
+    paper does (tol and max_iter: ``KMEANS_TOL``, ``KMEANS_MAX_ITER``),
+    then one final M-step. The result is always usable:
+
+    * k' <= k centroids, ascending, distinct, finite, none exactly 0.0
+      (see ``NONZERO_EPS``), each the nearest centroid of at least one
+      value; ``labels[i]`` is the index of the nearest centroid to
+      ``values[i]``, so ``centroids[labels]`` is the quantized data.
+    * k >= number of distinct values (a constant layer included): no
+      fitting is needed, the centroids are the distinct values themselves.
+    * Repeated initial centroids are replaced by unused data values before
+      fitting; clusters that still end empty (sklearn 0.23 relocates them
+      during the fit) are dropped, never returned as NaN.
+    * The fit runs on the distinct values weighted by their counts, which
+      is the same k-means problem (identical Lloyd iterations) and faster
+      when weights repeat, e.g. re-quantizing a quantized layer. The
+      ConvergenceWarning sklearn gives for fewer distinct clusters than k
+      is silenced, as that case is handled here.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    init = Init.parse(init)
+    k = _check_k(k)
+    v = _values(values)
+    if v.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.intp)
+    distinct, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    if distinct.size <= k:
+        c, labels = _finish(distinct, distinct)
+        return c, labels[inverse]
+    d64 = distinct.astype(np.float64)
+    start = _top_up(init_centroids(v, k, init, seed), d64, k)
+    # sklearn scales tol by the variance of what it is given; rescale so that
+    # the stopping rule is the one for the raw weights, not their distinct set.
+    var_d = float(np.var(d64))
+    tol = KMEANS_TOL * float(np.var(v, dtype=np.float64)) / var_d if var_d > 0 else KMEANS_TOL
+    w = counts.astype(np.float64)
+    km = KMeans(n_clusters=k, init=start.reshape(-1, 1), n_init=1, algorithm=KMEANS_ALGORITHM, tol=tol,
+                max_iter=KMEANS_MAX_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km.fit(d64.reshape(-1, 1), sample_weight=w)
+    # sklearn 0.23 stopping on tol returns the centres from *before* its last
+    # update (with labels assigned to them); one more M-step puts every
+    # centroid at the mean of its cluster. Empty clusters keep their centre
+    # here and are dropped by _finish.
+    lab = km.labels_
+    cnt = np.bincount(lab, weights=w, minlength=k)
+    centres = km.cluster_centers_.ravel().astype(np.float64)
+    full = cnt > 0
+    centres[full] = np.bincount(lab, weights=w * d64, minlength=k)[full] / cnt[full]
+    c, labels = _finish(distinct, centres)
+    return c, labels[inverse]
+
+
+def code_dtype(bits: int):
+    return np.uint8 if bits <= 8 else np.uint16
+
+
+def check_bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
+        raise InputError("bits per weight must be an integer in 1..%d, got %r" % (MAX_BITS, bits))
+    return int(bits)
+
+
+def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Cluster a layer's nonzero weights; returns (codebook float32[2**bits], codes of w's shape).
+
+    The nonzero weights get at most 2**bits - 1 centroids (codes 1..k',
+    ascending by value); zeros get code 0 and ``codebook[0] = 0.0``. Slots
+    beyond k' (fewer distinct weights than centroids, or empty clusters)
+    repeat the largest centroid, so the codebook stays ascending from index
+    1, deterministic, and 0.0 only at index 0; no code points at them. A
+    layer with no nonzero weight pads with ``NONZERO_EPS``.
+    """
+    bits = check_bits(bits)
+    w = np.asarray(w)
+    flat = _values(w)
+    K = 1 << bits
+    nz = np.flatnonzero(flat)
+    centroids, labels = kmeans(flat[nz], K - 1, init, seed)
+    codebook = np.empty(K, dtype=np.float32)
+    codebook[0] = 0.0
+    codebook[1:1 + centroids.size] = centroids
+    codebook[1 + centroids.size:] = centroids[-1] if centroids.size else NONZERO_EPS
+    codes = np.zeros(flat.size, dtype=code_dtype(bits))
+    codes[nz] = labels + 1
+    return codebook, codes.reshape(w.shape)
+
+
+# --- the fine-tuning kernel ---------------------------------------------------
+#
+# The solver hooks (``pycaffe.hooks``) call this every iteration on every
+# quantized layer, so it stays at one gather, one bincount and one scatter
+# over the kept weights plus a memset.
+
+class GroupedDiff:
+    """Group by index, in place: each kept weight's gradient becomes its cluster's summed gradient.
+
+    dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k). Weights of one cluster then move
+    together, exactly as their shared centroid would under SGD; pruned
+    weights (code 0) get 0. The kept positions and their codes are found
+    once, so a layer that keeps a share p of its weights costs p*n work per
+    call plus the memset.
+    """
+
+    def __init__(self, codes_flat: np.ndarray, K: int):
+        codes = np.asarray(codes_flat).ravel()
+        self.kept = np.flatnonzero(codes)
+        self.codes = codes[self.kept].astype(np.intp)
+        self.K = int(K)
+        if self.codes.size and self.codes.max() >= self.K:
+            raise ValueError("codes go up to %d but the codebook has %d entries" % (self.codes.max(), K))
+
+    def centroid_gradients(self, diff_flat: np.ndarray) -> np.ndarray:
+        """dL/dC_k for every centroid (float64[K]); entry 0, the pruned code, is 0."""
+        return np.bincount(self.codes, weights=diff_flat[self.kept], minlength=self.K)
+
+    def __call__(self, diff_flat: np.ndarray) -> np.ndarray:
+        g = self.centroid_gradients(diff_flat).astype(diff_flat.dtype)
+        diff_flat.fill(0)
+        diff_flat[self.kept] = g[self.codes]
+        return diff_flat
+
+
+def compression_rate(n: int, b: int, k: int) -> float:
+    """r = n*b / (n*log2(k) + k*b): n weights of b bits shared through k clusters (section 3).
+
+    Counts the log2(k)-bit codes and the k-entry b-bit codebook, but no
+    sparse index (the tables' P+Q rates include it).
+    """
+    if n <= 0 or b <= 0 or k < 1:
+        raise InputError("compression rate needs n > 0, b > 0, k >= 1; got n=%r b=%r k=%r" % (n, b, k))
+    return n * b / (n * math.log2(k) + k * b)

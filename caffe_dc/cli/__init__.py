@@ -1,0 +1,69 @@
+"""The ``caffe-dc`` command line.
+
+``COMMANDS`` is the whole command table: each entry names a function that
+adds its arguments to a subparser and returns the function that runs it.
+User errors (DCError) come out as one line and exit status 2, never as a
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from caffe_dc import __version__
+from caffe_dc.base.errors import DCError
+from caffe_dc.cli import codec, scale, stages, training
+
+COMMANDS = (
+    ("data", "convert MNIST-format IDX files to Caffe LMDBs", training.cmd_data),
+    ("train", "train a reference model through pycaffe", training.cmd_train),
+    ("prune", "iteratively prune and retrain a trained caffemodel (stage 1)", stages.cmd_prune),
+    ("quantize", "k-means quantize a pruned caffemodel and fine-tune the centroids (stage 2)", stages.cmd_quantize),
+    ("encode", "write a caffemodel as a compressed blob (.dcz): sparse indices + codebook + Huffman",
+     codec.cmd_encode),
+    ("decode", "turn a compressed blob back into a caffemodel that Caffe loads (bit-exact)", codec.cmd_decode),
+    ("inspect", "print a compressed blob's per-layer storage table beside the paper's", codec.cmd_inspect),
+    ("import-net", "read the authors' released .net file (with its deploy prototxt) into a caffemodel and a .dcz",
+     codec.cmd_import_net),
+    ("export-net", "write a quantized caffemodel in the authors' released .net format", codec.cmd_export_net),
+    ("reproduce", "the whole pipeline on a LeNet: train, prune, quantize, encode, decode, caffe test, report",
+     stages.cmd_reproduce),
+    ("storage", "AlexNet/VGG-16 storage at the paper's per-layer settings (synthetic weights unless --weights): "
+                "prune, quantize, encode, decode, compare with Tables 4/5", scale.cmd_storage),
+    ("bench-sparse", "time pruned fc layers dense (BLAS) vs sparse (CSR) at batch 1 and 64, "
+                     "beside the paper's Table 8 CPU rows", scale.cmd_bench_sparse),
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="caffe-dc",
+        description="Deep Compression (Han, Mao, Dally, ICLR 2016) on real Caffe: "
+                    "pruning, trained quantization, Huffman coding.")
+    parser.add_argument("--version", action="version", version="caffe-dc " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    runners = {}
+    for name, help, build in COMMANDS:
+        runners[name] = build(sub.add_parser(name, help=help, description=help))
+    return parser, runners
+
+
+def main(argv=None) -> int:
+    try:  # progress lines and tables should interleave in order even through a pipe
+        sys.stdout.reconfigure(line_buffering=True)
+    except AttributeError:
+        pass
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        rc = runners[args.command](args)
+    except DCError as e:
+        print("caffe-dc %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("caffe-dc %s: interrupted" % args.command, file=sys.stderr)
+        return 130
+    return rc or 0

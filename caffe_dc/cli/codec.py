@@ -1,0 +1,199 @@
+"""CLI subcommands of the offline codec: encode, decode, inspect, import-net, export-net."""
+from __future__ import annotations
+
+import json
+import os
+
+from caffe_dc.cli.args import layer_map
+from caffe_dc.base.blobs import CODEBOOK, is_helper
+from caffe_dc.base.errors import InputError
+
+
+def _out_path(out, inp, suffix):
+    path = out or os.path.splitext(inp)[0] + suffix
+    if os.path.abspath(path) == os.path.abspath(inp):
+        raise InputError("output %s would overwrite the input" % path)
+    return path
+
+
+def cmd_encode(p):
+    p.add_argument("prototxt", help="the net's prototxt (train_val or deploy) the caffemodel belongs to")
+    p.add_argument("caffemodel", help="a quantized caffemodel (from `caffe-dc quantize`), or any trained one")
+    p.add_argument("-o", "--out", help="output .dcz (default: next to the caffemodel)")
+    p.add_argument("--net", help="which of the paper's nets this is (default: guessed from layer names/sizes)")
+    p.add_argument("--index-bits", help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5 "
+                                        "(default: the paper's tables: 5 LeNet/VGG, 4 AlexNet)")
+    g = p.add_argument_group("post-hoc compression, for a caffemodel without codebooks (no retraining)")
+    g.add_argument("--density", help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
+    g.add_argument("--bits", help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
+    g.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--json", help="also write the size figures as JSON here")
+
+    def run(args):
+        from caffe_dc.stages import encode as encoding
+        from caffe_dc.algorithms import quantization
+        from caffe_dc.base.fileio import atomic_write
+        from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
+        from caffe_dc.report.storage_table import storage_text, summary_lines
+        from caffe_dc.pycaffe import nets
+
+        net_param = load_net_proto(args.prototxt)
+        params = load_params(args.caffemodel)
+        _check_against_prototxt(net_param, params, args.caffemodel)
+        net = nets.canonical(args.net) if args.net else encoding.guess_net(params)
+        has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
+        if not has_cb:
+            layers = encoding.compressible(params)
+            dens = layer_map(args.density, float, "--density")
+            bits = layer_map(args.bits, int, "--bits")
+            if dens and "*" in dens:
+                dens = {n: dens["*"] for n in layers}
+            if bits and "*" in bits:
+                bits = {n: bits["*"] for n in layers}
+            print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % args.caffemodel)
+            params = encoding.post_hoc(params, net, dens, bits, quantization.Init.parse(args.init))
+        elif args.density or args.bits:
+            raise InputError("%s is already quantized; --density/--bits apply only to a model without codebooks"
+                             % args.caffemodel)
+        ib = layer_map(args.index_bits, int, "--index-bits")
+        if ib and "*" in ib:
+            ib = {n: ib["*"] for n in params if n + "_" + CODEBOOK in params}
+        data, stats = encoding.encode_params(params, net, ib, meta={"source": os.path.basename(args.caffemodel)})
+        out = _out_path(args.out, args.caffemodel, ".dcz")
+        atomic_write(out, data)
+        print(storage_text(stats, net))
+        for line in summary_lines(stats, net):
+            print(line)
+        print("wrote %s (%d bytes)" % (out, len(data)))
+        if args.json:
+            atomic_write(args.json, json.dumps(stats.to_dict(), indent=2).encode())
+        return 0
+    return run
+
+
+def _check_against_prototxt(net_param, params, where):
+    """Every parameterised layer of the prototxt must be in the caffemodel with the same blob count."""
+    from caffe_dc.base.blobs import PRUNABLE_TYPES
+
+    names = {l.name: l.type for l in net_param.layer}
+    for name, t in names.items():
+        if t in PRUNABLE_TYPES and name not in params:
+            raise InputError("%s has no weights for the prototxt's layer %r: they do not belong together" % (where, name))
+    for name, lp in params.items():
+        if name in names and names[name] in PRUNABLE_TYPES and lp.type != names[name]:
+            raise InputError("%s: layer %r is a %s in the caffemodel but a %s in the prototxt"
+                             % (where, name, lp.type, names[name]))
+    # Shapes need Caffe's shape inference; only safe when no data layer would open a missing source
+    # (Caffe aborts the process on that instead of raising).
+    data_layers = [l for l in net_param.layer if l.type in ("Data", "ImageData", "HDF5Data", "WindowData")]
+    if all(os.path.exists(l.data_param.source or l.image_data_param.source or l.hdf5_data_param.source or "/")
+           for l in data_layers):
+        from caffe_dc.pycaffe.solving import check_matches
+
+        check_matches(net_param, {n: lp for n, lp in params.items() if n in names}, where)
+
+
+def cmd_decode(p):
+    p.add_argument("blob", help="a .dcz file from `caffe-dc encode`")
+    p.add_argument("-o", "--out", help="output caffemodel (default: next to the blob)")
+    p.add_argument("--verify", nargs="?", const=True, metavar="QUANTIZED.caffemodel",
+                   help="read the written caffemodel back and check it bit for bit against the blob "
+                        "(and against a quantized caffemodel, if given)")
+    p.add_argument("--max-weights", type=int, default=1 << 28,
+                   help="refuse files that declare more values than this (default 2^28, about twice VGG-16)")
+
+    def run(args):
+        from caffe_dc.stages import encode as encoding
+        from caffe_dc.pycaffe.caffemodel import load_params, save_params
+
+        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob), args.max_weights)
+        out = _out_path(args.out, args.blob, ".caffemodel")
+        save_params(params, out, name=meta.get("net") or "caffe-dc")
+        n = sum(b.size for lp in params.values() for b in lp.blobs)
+        print("decoded %s: %d layers, %d values -> %s" % (args.blob, len(params), n, out))
+        if args.verify:
+            back = load_params(out)
+            checked = encoding.verify_equal(params, back, out)
+            print("verify: %s reads back bit-identical to the blob (%d values)" % (out, checked))
+            if isinstance(args.verify, str):
+                ref = load_params(args.verify)
+                ref = {k: v for k, v in ref.items() if not is_helper(k)}
+                checked = encoding.verify_equal(ref, params, "decoded vs %s" % args.verify)
+                print("verify: bit-identical to %s (%d values)" % (args.verify, checked))
+        return 0
+    return run
+
+
+def cmd_inspect(p):
+    p.add_argument("blob")
+    p.add_argument("--json", help="also write the figures as JSON here")
+
+    def run(args):
+        from caffe_dc.stages import encode as encoding
+        from caffe_dc.base import paper
+        from caffe_dc.base.fileio import atomic_write
+        from caffe_dc.report.storage_table import storage_text, summary_lines
+
+        _, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
+        net = (meta.get("meta") or {}).get("paper_net")
+        if net is None and meta.get("net") in paper.TABLE1:
+            net = meta.get("net")
+        print("%s: net %s, format version %s" % (args.blob, meta.get("net"), ".".join(map(str, meta.get("version", ())))))
+        print(storage_text(stats, net))
+        for line in summary_lines(stats, net):
+            print(line)
+        if args.json:
+            atomic_write(args.json, json.dumps(stats.to_dict(), indent=2).encode())
+        return 0
+    return run
+
+
+def cmd_import_net(p):
+    p.add_argument("deploy", help="deploy prototxt of the net")
+    p.add_argument("netfile", help="the authors' .net file")
+    p.add_argument("-o", "--out", help="output caffemodel (default: next to the .net file)")
+    p.add_argument("--dcz", help="also write our compressed blob here")
+
+    def run(args):
+        from caffe_dc.codec import han_net as han_format
+        from caffe_dc.stages import net_format
+        from caffe_dc.base.fileio import atomic_write
+        from caffe_dc.pycaffe.caffemodel import save_params
+
+        params = net_format.import_net(args.deploy, args.netfile)
+        out = _out_path(args.out, args.netfile, ".caffemodel")
+        save_params(params, out)
+        print("imported %s: %d layers -> %s" % (args.netfile, len(params), out))
+        if args.dcz:
+            from caffe_dc.stages import encode as encoding
+
+            from caffe_dc.base.params import LayerParams
+            from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
+
+            qparams = type(params)(params)
+            for name in [n for n, _ in han_format.select_layers(list(params))]:
+                cb, codes = han_format.codebook_for(name, params[name].blobs[0])
+                qparams[blob_name(name, CODEBOOK)] = LayerParams("Parameter", [cb])
+                qparams[blob_name(name, CODES)] = LayerParams(
+                    "Parameter", [codes.reshape(params[name].blobs[0].shape).astype("float32")])
+            data, stats = encoding.encode_params(qparams, encoding.guess_net(params), None)
+            atomic_write(args.dcz, data)
+            print("wrote %s (%d bytes)" % (args.dcz, len(data)))
+        return 0
+    return run
+
+
+def cmd_export_net(p):
+    p.add_argument("deploy", help="deploy prototxt of the net")
+    p.add_argument("caffemodel", help="caffemodel quantized to 8-bit conv / 4-bit fc codebooks")
+    p.add_argument("-o", "--out", required=True, help="output .net file")
+
+    def run(args):
+        from caffe_dc.stages import net_format
+
+        if os.path.abspath(args.out) in (os.path.abspath(args.caffemodel), os.path.abspath(args.deploy)):
+            raise InputError("output %s would overwrite an input" % args.out)
+        summary = net_format.export_net(args.deploy, args.caffemodel, args.out)
+        print(json.dumps(summary, indent=2, default=str) if not isinstance(summary, str) else summary)
+        return 0
+    return run

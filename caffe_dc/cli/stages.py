@@ -1,0 +1,144 @@
+"""CLI subcommands for the compression stages (registered into cli.COMMANDS on import)."""
+from __future__ import annotations
+
+import json
+import os
+
+from caffe_dc.cli.args import add_data_args, data_info, expand, layer_map
+from caffe_dc.base.errors import InputError
+
+
+
+
+def cmd_prune(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    p.add_argument("caffemodel", help="trained reference caffemodel")
+    add_data_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--density", help="final kept fraction per layer, e.g. ip1=0.08,ip2=0.09 or 0.1 for all "
+                                     "(default: the paper's per-layer densities)")
+    g.add_argument("--quality", help="threshold = quality x std per layer, e.g. ip1=1.2 or 1.0 for all")
+    p.add_argument("--layers", help="comma-separated layers to prune (default: all that have a target)")
+    p.add_argument("--rounds", type=int, default=3, help="prune/retrain rounds (default 3)")
+    p.add_argument("--iters", type=int, default=4000, help="retraining iterations per round (default 4000)")
+    p.add_argument("--lr-factor", type=float, default=0.1, help="retraining base_lr = factor x original (default 0.1)")
+    p.add_argument("--out", help="output folder (default: runs/<net>-<data>/pruned)")
+    p.add_argument("--verbose", action="store_true")
+
+    def run(args):
+        from caffe_dc.pycaffe import nets
+        from caffe_dc.algorithms import pruning
+        from caffe_dc.pycaffe import rewrite
+        from caffe_dc.pycaffe.caffemodel import load_net_proto
+        from caffe_dc.stages.prune import PruneConfig, run_pruning
+
+        spec = nets.get(args.net)
+        if not os.path.isfile(args.caffemodel):
+            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
+        all_layers = rewrite.select_layers(load_net_proto(spec.train_val), layers)
+        dens = expand(layer_map(args.density, float, "--density"), all_layers)
+        qual = expand(layer_map(args.quality, float, "--quality"), all_layers)
+        if dens is None and qual is None:
+            dens = {k: v for k, v in pruning.PAPER_DENSITY.get(spec.name, {}).items() if k in all_layers}
+            if not dens:
+                raise InputError("no paper densities for %s: give --density or --quality" % spec.name)
+        if layers:
+            dens = {k: v for k, v in dens.items() if k in all_layers} if dens else None
+            qual = {k: v for k, v in qual.items() if k in all_layers} if qual else None
+        info = data_info(args, quiet=True)
+        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "pruned")
+        cfg = PruneConfig(densities=dens, qualities=qual, rounds=args.rounds, iters_per_round=args.iters,
+                          lr_factor=args.lr_factor)
+        print("prune %s (%s) -> %s" % (spec.name, info.name, out))
+        m = run_pruning(spec.name, args.caffemodel, info, out, cfg, layers=all_layers, verbose=args.verbose)
+        print(m["table"])
+        print("accuracy: reference %.2f%%, pruned %.2f%%" % (100 * m["reference_accuracy"], 100 * m["accuracy"]))
+        print("wrote %s, %s and %s" % (m["caffemodel"], m["prototxt"], os.path.join(out, "metrics.json")))
+        return 0
+    return run
+
+
+def cmd_quantize(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5")
+    p.add_argument("caffemodel", help="pruned caffemodel (from `caffe-dc prune`), or any trained one")
+    add_data_args(p)
+    p.add_argument("--bits", help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
+    p.add_argument("--init", default="linear", choices=["linear", "density", "random"],
+                   help="centroid initialisation (default linear, the paper's)")
+    p.add_argument("--iters", type=int, default=2000, help="fine-tuning iterations (default 2000)")
+    p.add_argument("--lr-factor", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
+    p.add_argument("--verbose", action="store_true")
+
+    def run(args):
+        from caffe_dc.pycaffe import nets
+        from caffe_dc.stages.quantize import QuantConfig, run_quantization
+
+        spec = nets.get(args.net)
+        if not os.path.isfile(args.caffemodel):
+            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        bits = layer_map(args.bits, int, "--bits")
+        if bits and "*" in bits:
+            from caffe_dc.pycaffe import rewrite
+            from caffe_dc.pycaffe.caffemodel import load_net_proto
+
+            bits = expand(bits, rewrite.prunable_layers(load_net_proto(spec.train_val)))
+        info = data_info(args, quiet=True)
+        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "quantized")
+        cfg = QuantConfig(bits=bits, init=args.init, iters=args.iters, lr_factor=args.lr_factor, seed=args.seed)
+        print("quantize %s (%s) -> %s" % (spec.name, info.name, out))
+        m = run_quantization(spec.name, args.caffemodel, info, out, cfg, verbose=args.verbose)
+        print(m["table"])
+        print("accuracy: pruned %.2f%%, clustered %.2f%%, fine-tuned %.2f%%"
+              % (100 * m["accuracy_pruned"], 100 * m["accuracy_before_finetune"], 100 * m["accuracy"]))
+        print("wrote %s and %s" % (m["caffemodel"], os.path.join(out, "metrics.json")))
+        return 0
+    return run
+
+
+def cmd_reproduce(p):
+    p.add_argument("net", help="lenet-300-100 | lenet-5 | alexnet | vgg16 (these two need ImageNet LMDBs)")
+    add_data_args(p)
+    p.add_argument("--quick", action="store_true", help="a few minutes' preset, for tests and a first look")
+    p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
+    p.add_argument("--density", help="override final densities, e.g. ip1=0.05")
+    p.add_argument("--bits", help="override weight bits, e.g. 5 or ip1=5")
+    p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
+    p.add_argument("--dense-control", action="store_true",
+                   help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
+                        "can tell what compression costs from what the extra training gains")
+    g = p.add_argument_group("ImageNet data (alexnet, vgg16) and preset overrides (any net)")
+    g.add_argument("--imagenet-train", metavar="LMDB", help="training LMDB (convert_imageset, 256x256)")
+    g.add_argument("--imagenet-val", metavar="LMDB", help="validation LMDB")
+    g.add_argument("--ref-iters", type=int, help="reference training iterations (default: the preset's)")
+    g.add_argument("--rounds", type=int, help="prune/retrain rounds (default: the preset's)")
+    g.add_argument("--prune-iters", type=int, help="retraining iterations per pruning round")
+    g.add_argument("--quant-iters", type=int, help="centroid fine-tuning iterations")
+    g.add_argument("--batch", type=int, help="training batch size override")
+    g.add_argument("--test-batch", type=int, help="test batch size override")
+    g.add_argument("--crop", type=int, help="crop size override (small smoke-test images)")
+
+    def run(args):
+        from caffe_dc.pycaffe import nets
+        from caffe_dc.pycaffe import rewrite
+        from caffe_dc.pycaffe.caffemodel import load_net_proto
+        from caffe_dc.pipeline.reproduce import Pipeline
+
+        spec = nets.get(args.net)
+        layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
+        args.density = expand(layer_map(args.density, float, "--density"), layers)
+        args.bits = expand(layer_map(args.bits, int, "--bits"), layers)
+        if args.weights and not os.path.isfile(args.weights):
+            raise InputError("no such caffemodel: %s" % args.weights)
+        pl = Pipeline(spec.name, "quick" if args.quick else "full", args.out, args)
+        state = pl.run()
+        m = json.load(open(os.path.join(pl.run_dir, "metrics.json")))
+        print("%s on %s: accuracy %.2f%% -> %.2f%% (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"
+              % (spec.name, m["dataset"], 100 * m["reference_accuracy"], 100 * m["final_accuracy"],
+                 m["accuracy_delta_pp"], m["dense_bytes"], m["file_bytes"], m["compression"], state["report"]["report"]))
+        return 0
+    return run

@@ -1,0 +1,507 @@
+"""The compressed blob file (``.dcz``): bytes <-> records, validated.
+
+Modelled on the NPY format: a magic string, a (major, minor) version, a
+length-prefixed JSON header that describes the net, then binary records,
+each with its own length and CRC32. ``docs/format.md`` is the byte-level
+specification; this module is its reference implementation.
+
+A record holds one blob of one layer, either
+
+* **quantized** (``QuantizedBlob``): float32 codebook of ``2**weight_bits``
+  entries (entry 0 the reserved 0.0) and the integer code of every weight,
+  stored as relative-index sparse entries (``sparse_format``) whose two
+  streams -- codes and gaps -- are canonical-Huffman coded (``huffman``), or
+* **raw** (``RawBlob``): float32 values as they are (biases, BatchNorm
+  statistics, anything not compressed).
+
+Reading never trusts a length: every count is checked against the bytes
+that remain and against the record's declared shape before anything is
+allocated, the decoded total is capped (``max_weights``), and every failure
+is a ``FormatError`` saying where and what. Nothing is pickled; every
+multi-byte field is little-endian with an explicit dtype.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from caffe_dc.codec import huffman
+from caffe_dc.codec import sparse_format
+from caffe_dc.base.errors import FormatError, InputError
+
+MAGIC = b"\x93CAFFEDC"
+VERSION = (1, 0)
+FORMAT_NAME = "caffe-dc"
+KIND_RAW, KIND_QUANTIZED = 1, 2
+MAX_BITS = 12                    # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
+MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
+MAX_HEADER = 16 << 20            # JSON header bytes
+DEFAULT_MAX_WEIGHTS = 1 << 28    # decoded values per file (~2x VGG-16); raise it explicitly for more
+_U32 = (1 << 32) - 1
+
+_FILE_HEAD = struct.Struct("<8sBBI")      # magic, major, minor, header length
+_U32S = struct.Struct("<I")
+_REC_PREFIX = struct.Struct("<BBHI")      # kind, ndim, blob index, layer index
+_QUANT_FIXED = struct.Struct("<BBHIIIII")  # weight_bits, index_bits, reserved, entries, fillers,
+#                                            block size, code-stream bits, gap-stream bits
+
+
+@dataclass
+class QuantizedBlob:
+    """One quantized blob: ``weights == codebook[codes]`` exactly (float32)."""
+    name: str
+    type: str
+    blob: int
+    codebook: np.ndarray     # float32, length 2**weight_bits, codebook[0] == 0.0
+    codes: np.ndarray        # integer, the blob's shape; 0 where pruned
+    weight_bits: int
+    index_bits: int
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(np.shape(self.codes))
+
+    def weights(self) -> np.ndarray:
+        if np.size(self.codes) == 0:  # no gather at all: numpy may size its buffers by the axes
+            return np.zeros(np.shape(self.codes), dtype=np.float32)
+        return np.asarray(self.codebook, dtype=np.float32)[self.codes]
+
+
+@dataclass
+class RawBlob:
+    """One blob stored as raw float32 (biases and anything not quantized)."""
+    name: str
+    type: str
+    blob: int
+    data: np.ndarray
+
+
+Blob = Union[QuantizedBlob, RawBlob]
+
+
+class RecordInfo(NamedTuple):
+    """Sizes of one record as stored, for the compression reports (all in bits unless noted)."""
+    kind: str                 # "quantized" or "raw"
+    name: str
+    blob: int
+    shape: Tuple[int, ...]
+    record_bytes: int         # the whole record in the file: length field, body, CRC
+    entries: int = 0          # sparse entries, fillers included
+    fillers: int = 0
+    nonzero: int = 0          # kept weights (entries - fillers)
+    weight_bits: int = 0
+    index_bits: int = 0
+    codebook_bits: int = 0    # 32 * 2**weight_bits
+    code_bits: int = 0        # Huffman payload of the code stream (exact, without padding)
+    gap_bits: int = 0         # Huffman payload of the gap stream
+    table_bits: int = 0       # the two code-length tables (4 bits per symbol)
+    offset_bits: int = 0      # the two block-offset tables (32 bits per block after the first)
+    code_counts: Optional[np.ndarray] = None   # symbol histograms, for entropy figures
+    gap_counts: Optional[np.ndarray] = None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+# ============================================================================ writing
+
+def _pack_nibbles(lengths: np.ndarray) -> bytes:
+    """Code lengths (<= 15) two per byte, the even symbol in the low nibble (as the authors' .net)."""
+    l = np.asarray(lengths, dtype=np.uint8)
+    if l.size % 2:
+        l = np.concatenate([l, np.zeros(1, np.uint8)])
+    return (l[0::2] | (l[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def _unpack_nibbles(raw: bytes, n: int) -> np.ndarray:
+    b = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty(2 * b.size, dtype=np.uint8)
+    out[0::2] = b & 0x0F
+    out[1::2] = b >> 4
+    if n % 2 and out[-1]:
+        raise FormatError("unused high nibble of a code-length table is not zero")
+    return out[:n]
+
+
+def _as_codes(codes, k: int, where: str) -> np.ndarray:
+    """User codes -> the smallest unsigned array that holds them, range-checked."""
+    c = np.asarray(codes)
+    if c.dtype.kind == "f":  # codes saved in a caffemodel blob come back as float
+        if c.size and not np.array_equal(c, np.floor(c)):
+            raise InputError("%s: codes must be whole numbers" % where)
+    elif c.dtype.kind not in "iub":
+        raise InputError("%s: codes must be integers, not %s" % (where, c.dtype))
+    if c.size:
+        lo = 0 if c.dtype.kind in "ub" else c.min()   # one pass fewer over unsigned codes
+        hi = c.max()
+        if lo < 0 or hi >= k:
+            raise InputError("%s: codes span %s..%s but the codebook has %d entries" % (where, lo, hi, k))
+    return c.astype(np.uint8 if k <= 256 else np.uint16, copy=False)
+
+
+def _shape_bytes(shape) -> bytes:
+    if len(shape) > MAX_NDIM:
+        raise InputError("a blob of %d axes (Caffe allows %d)" % (len(shape), MAX_NDIM))
+    if any(not 0 <= int(d) <= _U32 for d in shape):
+        raise InputError("blob shape %s does not fit 32-bit dimensions" % (tuple(shape),))
+    return struct.pack("<%dI" % len(shape), *[int(d) for d in shape])
+
+
+def _frame(body: bytes) -> bytes:
+    """Length prefix + body + CRC32 of both."""
+    if len(body) > _U32:
+        raise InputError("a record of %d bytes is too large for the format (4 GiB limit)" % len(body))
+    head = _U32S.pack(len(body))
+    return head + body + _U32S.pack(zlib.crc32(body, zlib.crc32(head)) & _U32)
+
+
+def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tuple[bytes, RecordInfo]:
+    where = "layer %r blob %d" % (b.name, b.blob)
+    wb, ib = int(b.weight_bits), int(b.index_bits)
+    if not (1 <= wb <= MAX_BITS and 1 <= ib <= MAX_BITS):
+        raise InputError("%s: weight_bits %d and index_bits %d must be in 1..%d" % (where, wb, ib, MAX_BITS))
+    k, m = 1 << wb, 1 << ib
+    cb = np.asarray(b.codebook)
+    if cb.ndim != 1 or cb.size != k:
+        raise InputError("%s: codebook has shape %s, need %d entries for %d bits" % (where, cb.shape, k, wb))
+    cb = cb.astype("<f4")
+    if cb[0] != 0.0:
+        raise InputError("%s: codebook[0] is %r, but entry 0 is reserved for pruned weights (0.0)" % (where, float(cb[0])))
+    codes = _as_codes(b.codes, k, where)
+    gaps, ecodes = sparse_format.to_entries(codes.ravel(), ib)
+    n = int(gaps.size)
+    code_counts = np.bincount(ecodes, minlength=k)
+    gap_counts = np.bincount(gaps, minlength=m)
+    fillers = int(code_counts[0])
+    cl = huffman.code_lengths(code_counts, huffman.MAX_CODE_LEN)
+    gl = huffman.code_lengths(gap_counts, huffman.MAX_CODE_LEN)
+    cs = huffman.encode(ecodes, cl, block_size)
+    del ecodes
+    gs = huffman.encode(gaps, gl, block_size)
+    del gaps
+    if n > _U32 or max(cs.n_bits, gs.n_bits) > _U32:
+        raise InputError("%s: %d entries are too many for the format's 32-bit counters" % (where, n))
+    body = b"".join([
+        _REC_PREFIX.pack(KIND_QUANTIZED, len(codes.shape), b.blob, layer_idx), _shape_bytes(codes.shape),
+        _QUANT_FIXED.pack(wb, ib, 0, n, fillers, block_size, cs.n_bits, gs.n_bits),
+        cb.tobytes(),
+        cs.offsets.astype("<u4").tobytes(), gs.offsets.astype("<u4").tobytes(),
+        _pack_nibbles(cl), _pack_nibbles(gl),
+        cs.payload, gs.payload,
+    ])
+    rec = _frame(body)
+    info = RecordInfo("quantized", b.name, b.blob, tuple(codes.shape), len(rec), n, fillers, n - fillers, wb, ib,
+                      32 * k, cs.n_bits, gs.n_bits, 8 * (len(_pack_nibbles(cl)) + len(_pack_nibbles(gl))),
+                      32 * (cs.offsets.size + gs.offsets.size), code_counts, gap_counts)
+    return rec, info
+
+
+def _encode_raw(b: RawBlob, layer_idx: int) -> Tuple[bytes, RecordInfo]:
+    a = np.asarray(b.data)
+    if a.dtype.kind not in "fiub":
+        raise InputError("layer %r blob %d: raw data must be numeric, not %s" % (b.name, b.blob, a.dtype))
+    a = np.ascontiguousarray(a, dtype="<f4")
+    body = _REC_PREFIX.pack(KIND_RAW, a.ndim, b.blob, layer_idx) + _shape_bytes(a.shape) + a.tobytes()
+    rec = _frame(body)
+    return rec, RecordInfo("raw", b.name, b.blob, tuple(a.shape), len(rec))
+
+
+def _catalog(blobs: Sequence[Blob]) -> Tuple[List[dict], List[Blob]]:
+    """Layers in order of first appearance, and the blobs sorted by (layer, blob index)."""
+    layers: Dict[str, dict] = {}
+    seen: Dict[str, set] = {}
+    for b in blobs:
+        if not isinstance(b, (QuantizedBlob, RawBlob)):
+            raise InputError("expected QuantizedBlob or RawBlob, got %r" % type(b).__name__)
+        if not isinstance(b.name, str) or not b.name or not isinstance(b.type, str):
+            raise InputError("blob of layer %r: layer name and type must be non-empty strings" % (b.name,))
+        if not 0 <= int(b.blob) <= 0xFFFF:
+            raise InputError("layer %r: blob index %r out of range" % (b.name, b.blob))
+        if b.name not in layers:
+            layers[b.name] = {"name": b.name, "type": b.type, "blobs": 0}
+            seen[b.name] = set()
+        elif layers[b.name]["type"] != b.type:
+            raise InputError("layer %r is given as both %s and %s" % (b.name, layers[b.name]["type"], b.type))
+        if int(b.blob) in seen[b.name]:
+            raise InputError("layer %r blob %d is given twice" % (b.name, b.blob))
+        seen[b.name].add(int(b.blob))
+    for name, s in seen.items():
+        if s != set(range(len(s))):
+            raise InputError("layer %r: blobs %s given; every blob 0..n-1 must be stored" % (name, sorted(s)))
+        layers[name]["blobs"] = len(s)
+    order = {n: i for i, n in enumerate(layers)}
+    return list(layers.values()), sorted(blobs, key=lambda b: (order[b.name], int(b.blob)))
+
+
+def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
+          block_size: int = huffman.DEFAULT_BLOCK) -> Tuple[bytes, List[RecordInfo]]:
+    """Serialise blobs into a ``.dcz`` file; returns the bytes and per-record sizes."""
+    if not 1 <= int(block_size) <= huffman.MAX_BLOCK:
+        raise InputError("block_size must be in 1..%d" % huffman.MAX_BLOCK)
+    layers, ordered = _catalog(blobs)
+    header = {"format": FORMAT_NAME, "net": str(net), "layers": layers, "records": len(ordered),
+              "meta": dict(meta or {})}
+    try:
+        hjson = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise InputError("header metadata is not plain JSON: %s" % e)
+    if len(hjson) > MAX_HEADER:
+        raise InputError("header of %d bytes exceeds the %d-byte limit" % (len(hjson), MAX_HEADER))
+    head = _FILE_HEAD.pack(MAGIC, VERSION[0], VERSION[1], len(hjson)) + hjson
+    parts = [head, _U32S.pack(zlib.crc32(head) & _U32)]
+    infos = []
+    index = {l["name"]: i for i, l in enumerate(layers)}
+    for b in ordered:
+        if isinstance(b, QuantizedBlob):
+            rec, info = _encode_quantized(b, index[b.name], int(block_size))
+        else:
+            rec, info = _encode_raw(b, index[b.name])
+        parts.append(rec)
+        infos.append(info)
+    return b"".join(parts), infos
+
+
+# ============================================================================ reading
+
+class _Cursor:
+    """Bounds-checked reads from a bytes-like object; every overrun is a FormatError."""
+
+    def __init__(self, data, start: int, end: int, where: str):
+        self.data, self.pos, self.end, self.where = data, start, end, where
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n < 0 or n > self.end - self.pos:
+            raise FormatError("%s: truncated: %s needs %d bytes, %d left" % (self.where, what, n, self.end - self.pos))
+        v = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return v
+
+    def unpack(self, st: struct.Struct, what: str):
+        return st.unpack(self.take(st.size, what))
+
+    def array(self, dtype: str, count: int, what: str) -> np.ndarray:
+        itemsize = np.dtype(dtype).itemsize
+        return np.frombuffer(self.take(count * itemsize, what), dtype=dtype)
+
+
+def _check_header(h, total_records_bytes: int) -> Tuple[List[dict], int]:
+    if not isinstance(h, dict):
+        raise FormatError("header is not a JSON object")
+    if h.get("format") != FORMAT_NAME:
+        raise FormatError("header 'format' is %r, expected %r" % (h.get("format"), FORMAT_NAME))
+    if not isinstance(h.get("net"), str):
+        raise FormatError("header 'net' must be a string")
+    if not isinstance(h.get("meta", {}), dict):
+        raise FormatError("header 'meta' must be an object")
+    layers = h.get("layers")
+    if not isinstance(layers, list):
+        raise FormatError("header 'layers' must be a list")
+    names = set()
+    total = 0
+    for i, l in enumerate(layers):
+        if not (isinstance(l, dict) and isinstance(l.get("name"), str) and l["name"]
+                and isinstance(l.get("type"), str) and type(l.get("blobs")) is int and 1 <= l["blobs"] <= 0xFFFF):
+            raise FormatError("header layer %d is malformed (need name, type, blobs >= 1)" % i)
+        if l["name"] in names:
+            raise FormatError("header lists layer %r twice" % l["name"])
+        names.add(l["name"])
+        total += l["blobs"]
+    n = h.get("records")
+    if type(n) is not int or n != total:
+        raise FormatError("header says %r records but its layers have %d blobs" % (n, total))
+    if n * 16 > total_records_bytes:  # the smallest record is 16 bytes
+        raise FormatError("truncated: %d records cannot fit in the %d bytes left" % (n, total_records_bytes))
+    return layers, n
+
+
+def _bytes_view(data) -> memoryview:
+    v = memoryview(data)
+    return v if (v.format == "B" and v.ndim == 1) else v.cast("B")
+
+
+def read_header(data) -> Tuple[dict, int]:
+    """Validate magic, version, header length and CRC; returns (header dict, offset of first record)."""
+    data = _bytes_view(data)
+    if len(data) < _FILE_HEAD.size:
+        if not len(data) or bytes(data[:len(MAGIC)]) != MAGIC[:len(data)]:
+            raise FormatError("not a caffe-dc compressed file (bad magic)")
+        raise FormatError("truncated: %d bytes, shorter than the file header" % len(data))
+    magic, major, minor, hlen = _FILE_HEAD.unpack(data[:_FILE_HEAD.size])
+    if magic != MAGIC:
+        raise FormatError("not a caffe-dc compressed file (bad magic %r)" % bytes(magic))
+    if major != VERSION[0]:
+        raise FormatError("unsupported format version %d.%d (this reader knows %d.x)" % (major, minor, VERSION[0]))
+    if hlen > MAX_HEADER:
+        raise FormatError("header length %d exceeds the %d-byte limit" % (hlen, MAX_HEADER))
+    end = _FILE_HEAD.size + hlen
+    if end + 4 > len(data):
+        raise FormatError("truncated: the header needs %d bytes, the file has %d" % (end + 4, len(data)))
+    crc, = _U32S.unpack(data[end:end + 4])
+    if zlib.crc32(data[:end]) & _U32 != crc:
+        raise FormatError("header CRC mismatch (file corrupt)")
+    try:
+        h = json.loads(bytes(data[_FILE_HEAD.size:end]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError("header is not valid JSON: %s" % str(e)[:200])
+    layers, _ = _check_header(h, len(data) - end - 4)
+    h["version"] = [major, minor]
+    return h, end + 4
+
+
+class _Pending(NamedTuple):
+    """A parsed, validated quantized record waiting for the joint Huffman pass."""
+    name: str
+    type: str
+    blob: int
+    shape: Tuple[int, ...]
+    codebook: np.ndarray
+    wb: int
+    ib: int
+    entries: int
+    fillers: int
+    code_job: Tuple[huffman.Stream, np.ndarray, int]
+    gap_job: Tuple[huffman.Stream, np.ndarray, int]
+    info: RecordInfo
+
+
+def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob], List[RecordInfo]]:
+    """Parse and fully validate a ``.dcz`` file; returns (header, blobs in file order, sizes)."""
+    data = _bytes_view(data)
+    h, pos = read_header(data)
+    layers = h["layers"]
+    n_records = h["records"]
+    out: List[Optional[Blob]] = []
+    infos: List[Optional[RecordInfo]] = []
+    pending: List[Tuple[int, _Pending]] = []
+    total_values = 0
+    prev = (-1, -1)
+    for r in range(n_records):
+        where = "record %d" % r
+        if pos + 4 > len(data):
+            raise FormatError("truncated: %s of %d is missing (file ends at byte %d)" % (where, n_records, len(data)))
+        blen, = _U32S.unpack(data[pos:pos + 4])
+        if blen > len(data) - pos - 8:
+            raise FormatError("truncated: %s declares %d bytes, only %d left" % (where, blen, max(0, len(data) - pos - 8)))
+        rec_end = pos + 4 + blen
+        crc, = _U32S.unpack(data[rec_end:rec_end + 4])
+        if zlib.crc32(data[pos:rec_end]) & _U32 != crc:
+            raise FormatError("%s: CRC mismatch (file corrupt)" % where)
+        cur = _Cursor(data, pos + 4, rec_end, where)
+        kind, ndim, bidx, lidx = cur.unpack(_REC_PREFIX, "record prefix")
+        if lidx >= len(layers):
+            raise FormatError("%s: layer index %d, but the header lists %d layers" % (where, lidx, len(layers)))
+        lay = layers[lidx]
+        where = cur.where = "%s (layer %r blob %d)" % (where, lay["name"], bidx)
+        if bidx >= lay["blobs"]:
+            raise FormatError("%s: the header gives this layer %d blobs" % (where, lay["blobs"]))
+        if (lidx, bidx) <= prev:
+            raise FormatError("%s: records out of order or repeated" % where)
+        prev = (lidx, bidx)
+        if ndim > MAX_NDIM:
+            raise FormatError("%s: %d axes (limit %d)" % (where, ndim, MAX_NDIM))
+        shape = tuple(int(d) for d in cur.array("<u4", ndim, "shape"))
+        size = 1
+        for d in shape:
+            size *= d  # Python ints: no overflow
+        total_values += size
+        # An axis longer than the whole allowance is absurd even when another axis is 0
+        # (numpy may size temporaries by such an axis).
+        if total_values > max_weights or any(d > max_weights for d in shape):
+            raise FormatError("%s: blob shape %s takes the file past the limit of %d values; "
+                              "refusing to allocate (raise max_weights if this is intended)"
+                              % (where, shape, max_weights))
+        if kind == KIND_RAW:
+            if cur.end - cur.pos != 4 * size:
+                raise FormatError("%s: raw blob of shape %s needs %d bytes, record holds %d"
+                                  % (where, shape, 4 * size, cur.end - cur.pos))
+            arr = cur.array("<f4", size, "raw values").astype(np.float32).reshape(shape)
+            out.append(RawBlob(lay["name"], lay["type"], bidx, arr))
+            infos.append(RecordInfo("raw", lay["name"], bidx, shape, blen + 8))
+        elif kind == KIND_QUANTIZED:
+            out.append(None)
+            infos.append(None)
+            pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, blen + 8)))
+        else:
+            raise FormatError("%s: unknown record kind %d" % (where, kind))
+        if cur.pos != cur.end:
+            raise FormatError("%s: %d unexplained bytes at the end of the record" % (where, cur.end - cur.pos))
+        pos = rec_end + 4
+    if pos != len(data):
+        raise FormatError("%d trailing bytes after the last record" % (len(data) - pos))
+
+    jobs, names = [], []
+    for _, p in pending:
+        jobs += [p.code_job, p.gap_job]
+        names += ["layer %r code stream" % p.name, "layer %r gap stream" % p.name]
+    decoded = huffman.decode_many(jobs, names)
+    for t, (slot, p) in enumerate(pending):
+        ecodes, gaps = decoded[2 * t], decoded[2 * t + 1]
+        codes, infos[slot] = _rebuild(p, ecodes, gaps)
+        out[slot] = QuantizedBlob(p.name, p.type, p.blob, p.codebook, codes, p.wb, p.ib)
+    return h, out, infos  # type: ignore[return-value]
+
+
+def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, record_bytes: int) -> _Pending:
+    where = cur.where
+    wb, ib, reserved, n, fillers, bs, cbits, gbits = cur.unpack(_QUANT_FIXED, "quantized-record fields")
+    if not (1 <= wb <= MAX_BITS and 1 <= ib <= MAX_BITS):
+        raise FormatError("%s: weight_bits %d / index_bits %d outside 1..%d" % (where, wb, ib, MAX_BITS))
+    if reserved:
+        raise FormatError("%s: reserved field is %d, must be 0" % (where, reserved))
+    if n > size:
+        raise FormatError("%s: %d entries for a blob of %d weights" % (where, n, size))
+    if fillers > n:
+        raise FormatError("%s: %d fillers but only %d entries" % (where, fillers, n))
+    if not 1 <= bs <= huffman.MAX_BLOCK:
+        raise FormatError("%s: block size %d outside 1..%d" % (where, bs, huffman.MAX_BLOCK))
+    k, m = 1 << wb, 1 << ib
+    n_blocks = -(-n // bs)
+    n_off = max(0, n_blocks - 1)
+    need = 4 * k + 8 * n_off + (k + 1) // 2 + (m + 1) // 2 + (cbits + 7) // 8 + (gbits + 7) // 8
+    if need != cur.end - cur.pos:
+        raise FormatError("%s: fields call for %d more bytes, the record holds %d (inconsistent lengths)"
+                          % (where, need, cur.end - cur.pos))
+    codebook = cur.array("<f4", k, "codebook").astype(np.float32)
+    if codebook[0] != 0.0:
+        raise FormatError("%s: codebook[0] is %r, must be the reserved 0.0" % (where, float(codebook[0])))
+    c_off = cur.array("<u4", n_off, "code offsets").astype(np.int64)
+    g_off = cur.array("<u4", n_off, "gap offsets").astype(np.int64)
+    cl = _unpack_nibbles(cur.take((k + 1) // 2, "code lengths"), k)
+    gl = _unpack_nibbles(cur.take((m + 1) // 2, "gap lengths"), m)
+    cpay = bytes(cur.take((cbits + 7) // 8, "code payload"))
+    gpay = bytes(cur.take((gbits + 7) // 8, "gap payload"))
+    if n == 0 and (cl.any() or gl.any()):
+        raise FormatError("%s: no entries but nonzero code lengths" % where)
+    if n and cl[0] == 0 and fillers:
+        raise FormatError("%s: %d fillers but code 0 has no Huffman code" % (where, fillers))
+    info = RecordInfo("quantized", lay["name"], bidx, shape, record_bytes, n, fillers, n - fillers, wb, ib,
+                      32 * k, cbits, gbits, 8 * ((k + 1) // 2 + (m + 1) // 2), 64 * n_off)
+    return _Pending(lay["name"], lay["type"], bidx, shape, codebook, wb, ib, n, fillers,
+                    (huffman.Stream(cpay, cbits, bs, c_off), cl, n),
+                    (huffman.Stream(gpay, gbits, bs, g_off), gl, n), info)
+
+
+def _rebuild(p: _Pending, ecodes: np.ndarray, gaps: np.ndarray) -> Tuple[np.ndarray, RecordInfo]:
+    """Entries -> code array of the blob's shape, checking fillers against the header fields."""
+    where = "layer %r blob %d" % (p.name, p.blob)
+    is_fill = ecodes == 0
+    n_fill = int(np.count_nonzero(is_fill))
+    if n_fill != p.fillers:
+        raise FormatError("%s: record says %d fillers, the stream holds %d" % (where, p.fillers, n_fill))
+    if n_fill and (gaps[is_fill] != sparse_format.max_gap(p.ib)).any():
+        raise FormatError("%s: a filler entry has a gap other than %d" % (where, sparse_format.max_gap(p.ib)))
+    size = int(np.prod(p.shape, dtype=np.int64))
+    dtype = np.uint8 if p.wb <= 8 else np.uint16
+    try:
+        codes = sparse_format.from_entries(gaps, ecodes, size, dtype=dtype)
+    except FormatError as e:
+        raise FormatError("%s: %s" % (where, e))
+    info = p.info._replace(code_counts=np.bincount(ecodes, minlength=1 << p.wb),
+                           gap_counts=np.bincount(gaps, minlength=1 << p.ib))
+    return codes.reshape(p.shape), info

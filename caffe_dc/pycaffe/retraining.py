@@ -1,0 +1,139 @@
+"""Train a net, compressed or not, resumable after a kill.
+
+Pruning, quantization, the dense control and reference training all run
+through here: load a caffemodel (or keep the fillers) into the net, install
+the mask/codebook hooks when the net has such blobs, and run SGD.
+Snapshots (caffemodel + solverstate, taken with the codebook blobs synced)
+land in ``out_dir`` every ``snapshot_every`` iterations, whole: Caffe writes
+them in a staging folder and they are moved into place, solverstate last.
+A rerun restores the newest one instead of starting over. The finished
+model is written atomically, so its presence means the training is done.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+from typing import Dict, List, Optional
+
+from caffe_dc.pycaffe import caffemodel
+from caffe_dc.pycaffe import solving
+from caffe_dc.base.errors import InputError
+from caffe_dc.pycaffe.hooks import CompressionHooks
+
+STAGING = ".staging"
+
+
+def latest_snapshot(prefix: str) -> Optional[str]:
+    best, best_it = None, -1
+    for p in glob.glob(prefix + "_iter_*.solverstate"):
+        m = re.search(r"_iter_(\d+)\.solverstate$", p)
+        if m and int(m.group(1)) > best_it and os.path.isfile(p[: -len(".solverstate")] + ".caffemodel"):
+            best, best_it = p, int(m.group(1))
+    return best
+
+
+def _snapshot(solver, staged_prefix: str, prefix: str) -> None:
+    """Caffe writes its snapshot files in place, so a kill mid-write leaves a truncated solverstate
+    that Caffe later aborts on. Write them in a staging folder and move them into place, the
+    caffemodel first and the solverstate last: a solverstate that exists is whole, and so is its
+    caffemodel."""
+    solver.snapshot()
+    staged = "%s_iter_%d" % (staged_prefix, solver.iter)
+    final = "%s_iter_%d" % (prefix, solver.iter)
+    os.replace(staged + ".caffemodel", final + ".caffemodel")
+    with open(staged + ".solverstate", "rb") as f:
+        state = f.read()
+    caffemodel.atomic_write(final + ".solverstate",
+                            caffemodel.relink_solverstate(state, os.path.abspath(final + ".caffemodel")))
+    os.unlink(staged + ".solverstate")
+
+
+def _restore(solver, state_path: str, staging: str) -> None:
+    """Restore with the solverstate pointed at the caffemodel beside it *now*, so a run folder
+    that was moved or copied still resumes."""
+    with open(state_path, "rb") as f:
+        state = f.read()
+    here = os.path.abspath(state_path[: -len(".solverstate")] + ".caffemodel")
+    try:
+        state = caffemodel.relink_solverstate(state, here)
+    except ValueError as e:
+        raise InputError("snapshot %s is damaged (%s); delete it to retrain from the start" % (state_path, e))
+    tmp = os.path.join(staging, "restore.solverstate")
+    caffemodel.atomic_write(tmp, state)
+    try:
+        solver.restore(tmp)
+    finally:
+        os.unlink(tmp)
+
+
+def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out_dir: str, iters: int, test_iter: int,
+            final_caffemodel: str, desc: str = "retrain", snapshot_every: int = 1000, test_every: int = 0,
+            progress: bool = True, verbose: bool = False) -> List[Dict[str, float]]:
+    """Train to ``final_caffemodel``; returns the test history (last entry = final).
+
+    ``init_caffemodel`` None starts from the net's fillers (reference training, seeded by the
+    solver's ``random_seed``); a net without mask/codebook blobs trains without hooks."""
+    os.makedirs(out_dir, exist_ok=True)
+    prefix = os.path.join(out_dir, "snap")
+    sp = type(solver_param)()
+    sp.CopyFrom(solver_param)
+    sp.net = os.path.abspath(net_prototxt)
+    sp.max_iter = iters
+    sp.snapshot = 0  # we snapshot ourselves, after syncing the codebook blobs
+    staging = os.path.join(out_dir, STAGING)
+    os.makedirs(staging, exist_ok=True)
+    sp.snapshot_prefix = os.path.join(staging, "snap")
+    del sp.test_iter[:]
+    sp.test_iter.append(test_iter)
+    solver = solving.make_solver(sp, os.path.join(out_dir, "solver.prototxt"), verbose)
+    history_path = os.path.join(out_dir, "history.json")
+    history: List[Dict[str, float]] = []
+    state = latest_snapshot(prefix)
+    if state:
+        _restore(solver, state, staging)
+        if os.path.isfile(history_path):
+            with open(history_path) as f:
+                history = [h for h in json.load(f) if h.get("iter", 0) <= solver.iter]
+        if progress:
+            print("  resuming %s from iteration %d" % (desc, solver.iter))
+    elif init_caffemodel is not None:
+        solver.net.copy_from(init_caffemodel)
+    hooks = CompressionHooks(solver.net)
+    if hooks.layers:
+        hooks.install(solver)
+
+    remaining = iters - solver.iter
+    step = snapshot_every if snapshot_every else remaining
+    while remaining > 0:
+        n = min(step, remaining)
+        h = solving.run(solver, n, test_iter, test_every=test_every, desc=desc, progress=progress,
+                        span=(solver.iter, iters))
+        history.extend(h)
+        remaining = iters - solver.iter
+        if remaining > 0:
+            hooks.sync_blobs()
+            caffemodel.atomic_write(history_path, json.dumps(history).encode())
+            _snapshot(solver, sp.snapshot_prefix, prefix)
+            _prune_snapshots(prefix, keep=solver.iter)
+    if not history or history[-1].get("iter") != solver.iter:  # nothing trained (iters 0, or resumed at the end)
+        m = solving.test_net_metrics(solver.test_nets[0], test_iter)
+        m["iter"] = solver.iter
+        history.append(m)
+    hooks.sync_blobs()
+    solving.save_net(solver.net, final_caffemodel)
+    _prune_snapshots(prefix, keep=None)
+    shutil.rmtree(staging, ignore_errors=True)
+    if os.path.exists(history_path):
+        os.unlink(history_path)
+    return history
+
+
+def _prune_snapshots(prefix: str, keep: Optional[int]) -> None:
+    """Snapshots are only for resuming: keep the newest, drop the rest (all once finished)."""
+    for p in glob.glob(prefix + "_iter_*"):
+        m = re.search(r"_iter_(\d+)\.(solverstate|caffemodel)$", p)
+        if m and (keep is None or int(m.group(1)) != keep):
+            os.unlink(p)

@@ -1,0 +1,123 @@
+"""Caffemodel <-> compressed blob: the glue between stages 1-2 and the codec.
+
+A model that went through ``caffe-dc quantize`` carries its codebooks and
+codes (``L_codebook`` / ``L_codes`` blobs) and is encoded as it is. Any
+other caffemodel is pruned and quantized *post hoc* (magnitude pruning to
+the given densities, k-means with the given bits, no retraining) so that
+every caffemodel can be converted; the accuracy cost of skipping retraining
+is the user's to measure.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from caffe_dc.codec import model as codec
+from caffe_dc.base import paper
+from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms import quantization
+from caffe_dc.base.blobs import CODEBOOK, CODES, PRUNABLE_TYPES, blob_name, is_helper
+from caffe_dc.base.params import Params
+from caffe_dc.base.errors import InputError
+
+
+def default_index_bits(net: Optional[str], layer_type: str) -> int:
+    """The paper's tables: 5 bits for LeNet and VGG-16, 4 for AlexNet; else section 2's 8 conv / 5 fc."""
+    if net in paper.PAPER_INDEX_BITS:
+        return int(paper.PAPER_INDEX_BITS[net])
+    return 8 if layer_type == "Convolution" else 5
+
+
+def guess_net(params: Params) -> Optional[str]:
+    """Which of the paper's nets this is, by its compressible layers' names and sizes."""
+    for net in paper.NETS:
+        rows = paper.layer_rows(net)
+        names = [r.layer for r in rows]
+        if all(n in params for n in names):
+            sizes_ok = all(abs(params[r.layer].blobs[0].size - r.weights) <= _label_tolerance(r.weights_label)
+                           for r in rows)
+            if sizes_ok:
+                return net
+    return None
+
+
+def _label_tolerance(label: str) -> float:
+    """Half a unit of the paper's printed rounding ("1M" -> 500K, "0.5K" -> 50), plus 2% for loose rounding."""
+    mult = {"K": 1e3, "M": 1e6}[label[-1]]
+    digits = label[:-1]
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    return 0.5 * mult * 10 ** -decimals + 0.02 * float(digits) * mult
+
+
+def compressible(params: Params) -> list:
+    return [n for n, lp in params.items() if lp.type in PRUNABLE_TYPES and not is_helper(n)]
+
+
+def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, float]] = None,
+             bits: Optional[Mapping[str, int]] = None, init=quantization.Init.LINEAR, seed: int = 0) -> Params:
+    """Prune (magnitude, per-layer density) and quantize (k-means) without retraining."""
+    layers = compressible(params)
+    if not layers:
+        raise InputError("the caffemodel has no Convolution or InnerProduct layers to compress")
+    dens = dict(paper.PAPER_DENSITY.get(net, {})) if net else {}
+    dens.update(density or {})
+    out = type(params)(params)
+    for n in layers:
+        lp = params[n]
+        w = lp.blobs[0]
+        d = dens.get(n, 1.0)
+        mask = pruning.density_mask(w, d) if d < 1.0 else (w != 0)
+        b = (bits or {}).get(n) or (paper.PAPER_BITS.get(net, {}).get(n) if net else None) or \
+            (8 if lp.type == "Convolution" else 5)
+        cb, codes = quantization.quantize_layer(np.where(mask, w, np.float32(0)).astype(np.float32), int(b), init=init, seed=seed)
+        out[n] = type(lp)(lp.type, [cb[codes]] + list(lp.blobs[1:]))
+        out[blob_name(n, CODEBOOK)] = type(lp)("Parameter", [cb])
+        out[blob_name(n, CODES)] = type(lp)("Parameter", [codes.astype(np.float32)])
+    return out
+
+
+def encode_params(params: Params, net: Optional[str] = None, index_bits: Optional[Mapping[str, int]] = None,
+                  meta: Optional[dict] = None) -> Tuple[bytes, "codec.ModelStats"]:
+    """Encode a quantized Params dict (with codebook/codes blobs) into .dcz bytes."""
+    net = net or guess_net(params)
+    types = {n: lp.type for n, lp in params.items()}
+    layers_with_cb = [n for n in params if blob_name(n, CODEBOOK) in params]
+    ib: Dict[str, int] = {n: default_index_bits(net, types[n]) for n in layers_with_cb}
+    for n, v in (index_bits or {}).items():
+        if n not in ib:
+            raise InputError("--index-bits names %r, which is not a quantized layer (%s)" % (n, ", ".join(ib)))
+        ib[n] = int(v)
+    specs, order = codec.specs_from_quantized_params(params, ib)
+    qs, raws = codec.from_params(params, specs, order)
+    m = dict(meta or {})
+    m.setdefault("paper_net", net)
+    return codec.encode_model_report(net or "unknown", qs, raws, m)
+
+
+def decode_bytes(data: bytes, max_weights: int = codec.DEFAULT_MAX_WEIGHTS) -> Tuple[Params, "codec.ModelStats", dict]:
+    dec, stats = codec.decode_model_report(data, max_weights)
+    return codec.to_params(dec), stats, dec.meta
+
+
+def read_blob(path: str) -> bytes:
+    if not os.path.isfile(path):
+        raise InputError("no such compressed blob: %s" % path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def verify_equal(a: Params, b: Params, what: str) -> int:
+    """Bit-for-bit comparison of every layer of ``a`` against ``b``; returns the number of values checked."""
+    n = 0
+    for name, lp in a.items():
+        if name not in b:
+            raise InputError("%s: layer %r is missing" % (what, name))
+        if len(lp.blobs) != len(b[name].blobs):
+            raise InputError("%s: layer %r has %d blobs, expected %d" % (what, name, len(b[name].blobs), len(lp.blobs)))
+        for i, (x, y) in enumerate(zip(lp.blobs, b[name].blobs)):
+            if x.shape != y.shape or not np.array_equal(x.view(np.uint32), np.ascontiguousarray(y, np.float32).view(np.uint32)):
+                raise InputError("%s: layer %r blob %d is not bit-identical" % (what, name, i))
+            n += x.size
+    return n

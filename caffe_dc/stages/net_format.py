@@ -1,0 +1,115 @@
+"""The authors' ``.net`` files against a deploy prototxt: import to a caffemodel, export from one.
+
+The byte format itself is ``codec.han_net``; this module adds what needs
+Caffe: the deploy net's layer shapes (Caffe's own shape inference) and
+caffemodel I/O.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.params import LayerParams
+from caffe_dc.codec.han_net import code_bits, codebook_for, is_selected, read_net, write_net
+from caffe_dc.pycaffe import solving
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
+
+def deploy_layers(deploy_prototxt: str) -> "collections.OrderedDict[str, Tuple[str, List[tuple]]]":
+    """{name: (type, [blob shapes])} of the deploy net's parameterised layers, in net order.
+
+    Shapes need Caffe's own shape inference, so this instantiates the net
+    (GLOG quiet). Every parameterised layer must be one the format stores,
+    with a weight and at most a bias; otherwise the file could not describe
+    the whole net, and a caffemodel missing a layer would run with Caffe's
+    random fillers.
+    """
+
+    net_param = load_net_proto(deploy_prototxt)
+    shapes = solving.param_shapes(net_param)
+    types = {l.name: str(l.type) for l in net_param.layer}
+    out = collections.OrderedDict()
+    for name, blobs in shapes.items():
+        if not is_selected(name):
+            raise InputError("layer %s of %s has parameters but no conv, fc or ip in its name: "
+                             "the .net format cannot store it" % (name, deploy_prototxt))
+        if len(blobs) > 2:
+            raise InputError("layer %s has %d parameter blobs; the .net format stores a weight and a bias"
+                             % (name, len(blobs)))
+        out[name] = (types.get(name, ""), [tuple(s) for s in blobs])
+    if not out:
+        raise InputError("%s has no layers with parameters" % deploy_prototxt)
+    return out
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def import_net(deploy_prototxt: str, net_path: str):
+    """Decode a ``.net`` file into caffemodel Params (weights and biases shaped as the deploy net).
+
+    Save with ``caffemodel.save_params(params, out)``; ``caffe test`` with the
+    deploy (or a train_val with the same layers) then runs the compressed net.
+    """
+
+    layers = deploy_layers(deploy_prototxt)
+    if not os.path.isfile(net_path):
+        raise InputError("no such .net file: %s" % net_path)
+    with open(net_path, "rb") as f:
+        data = f.read()
+    spec = [(n, _size(s[0]), _size(s[1]) if len(s) > 1 else 0) for n, (t, s) in layers.items()]
+    decoded = read_net(data, spec)
+    params = collections.OrderedDict()
+    for hl in decoded:
+        ltype, shapes = layers[hl.name]
+        blobs = [hl.weights.reshape(shapes[0])]
+        if len(shapes) > 1:
+            blobs.append(hl.bias.reshape(shapes[1]))
+        params[hl.name] = LayerParams(ltype, blobs)
+    return params
+
+
+
+
+def export_net(deploy_prototxt: str, caffemodel: str, out_path: str) -> Dict[str, object]:
+    """Write a quantized caffemodel as a ``.net`` file (atomically); returns a size summary.
+
+    Each stored layer must have at most 2**bits distinct values counting
+    0.0 (256 for conv, 16 otherwise), i.e. be quantized with 8 / 4 bits;
+    extra blobs in the caffemodel (masks, codebooks) are ignored, since the
+    layer list comes from the deploy net.
+    """
+
+    paths = {os.path.abspath(p) for p in (deploy_prototxt, caffemodel)}
+    if os.path.abspath(out_path) in paths:
+        raise InputError("refusing to overwrite an input: %s" % out_path)
+    layers = deploy_layers(deploy_prototxt)
+    params = load_params(caffemodel)
+    todo = []
+    summary = {"layers": []}
+    for name, (ltype, shapes) in layers.items():
+        if name not in params:
+            raise InputError("%s has no weights for the deploy net's layer %s" % (caffemodel, name))
+        blobs = params[name].blobs
+        got = [tuple(b.shape) for b in blobs[:len(shapes)]]
+        if len(blobs) < len(shapes) or [_size(s) for s in got] != [_size(s) for s in shapes]:
+            raise InputError("layer %s has blobs %s in %s but %s in %s"
+                             % (name, got, caffemodel, shapes, deploy_prototxt))
+        codebook, codes = codebook_for(name, blobs[0])
+        bias = blobs[1] if len(shapes) > 1 else np.zeros(0, np.float32)
+        todo.append((name, codebook, codes, bias))
+    data = write_net(todo)
+    counts = np.frombuffer(data, dtype="<u4", count=len(todo))
+    for (name, codebook, codes, bias), n in zip(todo, counts):
+        kept = int(np.count_nonzero(codes))
+        summary["layers"].append({"name": name, "code_bits": code_bits(name), "weights": int(codes.size),
+                                  "kept": kept, "entries": int(n), "fillers": int(n) - kept})
+    atomic_write(out_path, data)
+    summary["bytes"] = len(data)
+    summary["dense_bytes"] = 4 * sum(_size(s) for _, shp in layers.values() for s in shp)
+    return summary

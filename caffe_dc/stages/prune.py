@@ -1,0 +1,171 @@
+"""Stage 1 on real Caffe: iterative prune -> retrain with mask blobs and hooks.
+
+Each round picks masks on the current weights (``pruning.py``), writes a
+caffemodel carrying ``L_mask`` blobs, rewrites the net to hold them
+(``rewrite.py``), and retrains with the mask hooks (``retraining.py``).
+A round whose retrained model exists is not redone, so a rerun after a kill
+picks up where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Mapping, NamedTuple, Optional
+
+import numpy as np
+
+from caffe_dc.pycaffe import nets
+from caffe_dc.algorithms import pruning
+from caffe_dc.pycaffe import rewrite
+from caffe_dc.pycaffe import solving
+from caffe_dc.base.blobs import MASK, blob_name
+from caffe_dc.base.params import LayerParams, Params
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
+from caffe_dc.base.errors import InputError
+from caffe_dc.pycaffe.retraining import retrain
+from caffe_dc.base.tables import pct, text_table
+
+
+class PruneConfig(NamedTuple):
+    densities: Optional[Dict[str, float]] = None   # per-layer final density (kept fraction)
+    qualities: Optional[Dict[str, float]] = None   # per-layer quality: threshold = q * std
+    rounds: int = 3
+    iters_per_round: int = 4000
+    lr_factor: float = 0.1
+    snapshot_every: int = 1000
+
+
+
+def masks_of(params: Params, layers: List[str]) -> Dict[str, np.ndarray]:
+    out = {}
+    for n in layers:
+        key = blob_name(n, MASK)
+        out[n] = (params[key].blobs[0] != 0) if key in params else np.ones(params[n].blobs[0].shape, bool)
+    return out
+
+
+def with_masks(params: Params, masks: Mapping[str, np.ndarray]) -> Params:
+    """A copy of ``params`` with weights zeroed off-mask and ``L_mask`` blobs added."""
+    out = type(params)(params)
+    for n, m in masks.items():
+        lp = params[n]
+        w = np.where(m, lp.blobs[0], np.float32(0)).astype(np.float32)
+        out[n] = LayerParams(lp.type, [w] + list(lp.blobs[1:]))
+        out[blob_name(n, MASK)] = LayerParams("Parameter", [m.astype(np.float32)])
+    return out
+
+
+def layer_rows(params: Params, layers: List[str], paper: Mapping[str, float]) -> List[list]:
+    rows = []
+    tot_w = tot_nz = 0
+    for n in layers:
+        w = params[n].blobs[0]
+        nz = int(np.count_nonzero(w))
+        rows.append([n, w.size, nz, pct(nz / w.size), pct(paper.get(n)) if n in paper else None])
+        tot_w += w.size
+        tot_nz += nz
+    rows.append(["total", tot_w, tot_nz, pct(tot_nz / tot_w), pct(paper["total"]) if "total" in paper else None])
+    return rows
+
+
+def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneConfig,
+                layers: Optional[List[str]] = None, progress: bool = True, verbose: bool = False) -> dict:
+    spec = nets.get(net_name)
+    if cfg.rounds < 1:
+        raise InputError("rounds must be >= 1, got %d" % cfg.rounds)
+    os.makedirs(out_dir, exist_ok=True)
+    base = nets.for_data(spec.name, info)
+    params = load_params(ref_model)
+    solving.check_matches(base, params, ref_model)
+    layers = rewrite.select_layers(base, layers)
+    if cfg.densities is None and cfg.qualities is None:
+        raise InputError("give target densities or qualities")
+    targets = cfg.densities if cfg.densities is not None else cfg.qualities
+    unknown = sorted(set(targets) - set(layers))
+    if unknown:
+        raise InputError("no prunable layer named %s (prunable: %s)" % (", ".join(unknown), ", ".join(layers)))
+    for n, v in targets.items():
+        pruning.validate_density(v) if cfg.densities is not None else pruning.validate_quality(v)
+    layers = [n for n in layers if n in targets]
+    shapes = {n: params[n].blobs[0].shape for n in layers}
+    test_iter = solving.test_iters_for(base, info.n_test)
+    base_path = os.path.join(out_dir, "base_train_val.prototxt")
+    save_net_proto(base, base_path)
+    ref_metrics = solving.evaluate(base_path, ref_model, test_iter, verbose)
+    if progress:
+        print("  reference accuracy %.2f%%" % (100 * solving.accuracy_of(ref_metrics)))
+    solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
+
+    masks = masks_of(params, layers)
+    n_orig = {n: params[n].blobs[0].size for n in layers}
+    rounds = []
+    schedule = {n: pruning.iterative_schedule(targets[n], cfg.rounds) for n in layers} if cfg.densities is not None else None
+    current = ref_model
+    for r in range(1, cfg.rounds + 1):
+        rdir = os.path.join(out_dir, "round%d" % r)
+        done = os.path.join(rdir, "retrained.caffemodel")
+        rmeta = os.path.join(rdir, "metrics.json")
+        if os.path.isfile(done) and os.path.isfile(rmeta):
+            with open(rmeta) as f:
+                rounds.append(json.load(f))
+            current = done
+            if progress:
+                print("  round %d/%d: done before (%s kept), skipping" % (r, cfg.rounds, pct(rounds[-1]["density"])))
+            continue
+        params = load_params(current)
+        for n in layers:
+            w = params[n].blobs[0]
+            if schedule is not None:
+                masks[n] = pruning.density_mask(w, schedule[n][r - 1], masks[n])
+            else:
+                masks[n] = pruning.threshold_mask(w, targets[n], masks[n])
+        pruned = with_masks(params, masks)
+        os.makedirs(rdir, exist_ok=True)
+        pruned_path = os.path.join(rdir, "pruned.caffemodel")
+        save_params(pruned, pruned_path)
+        net = rewrite.add_blobs(base, shapes, [MASK])
+        kept = {n: float(masks[n].sum()) / n_orig[n] for n in layers}
+        dropout = rewrite.adjust_dropout(net, kept)
+        tv = os.path.join(rdir, "train_val.prototxt")
+        save_net_proto(net, tv)
+        before = solving.evaluate(tv, pruned_path, test_iter, verbose)
+        density = sum(float(masks[n].sum()) for n in layers) / sum(n_orig.values())
+        if progress:
+            print("  round %d/%d: %s of weights kept, accuracy %.2f%% before retraining"
+                  % (r, cfg.rounds, pct(density, 2), 100 * solving.accuracy_of(before)))
+        sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
+        hist = retrain(tv, sp, pruned_path, os.path.join(rdir, "retrain"), cfg.iters_per_round, test_iter, done,
+                       desc="prune round %d" % r, snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose)
+        after = hist[-1]
+        if progress:
+            print("  round %d/%d: accuracy %.2f%% after %d retraining iterations"
+                  % (r, cfg.rounds, 100 * solving.accuracy_of(after), cfg.iters_per_round))
+        rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
+              "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
+              "history": hist}
+        atomic_write(rmeta, json.dumps(rm, indent=2).encode())
+        rounds.append(rm)
+        current = done
+
+    final = load_params(current)
+    final_model = os.path.join(out_dir, "pruned.caffemodel")
+    save_params(final, final_model)
+    final_tv = os.path.join(out_dir, "train_val.prototxt")
+    net = rewrite.add_blobs(base, shapes, [MASK])
+    rewrite.adjust_dropout(net, rounds[-1]["layer_density"])
+    save_net_proto(net, final_tv)
+    paper = dict(pruning.PAPER_DENSITY.get(spec.name, {}))
+    if spec.name in pruning.PAPER_TOTAL_DENSITY:
+        paper["total"] = pruning.PAPER_TOTAL_DENSITY[spec.name]
+    rows = layer_rows(final, layers, paper)
+    metrics = {
+        "net": spec.name, "dataset": info.name, "reference_caffemodel": ref_model,
+        "reference_accuracy": solving.accuracy_of(ref_metrics),
+        "accuracy": rounds[-1]["accuracy"], "density": rounds[-1]["density"],
+        "config": cfg._asdict(), "rounds": rounds, "caffemodel": final_model, "prototxt": final_tv,
+        "layers": {r[0]: {"weights": r[1], "nonzero": r[2]} for r in rows},
+    }
+    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    metrics["table"] = text_table(["layer", "weights", "nonzero", "density", "paper"], rows)
+    return metrics

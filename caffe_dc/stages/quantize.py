@@ -1,0 +1,162 @@
+"""Stage 2 on real Caffe: k-means codebooks, then group-by-index fine-tuning.
+
+Input is a pruned caffemodel (its ``L_mask`` blobs say what was pruned; a
+dense model is accepted too, with nothing masked). Each layer's nonzero
+weights are clustered (``quantization.py``); the caffemodel gains
+``L_codebook`` and ``L_codes`` blobs, the net is rewritten to hold them, and
+the centroids are trained through the hooks. The result is self-describing:
+the encoder reads the codebook and codes straight from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Mapping, NamedTuple, Optional
+
+import numpy as np
+
+from caffe_dc.pycaffe import nets
+from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms import quantization
+from caffe_dc.pycaffe import rewrite
+from caffe_dc.pycaffe import solving
+from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
+from caffe_dc.base.params import LayerParams, Params
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
+from caffe_dc.base.errors import InputError
+from caffe_dc.pycaffe.solving import check_matches
+from caffe_dc.pycaffe.retraining import retrain
+from caffe_dc.base.tables import text_table
+
+
+class QuantConfig(NamedTuple):
+    bits: Optional[Dict[str, int]] = None       # per layer; default: the paper's for this net
+    init: str = "linear"
+    iters: int = 2000
+    lr_factor: float = 0.1
+    seed: int = 0
+    snapshot_every: int = 1000
+
+
+def default_bits(net_name: str, layer: str, layer_type: str) -> int:
+    table = pruning.PAPER_BITS.get(net_name, {})
+    if layer in table:
+        return int(table[layer])
+    return 8 if layer_type == "Convolution" else 5
+
+
+def compressed_layers(params: Params, base) -> List[str]:
+    """Layers that carry a mask (pruned); all prunable layers if none does."""
+    names = rewrite.prunable_layers(base)
+    masked = [n for n in names if blob_name(n, MASK) in params]
+    return masked or names
+
+
+def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], init, seed: int):
+    """Cluster each layer; returns (params with codebook/codes blobs, {layer: info})."""
+    out = type(params)(params)
+    info = {}
+    for n in layers:
+        lp = params[n]
+        w = lp.blobs[0]
+        codebook, codes = quantization.quantize_layer(w, bits[n], init=init, seed=seed)
+        wq = codebook[codes].astype(np.float32)
+        out[n] = LayerParams(lp.type, [wq] + list(lp.blobs[1:]))
+        mask = (codes != 0)
+        # The codes subsume the mask (code 0 = pruned); dropping the mask blob saves Caffe a
+        # full-size parameter update per iteration.
+        out.pop(blob_name(n, MASK), None)
+        out[blob_name(n, CODEBOOK)] = LayerParams("Parameter", [codebook.astype(np.float32)])
+        out[blob_name(n, CODES)] = LayerParams("Parameter", [codes.astype(np.float32)])
+        kept = int(mask.sum())
+        k = 2 ** bits[n]
+        info[n] = {"weights": int(w.size), "kept": kept, "bits": int(bits[n]), "codebook_size": k,
+                   "centroids_used": int(np.unique(codes[mask]).size),
+                   "rate_formula": quantization.compression_rate(kept, 32, k) if kept else None,
+                   "codebook_init": codebook.tolist()}
+    return out, info
+
+
+def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: QuantConfig,
+                     progress: bool = True, verbose: bool = False, only: Optional[List[str]] = None) -> dict:
+    """Quantize and fine-tune; ``only`` restricts quantization to those layers (the rest stay float,
+    still masked), as in the paper's conv-vs-fc bits study."""
+    spec = nets.get(net_name)
+    os.makedirs(out_dir, exist_ok=True)
+    base = nets.for_data(spec.name, info)
+    params = load_params(pruned_model)
+    check_matches(base, params, pruned_model)
+    masked = compressed_layers(params, base)
+    if only is not None:
+        bad = [n for n in only if n not in masked]
+        if bad:
+            raise InputError("cannot quantize %s: not a compressed layer (%s)" % (", ".join(bad), ", ".join(masked)))
+    layers = [n for n in masked if only is None or n in only]
+    types = {l.name: l.type for l in base.layer}
+    bits = {n: default_bits(spec.name, n, types[n]) for n in layers}
+    for n, b in (cfg.bits or {}).items():
+        if n not in bits:
+            raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
+        if not 1 <= int(b) <= 16:
+            raise InputError("bits for %s must be in 1..16, got %r" % (n, b))
+        bits[n] = int(b)
+    init = quantization.Init.parse(cfg.init) if hasattr(quantization.Init, "parse") else quantization.Init[cfg.init.upper()]
+    test_iter = solving.test_iters_for(base, info.n_test)
+    base_path = os.path.join(out_dir, "base_train_val.prototxt")
+    save_net_proto(base, base_path)
+    solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
+
+    shapes = {n: params[n].blobs[0].shape for n in masked}
+    kinds = {n: [CODEBOOK, CODES] if n in layers else [MASK] for n in masked}
+    net = rewrite.add_blobs(base, shapes, kinds, {n: 2 ** bits[n] for n in layers})
+    kept = {n: float(np.count_nonzero(params[n].blobs[0])) / params[n].blobs[0].size for n in masked}
+    rewrite.adjust_dropout(net, kept)
+    tv = os.path.join(out_dir, "train_val.prototxt")
+    save_net_proto(net, tv)
+
+    init_path = os.path.join(out_dir, "clustered.caffemodel")
+    info_path = os.path.join(out_dir, "clusters.json")
+    if os.path.isfile(init_path) and os.path.isfile(info_path):
+        with open(info_path) as f:
+            linfo = json.load(f)
+    else:
+        qparams, linfo = quantize_params(params, layers, bits, init, cfg.seed)
+        for n in [m for m in masked if m not in layers]:  # float layers keep (or get) a mask: zeros stay zero
+            key = blob_name(n, MASK)
+            if key not in qparams:
+                qparams[key] = LayerParams("Parameter", [(params[n].blobs[0] != 0).astype(np.float32)])
+        save_params(qparams, init_path)
+        atomic_write(info_path, json.dumps(linfo).encode())
+    pruned_acc = solving.accuracy_of(solving.evaluate(base_path, pruned_model, test_iter, verbose))
+    before = solving.accuracy_of(solving.evaluate(tv, init_path, test_iter, verbose))
+    if progress:
+        print("  clustered (%s init): accuracy %.2f%% before fine-tuning (pruned model: %.2f%%)"
+              % (init.name.lower(), 100 * before, 100 * pruned_acc))
+    final = os.path.join(out_dir, "quantized.caffemodel")
+    sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
+    if os.path.isfile(final) and os.path.isfile(os.path.join(out_dir, "metrics.json")):
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            old = json.load(f)
+        hist = old["history"]
+    else:
+        hist = retrain(tv, sp, init_path, os.path.join(out_dir, "retrain"), cfg.iters, test_iter, final,
+                       desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose)
+    after = solving.accuracy_of(hist[-1])
+    qp = load_params(final)
+    rows = []
+    for n in layers:
+        cb = qp[blob_name(n, CODEBOOK)].blobs[0]
+        linfo[n]["codebook_final"] = cb.tolist()
+        linfo[n]["distinct_nonzero"] = int(np.unique(qp[n].blobs[0][qp[n].blobs[0] != 0]).size)
+        r = linfo[n]["rate_formula"]
+        rows.append([n, linfo[n]["kept"], linfo[n]["bits"], linfo[n]["codebook_size"], linfo[n]["distinct_nonzero"],
+                     "%.1fx" % r if r else None])
+    metrics = {
+        "net": spec.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
+        "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "accuracy": after,
+        "layers": linfo, "history": hist, "caffemodel": final, "prototxt": tv, "config": cfg._asdict(),
+    }
+    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    metrics["table"] = text_table(["layer", "kept", "bits", "codebook", "distinct", "r=nb/(n log2k+kb)"], rows)
+    return metrics

@@ -1,0 +1,71 @@
+"""Reference training of a net through pycaffe (the model that gets compressed)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import Optional
+
+from caffe_dc.pycaffe import nets
+from caffe_dc.pycaffe import retraining
+from caffe_dc.pycaffe import solving
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.pycaffe.caffemodel import save_net_proto
+from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
+
+
+def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional[int] = None,
+                    seed: int = 1, test_every: int = 0, progress: bool = True, verbose: bool = False,
+                    batch: Optional[int] = None, test_batch: Optional[int] = None, base_lr: Optional[float] = None,
+                    snapshot_every: Optional[int] = None) -> dict:
+    """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``."""
+    spec = nets.get(net_name)
+    os.makedirs(out_dir, exist_ok=True)
+    net_param = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb, batch=batch, test_batch=test_batch)
+    tv_path = os.path.join(out_dir, "train_val.prototxt")
+    save_net_proto(net_param, tv_path)
+    titer = solving.test_iters_for(net_param, info.n_test)
+    overrides = dict(test_iter=titer, random_seed=seed)
+    if iters is not None:
+        overrides["max_iter"] = iters
+    if base_lr is not None:
+        overrides["base_lr"] = base_lr
+    sp = nets.solver_for(spec.name, tv_path, os.path.join(out_dir, "snap"), **overrides)
+    caffe = solving.import_caffe(verbose)
+    t0 = time.time()
+    model = os.path.join(out_dir, "%s.caffemodel" % spec.name)
+    # The solver's own snapshot interval becomes the resume point: a rerun after a kill goes on
+    # from the newest snapshot rather than from iteration 0.
+    history = retraining.retrain(tv_path, sp, None, out_dir, sp.max_iter, titer, model,
+                                 desc="train %s" % spec.name, snapshot_every=snapshot_every or sp.snapshot or 1000,
+                                 test_every=test_every, progress=progress, verbose=verbose)
+    final = history[-1]
+    metrics = {
+        "net": spec.name, "dataset": info.name, "iters": sp.max_iter, "seed": seed,
+        "accuracy": solving.accuracy_of(final), "test": final, "history": history,
+        "train_seconds": time.time() - t0, "caffemodel": model,
+        "command": " ".join(["caffe-dc"] + sys.argv[1:]),
+        "environment": environment(caffe),
+    }
+    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    return metrics
+
+
+def environment(caffe=None) -> dict:
+    import numpy as np
+
+    env = {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
+           "cpus": os.cpu_count()}
+    try:
+        import sklearn
+
+        env["scikit-learn"] = sklearn.__version__
+    except ImportError:
+        pass
+    blas = os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")
+    env["blas"] = blas if os.path.exists(blas) else "unknown"
+    if caffe is not None:
+        env["caffe"] = getattr(caffe, "__version__", "1.0")
+    return env
