@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from typing import Optional
@@ -11,6 +10,7 @@ from typing import Optional
 from caffe_dc.pycaffe import nets
 from caffe_dc.pycaffe import retraining
 from caffe_dc.pycaffe import solving
+from caffe_dc.base import provenance
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import save_net_proto
 from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
@@ -23,10 +23,13 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``."""
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
-    net_param = nets.train_val_with_sources(spec.name, info.train_lmdb, info.test_lmdb, batch=batch, test_batch=test_batch)
+    # Tested on the validation split while training: the test split is kept for the final figures.
+    eval_lmdb, n_eval = info.split("val")
+    net_param = nets.train_val_with_sources(spec.name, info.train_lmdb, eval_lmdb, batch=batch, test_batch=test_batch,
+                                            n_test=n_eval)
     tv_path = os.path.join(out_dir, "train_val.prototxt")
     save_net_proto(net_param, tv_path)
-    titer = solving.test_iters_for(net_param, info.n_test)
+    titer = solving.test_iters_for(net_param, n_eval)
     overrides = dict(test_iter=titer, random_seed=seed)
     if iters is not None:
         overrides["max_iter"] = iters
@@ -54,18 +57,5 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
 
 
 def environment(caffe=None) -> dict:
-    import numpy as np
-
-    env = {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
-           "cpus": os.cpu_count()}
-    try:
-        import sklearn
-
-        env["scikit-learn"] = sklearn.__version__
-    except ImportError:
-        pass
-    blas = os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")
-    env["blas"] = blas if os.path.exists(blas) else "unknown"
-    if caffe is not None:
-        env["caffe"] = getattr(caffe, "__version__", "1.0")
-    return env
+    """``base.provenance.environment()``; kept for callers that still pass the caffe module (it is found anyway)."""
+    return provenance.environment()
