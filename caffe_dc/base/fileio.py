@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Iterable, Optional
 
 from caffe_dc.base.errors import InputError
 
@@ -40,3 +41,62 @@ def atomic_write(path: str, data: bytes) -> None:
         if isinstance(e, OSError):
             raise InputError("cannot write %s: %s" % (path, e.strerror or e))
         raise
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_writable_folder(folder: str, what: str) -> None:
+    """``folder`` exists or can be made, and a file can be created in it (tried, not guessed: root
+    and read-only mounts make permission bits lie)."""
+    probe = os.path.abspath(folder or ".")
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise InputError("cannot write %s: %s is not a folder" % (what, probe))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".caffe-dc-probe.", dir=probe)
+    except OSError as e:
+        raise InputError("cannot write %s: %s: %s" % (what, probe, e.strerror or e))
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_outputs(inputs: Iterable[Optional[str]], files: Iterable[Optional[str]] = (),
+                  folders: Iterable[Optional[str]] = ()) -> None:
+    """Refuse, before any work starts, outputs that would write over an input or over each other,
+    or that cannot be written at all. ``files`` are output files, ``folders`` output folders;
+    ``None`` entries (options not given) are skipped. Identity is by file, so a symlink or a
+    hard link to an input counts as that input."""
+    ins = [p for p in inputs if p]
+    outs = [p for p in files if p]
+    dirs = [p for p in folders if p]
+    for i, out in enumerate(outs):
+        if os.path.isdir(out):
+            raise InputError("output %s is a folder" % out)
+        for inp in ins:
+            if _same_file(out, inp):
+                raise InputError("output %s would overwrite the input %s" % (out, inp))
+        for other in outs[:i]:
+            if _same_file(out, other):
+                raise InputError("outputs %s and %s are the same file" % (other, out))
+        _check_writable_folder(os.path.dirname(os.path.abspath(out)), out)
+    for d in dirs:
+        if os.path.lexists(d) and not os.path.isdir(d):
+            raise InputError("output folder %s is not a folder" % d)
+        for inp in ins:
+            if _same_file(d, inp):
+                raise InputError("output folder %s is the input %s" % (d, inp))
+        for out in outs:
+            if _same_file(d, out):
+                raise InputError("output folder %s is the output file %s" % (d, out))
+        _check_writable_folder(d, d)

@@ -2,17 +2,18 @@
 
 ``COMMANDS`` is the whole command table: each entry names a function that
 adds its arguments to a subparser and returns the function that runs it.
-User errors (DCError) come out as one line and exit status 2, never as a
+User errors (DCError), bad option values and any OSError (a file that cannot
+be read or written) come out as one line and exit status 2, never as a
 traceback.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from caffe_dc import __version__
 from caffe_dc.base.errors import DCError
 from caffe_dc.cli import codec, scale, stages, training
+from caffe_dc.cli.args import OneLineParser
 
 COMMANDS = (
     ("data", "convert MNIST-format IDX files to Caffe LMDBs", training.cmd_data),
@@ -36,7 +37,7 @@ COMMANDS = (
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="caffe-dc",
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on real Caffe: "
                     "pruning, trained quantization, Huffman coding.")
@@ -61,9 +62,19 @@ def main(argv=None) -> int:
     try:
         rc = runners[args.command](args)
     except DCError as e:
-        print("caffe-dc %s: error: %s" % (args.command, e), file=sys.stderr)
+        print("caffe-dc %s: error: %s" % (args.command, _one_line(e)), file=sys.stderr)
+        return 2
+    except OSError as e:
+        # An OSError here is the environment, not a bug: a full disk, a folder that went away.
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        msg = "%s: %s" % (where, e.strerror) if where and e.strerror else (e.strerror or str(e) or type(e).__name__)
+        print("caffe-dc %s: error: %s" % (args.command, _one_line(msg)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("caffe-dc %s: interrupted" % args.command, file=sys.stderr)
         return 130
     return rc or 0
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())

@@ -1,9 +1,125 @@
-"""Argument helpers shared by the commands: data options, and ``layer=value`` maps."""
+"""Argument helpers shared by the commands: data options, and the one validating parser of option values.
+
+Every numeric option and every ``layer=value`` map is checked by a ``type=``
+function here, when argparse reads the command line, so a bad value is
+refused in one line before any data is read or any net is trained.
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+import argparse
+import math
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.limits import MAX_BITS
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (``--help`` still shows the usage)."""
+
+    def error(self, message):
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+
+def _number(text: str, cast: Callable[[str], object]):
+    kind = "an integer" if cast is int else "a number"
+    try:
+        v = cast(text.strip())
+    except (ValueError, AttributeError):
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, kind))
+    if isinstance(v, float) and not math.isfinite(v):
+        raise argparse.ArgumentTypeError("%r is not a finite number" % text)
+    return v
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        v = _number(text, int)
+        if v < low:
+            raise argparse.ArgumentTypeError("must be >= %d, got %d" % (low, v))
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_at_least(1)
+nonnegative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    v = _number(text, float)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be a positive number, got %r" % text)
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    v = _number(text, float)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0, got %r" % text)
+    return v
+
+
+def density(text: str) -> float:
+    v = _number(text, float)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError("a density is a kept fraction in (0, 1], got %r" % text)
+    return v
+
+
+def bits(text: str) -> int:
+    v = _number(text, int)
+    if not 1 <= v <= MAX_BITS:
+        raise argparse.ArgumentTypeError("bits must be in 1..%d (the container's limit), got %d" % (MAX_BITS, v))
+    return v
+
+
+def layer_values(value: Callable[[str], object]) -> Callable[[str], Dict[str, object]]:
+    """A ``type=`` for 'ip1=0.08,ip2=0.09' -> {'ip1': 0.08, 'ip2': 0.09}; a bare value applies to every
+    layer ('*') that has no value of its own, whichever order they come in. Each value goes through
+    ``value``; layer names are checked later, against the net (``check_layers``)."""
+    def parse(text: str) -> Dict[str, object]:
+        out: Dict[str, object] = {}
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            k, v = part.split("=", 1) if "=" in part else ("*", part)
+            k = k.strip()
+            if not k:
+                raise argparse.ArgumentTypeError("%r has no layer name before '='" % part)
+            if k in out:
+                raise argparse.ArgumentTypeError("%s is given twice" % ("the value for all layers" if k == "*" else k))
+            try:
+                out[k] = value(v)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError("%s: %s" % (k, e) if k != "*" else str(e))
+        if not out:
+            raise argparse.ArgumentTypeError("no values in %r" % text)
+        return out
+    parse.__name__ = "layer map"
+    return parse
+
+
+def layer_map(text: Optional[str], cast: Callable[[str], object], what: str) -> Optional[Dict[str, object]]:
+    """``layer_values`` for a map read after parsing: 'ip1=0.08,ip2=0.09' -> {'ip1': 0.08, 'ip2': 0.09}."""
+    if text is None:
+        return None
+
+    def value(v: str):
+        return _number(v, cast)
+    try:
+        return layer_values(value)(text)
+    except argparse.ArgumentTypeError as e:
+        raise InputError("%s: %s" % (what, e))
+
+
+def check_layers(d: Optional[Dict[str, object]], layers: Iterable[str], what: str) -> None:
+    """Every layer a map names must be one of ``layers`` (a typo must not be ignored)."""
+    layers = list(layers)
+    for k in d or {}:
+        if k != "*" and k not in layers:
+            raise InputError("%s names layer %r, which is not one of %s" % (what, k, ", ".join(layers) or "(none)"))
 
 
 def add_data_args(p) -> None:
@@ -12,7 +128,10 @@ def add_data_args(p) -> None:
     g.add_argument("--name", help="name for the data set given with --idx (default: mnist)")
     g.add_argument("--download", metavar="mnist", help="download MNIST (needs a network)")
     g.add_argument("--data-root", default="runs/data", help="where LMDBs are written (default: runs/data)")
-    g.add_argument("--limit", type=int, help="use only the first N records of each split (quick tests)")
+    g.add_argument("--limit", type=positive_int, help="use only the first N records of each split (quick tests)")
+    g.add_argument("--val", type=positive_int, metavar="N",
+                   help="hold out N training images, stratified and seeded, as the validation split on which "
+                        "every choice is made (default 5000, at most a sixth of the training split)")
 
 
 def data_info(args, quiet: bool = False):
@@ -20,27 +139,7 @@ def data_info(args, quiet: bool = False):
     from caffe_dc.pycaffe import datasets
 
     return datasets.prepare(name=args.name, idx_dir=args.idx, download=args.download,
-                            out_root=args.data_root, quiet=quiet, limit=args.limit)
-
-
-def layer_map(text: Optional[str], cast: Callable[[str], object], what: str) -> Optional[Dict[str, object]]:
-    """'ip1=0.08,ip2=0.09' -> {'ip1': 0.08, 'ip2': 0.09}; a bare number applies to every layer ('*')."""
-    if text is None:
-        return None
-    out = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" in part:
-            k, v = part.split("=", 1)
-        else:
-            k, v = "*", part
-        try:
-            out[k.strip()] = cast(v)
-        except ValueError:
-            raise InputError("%s: %r is not a number" % (what, v))
-    return out
+                            out_root=args.data_root, quiet=quiet, limit=args.limit, val=args.val)
 
 
 def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Dict[str, object]]:

@@ -4,16 +4,14 @@ from __future__ import annotations
 import json
 import os
 
-from caffe_dc.cli.args import layer_map
+from caffe_dc.cli.args import bits, check_layers, density, expand, layer_values, positive_int
 from caffe_dc.base.blobs import CODEBOOK, is_helper
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import check_outputs
 
 
 def _out_path(out, inp, suffix):
-    path = out or os.path.splitext(inp)[0] + suffix
-    if os.path.abspath(path) == os.path.abspath(inp):
-        raise InputError("output %s would overwrite the input" % path)
-    return path
+    return out or os.path.splitext(inp)[0] + suffix
 
 
 def cmd_encode(p):
@@ -21,11 +19,12 @@ def cmd_encode(p):
     p.add_argument("caffemodel", help="a quantized caffemodel (from `caffe-dc quantize`), or any trained one")
     p.add_argument("-o", "--out", help="output .dcz (default: next to the caffemodel)")
     p.add_argument("--net", help="which of the paper's nets this is (default: guessed from layer names/sizes)")
-    p.add_argument("--index-bits", help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5 "
+    p.add_argument("--index-bits", type=layer_values(bits), help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5 "
                                         "(default: the paper's tables: 5 LeNet/VGG, 4 AlexNet)")
     g = p.add_argument_group("post-hoc compression, for a caffemodel without codebooks (no retraining)")
-    g.add_argument("--density", help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
-    g.add_argument("--bits", help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
+    g.add_argument("--density", type=layer_values(density),
+                   help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
+    g.add_argument("--bits", type=layer_values(bits), help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
     g.add_argument("--init", default="linear", choices=["linear", "density", "random"])
     p.add_argument("--json", help="also write the size figures as JSON here")
 
@@ -37,6 +36,8 @@ def cmd_encode(p):
         from caffe_dc.report.storage_table import storage_text, summary_lines
         from caffe_dc.pycaffe import nets
 
+        out = _out_path(args.out, args.caffemodel, ".dcz")
+        check_outputs([args.prototxt, args.caffemodel], files=[out, args.json])
         net_param = load_net_proto(args.prototxt)
         params = load_params(args.caffemodel)
         _check_against_prototxt(net_param, params, args.caffemodel)
@@ -44,22 +45,18 @@ def cmd_encode(p):
         has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
         if not has_cb:
             layers = encoding.compressible(params)
-            dens = layer_map(args.density, float, "--density")
-            bits = layer_map(args.bits, int, "--bits")
-            if dens and "*" in dens:
-                dens = {n: dens["*"] for n in layers}
-            if bits and "*" in bits:
-                bits = {n: bits["*"] for n in layers}
+            check_layers(args.density, layers, "--density")
+            check_layers(args.bits, layers, "--bits")
+            dens, wbits = expand(args.density, layers), expand(args.bits, layers)
             print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % args.caffemodel)
-            params = encoding.post_hoc(params, net, dens, bits, quantization.Init.parse(args.init))
+            params = encoding.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
         elif args.density or args.bits:
             raise InputError("%s is already quantized; --density/--bits apply only to a model without codebooks"
                              % args.caffemodel)
-        ib = layer_map(args.index_bits, int, "--index-bits")
-        if ib and "*" in ib:
-            ib = {n: ib["*"] for n in params if n + "_" + CODEBOOK in params}
+        quantized = [n for n in params if n + "_" + CODEBOOK in params]
+        check_layers(args.index_bits, quantized, "--index-bits")
+        ib = expand(args.index_bits, quantized)
         data, stats = encoding.encode_params(params, net, ib, meta={"source": os.path.basename(args.caffemodel)})
-        out = _out_path(args.out, args.caffemodel, ".dcz")
         atomic_write(out, data)
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):
@@ -99,15 +96,16 @@ def cmd_decode(p):
     p.add_argument("--verify", nargs="?", const=True, metavar="QUANTIZED.caffemodel",
                    help="read the written caffemodel back and check it bit for bit against the blob "
                         "(and against a quantized caffemodel, if given)")
-    p.add_argument("--max-weights", type=int, default=1 << 28,
+    p.add_argument("--max-weights", type=positive_int, default=1 << 28,
                    help="refuse files that declare more values than this (default 2^28, about twice VGG-16)")
 
     def run(args):
         from caffe_dc.stages import encode as encoding
         from caffe_dc.pycaffe.caffemodel import load_params, save_params
 
-        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob), args.max_weights)
         out = _out_path(args.out, args.blob, ".caffemodel")
+        check_outputs([args.blob, args.verify if isinstance(args.verify, str) else None], files=[out])
+        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob), args.max_weights)
         save_params(params, out, name=meta.get("net") or "caffe-dc")
         n = sum(b.size for lp in params.values() for b in lp.blobs)
         print("decoded %s: %d layers, %d values -> %s" % (args.blob, len(params), n, out))
@@ -134,6 +132,7 @@ def cmd_inspect(p):
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.report.storage_table import storage_text, summary_lines
 
+        check_outputs([args.blob], files=[args.json])
         _, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
         net = (meta.get("meta") or {}).get("paper_net")
         if net is None and meta.get("net") in paper.TABLE1:
@@ -160,8 +159,9 @@ def cmd_import_net(p):
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.pycaffe.caffemodel import save_params
 
-        params = net_format.import_net(args.deploy, args.netfile)
         out = _out_path(args.out, args.netfile, ".caffemodel")
+        check_outputs([args.deploy, args.netfile], files=[out, args.dcz])
+        params = net_format.import_net(args.deploy, args.netfile)
         save_params(params, out)
         print("imported %s: %d layers -> %s" % (args.netfile, len(params), out))
         if args.dcz:
@@ -191,8 +191,7 @@ def cmd_export_net(p):
     def run(args):
         from caffe_dc.stages import net_format
 
-        if os.path.abspath(args.out) in (os.path.abspath(args.caffemodel), os.path.abspath(args.deploy)):
-            raise InputError("output %s would overwrite an input" % args.out)
+        check_outputs([args.deploy, args.caffemodel], files=[args.out])
         summary = net_format.export_net(args.deploy, args.caffemodel, args.out)
         print(json.dumps(summary, indent=2, default=str) if not isinstance(summary, str) else summary)
         return 0

@@ -6,22 +6,12 @@ import shlex
 import sys
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import check_outputs
+from caffe_dc.cli.args import nonnegative_float, positive_int as _positive_int
 
 
 def _command_line() -> str:
     return "caffe-dc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an integer" % text)
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be >= 1, got %d" % v)
-    return v
 
 
 def cmd_storage(p):
@@ -47,6 +37,8 @@ def cmd_storage(p):
         if args.weights is not None and not os.path.isfile(args.weights):
             raise InputError("no such caffemodel: %s" % args.weights)
         out = args.out or storage.default_out(net)
+        check_outputs([args.weights], files=[os.path.join(out, n) for n in ("storage.json", "storage.md", net + ".dcz")]
+                      + [args.json], folders=[out])
         result = storage.run_storage(net, weights=args.weights, seed=args.seed, shrink=args.shrink,
                                      fit_sample=args.fit_sample)
         print(storage.text_report(result))
@@ -72,7 +64,7 @@ def cmd_bench_sparse(p):
     p.add_argument("--batches", default="1,64", help="batch sizes (default 1,64)")
     p.add_argument("--out", help="output folder for bench_sparse.{json,md,png} (default: runs/bench-sparse)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per case, at least (default 0.25)")
+    p.add_argument("--min-time", type=nonnegative_float, default=0.25, help="seconds of timed runs per case, at least (default 0.25)")
     p.add_argument("--shrink", type=_positive_int, default=1, help=argparse.SUPPRESS)  # tests
 
     def run(args):
@@ -85,8 +77,9 @@ def cmd_bench_sparse(p):
             raise InputError("--batches: %r is not a list of integers" % args.batches)
         if not batches or min(batches) < 1:
             raise InputError("--batches needs integers >= 1, got %r" % args.batches)
-        if not args.min_time >= 0:
-            raise InputError("--min-time must be >= 0, got %r" % args.min_time)
+        out = args.out or os.path.join("runs", "bench-sparse")
+        check_outputs(args.blob or [], files=[os.path.join(out, "bench_sparse." + e) for e in ("json", "md", "png")],
+                      folders=[out])
         cases = []
         if args.blob:
             for path in args.blob:
@@ -96,7 +89,7 @@ def cmd_bench_sparse(p):
                 cases += sparse_bench.cases_synthetic(net, seed=args.seed, shrink=args.shrink)
         result = sparse_bench.run_bench(cases, batches, args.threads, seed=args.seed, min_seconds=args.min_time)
         print(sparse_bench.text_report(result))
-        paths = sparse_bench.write_outputs(result, args.out or os.path.join("runs", "bench-sparse"), _command_line())
+        paths = sparse_bench.write_outputs(result, out, _command_line())
         print("wrote %s" % ", ".join(paths.values()))
         return 0
     return run

@@ -4,10 +4,20 @@ from __future__ import annotations
 import json
 import os
 
-from caffe_dc.cli.args import add_data_args, data_info, expand, layer_map
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import check_outputs
+from caffe_dc.cli.args import (add_data_args, bits, check_layers, data_info, density, expand, layer_values,
+                               positive_float, positive_int)
+
+# What each stage writes into its output folder: none of them may be the stage's input.
+PRUNE_FILES = ("pruned.caffemodel", "train_val.prototxt", "base_train_val.prototxt", "metrics.json")
+QUANTIZE_FILES = ("quantized.caffemodel", "clustered.caffemodel", "clusters.json", "train_val.prototxt",
+                  "base_train_val.prototxt", "metrics.json")
 
 
+def _check_stage_outputs(args, out, names):
+    check_outputs([args.caffemodel, args.idx], files=[os.path.join(out, n) for n in names],
+                  folders=[out, args.data_root])
 
 
 def cmd_prune(p):
@@ -15,13 +25,16 @@ def cmd_prune(p):
     p.add_argument("caffemodel", help="trained reference caffemodel")
     add_data_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--density", help="final kept fraction per layer, e.g. ip1=0.08,ip2=0.09 or 0.1 for all "
-                                     "(default: the paper's per-layer densities)")
-    g.add_argument("--quality", help="threshold = quality x std per layer, e.g. ip1=1.2 or 1.0 for all")
+    g.add_argument("--density", type=layer_values(density),
+                   help="final kept fraction per layer, e.g. ip1=0.08,ip2=0.09 or 0.1 for all "
+                        "(default: the paper's per-layer densities)")
+    g.add_argument("--quality", type=layer_values(positive_float),
+                   help="threshold = quality x std per layer, e.g. ip1=1.2 or 1.0 for all")
     p.add_argument("--layers", help="comma-separated layers to prune (default: all that have a target)")
-    p.add_argument("--rounds", type=int, default=3, help="prune/retrain rounds (default 3)")
-    p.add_argument("--iters", type=int, default=4000, help="retraining iterations per round (default 4000)")
-    p.add_argument("--lr-factor", type=float, default=0.1, help="retraining base_lr = factor x original (default 0.1)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="prune/retrain rounds (default 3)")
+    p.add_argument("--iters", type=positive_int, default=4000, help="retraining iterations per round (default 4000)")
+    p.add_argument("--lr-factor", type=positive_float, default=0.1,
+                   help="retraining base_lr = factor x original (default 0.1)")
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/pruned)")
     p.add_argument("--verbose", action="store_true")
 
@@ -36,9 +49,14 @@ def cmd_prune(p):
         if not os.path.isfile(args.caffemodel):
             raise InputError("no such caffemodel: %s" % args.caffemodel)
         layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
-        all_layers = rewrite.select_layers(load_net_proto(spec.train_val), layers)
-        dens = expand(layer_map(args.density, float, "--density"), all_layers)
-        qual = expand(layer_map(args.quality, float, "--quality"), all_layers)
+        proto = load_net_proto(spec.train_val)
+        all_layers = rewrite.select_layers(proto, layers)
+        check_layers(args.density, rewrite.prunable_layers(proto), "--density")
+        check_layers(args.quality, rewrite.prunable_layers(proto), "--quality")
+        if args.out:
+            _check_stage_outputs(args, args.out, PRUNE_FILES)
+        dens = expand(args.density, all_layers)
+        qual = expand(args.quality, all_layers)
         if dens is None and qual is None:
             dens = {k: v for k, v in pruning.PAPER_DENSITY.get(spec.name, {}).items() if k in all_layers}
             if not dens:
@@ -48,6 +66,7 @@ def cmd_prune(p):
             qual = {k: v for k, v in qual.items() if k in all_layers} if qual else None
         info = data_info(args, quiet=True)
         out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "pruned")
+        _check_stage_outputs(args, out, PRUNE_FILES)
         cfg = PruneConfig(densities=dens, qualities=qual, rounds=args.rounds, iters_per_round=args.iters,
                           lr_factor=args.lr_factor)
         print("prune %s (%s) -> %s" % (spec.name, info.name, out))
@@ -63,11 +82,12 @@ def cmd_quantize(p):
     p.add_argument("net", help="lenet-300-100 | lenet-5")
     p.add_argument("caffemodel", help="pruned caffemodel (from `caffe-dc prune`), or any trained one")
     add_data_args(p)
-    p.add_argument("--bits", help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
+    p.add_argument("--bits", type=layer_values(bits),
+                   help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"],
                    help="centroid initialisation (default linear, the paper's)")
-    p.add_argument("--iters", type=int, default=2000, help="fine-tuning iterations (default 2000)")
-    p.add_argument("--lr-factor", type=float, default=0.1)
+    p.add_argument("--iters", type=positive_int, default=2000, help="fine-tuning iterations (default 2000)")
+    p.add_argument("--lr-factor", type=positive_float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
     p.add_argument("--verbose", action="store_true")
@@ -79,14 +99,17 @@ def cmd_quantize(p):
         spec = nets.get(args.net)
         if not os.path.isfile(args.caffemodel):
             raise InputError("no such caffemodel: %s" % args.caffemodel)
-        bits = layer_map(args.bits, int, "--bits")
-        if bits and "*" in bits:
-            from caffe_dc.pycaffe import rewrite
-            from caffe_dc.pycaffe.caffemodel import load_net_proto
+        from caffe_dc.pycaffe import rewrite
+        from caffe_dc.pycaffe.caffemodel import load_net_proto
 
-            bits = expand(bits, rewrite.prunable_layers(load_net_proto(spec.train_val)))
+        layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
+        check_layers(args.bits, layers, "--bits")
+        bits = expand(args.bits, layers)
+        if args.out:
+            _check_stage_outputs(args, args.out, QUANTIZE_FILES)
         info = data_info(args, quiet=True)
         out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "quantized")
+        _check_stage_outputs(args, out, QUANTIZE_FILES)
         cfg = QuantConfig(bits=bits, init=args.init, iters=args.iters, lr_factor=args.lr_factor, seed=args.seed)
         print("quantize %s (%s) -> %s" % (spec.name, info.name, out))
         m = run_quantization(spec.name, args.caffemodel, info, out, cfg, verbose=args.verbose)
@@ -103,8 +126,8 @@ def cmd_reproduce(p):
     add_data_args(p)
     p.add_argument("--quick", action="store_true", help="a few minutes' preset, for tests and a first look")
     p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
-    p.add_argument("--density", help="override final densities, e.g. ip1=0.05")
-    p.add_argument("--bits", help="override weight bits, e.g. 5 or ip1=5")
+    p.add_argument("--density", type=layer_values(density), help="override final densities, e.g. ip1=0.05")
+    p.add_argument("--bits", type=layer_values(bits), help="override weight bits, e.g. 5 or ip1=5")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
@@ -114,13 +137,13 @@ def cmd_reproduce(p):
     g = p.add_argument_group("ImageNet data (alexnet, vgg16) and preset overrides (any net)")
     g.add_argument("--imagenet-train", metavar="LMDB", help="training LMDB (convert_imageset, 256x256)")
     g.add_argument("--imagenet-val", metavar="LMDB", help="validation LMDB")
-    g.add_argument("--ref-iters", type=int, help="reference training iterations (default: the preset's)")
-    g.add_argument("--rounds", type=int, help="prune/retrain rounds (default: the preset's)")
-    g.add_argument("--prune-iters", type=int, help="retraining iterations per pruning round")
-    g.add_argument("--quant-iters", type=int, help="centroid fine-tuning iterations")
-    g.add_argument("--batch", type=int, help="training batch size override")
-    g.add_argument("--test-batch", type=int, help="test batch size override")
-    g.add_argument("--crop", type=int, help="crop size override (small smoke-test images)")
+    g.add_argument("--ref-iters", type=positive_int, help="reference training iterations (default: the preset's)")
+    g.add_argument("--rounds", type=positive_int, help="prune/retrain rounds (default: the preset's)")
+    g.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
+    g.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
+    g.add_argument("--batch", type=positive_int, help="training batch size override")
+    g.add_argument("--test-batch", type=positive_int, help="test batch size override")
+    g.add_argument("--crop", type=positive_int, help="crop size override (small smoke-test images)")
 
     def run(args):
         from caffe_dc.pycaffe import nets
@@ -130,10 +153,14 @@ def cmd_reproduce(p):
 
         spec = nets.get(args.net)
         layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
-        args.density = expand(layer_map(args.density, float, "--density"), layers)
-        args.bits = expand(layer_map(args.bits, int, "--bits"), layers)
+        check_layers(args.density, layers, "--density")
+        check_layers(args.bits, layers, "--bits")
+        args.density = expand(args.density, layers)
+        args.bits = expand(args.bits, layers)
         if args.weights and not os.path.isfile(args.weights):
             raise InputError("no such caffemodel: %s" % args.weights)
+        check_outputs([args.weights, args.idx, args.imagenet_train, args.imagenet_val],
+                      folders=[args.out, args.data_root])
         pl = Pipeline(spec.name, "quick" if args.quick else "full", args.out, args)
         state = pl.run()
         m = json.load(open(os.path.join(pl.run_dir, "metrics.json")))

@@ -1,0 +1,31 @@
+"""Limits that several layers must agree on, defined once.
+
+The container stores weight and index codes in alphabets of at most
+``2**MAX_BITS`` symbols; quantize, reproduce and encode refuse wider codes
+when their arguments are parsed, so a long run never trains towards a width
+the encoder will reject at the end.
+"""
+from __future__ import annotations
+
+import os
+
+MAX_BITS = 12
+
+# A caffemodel's declared shapes may ask for at most this many bytes in all (default 16 GiB, ~30x
+# VGG-16); CAFFE_DC_MAX_CAFFEMODEL_BYTES raises or lowers it.
+DEFAULT_MAX_CAFFEMODEL_BYTES = 16 << 30
+
+
+def max_caffemodel_bytes() -> int:
+    text = os.environ.get("CAFFE_DC_MAX_CAFFEMODEL_BYTES")
+    if not text:
+        return DEFAULT_MAX_CAFFEMODEL_BYTES
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        from caffe_dc.base.errors import InputError
+
+        raise InputError("CAFFE_DC_MAX_CAFFEMODEL_BYTES must be a positive integer, got %r" % text)
+    return v
