@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import os
+from typing import Optional
 
 import numpy as np
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.limits import max_caffemodel_bytes
 from caffe_dc.base.params import LayerParams, Params
 
 
@@ -28,19 +30,43 @@ def caffe_pb2():
 
 
 
-def _blob_to_array(blob) -> np.ndarray:
+class _Budget:
+    """What a caffemodel's declared shapes may make us allocate: never more values than the file
+    has bytes for (a float32 takes 4), and never more bytes than the configured cap, checked
+    before each allocation, so a 33-byte file cannot ask for terabytes."""
+
+    def __init__(self, file_bytes: int, cap: int, what: str):
+        self.file_bytes, self.cap, self.used, self.what = file_bytes, cap, 0, what
+
+    def take(self, shape, held: int) -> int:
+        n = 1
+        for d in shape:  # Python ints: a product of huge dims must not wrap around
+            if d < 0:
+                raise InputError("%s: a blob has a negative dimension in its shape %s" % (self.what, shape))
+            n *= d
+        if n != held:
+            if held or 4 * n > self.file_bytes:
+                raise InputError("%s: a blob holds %d values but its shape %s needs %d" % (self.what, held, shape, n))
+        if 4 * (self.used + n) > self.cap:
+            raise InputError("%s: the blobs' shapes declare more than %d bytes (CAFFE_DC_MAX_CAFFEMODEL_BYTES)"
+                             % (self.what, self.cap))
+        self.used += n
+        return n
+
+
+def _blob_to_array(blob, budget: "_Budget") -> np.ndarray:
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)
     else:  # legacy 4-d blobs
         shape = (blob.num, blob.channels, blob.height, blob.width)
+    held = len(blob.data) or len(blob.double_data)
+    n = budget.take(shape, held)
     if len(blob.data):
         arr = np.asarray(blob.data, dtype=np.float32)
     elif len(blob.double_data):
         arr = np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
     else:
-        arr = np.zeros(int(np.prod(shape)), dtype=np.float32)
-    if arr.size != int(np.prod(shape)):
-        raise InputError("blob holds %d values but its shape %s needs %d" % (arr.size, shape, int(np.prod(shape))))
+        arr = np.zeros(n, dtype=np.float32)
     return arr.reshape(shape)
 
 
@@ -90,7 +116,7 @@ class _Slow(Exception):
     """Something the fast reader does not handle (V1 layers, double data, legacy dims): use protobuf."""
 
 
-def _fast_blob(buf, lo, hi) -> np.ndarray:
+def _fast_blob(buf, lo, hi, budget: "_Budget") -> np.ndarray:
     shape, data = None, None
     for num, wt, v in _fields(buf, lo, hi):
         if num == 7 and wt == 2:          # BlobShape shape
@@ -114,15 +140,13 @@ def _fast_blob(buf, lo, hi) -> np.ndarray:
             raise _Slow()
     if shape is None:
         raise _Slow()
-    n = int(np.prod(shape, dtype=np.int64))
+    n = budget.take(shape, 0 if data is None else data.size)
     if data is None:
         data = np.zeros(n, np.float32)
-    if data.size != n:
-        raise InputError("blob holds %d values but its shape %s needs %d" % (data.size, shape, n))
     return data.astype(np.float32).reshape(shape)  # a copy: never a view into the file's bytes
 
 
-def _fast_parse(data: bytes) -> Params:
+def _fast_parse(data: bytes, budget: "_Budget") -> Params:
     buf = memoryview(data)
     out: Params = collections.OrderedDict()
     for num, wt, v in _fields(buf, 0, len(buf)):
@@ -137,18 +161,20 @@ def _fast_parse(data: bytes) -> Params:
             elif ln == 2 and lwt == 2:
                 ltype = bytes(buf[lv[0]:lv[1]]).decode("utf-8")
             elif ln == 7 and lwt == 2:
-                blobs.append(_fast_blob(buf, *lv))
+                blobs.append(_fast_blob(buf, *lv, budget))
         if blobs:
             out[name] = LayerParams(ltype, blobs)
     return out
 
 
-def parse_params(data: bytes, what: str = "caffemodel") -> Params:
-    """Parse caffemodel bytes. Float data is read straight from the packed field (fast for big nets)."""
+def parse_params(data: bytes, what: str = "caffemodel", max_bytes: Optional[int] = None) -> Params:
+    """Parse caffemodel bytes. Float data is read straight from the packed field (fast for big nets).
+    Declared shapes may allocate at most ``max_bytes`` in all (default: ``limits.max_caffemodel_bytes``)."""
+    cap = max_caffemodel_bytes() if max_bytes is None else max_bytes
     try:
-        out = _fast_parse(data)
+        out = _fast_parse(data, _Budget(len(data), cap, what))
     except _Slow:
-        out = _slow_parse(data, what)
+        out = _slow_parse(data, what, _Budget(len(data), cap, what))
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError("%s is not a valid caffemodel (%s)" % (what, e))
     if not out and data:
@@ -156,7 +182,7 @@ def parse_params(data: bytes, what: str = "caffemodel") -> Params:
     return out
 
 
-def _slow_parse(data: bytes, what: str) -> Params:
+def _slow_parse(data: bytes, what: str, budget: "_Budget") -> Params:
     pb = caffe_pb2()
     net = pb.NetParameter()
     try:
@@ -169,7 +195,7 @@ def _slow_parse(data: bytes, what: str) -> Params:
         if not len(layer.blobs):
             continue
         ltype = layer.type if isinstance(layer.type, str) else str(layer.type)
-        out[layer.name] = LayerParams(ltype, [_blob_to_array(b) for b in layer.blobs])
+        out[layer.name] = LayerParams(ltype, [_blob_to_array(b, budget) for b in layer.blobs])
     return out
 
 
