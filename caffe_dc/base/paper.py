@@ -1,8 +1,7 @@
 """The paper's published figures, as data.
 
-*Deep Compression* (Han, Mao, Dally, ICLR 2016), Tables 1-6, and Table 1 of
-*Learning both Weights and Connections* (Han, Pool, Tran, Dally, NIPS 2015)
-for pruning alone. Reports print our results next to these rows, and the
+*Deep Compression* (Han, Mao, Dally, ICLR 2016), Tables 1-5 and the CPU
+rows of Table 8 (Appendix A). Reports print our results next to these rows, and the
 pipeline's defaults (per-layer densities, weight bits, index bits) are read
 from the same rows, so there is one copy of every published number.
 
@@ -142,41 +141,25 @@ PAPER_BITS: Dict[str, Dict[str, int]] = {n: {r.layer: int(r.wbits_pq) for r in l
 PAPER_INDEX_BITS: Dict[str, int] = {LENET_300_100: 5, LENET_5: 5, ALEXNET: 4, VGG16: 5}
 
 
-class PruneOnlyRow(NamedTuple):
-    """*Learning both Weights and Connections*, Table 1 (errors as fractions)."""
-    net: str
-    top1_ref: float
-    top1: float
-    top5_ref: Optional[float]
-    top5: Optional[float]
-    params_ref: str
-    params: str
-    rate: float
+class SpeedRow(NamedTuple):
+    """Table 8, CPU rows: microseconds per sample of a pruned fc layer, dense (sgemv/sgemm) and sparse (csrmv/csrmm)."""
+    dense_b1: float
+    sparse_b1: float
+    dense_b64: float
+    sparse_b64: float
 
 
-PRUNING_ONLY: Dict[str, PruneOnlyRow] = {
-    LENET_300_100: PruneOnlyRow(LENET_300_100, 0.0164, 0.0159, None, None, "267K", "22K", 12),
-    LENET_5: PruneOnlyRow(LENET_5, 0.0080, 0.0077, None, None, "431K", "36K", 12),
-    ALEXNET: PruneOnlyRow(ALEXNET, 0.4278, 0.4277, 0.1973, 0.1967, "61M", "6.7M", 9),
-    VGG16: PruneOnlyRow(VGG16, 0.3150, 0.3134, 0.1132, 0.1088, "138M", "10.3M", 13),
+TABLE8_CPU: Dict[str, Dict[str, SpeedRow]] = {
+    ALEXNET: {"fc6": SpeedRow(7516.2, 3066.5, 318.4, 1417.6),
+              "fc7": SpeedRow(6187.1, 1282.1, 188.9, 682.1),
+              "fc8": SpeedRow(1134.9, 890.5, 45.8, 407.7)},
+    VGG16: {"fc6": SpeedRow(35022.8, 3774.3, 1056.0, 1780.3),
+            "fc7": SpeedRow(5372.8, 545.1, 188.3, 274.9),
+            "fc8": SpeedRow(774.2, 777.3, 45.7, 363.1)},
 }
+TABLE8_CPU_PLATFORM = "Core i7-5930K, MKL"
+TABLE8_BATCHES = (1, 64)
 
-
-class BitsRow(NamedTuple):
-    """Table 6: AlexNet accuracy against conv / fc weight bits (errors as fractions)."""
-    conv_bits: int
-    fc_bits: int
-    top1: float
-    top5: float
-
-
-TABLE6 = [
-    BitsRow(32, 32, 0.4278, 0.1973),
-    BitsRow(8, 5, 0.4278, 0.1970),
-    BitsRow(8, 4, 0.4279, 0.1973),
-    BitsRow(4, 2, 0.4477, 0.2233),
-]
 
 # Pruning method facts used as defaults.
 RETRAIN_LR_FACTOR = {LENET_300_100: 0.1, LENET_5: 0.1, ALEXNET: 0.01}
-VGG16_PRUNE_ROUNDS = 5

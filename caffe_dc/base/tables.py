@@ -1,12 +1,14 @@
-"""Plain-text and Markdown tables, the way every stage prints its results."""
+"""Plain-text and Markdown tables, and their cells: the one way every stage and report prints a table."""
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Callable, Iterable, List, Sequence
+
+MISSING = "–"   # a value we do not have (the paper does not print it, a shrunk net has no paper row, ...)
 
 
 def _cell(v) -> str:
     if v is None:
-        return "–"
+        return MISSING
     if isinstance(v, float):
         return "%.4g" % v
     return str(v)
@@ -29,4 +31,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def pct(x, digits=1) -> str:
-    return "–" if x is None else "%.*f%%" % (digits, 100.0 * x)
+    return MISSING if x is None else "%.*f%%" % (digits, 100.0 * x)
+
+
+def num(x, digits=1) -> str:
+    return MISSING if x is None else "%.*f" % (digits, x)
+
+
+def pair(ours, theirs, fmt: Callable[[float], str], always: bool = False) -> str:
+    """An "ours / paper" cell; just ours when the paper has no value, unless ``always``."""
+    o = MISSING if ours is None else fmt(ours)
+    if theirs is None and not always:
+        return o
+    return "%s / %s" % (o, MISSING if theirs is None else fmt(theirs))

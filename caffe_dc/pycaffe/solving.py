@@ -178,7 +178,10 @@ def param_shapes(net_param, phase: str = "TEST") -> Dict[str, list]:
     """Blob shapes of every parameterised layer, as Caffe infers them for ``net_param``."""
     from google.protobuf import text_format
 
+    from caffe_dc.pycaffe.validate import check_net
+
     caffe = import_caffe()
+    check_net(net_param, "net %s" % (net_param.name or "(unnamed)"), build_phase={"TRAIN": 0, "TEST": 1}[phase])
     fd, tmp = tempfile.mkstemp(suffix=".prototxt")
     try:
         with os.fdopen(fd, "w") as f:

@@ -10,19 +10,14 @@ from __future__ import annotations
 from typing import List, Optional
 
 from caffe_dc.base import paper
-from caffe_dc.base.tables import markdown_table, pct, text_table
+from caffe_dc.base.tables import markdown_table, pair, pct, text_table
 
 HEADERS = ["layer", "#weights", "W% ours / paper", "wb P+Q", "wb +H ours / paper", "ib P+Q",
            "ib +H ours / paper", "rate P+Q ours / paper", "rate P+Q+H ours / paper"]
 
 
-def _pair(ours, theirs, fmt) -> str:
-    o = "–" if ours is None else fmt(ours)
-    return o if theirs is None else "%s / %s" % (o, fmt(theirs))
-
-
 def _rate_pair(ours, theirs) -> str:
-    s = _pair(ours, theirs, lambda x: pct(x, 2))
+    s = pair(ours, theirs, lambda x: pct(x, 2))
     if ours is not None and theirs is not None:
         s += " ↓" if ours < theirs * 0.97 else (" ↑" if ours > theirs * 1.03 else " =")
     return s
@@ -35,19 +30,19 @@ def storage_rows(stats, net: Optional[str]) -> List[list]:
     for b in stats.quantized:
         p = rows_by_layer.get(b.name)
         out.append([b.name, b.weights,
-                    _pair(b.density, p.density if p else None, lambda x: pct(x, 1)),
-                    b.weight_bits, _pair(b.weight_bits_h, p.wbits_h if p else None, f1),
-                    b.index_bits, _pair(b.index_bits_h, p.ibits_h if p else None, f1),
+                    pair(b.density, p.density if p else None, lambda x: pct(x, 1)),
+                    b.weight_bits, pair(b.weight_bits_h, p.wbits_h if p else None, f1),
+                    b.index_bits, pair(b.index_bits_h, p.ibits_h if p else None, f1),
                     _rate_pair(b.rate_pq, p.rate_pq if p else None),
                     _rate_pair(b.rate_pqh, p.rate_pqh if p else None)])
     t = stats.totals()
     p = paper.total_row(net) if net in paper.LAYER_TABLES else None
     out.append(["total", t["weights"],
-                _pair(t["density"], p.density if p else None, lambda x: pct(x, 1)),
+                pair(t["density"], p.density if p else None, lambda x: pct(x, 1)),
                 "%.1f" % t["weight_bits_pq"] if t["weight_bits_pq"] else "–",
-                _pair(t["weight_bits_h"], p.wbits_h if p else None, f1),
+                pair(t["weight_bits_h"], p.wbits_h if p else None, f1),
                 "%.1f" % t["index_bits_pq"] if t["index_bits_pq"] else "–",
-                _pair(t["index_bits_h"], p.ibits_h if p else None, f1),
+                pair(t["index_bits_h"], p.ibits_h if p else None, f1),
                 _rate_pair(t["rate_pq"], p.rate_pq if p else None),
                 _rate_pair(t["rate_pqh"], p.rate_pqh if p else None)])
     return out
