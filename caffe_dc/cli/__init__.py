@@ -12,7 +12,7 @@ import sys
 
 from caffe_dc import __version__
 from caffe_dc.base.errors import DCError
-from caffe_dc.cli import codec, scale, stages, training
+from caffe_dc.cli import codec, scale, sensitivity, stages, training
 from caffe_dc.cli.args import OneLineParser
 
 COMMANDS = (
@@ -31,6 +31,10 @@ COMMANDS = (
      stages.cmd_reproduce),
     ("storage", "AlexNet/VGG-16 storage at the paper's per-layer settings (synthetic weights unless --weights): "
                 "prune, quantize, encode, decode, compare with Tables 4/5", scale.cmd_storage),
+    ("sensitivity", "prune each layer alone to a grid of densities and plot validation accuracy (no retraining)",
+     sensitivity.cmd_sensitivity),
+    ("choose", "turn a sensitivity file and a budget (--max-drop or --target-rate) into a schedule file",
+     sensitivity.cmd_choose),
     ("bench-sparse", "time pruned fc layers dense (BLAS) vs sparse (CSR) at batch 1 and 64, "
                      "beside the paper's Table 8 CPU rows", scale.cmd_bench_sparse),
 )

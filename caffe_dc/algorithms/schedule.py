@@ -1,0 +1,243 @@
+"""Compression schedules as data: a small JSON file says how a net is pruned and quantized.
+
+The format is documented in ``docs/schedule.md``. In short::
+
+    {"format": "caffe-dc-schedule", "version": 1,
+     "rounds": 3, "iters_per_round": 3000, "finetune_iters": 3000, "lr_factor": 0.1,
+     "densities": {"conv1": 0.495, "conv2": [0.5, 0.2, 0.09], "[fc]": 0.06},
+     "bits": {"[conv]": 8, "[fc]": 5}}
+
+A density is either the layer's final kept share (the rounds then go
+geometrically from 1.0 to it, ``pruning.iterative_schedule``, as the presets
+always did) or one target per round. Keys are a layer name, ``[conv]`` /
+``[fc]`` for every layer of that kind, or ``*`` for every layer; a layer name
+wins over its kind, a kind over ``*``. A layer that no key matches is left
+dense (``densities``) or at the pipeline's default bits (``bits``).
+
+``load_schedule(path, layers)`` checks everything against the net's
+prunable layers and raises one-line ``InputError``s; ``save_schedule``
+writes what ``load_schedule`` reads.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from caffe_dc.algorithms.pruning import iterative_schedule
+from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.limits import MAX_BITS
+
+FORMAT = "caffe-dc-schedule"
+VERSION = 1
+KINDS = ("conv", "fc")
+ALL = "*"
+REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
+OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "source")
+
+
+def layer_kind(caffe_type: str) -> str:
+    """'conv' for Convolution / Deconvolution layers, 'fc' for InnerProduct (what the paper tells apart)."""
+    return "fc" if caffe_type == "InnerProduct" else "conv"
+
+
+def kind_key(kind: str) -> str:
+    return "[%s]" % kind
+
+
+class Schedule:
+    """A validated schedule, spelled out for one net's layers.
+
+    ``densities``: {layer: [density after round 1, ..., after round ``rounds``]} for every
+    layer that is pruned; ``bits``: {layer: bits} for the layers the file gives bits for.
+    """
+
+    def __init__(self, rounds: int, iters_per_round: int, finetune_iters: int, lr_factor: float,
+                 densities: Dict[str, List[float]], bits: Optional[Dict[str, int]] = None,
+                 snapshot_every: Optional[int] = None, reference_iters: Optional[int] = None,
+                 net: Optional[str] = None, description: str = "", source: Optional[dict] = None,
+                 spec: Optional[dict] = None):
+        self.rounds = rounds
+        self.iters_per_round = iters_per_round
+        self.finetune_iters = finetune_iters
+        self.lr_factor = lr_factor
+        self.densities = densities
+        self.bits = bits
+        self.snapshot_every = snapshot_every
+        self.reference_iters = reference_iters
+        self.net = net
+        self.description = description
+        self.source = source
+        self.spec = spec   # the file's own densities / bits, keys as written (what save writes back)
+
+    def round_densities(self, layer: str) -> List[float]:
+        """Kept share of ``layer`` after each round; [1.0] * rounds for a layer left dense."""
+        return list(self.densities.get(layer, [1.0] * self.rounds))
+
+    def final_densities(self) -> Dict[str, float]:
+        return {n: d[-1] for n, d in self.densities.items()}
+
+    def to_dict(self) -> dict:
+        out = {"format": FORMAT, "version": VERSION}
+        if self.net:
+            out["net"] = self.net
+        if self.description:
+            out["description"] = self.description
+        out.update(rounds=self.rounds, iters_per_round=self.iters_per_round, finetune_iters=self.finetune_iters,
+                   lr_factor=self.lr_factor)
+        if self.snapshot_every is not None:
+            out["snapshot_every"] = self.snapshot_every
+        if self.reference_iters is not None:
+            out["reference_iters"] = self.reference_iters
+        spec = self.spec or {}
+        out["densities"] = spec.get("densities", self.densities)
+        bits = spec.get("bits", self.bits)
+        if bits:
+            out["bits"] = bits
+        if self.source:
+            out["source"] = self.source
+        return out
+
+    def __repr__(self):
+        return "Schedule(%d rounds, %s)" % (self.rounds, self.final_densities())
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+def _int(v, what: str, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+        raise InputError("%s must be an integer >= %d, got %r" % (what, lo, v))
+    return int(v)
+
+
+def _density(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0.0 < v <= 1.0:
+        raise InputError("%s must be a density in (0, 1] (the kept share of weights), got %r" % (what, v))
+    return float(v)
+
+
+def _resolve(table: Mapping[str, object], layers: Mapping[str, Optional[str]], what: str) -> Dict[str, object]:
+    """Spell a {name | [kind] | *: value} table out per layer (name > kind > *)."""
+    if not isinstance(table, Mapping):
+        raise InputError("%s must be an object of layer: value, got %s" % (what, type(table).__name__))
+    for key in table:
+        if key == ALL or key in layers:
+            continue
+        if key in (kind_key(k) for k in KINDS):
+            if any(v is None for v in layers.values()):
+                raise InputError("%s: %s needs the layers' types, which were not given" % (what, key))
+            continue
+        raise InputError("%s: no prunable layer %r in the net (layers: %s; or %s, %s, %s)"
+                         % (what, key, ", ".join(layers) or "none", kind_key("conv"), kind_key("fc"), ALL))
+    out = {}
+    for name, kind in layers.items():
+        for key in (name, kind_key(kind) if kind else None, ALL):
+            if key is not None and key in table:
+                out[name] = table[key]
+                break
+    return out
+
+
+def _round_list(v, rounds: int, what: str) -> List[float]:
+    if isinstance(v, (list, tuple)):
+        if len(v) != rounds:
+            raise InputError("%s: %d densities for %d rounds" % (what, len(v), rounds))
+        ds = [_density(x, "%s round %d" % (what, i + 1)) for i, x in enumerate(v)]
+        for i in range(1, rounds):
+            if ds[i] > ds[i - 1]:
+                raise InputError("%s: round %d keeps %g, more than round %d's %g (pruned weights never come back)"
+                                 % (what, i + 1, ds[i], i, ds[i - 1]))
+        return ds
+    return iterative_schedule(_density(v, what), rounds)
+
+
+def _layer_map(layers) -> Dict[str, Optional[str]]:
+    """{name: kind or None} from a list of names, or from {name: kind or Caffe type}."""
+    if isinstance(layers, Mapping):
+        return {n: (t if t in KINDS else layer_kind(t)) if t else None for n, t in layers.items()}
+    return {n: None for n in layers}
+
+
+def from_dict(doc, layers: Union[Sequence[str], Mapping[str, str]], where: str = "schedule") -> Schedule:
+    """Validate a parsed schedule against the net's prunable ``layers`` (names, or {name: type or kind})."""
+    lmap = _layer_map(layers)
+    try:
+        return _from_dict(doc, lmap)
+    except InputError as e:
+        raise InputError("%s: %s" % (where, e))
+
+
+def _from_dict(doc, lmap) -> Schedule:
+    if not isinstance(doc, Mapping):
+        raise InputError("a schedule is a JSON object, got %s" % type(doc).__name__)
+    unknown = sorted(set(doc) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise InputError("unknown key %s (known: %s)" % (", ".join(map(repr, unknown)), ", ".join(REQUIRED + OPTIONAL)))
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise InputError("missing %s" % ", ".join(missing))
+    if doc.get("format", FORMAT) != FORMAT:
+        raise InputError("format is %r, not %r" % (doc["format"], FORMAT))
+    if doc.get("version", VERSION) != VERSION:
+        raise InputError("version %r; this caffe-dc reads version %d" % (doc["version"], VERSION))
+    rounds = _int(doc["rounds"], "rounds", 1)
+    iters = _int(doc["iters_per_round"], "iters_per_round", 1)
+    ft = _int(doc["finetune_iters"], "finetune_iters", 0)
+    lr = doc["lr_factor"]
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise InputError("lr_factor must be a number > 0, got %r" % (lr,))
+    snap = doc.get("snapshot_every")
+    snap = None if snap is None else _int(snap, "snapshot_every", 1)
+    ref = doc.get("reference_iters")
+    ref = None if ref is None else _int(ref, "reference_iters", 0)
+    dens = {n: _round_list(v, rounds, "densities[%r]" % n)
+            for n, v in _resolve(doc["densities"], lmap, "densities").items()}
+    bits = None
+    if doc.get("bits") is not None:
+        bits = {}
+        for n, v in _resolve(doc["bits"], lmap, "bits").items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= MAX_BITS:
+                raise InputError("bits[%r] must be an integer in 1..%d, got %r" % (n, MAX_BITS, v))
+            bits[n] = int(v)
+    for k in ("net", "description"):
+        if doc.get(k) is not None and not isinstance(doc[k], str):
+            raise InputError("%s must be a string, got %r" % (k, doc[k]))
+    spec = {"densities": dict(doc["densities"])}
+    if doc.get("bits") is not None:
+        spec["bits"] = dict(doc["bits"])
+    return Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
+                    doc.get("source"), spec)
+
+
+def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) -> Schedule:
+    """Read and validate a schedule file for a net whose prunable layers are ``layers``.
+
+    ``layers``: names in net order, or {name: Caffe type or 'conv'/'fc'} (needed for ``[conv]`` / ``[fc]`` keys).
+    """
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
+    except ValueError as e:
+        raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
+    return from_dict(doc, layers, where=path)
+
+
+def builtin(net: str, preset: str = "full") -> str:
+    """Path of a preset's schedule shipped in ``caffe_dc/zoo/schedules/`` (``<net>-<preset>.json``)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo", "schedules",
+                        "%s-%s.json" % (net, preset))
+    if not os.path.isfile(path):
+        raise InputError("no %s schedule for %s shipped with caffe-dc (%s)" % (preset, net, path))
+    return path
+
+
+def save_schedule(schedule: Union[Schedule, dict], path: str) -> str:
+    doc = schedule.to_dict() if isinstance(schedule, Schedule) else schedule
+    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
+    return path

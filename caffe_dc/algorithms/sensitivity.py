@@ -1,0 +1,212 @@
+"""From per-layer sensitivity curves to densities and a pruning schedule, pure numpy.
+
+A sensitivity curve is what *Learning both Weights and Connections* (Han et
+al., NIPS 2015, Fig. 5) plots: one layer pruned alone, by magnitude, to a
+grid of densities, no retraining, accuracy measured on validation data.
+``stages.sensitivity`` measures them; this module decides with them.
+
+* ``drop_curve`` turns a curve into a conservative accuracy drop against
+  density: the worst drop seen at that density or any denser one (noise on a
+  small subset can make a sparser point look better; it never is), read
+  between grid points linearly in log-density.
+* ``choose_max_drop``: each layer's final density is the sparsest whose
+  drop stays within a budget.
+* ``choose_target_rate``: one drop budget shared by all layers, the smallest
+  that reaches an estimated compression rate (pruning + quantization, the
+  paper's P+Q column; Huffman coding then adds to it).
+* ``plan_rounds``: the iterative schedule. Each layer walks from 1.0 to its
+  final density in equal steps of ``drop + slope * ln(1/density)``, so its
+  steps are fine where its curve is steep and geometric where it is flat;
+  the fewest rounds are taken whose every round adds at most ``round_drop``
+  of (summed) drop before retraining.
+
+Accuracies and drops are fractions (0.005 = 0.5 percentage points).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from caffe_dc.algorithms.pruning import validate_density
+from caffe_dc.base.errors import InputError
+
+DEFAULT_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.05, 0.04,
+                0.03, 0.02, 0.01)
+CONV_BITS, FC_BITS = 8, 5      # the paper's section 3 defaults
+INDEX_BITS = 5
+FLOAT_BITS = 32
+
+
+def density_grid(text: Optional[str] = None) -> List[float]:
+    """'1,0.5,0.1' -> [1.0, 0.5, 0.1]: distinct densities in (0, 1], densest first; 1.0 is always in."""
+    if text is None:
+        vals = list(DEFAULT_GRID)
+    else:
+        vals = []
+        for part in str(text).split(","):
+            if part.strip():
+                try:
+                    vals.append(float(part))
+                except ValueError:
+                    raise InputError("density grid: %r is not a number" % part.strip())
+    vals = sorted({validate_density(v) for v in vals} | {1.0}, reverse=True)
+    if len(vals) < 2:
+        raise InputError("density grid needs at least one density below 1.0")
+    return vals
+
+
+class Curve(NamedTuple):
+    name: str
+    kind: str                 # "conv" or "fc"
+    weights: int
+    densities: np.ndarray     # ascending, ends at 1.0
+    accuracy: np.ndarray
+
+
+def curves_from_json(doc: Mapping) -> Tuple[float, List[Curve]]:
+    """(baseline accuracy, curves in net order) from a sensitivity.json document."""
+    try:
+        base = float(doc["baseline"]["accuracy"])
+        out = []
+        for l in doc["layers"]:
+            d = np.asarray(l["densities"], dtype=np.float64)
+            a = np.asarray(l["accuracy"], dtype=np.float64)
+            if d.shape != a.shape or d.ndim != 1 or d.size < 2:
+                raise ValueError("layer %r: densities and accuracies differ in length or are too few" % l.get("name"))
+            if not (np.isfinite(d).all() and np.isfinite(a).all() and (d > 0).all() and (d <= 1).all()):
+                raise ValueError("layer %r: densities must be in (0, 1], accuracies finite" % l.get("name"))
+            if l["kind"] not in ("conv", "fc"):
+                raise ValueError("layer %r: kind %r is neither conv nor fc" % (l.get("name"), l["kind"]))
+            order = np.argsort(d)
+            out.append(Curve(str(l["name"]), l["kind"], int(l["weights"]), d[order], a[order]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError("not a sensitivity file (%s: %s)" % (type(e).__name__, e))
+    if not out:
+        raise InputError("the sensitivity file has no layers")
+    return base, out
+
+
+def drop_curve(c: Curve, baseline: float) -> np.ndarray:
+    """Monotone drop at each of ``c.densities``: the largest drop at that density or any denser one, >= 0."""
+    drop = np.maximum(baseline - c.accuracy, 0.0)
+    return np.maximum.accumulate(drop[::-1])[::-1]
+
+
+def drop_at(c: Curve, baseline: float, density) -> np.ndarray:
+    """Drop at any density, linear in log-density between grid points; below the grid, the sparsest point's."""
+    x = np.log(c.densities)
+    return np.interp(np.log(np.clip(density, c.densities[0], 1.0)), x, drop_curve(c, baseline))
+
+
+def density_for_drop(c: Curve, baseline: float, budget: float) -> float:
+    """The sparsest density whose drop stays <= ``budget`` (never below the grid's sparsest point)."""
+    drop = drop_curve(c, baseline)
+    x = np.log(c.densities)
+    ok = np.flatnonzero(drop <= budget + 1e-12)
+    i = int(ok[0])   # drop is non-increasing with density and 0 at 1.0, so ok is a suffix
+    if i == 0:
+        return float(c.densities[0])
+    # between grid points i-1 (drop > budget) and i (drop <= budget): where the line crosses the budget
+    d0, d1 = drop[i - 1], drop[i]
+    t = (d0 - budget) / (d0 - d1) if d0 > d1 else 1.0
+    return float(np.exp(x[i - 1] + t * (x[i] - x[i - 1])))
+
+
+def choose_max_drop(baseline: float, curves: Sequence[Curve], max_drop: float) -> Dict[str, float]:
+    if not (max_drop >= 0 and math.isfinite(max_drop)):
+        raise InputError("the largest allowed drop must be >= 0, got %r" % (max_drop,))
+    return {c.name: density_for_drop(c, baseline, max_drop) for c in curves}
+
+
+def default_bits(curves: Sequence[Curve]) -> Dict[str, int]:
+    return {c.name: CONV_BITS if c.kind == "conv" else FC_BITS for c in curves}
+
+
+def estimated_rate(curves: Sequence[Curve], densities: Mapping[str, float], bits: Mapping[str, int],
+                   index_bits: int = INDEX_BITS) -> float:
+    """Estimated P+Q rate of the prunable weights: 32-bit dense against codes + relative indices + codebooks.
+
+    A gap longer than 2**index_bits needs filler entries; with kept weights spread at random
+    (gaps geometric with p = density) that adds q**s / (1 - q**s) entries per kept weight,
+    q = 1 - density, s = 2**index_bits.
+    """
+    dense = compressed = 0.0
+    s = 2 ** index_bits
+    for c in curves:
+        d = densities[c.name]
+        b = bits[c.name]
+        qs = (1.0 - d) ** s
+        entries = c.weights * d * (1.0 + qs / (1.0 - qs))
+        dense += FLOAT_BITS * c.weights
+        compressed += entries * (b + index_bits) + FLOAT_BITS * 2 ** b
+    return dense / compressed
+
+
+def choose_target_rate(baseline: float, curves: Sequence[Curve], rate: float, bits: Mapping[str, int],
+                       index_bits: int = INDEX_BITS) -> Dict[str, float]:
+    """The smallest shared drop budget whose densities reach an estimated P+Q ``rate``."""
+    if not (rate > 1 and math.isfinite(rate)):
+        raise InputError("the target compression rate must be > 1, got %r" % (rate,))
+    sparsest = {c.name: float(c.densities[0]) for c in curves}
+    best = estimated_rate(curves, sparsest, bits, index_bits)
+    if best < rate:
+        raise InputError("a %gx rate is out of reach: every layer at its grid's sparsest density gives %.1fx "
+                         "(measure a sparser grid, or use fewer bits)" % (rate, best))
+    lo, hi = 0.0, max(float(drop_curve(c, baseline)[0]) for c in curves)
+    for _ in range(60):   # bisection to well below one image in a million
+        mid = 0.5 * (lo + hi)
+        if estimated_rate(curves, choose_max_drop(baseline, curves, mid), bits, index_bits) >= rate:
+            hi = mid
+        else:
+            lo = mid
+    return choose_max_drop(baseline, curves, hi)
+
+
+class Plan(NamedTuple):
+    rounds: int
+    densities: Dict[str, List[float]]   # per layer, after each round
+    round_drop: List[float]             # per round: summed estimated drop before retraining
+    final_drop: Dict[str, float]        # per layer: estimated drop at its final density
+
+
+def _path(c: Curve, baseline: float, final: float, rounds: int, slope: float) -> List[float]:
+    """``rounds`` densities from 1.0 to ``final`` in equal steps of drop + slope * ln(1/d)."""
+    if final >= 1.0:
+        return [1.0] * rounds
+    xs = np.linspace(math.log(final), 0.0, 512)            # log-density, sparse -> dense
+    cost = drop_at(c, baseline, np.exp(xs)) - slope * xs   # strictly decreasing in xs
+    targets = cost[-1] + (cost[0] - cost[-1]) * np.arange(1, rounds + 1) / rounds
+    # np.interp needs increasing x: read the decreasing cost backwards
+    d = np.exp(np.interp(targets, cost[::-1], xs[::-1]))
+    d[-1] = final
+    d = np.minimum.accumulate(np.minimum(d, 1.0))
+    return [float(v) for v in d]
+
+
+def plan_rounds(baseline: float, curves: Sequence[Curve], final: Mapping[str, float], round_drop: float = 0.01,
+                min_rounds: int = 2, max_rounds: int = 10, slope: Optional[float] = None) -> Plan:
+    """The fewest rounds (>= ``min_rounds``) whose each round adds at most ``round_drop`` of summed drop.
+
+    ``slope`` weighs ln(1/density) against drop when spacing the steps; by default one
+    round's budget per e-fold of pruning, so a flat curve is still pruned geometrically.
+    If even ``max_rounds`` rounds exceed the budget, ``max_rounds`` it is (the plan says so).
+    """
+    if not round_drop > 0:
+        raise InputError("the per-round drop must be > 0, got %r" % (round_drop,))
+    if not 1 <= min_rounds <= max_rounds:
+        raise InputError("need 1 <= min rounds <= max rounds, got %r, %r" % (min_rounds, max_rounds))
+    slope = round_drop if slope is None else slope
+    plan = None
+    for r in range(min_rounds, max_rounds + 1):
+        dens = {c.name: _path(c, baseline, final[c.name], r, slope) for c in curves}
+        per_round = []
+        for i in range(r):
+            prev = {c.name: (dens[c.name][i - 1] if i else 1.0) for c in curves}
+            per_round.append(float(sum(drop_at(c, baseline, dens[c.name][i]) - drop_at(c, baseline, prev[c.name])
+                                       for c in curves)))
+        plan = Plan(r, dens, per_round, {c.name: float(drop_at(c, baseline, final[c.name])) for c in curves})
+        if max(per_round) <= round_drop + 1e-12:
+            break
+    return plan

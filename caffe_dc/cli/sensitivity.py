@@ -1,0 +1,128 @@
+"""CLI: ``sensitivity`` (measure each layer's accuracy against density) and ``choose`` (densities + schedule)."""
+from __future__ import annotations
+
+import json
+import os
+
+from caffe_dc.base.errors import InputError
+from caffe_dc.cli.args import bits, check_layers, expand, int_at_least, layer_values, nonnegative_float, \
+    nonnegative_int, positive_float, positive_int
+
+
+def cmd_sensitivity(p):
+    p.add_argument("net", metavar="NET_OR_PROTOTXT",
+                   help="lenet-300-100 | lenet-5 | alexnet | vgg16, or your own train_val prototxt "
+                        "(with a TEST Data layer and an Accuracy layer)")
+    p.add_argument("caffemodel", help="the trained (dense) caffemodel")
+    p.add_argument("--lmdb", required=True, help="validation LMDB (never the test split: choices are made on it)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/sensitivity.json and .png")
+    p.add_argument("--images", type=positive_int, default=2000, help="validation images used, the LMDB's first N (default 2000)")
+    p.add_argument("--grid", help="densities to try, e.g. 0.5,0.2,0.1 (default: 1.0 down to 0.01 in 19 steps)")
+    p.add_argument("--layers", help="comma-separated layers (default: every Convolution / InnerProduct layer)")
+    p.add_argument("--batch", type=positive_int, help="largest batch (default: the TEST Data layer's; one dividing the images)")
+    p.add_argument("--split", default="validation", help="what the LMDB is, recorded in the JSON and the plot "
+                                                         "(default: validation)")
+    p.add_argument("--verbose", action="store_true")
+
+    def run(args):
+        from caffe_dc.algorithms.sensitivity import density_grid
+        from caffe_dc.report import sensitivity as report
+        from caffe_dc.stages.sensitivity import run_sensitivity
+
+        from caffe_dc.base.fileio import check_outputs
+
+        check_outputs([args.caffemodel, args.lmdb, args.net if os.path.isfile(args.net) else None],
+                      [os.path.join(args.out, f) for f in ("sensitivity.json", "sensitivity.png",
+                                                           "sensitivity_net.prototxt")], [args.out])
+        layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+        grid = density_grid(args.grid) if args.grid else None
+        print("sensitivity of %s on %s -> %s" % (args.net, args.lmdb, args.out))
+        doc = run_sensitivity(args.net, args.caffemodel, args.lmdb, args.out, images=args.images, grid=grid,
+                              layers=layers, batch=args.batch, split=args.split, verbose=args.verbose)
+        j, png = report.write(doc, args.out)
+        print("wrote %s and %s (%.0f s)" % (j, png, doc["seconds"]))
+        return 0
+    return run
+
+
+def cmd_choose(p):
+    p.add_argument("sensitivity", help="sensitivity.json from `caffe-dc sensitivity`")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
+                   help="largest accuracy drop allowed per layer, pruned alone, in percentage points")
+    g.add_argument("--target-rate", type=positive_float, metavar="X",
+                   help="estimated compression (pruning + quantization, before Huffman) to reach, e.g. 40")
+    p.add_argument("-o", "--out", help="schedule file (default: schedule.json beside the sensitivity file)")
+    p.add_argument("--round-drop", type=positive_float, default=1.0, metavar="PP",
+                   help="largest summed drop one round may add before retraining (default 1.0 pp)")
+    p.add_argument("--min-rounds", type=positive_int, default=2, help="default 2")
+    p.add_argument("--max-rounds", type=positive_int, default=10, help="default 10")
+    p.add_argument("--iters", type=positive_int, default=3000, help="retraining iterations per round (default 3000)")
+    p.add_argument("--finetune-iters", type=nonnegative_int, default=3000, help="centroid fine-tuning iterations (default 3000)")
+    p.add_argument("--lr-factor", type=positive_float, default=0.1, help="retraining lr = factor x the solver's (default 0.1)")
+    p.add_argument("--bits", type=layer_values(bits),
+                   help="weight bits, e.g. 5 or conv1=8,ip1=4 (default: conv 8, fc 5, the paper's)")
+    p.add_argument("--index-bits", type=int_at_least(1), default=5,
+                   help="relative-index bits in the rate estimate (default 5)")
+
+    def run(args):
+        from caffe_dc.algorithms import sensitivity as sens
+        from caffe_dc.algorithms.schedule import Schedule, from_dict, save_schedule
+        from caffe_dc.base.tables import pct, text_table
+        from caffe_dc.report.sensitivity import plot
+
+        from caffe_dc.base.fileio import check_outputs
+
+        try:
+            with open(args.sensitivity) as f:
+                doc = json.load(f)
+        except OSError as e:
+            raise InputError("cannot read %s: %s" % (args.sensitivity, e.strerror or e))
+        except ValueError as e:
+            raise InputError("%s is not JSON (%s)" % (args.sensitivity, e))
+        try:
+            base, curves = sens.curves_from_json(doc)
+        except InputError as e:
+            raise InputError("%s: %s" % (args.sensitivity, e))
+        out = args.out or os.path.join(os.path.dirname(args.sensitivity), "schedule.json")
+        png = os.path.splitext(out)[0] + ".png"
+        check_outputs([args.sensitivity], [out, png])
+        names = [c.name for c in curves]
+        check_layers(args.bits, names, "--bits")
+        layer_bits = sens.default_bits(curves)
+        layer_bits.update(expand(args.bits, names) or {})
+        if args.max_drop is not None:
+            final = sens.choose_max_drop(base, curves, args.max_drop / 100.0)
+            budget = {"max_drop_pp": args.max_drop}
+        else:
+            final = sens.choose_target_rate(base, curves, args.target_rate, layer_bits, args.index_bits)
+            budget = {"target_rate": args.target_rate}
+        plan = sens.plan_rounds(base, curves, final, args.round_drop / 100.0, args.min_rounds, args.max_rounds)
+        rate = sens.estimated_rate(curves, final, layer_bits, args.index_bits)
+        dens = {}
+        for n, ds in plan.densities.items():
+            if final[n] < 1.0:
+                r = [max(round(d, 4), 1e-4) for d in ds]
+                dens[n] = [min(r[:i + 1]) for i in range(len(r))]
+        total = sum(c.weights for c in curves)
+        kept = sum(c.weights * final[c.name] for c in curves)
+        src = {"sensitivity": os.path.abspath(args.sensitivity), "data": doc.get("lmdb"), "split": doc.get("split"),
+               "images": doc.get("images"), "budget": budget, "round_drop_pp": args.round_drop,
+               "estimated_rate_pq": round(rate, 2), "density": round(kept / total, 5),
+               "estimated_drop_pp": {n: round(100 * v, 3) for n, v in plan.final_drop.items()},
+               "estimated_round_drop_pp": [round(100 * v, 3) for v in plan.round_drop]}
+        sched = Schedule(plan.rounds, args.iters, args.finetune_iters, args.lr_factor, dens, layer_bits,
+                         net=doc.get("net"), description="chosen by `caffe-dc choose` from %s"
+                         % os.path.basename(args.sensitivity), source=src)
+        from_dict(sched.to_dict(), {c.name: c.kind for c in curves}, where=out)   # what we write must load
+        save_schedule(sched, out)
+        plot(doc, png, chosen=final, title="%s: chosen densities marked" % doc.get("net", ""))
+        rows = [[c.name, c.kind, c.weights, pct(final[c.name], 2), "%.2f" % (100 * plan.final_drop[c.name]),
+                 layer_bits[c.name], " ".join(pct(d, 1) for d in plan.densities[c.name])] for c in curves]
+        rows.append(["total", "", total, pct(kept / total, 2), "", "", ""])
+        print(text_table(["layer", "kind", "weights", "density", "drop pp", "bits", "per round"], rows))
+        print("%d rounds (summed drop before retraining per round: %s pp); estimated P+Q rate %.1fx"
+              % (plan.rounds, ", ".join("%.2f" % (100 * v) for v in plan.round_drop), rate))
+        print("wrote %s and %s" % (out, png))
+        return 0
+    return run
