@@ -34,11 +34,12 @@ def cmd_encode(p):
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
         from caffe_dc.report.storage_table import storage_text, summary_lines
-        from caffe_dc.pycaffe import nets
+        from caffe_dc.pycaffe import nets, validate
 
         out = _out_path(args.out, args.caffemodel, ".dcz")
         check_outputs([args.prototxt, args.caffemodel], files=[out, args.json])
         net_param = load_net_proto(args.prototxt)
+        validate.check_net(net_param, args.prototxt)
         params = load_params(args.caffemodel)
         _check_against_prototxt(net_param, params, args.caffemodel)
         net = nets.canonical(args.net) if args.net else encoding.guess_net(params)
@@ -157,10 +158,12 @@ def cmd_import_net(p):
         from caffe_dc.codec import han_net as han_format
         from caffe_dc.stages import net_format
         from caffe_dc.base.fileio import atomic_write
+        from caffe_dc.pycaffe import validate
         from caffe_dc.pycaffe.caffemodel import save_params
 
         out = _out_path(args.out, args.netfile, ".caffemodel")
         check_outputs([args.deploy, args.netfile], files=[out, args.dcz])
+        validate.check_prototxt(args.deploy, deploy=True)
         params = net_format.import_net(args.deploy, args.netfile)
         save_params(params, out)
         print("imported %s: %d layers -> %s" % (args.netfile, len(params), out))
@@ -189,9 +192,11 @@ def cmd_export_net(p):
     p.add_argument("-o", "--out", required=True, help="output .net file")
 
     def run(args):
+        from caffe_dc.pycaffe import validate
         from caffe_dc.stages import net_format
 
         check_outputs([args.deploy, args.caffemodel], files=[args.out])
+        validate.check_prototxt(args.deploy, deploy=True)
         summary = net_format.export_net(args.deploy, args.caffemodel, args.out)
         print(json.dumps(summary, indent=2, default=str) if not isinstance(summary, str) else summary)
         return 0

@@ -276,13 +276,24 @@ def load_net_proto(path: str):
     if not os.path.isfile(path):
         raise InputError("no such prototxt: %s" % path)
     net = pb.NetParameter()
-    with open(path) as f:
-        text = f.read()
+    text = _read_text(path, "prototxt")
     try:
         text_format.Merge(text, net)
-    except text_format.ParseError as e:
-        raise InputError("%s does not parse as a Caffe net: %s" % (path, e))
+    except (text_format.ParseError, ValueError) as e:
+        raise InputError("%s does not parse as a Caffe net: %s" % (path, " ".join(str(e).split())))
     return net
+
+
+def _read_text(path: str, what: str) -> str:
+    """A text file's contents; a binary file (a caffemodel given for a prototxt) is refused by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        if b"\0" in data:
+            raise UnicodeError
+        return data.decode("utf-8")
+    except UnicodeError:
+        raise InputError("%s is not a text %s (it holds binary data or is not UTF-8)" % (path, what))
 
 
 def save_net_proto(net, path: str) -> None:
@@ -304,9 +315,9 @@ def load_solver_proto(path: str):
     if not os.path.isfile(path):
         raise InputError("no such solver prototxt: %s" % path)
     s = pb.SolverParameter()
+    text = _read_text(path, "solver prototxt")
     try:
-        with open(path) as f:
-            text_format.Merge(f.read(), s)
-    except text_format.ParseError as e:
-        raise InputError("%s does not parse as a Caffe solver: %s" % (path, e))
+        text_format.Merge(text, s)
+    except (text_format.ParseError, ValueError) as e:
+        raise InputError("%s does not parse as a Caffe solver: %s" % (path, " ".join(str(e).split())))
     return s

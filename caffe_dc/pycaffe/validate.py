@@ -1,0 +1,146 @@
+"""Check a user's net before Caffe builds it.
+
+Caffe reports a bad net with a failed CHECK, which aborts the whole process
+(exit 134, a GLOG dump, no Python exception to catch). The mistakes a user
+can make in a prototxt that end that way are caught here first and raised as
+one-line InputErrors: a layer type this Caffe does not have, a bottom that no
+earlier layer produces, a top produced twice, ``num_output: 0``, a kernel or
+stride of 0, legacy inputs without a shape, a data layer whose source is
+missing (when the net is about to be built), and a data layer in a net that
+must be a deploy net.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from caffe_dc.base.errors import InputError
+
+FILE_DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData")
+_TRAIN, _TEST = 0, 1  # caffe_pb2.Phase values
+_PHASE_NAMES = {_TRAIN: "TRAIN", _TEST: "TEST"}
+
+_types = None
+
+
+def layer_types():
+    """The layer types registered in this pycaffe (its own list, not a copy of Caffe's)."""
+    global _types
+    if _types is None:
+        from caffe_dc.pycaffe.solving import import_caffe
+
+        _types = frozenset(import_caffe().layer_type_list())
+    return _types
+
+
+def _meets(rule, phase: int) -> bool:
+    """Caffe's NetState rule for the default state of ``phase``: level 0, no stages."""
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and 0 < rule.min_level:
+        return False
+    if rule.HasField("max_level") and 0 > rule.max_level:
+        return False
+    return not len(rule.stage)  # a required stage is never set
+
+
+def included(layer, phase: int) -> bool:
+    if len(layer.include):
+        return any(_meets(r, phase) for r in layer.include)
+    return not any(_meets(r, phase) for r in layer.exclude)
+
+
+def _source(layer) -> Optional[str]:
+    return {"Data": lambda l: l.data_param.source, "ImageData": lambda l: l.image_data_param.source,
+            "HDF5Data": lambda l: l.hdf5_data_param.source,
+            "WindowData": lambda l: l.window_data_param.source}[layer.type](layer)
+
+
+def _source_error(layer) -> Optional[str]:
+    src = _source(layer)
+    if not src:
+        return "has no source"
+    if layer.type == "Data":
+        lmdb = layer.data_param.backend == layer.data_param.LMDB
+        if lmdb and not os.path.isfile(os.path.join(src, "data.mdb")):
+            return "reads %s, which is not an LMDB folder" % src
+        if not lmdb and not os.path.isdir(src):
+            return "reads %s, which is not a LevelDB folder" % src
+    elif not os.path.isfile(src):
+        return "reads %s, which does not exist" % src
+    return None
+
+
+def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] = None) -> None:
+    """Raise InputError for what would make Caffe abort on ``net`` (a NetParameter).
+
+    ``deploy``: the net must take its input from ``input``/Input layers, not read a data set.
+    ``build_phase``: the net is about to be built in this phase (0 TRAIN, 1 TEST), so the data
+    layers of that phase must find their sources."""
+    v1 = not len(net.layer) and len(net.layers)
+    layers = list(net.layers if v1 else net.layer)
+    if len(net.input) and len(net.input_shape) != len(net.input) and len(net.input_dim) != 4 * len(net.input):
+        raise InputError("%s: its inputs %s need one input_shape each (or 4 input_dim each)"
+                         % (where, ", ".join(net.input)))
+    known = None if v1 else layer_types()
+    for layer in layers:
+        name = layer.name or "(unnamed)"
+        if known is not None and layer.type not in known:
+            raise InputError("%s: layer %r has type %r, which this Caffe does not have" % (where, name, layer.type))
+        ltype = layer.type if not v1 else None
+        if ltype in ("Convolution", "Deconvolution") or (v1 and layer.HasField("convolution_param")):
+            _check_conv(layer.convolution_param, where, name)
+        if ltype == "InnerProduct" or (v1 and layer.HasField("inner_product_param")):
+            if layer.inner_product_param.num_output < 1:
+                raise InputError("%s: layer %r has num_output %d; it needs at least 1"
+                                 % (where, name, layer.inner_product_param.num_output))
+        if ltype in FILE_DATA_TYPES:
+            if deploy:
+                raise InputError("%s is a train/test net (layer %r reads a data set): give the deploy prototxt"
+                                 % (where, name))
+            if ltype == "Data" and layer.data_param.batch_size < 1:
+                raise InputError("%s: data layer %r has batch_size %d" % (where, name, layer.data_param.batch_size))
+    for phase in (_TRAIN, _TEST):
+        tops = set(net.input)
+        for layer in layers:
+            if not included(layer, phase):
+                continue
+            name = layer.name or "(unnamed)"
+            for b in layer.bottom:
+                if b not in tops:
+                    raise InputError("%s: layer %r takes bottom %r, which no earlier layer makes (%s phase)"
+                                     % (where, name, b, _PHASE_NAMES[phase]))
+            for t in layer.top:
+                if t in tops and t not in layer.bottom:
+                    raise InputError("%s: top %r is made twice, the second time by layer %r (%s phase)"
+                                     % (where, t, name, _PHASE_NAMES[phase]))
+            tops.update(layer.top)
+            if phase == build_phase and not v1 and layer.type in FILE_DATA_TYPES:
+                err = _source_error(layer)
+                if err:
+                    raise InputError("%s: data layer %r %s" % (where, name, err))
+
+
+def _check_conv(cp, where: str, name: str) -> None:
+    if cp.num_output < 1:
+        raise InputError("%s: layer %r has num_output %d; it needs at least 1" % (where, name, cp.num_output))
+    kernels = list(cp.kernel_size) + ([cp.kernel_h, cp.kernel_w] if cp.HasField("kernel_h") or cp.HasField("kernel_w")
+                                      else [])
+    if not kernels or min(kernels) < 1:
+        raise InputError("%s: convolution %r needs a kernel_size of at least 1" % (where, name))
+    strides = list(cp.stride) + ([cp.stride_h, cp.stride_w] if cp.HasField("stride_h") or cp.HasField("stride_w")
+                                 else [])
+    if strides and min(strides) < 1:
+        raise InputError("%s: convolution %r has a stride of 0" % (where, name))
+    if cp.group < 1 or cp.num_output % cp.group:
+        raise InputError("%s: convolution %r: num_output %d is not a multiple of group %d"
+                         % (where, name, cp.num_output, cp.group))
+
+
+def check_prototxt(path: str, deploy: bool = False):
+    """Parse and check a user's prototxt; returns its NetParameter."""
+    from caffe_dc.pycaffe.caffemodel import load_net_proto
+
+    net = load_net_proto(path)
+    check_net(net, path, deploy=deploy)
+    return net
