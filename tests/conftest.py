@@ -18,6 +18,17 @@ else:
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_sessionstart(session):
+    """Where Caffe must be there (the image sets CAFFE_DC_REQUIRE_CAFFE=1), a pycaffe that does not
+    import fails the run: otherwise every Caffe test would skip and the run would look green."""
+    if os.environ.get("CAFFE_DC_REQUIRE_CAFFE", "") not in ("", "0"):
+        try:
+            import caffe  # noqa: F401
+        except Exception as e:  # an ImportError, or a broken shared library raising something else
+            pytest.exit("CAFFE_DC_REQUIRE_CAFFE is set but `import caffe` fails (%s: %s); the tests that need "
+                        "Caffe would all be skipped" % (type(e).__name__, e), returncode=3)
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """Run `caffe-dc ARGS` as a user would; returns CompletedProcess with text output."""
     env = dict(os.environ)
