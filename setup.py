@@ -6,7 +6,7 @@ setup(
     description="Deep Compression (pruning, trained quantization, Huffman coding) on real Caffe",
     packages=find_packages(include=["caffe_dc", "caffe_dc.*"]),
     # The nets' definitions ship with the package: an installed caffe-dc needs no checkout.
-    package_data={"caffe_dc": ["zoo/prototxt/*.prototxt", "zoo/solvers/*.prototxt"]},
+    package_data={"caffe_dc": ["zoo/prototxt/*.prototxt", "zoo/solvers/*.prototxt", "zoo/schedules/*.json"]},
     python_requires=">=3.9",
     # pycaffe itself is not on PyPI: it comes from Debian's python3-caffe (see docker/Dockerfile).
     install_requires=["numpy", "protobuf", "lmdb", "scikit-learn", "matplotlib", "tqdm"],
