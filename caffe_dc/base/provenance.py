@@ -88,6 +88,20 @@ def blas_libraries() -> List[dict]:
             for d in threadpoolctl.threadpool_info() if d.get("user_api") == "blas"]
 
 
+def loaded_blas() -> List[str]:
+    """Paths of the BLAS shared libraries mapped into this process (Linux), e.g. Debian's alternatives target.
+
+    threadpoolctl does not recognise a BLAS loaded as plain ``libblas.so.3``
+    (Debian's numpy), so this is what names it there.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "blas" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
 def _version(module: str) -> Optional[str]:
     try:
         m = __import__(module, fromlist=["__version__"])
@@ -107,18 +121,19 @@ def _caffe_version() -> Optional[str]:
 def environment(argv: Optional[Sequence[str]] = None) -> dict:
     """Commit, machine, BLAS and library versions, and the exact command line (``sys.argv`` by default)."""
     commit, dirty = git_state()
+    numpy_version = _version("numpy")        # loads the BLAS, so that it can be found
     libs = blas_libraries()
     if libs:
         blas = ", ".join("%s %s" % (l["internal_api"], l["version"]) for l in libs)
         threads = libs[0]["num_threads"]
     else:
-        blas, threads = numpy_build_blas(), None
+        blas, threads = ", ".join(loaded_blas()) or numpy_build_blas(), None
     return {
         "git_commit": commit, "git_dirty": dirty,
         "python": platform.python_version(), "platform": platform.platform(),
         "cpu": cpu_model(), "cpus": os.cpu_count(),
         "blas": blas, "blas_threads": threads,
-        "numpy": _version("numpy"), "scikit-learn": _version("sklearn"),
+        "numpy": numpy_version, "scikit-learn": _version("sklearn"),
         "protobuf": _version("google.protobuf"), "caffe": _caffe_version(),
         "argv": shlex.join(sys.argv if argv is None else list(argv)),
     }
