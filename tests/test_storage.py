@@ -1,4 +1,4 @@
-"""AlexNet / VGG-16 storage at the paper's settings (caffe_dc.storage), on shrunk nets.
+"""AlexNet / VGG-16 storage at the paper's settings (pipeline.storage, report.storage), on shrunk nets.
 
 The real layer lists with channel counts divided by ``shrink`` run the same
 code path as the full nets (prune to the paper's W%, quantize with the
@@ -19,6 +19,7 @@ from caffe_dc.stages import encode as encoding
 from caffe_dc.base import paper
 from caffe_dc.algorithms import pruning
 from caffe_dc.pipeline import storage
+from caffe_dc.report import storage as storage_report
 from caffe_dc.base.params import LayerParams
 from caffe_dc.base.errors import InputError
 
@@ -128,17 +129,17 @@ def test_every_line_says_synthetic(alex8):
     assert lines and all("synthetic weights" in l for l in lines)
     for stage in ("prune", "quantize", "encode", "decode", "verify"):
         assert any(("] %s" % stage) in l and l.rstrip().endswith(" s") for l in lines), stage
-    text = storage.text_report(r)
+    text = storage_report.text_report(r)
     assert all("synthetic weights" in l for l in text.splitlines())
     assert "Table 4" in text and "35x" in text and "240 MB" in text and "6.9 MB" in text
-    md = storage.markdown_report(r, "caffe-dc storage alexnet")
+    md = storage_report.markdown_report(r, "caffe-dc storage alexnet")
     assert md.startswith("# AlexNet storage at the paper's settings (synthetic weights)")
     assert "synthetic weights**" in md and md.count("(synthetic weights)") >= 4
 
 
 def test_summary_and_written_files(alex8, tmp_path):
     r, _ = alex8
-    paths = storage.write_outputs(r, str(tmp_path / "out"), str(tmp_path / "copy" / "s.json"), "cmd")
+    paths = storage_report.write_outputs(r, str(tmp_path / "out"), str(tmp_path / "copy" / "s.json"), "cmd")
     doc = json.loads(open(paths["json"]).read())
     assert doc == json.loads(open(str(tmp_path / "copy" / "s.json")).read())
     assert doc["weights"] == "synthetic weights" and doc["synthetic"] is True and doc["command"] == "cmd"
@@ -167,7 +168,7 @@ def test_breakdown_infers_the_papers_streams():
                         weight_bits=5, index_bits=4, codebook_bits=1024, pq_bits=0, code_bits=16_000_000,
                         gap_bits=15_000_000, pqh_bits=31_500_000)
     stats = codec.ModelStats("alexnet", [b], header_bits=0, file_bits=31_500_000)
-    (row,) = storage.breakdown(stats, "alexnet")
+    (row,) = storage_report.breakdown(stats, "alexnet")
     p = row["paper"]
     assert p["entries"] == pytest.approx((0.030 * 32 * n - 1024) / 9)
     assert 0.15 < p["fillers_per_kept"] < 0.22
@@ -183,7 +184,7 @@ def test_breakdown_infers_the_papers_streams():
 def test_quantize_sampled_contract():
     layer = storage.Layer("fc", storage.FC, (300, 400), 0.01, 0.0)
     w, _ = storage.synthetic_layer(layer, 1)
-    storage.prune_in_place(w, 0.2)
+    pruning.prune_in_place(w, 0.2)
     cb, codes = storage.quantize_sampled(w, 5, 2000, seed=0)
     assert cb.dtype == np.float32 and cb.size == 32 and cb[0] == 0.0 and np.all(cb[1:] != 0)
     assert np.array_equal(codes == 0, w == 0) and codes.dtype == np.uint8
@@ -239,7 +240,7 @@ def test_weights_from_a_caffemodel(tmp_path):
         mask = pruning.density_mask(lp.blobs[0], paper.PAPER_DENSITY["alexnet"][name])
         assert np.array_equal(q != 0, mask), name
         assert np.array_equal(r.decoded[name].blobs[1], lp.blobs[1])   # biases kept exactly
-    assert "synthetic" not in storage.markdown_report(r).split("\n")[0]
+    assert "synthetic" not in storage_report.markdown_report(r).split("\n")[0]
 
 
 @pytest.mark.parametrize("kind", ["missing_layer", "wrong_shape", "other_net"])

@@ -32,6 +32,7 @@ def cmd_storage(p):
 
     def run(args):
         from caffe_dc.pipeline import storage
+        from caffe_dc.report import storage as report
 
         net = storage.check_net(args.net)
         if args.weights is not None and not os.path.isfile(args.weights):
@@ -41,8 +42,8 @@ def cmd_storage(p):
                       + [args.json], folders=[out])
         result = storage.run_storage(net, weights=args.weights, seed=args.seed, shrink=args.shrink,
                                      fit_sample=args.fit_sample)
-        print(storage.text_report(result))
-        paths = storage.write_outputs(result, out, args.json, _command_line())
+        print(report.text_report(result))
+        paths = report.write_outputs(result, out, args.json, _command_line())
         tag = "[%s | %s]" % (net, result.summary["weights"])
         print("%s wrote %s" % (tag, ", ".join(paths[k] for k in ("markdown", "json", "blob"))))
         if args.json:

@@ -43,8 +43,11 @@ Memory: VGG-16 has 138M weights (553 MB as float32). Layers are generated
 (or taken from the caffemodel), pruned and quantized one at a time; what
 is kept per layer is the float32 quantized weights the encoder checks
 against, the uint8 codes (not Caffe's float codes blob: 4x smaller) and
-the codebook. ``density_mask`` makes float64 temporaries of the layer it
-prunes (about 2 GB for VGG fc6); nothing else of that size is made.
+the codebook. ``density_mask`` makes float32 temporaries of the layer it
+prunes (|w| and its partition: about 0.8 GB for VGG fc6); nothing else of
+that size is made.
+
+This module computes; ``report.storage`` prints and writes the results.
 """
 from __future__ import annotations
 
@@ -57,14 +60,14 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from caffe_dc.stages import encode as encoding
+from caffe_dc.algorithms import pruning, quantization
 from caffe_dc.base import paper
-from caffe_dc.algorithms import pruning
-from caffe_dc.algorithms import quantization
 from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
-from caffe_dc.base.params import LayerParams, Params
-from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.params import LayerParams, Params
+from caffe_dc.pycaffe import nets
+from caffe_dc.report import storage as storage_report
+from caffe_dc.stages import encode as encoding
 
 CONV, FC = "Convolution", "InnerProduct"
 SYNTHETIC = "synthetic weights"
@@ -84,10 +87,6 @@ class Layer(NamedTuple):
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def fan_in(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64))
 
 
 def _alexnet() -> List[Layer]:
@@ -121,8 +120,11 @@ NETS = tuple(NET_LAYERS)
 
 
 def check_net(net: str) -> str:
-    n = str(net).strip().lower().replace("-", "")
-    n = {"vgg": paper.VGG16}.get(n, n)
+    """The canonical name (``nets.canonical``) of a net this module has layers for; else an InputError."""
+    try:
+        n = nets.canonical(net)
+    except InputError:
+        n = None
     if n not in NET_LAYERS:
         raise InputError("storage runs on %s, not %r" % (" or ".join(NETS), net))
     return n
@@ -222,11 +224,9 @@ def quantize_sampled(w: np.ndarray, bits: int, sample: int, seed: int = 0,
     fc6, a 2**18 sample gives a ~4% larger quantization error than the full
     fit and changes the layer's size by a fraction of a percent; the default
     is therefore the full fit (``fit_sample=None`` in ``quantize``).
-    Same output contract as ``quantize_layer``: codebook[0] = 0, codes 0
-    exactly where w is 0, 2**bits entries, unused slots repeat the last.
+    Same output contract as ``quantize_layer``, which lays out the result.
     """
     bits = quantization.check_bits(bits)
-    K = 1 << bits
     flat = np.asarray(w, dtype=np.float32).ravel()
     nz = np.flatnonzero(flat)
     v = flat[nz]
@@ -236,21 +236,16 @@ def quantize_sampled(w: np.ndarray, bits: int, sample: int, seed: int = 0,
     pick = rng.choice(v.size, size=int(sample), replace=False)
     # The extremes anchor the linear initialisation: keep them in the sample.
     pick[:2] = [int(np.argmin(v)), int(np.argmax(v))]
-    c, _ = quantization.kmeans(v[pick], K - 1, init, seed)
-    c64 = c.astype(np.float64)
-    lab = np.searchsorted((c64[:-1] + c64[1:]) / 2.0, v).astype(np.intp)
+    c, _ = quantization.kmeans(v[pick], (1 << bits) - 1, init, seed)
+    lab = quantization.nearest(v, c)
     cnt = np.bincount(lab, minlength=c.size)
-    sums = np.bincount(lab, weights=v, minlength=c.size)
-    used = cnt > 0
-    c = (sums[used] / cnt[used]).astype(np.float32)           # M-step over every weight
-    lab = (np.cumsum(used) - 1)[lab]                          # drop clusters no weight chose
-    c[c == 0] = quantization.NONZERO_EPS
-    codebook = np.empty(K, dtype=np.float32)
-    codebook[0] = 0.0
-    codebook[1:1 + c.size] = c
-    codebook[1 + c.size:] = c[-1]
-    codes = np.zeros(flat.size, dtype=quantization.code_dtype(bits))
-    codes[nz] = lab + 1
+    means = (np.bincount(lab, weights=v, minlength=c.size) / np.maximum(cnt, 1)).astype(np.float32)
+    means[means == 0] = quantization.NONZERO_EPS       # a kept weight must not read as pruned
+    # At most 2**bits - 1 distinct values: quantize_layer keeps them exactly (no fit) and gives them
+    # the codebook and codes layout of a full fit; centroids no weight chose simply do not appear.
+    codebook, kept_codes = quantization.quantize_layer(means[lab], bits, init, seed)
+    codes = np.zeros(flat.size, dtype=kept_codes.dtype)
+    codes[nz] = kept_codes
     return codebook, codes.reshape(np.shape(w))
 
 
@@ -275,16 +270,10 @@ class LayerResult(NamedTuple):
         return d
 
 
-def prune_in_place(w: np.ndarray, density: float) -> Tuple[int, float]:
-    """Zero all but the ``density`` share of largest-|w| weights (``density_mask``); returns (kept, seconds).
-
-    In place, so a layer never has a second float32 copy.
-    """
+def prune(w: np.ndarray, density: float) -> Tuple[int, float]:
+    """(kept, seconds): ``pruning.prune_in_place``, timed."""
     t0 = time.perf_counter()
-    mask = pruning.density_mask(w, density)
-    np.copyto(w, np.float32(0), where=~mask)
-    del mask
-    kept = int(np.count_nonzero(w))   # not the mask's count: a layer already sparser keeps its zeros
+    kept = pruning.prune_in_place(w, density)
     return kept, time.perf_counter() - t0
 
 
@@ -335,6 +324,55 @@ def _paper_mb(text: str) -> float:
     return float(value) * {"MB": 1.0, "KB": 1e-3}[unit]
 
 
+def _check_fit_sample(fit_sample: Optional[int]) -> None:
+    if fit_sample is not None and (isinstance(fit_sample, bool) or int(fit_sample) < MIN_FIT_SAMPLE):
+        raise InputError("--fit-sample must be at least %d weights, got %r" % (MIN_FIT_SAMPLE, fit_sample))
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _compress_layers(net: str, layers: Sequence[Layer], real: Optional[Params], seed: int,
+                     fit_sample: Optional[int], say: Callable[[str], None]) -> Tuple[Params, List[LayerResult]]:
+    """Prune and quantize one layer at a time: (weights, codebook and codes entries for the encoder, results)."""
+    density, bits, ib = paper.PAPER_DENSITY[net], paper.PAPER_BITS[net], paper.PAPER_INDEX_BITS[net]
+    qparams: Params = collections.OrderedDict()
+    results: List[LayerResult] = []
+    for i, l in enumerate(layers):
+        if real is not None:
+            lp = real.pop(l.name)                    # free the caffemodel's copy as we go
+            w, rest = lp.blobs[0], list(lp.blobs[1:])
+            if not w.flags.writeable:
+                w = w.copy()
+        else:
+            w, bias = synthetic_layer(l, seed, i)
+            rest = [bias]
+        kept, tp = prune(w, density[l.name])
+        say("prune    %-7s %10d -> %9d kept (%5.2f%%, paper %g%%)  %6.2f s"
+            % (l.name, l.size, kept, 100.0 * kept / l.size, 100 * density[l.name], tp))
+        cb, codes, fit, tq = quantize(w, bits[l.name], seed, fit_sample)
+        del w
+        lr = LayerResult(l.name, l.type, l.shape, l.size, kept, density[l.name], bits[l.name], ib,
+                         _distinct(cb, codes), tp, tq, fit)
+        results.append(lr)
+        qparams[l.name] = LayerParams(l.type, [cb[codes]] + rest)
+        qparams[blob_name(l.name, CODEBOOK)] = LayerParams("Parameter", [cb])
+        qparams[blob_name(l.name, CODES)] = LayerParams("Parameter", [codes])
+        say("quantize %-7s %d bits: %3d distinct values (k-means fit on %s)  %6.2f s"
+            % (l.name, bits[l.name], lr.distinct, fit, tq))
+    return qparams, results
+
+
+def _verify(expected: Params, decoded: Params, net: str) -> int:
+    extra = [n for n in decoded if n not in expected]
+    if extra:
+        raise InputError("decoded blob has unexpected layers %s" % extra)
+    return encoding.verify_equal(expected, decoded, "decoded %s vs quantized" % net)
+
+
 def run_storage(net: str, weights: Optional[str] = None, seed: int = DEFAULT_SEED, shrink: int = 1,
                 fit_sample: Optional[int] = None, only: Optional[Sequence[str]] = None,
                 log: Callable[[str], None] = print) -> StorageResult:
@@ -350,88 +388,57 @@ def run_storage(net: str, weights: Optional[str] = None, seed: int = DEFAULT_SEE
     """
     net = check_net(net)
     layers = net_layers(net, shrink, only)
+    _check_fit_sample(fit_sample)
     label = source_label(weights)
     tag = "[%s | %s]" % (net, label)
     say = lambda msg: log("%s %s" % (tag, msg))
-    density, bits, ib = paper.PAPER_DENSITY[net], paper.PAPER_BITS[net], paper.PAPER_INDEX_BITS[net]
-    if fit_sample is not None and (isinstance(fit_sample, bool) or int(fit_sample) < MIN_FIT_SAMPLE):
-        raise InputError("--fit-sample must be at least %d weights, got %r" % (MIN_FIT_SAMPLE, fit_sample))
     t_start = time.perf_counter()
-    rss = {}
     real = read_weights(weights, net, layers) if weights is not None else None
     if real is not None:
         say("read %s: %d layers match %s's shapes" % (weights, len(layers), net))
 
-    qparams: Params = collections.OrderedDict()
-    expected: Params = collections.OrderedDict()
-    results: List[LayerResult] = []
-    for i, l in enumerate(layers):
-        if real is not None:
-            lp = real.pop(l.name)                    # free the caffemodel's copy as we go
-            w, rest = lp.blobs[0], list(lp.blobs[1:])
-            if not w.flags.writeable:
-                w = w.copy()
-        else:
-            w, bias = synthetic_layer(l, seed, i)
-            rest = [bias]
-        kept, tp = prune_in_place(w, density[l.name])
-        say("prune    %-7s %10d -> %9d kept (%5.2f%%, paper %g%%)  %6.2f s"
-            % (l.name, l.size, kept, 100.0 * kept / l.size, 100 * density[l.name], tp))
-        cb, codes, fit, tq = quantize(w, bits[l.name], seed, fit_sample)
-        del w
-        wq = cb[codes]
-        lr = LayerResult(l.name, l.type, l.shape, l.size, kept, density[l.name], bits[l.name], ib,
-                         _distinct(cb, codes), tp, tq, fit)
-        results.append(lr)
-        qparams[l.name] = LayerParams(l.type, [wq] + rest)
-        qparams[blob_name(l.name, CODEBOOK)] = LayerParams("Parameter", [cb])
-        qparams[blob_name(l.name, CODES)] = LayerParams("Parameter", [codes])
-        expected[l.name] = qparams[l.name]
-        say("quantize %-7s %d bits: %3d distinct values (k-means fit on %s)  %6.2f s"
-            % (l.name, bits[l.name], lr.distinct, fit, tq))
-    rss["after_quantize"] = peak_rss_mb()
-    prune_s = sum(r.prune_s for r in results)
-    quant_s = sum(r.quantize_s for r in results)
-    say("prune    total %.2f s; quantize total %.2f s" % (prune_s, quant_s))
+    qparams, results = _compress_layers(net, layers, real, seed, fit_sample, say)
+    rss = {"after_quantize": peak_rss_mb()}
+    seconds = {"prune": sum(r.prune_s for r in results), "quantize": sum(r.quantize_s for r in results)}
+    say("prune    total %.2f s; quantize total %.2f s" % (seconds["prune"], seconds["quantize"]))
 
+    ib = paper.PAPER_INDEX_BITS[net]
     meta = {"weights": label, "seed": int(seed), "shrink": int(shrink)}
-    t0 = time.perf_counter()
-    blob, stats = encoding.encode_params(qparams, net, {l.name: ib for l in layers}, meta=meta)
-    encode_s = time.perf_counter() - t0
+    (blob, stats), seconds["encode"] = _timed(encoding.encode_params, qparams, net, {l.name: ib for l in layers},
+                                              meta=meta)
     rss["after_encode"] = peak_rss_mb()
+    expected = collections.OrderedDict((l.name, qparams[l.name]) for l in layers)
     del qparams                                  # codes and codebooks: the blob has them now
-    say("encode   %d layers, index bits %d -> %d bytes  %.2f s" % (len(layers), ib, len(blob), encode_s))
+    say("encode   %d layers, index bits %d -> %d bytes  %.2f s" % (len(layers), ib, len(blob), seconds["encode"]))
 
-    t0 = time.perf_counter()
-    decoded, dstats, dmeta = encoding.decode_bytes(blob)
-    decode_s = time.perf_counter() - t0
+    (decoded, _, _), seconds["decode"] = _timed(encoding.decode_bytes, blob)
     rss["after_decode"] = peak_rss_mb()
-    say("decode   %d bytes -> %d layers  %.2f s" % (len(blob), len(decoded), decode_s))
+    say("decode   %d bytes -> %d layers  %.2f s" % (len(blob), len(decoded), seconds["decode"]))
 
-    t0 = time.perf_counter()
-    extra = [n for n in decoded if n not in expected]
-    if extra:
-        raise InputError("decoded blob has unexpected layers %s" % extra)
-    checked = encoding.verify_equal(expected, decoded, "decoded %s vs quantized" % net)
-    verify_s = time.perf_counter() - t0
+    checked, seconds["verify"] = _timed(_verify, expected, decoded, net)
     del expected
-    say("verify   decoded == quantized, bit for bit (%d values)  %.2f s" % (checked, verify_s))
-    total_s = time.perf_counter() - t_start
+    say("verify   decoded == quantized, bit for bit (%d values)  %.2f s" % (checked, seconds["verify"]))
+    seconds["total"] = time.perf_counter() - t_start
 
+    summary = _summary(net, weights, label, seed, shrink, fit_sample, results, stats, seconds, rss, checked)
+    return StorageResult(summary, stats, blob, decoded)
+
+
+def _summary(net: str, weights: Optional[str], label: str, seed: int, shrink: int, fit_sample: Optional[int],
+             results: Sequence[LayerResult], stats, seconds: dict, rss: dict, checked: int) -> dict:
+    """Everything a report needs, JSON-able: settings, per-layer results, stage times, totals beside the paper's."""
     t = stats.totals()
     dense_b, file_b = t["original_bits"] / 8.0, float(t["file_bytes"])
     r1, tot = paper.TABLE1[net], paper.total_row(net)
-    p_dense, p_comp = _paper_mb(r1.params_ref), _paper_mb(r1.params)
-    summary = {
+    return {
         "net": net, "weights": label, "synthetic": weights is None,
         "weights_file": weights, "seed": int(seed), "shrink": int(shrink),
         "distribution": ("i.i.d. Laplace per layer, std = the Caffe filler's of the published prototxt; "
                          "biases = the bias filler constant") if weights is None else None,
         "kmeans_fit": "full" if not fit_sample else "sample of %d per layer, then all weights assigned" % fit_sample,
-        "index_bits": ib,
+        "index_bits": paper.PAPER_INDEX_BITS[net],
         "layers": [r.to_dict() for r in results],
-        "seconds": {"prune": prune_s, "quantize": quant_s, "encode": encode_s, "decode": decode_s,
-                    "verify": verify_s, "total": total_s},
+        "seconds": {k: seconds[k] for k in ("prune", "quantize", "encode", "decode", "verify", "total")},
         "peak_rss_mb": peak_rss_mb(), "rss_mb_by_stage": rss,
         "verified_values": checked,
         "totals": {
@@ -439,227 +446,13 @@ def run_storage(net: str, weights: Optional[str] = None, seed: int = DEFAULT_SEE
             "pruned_ratio": 1.0 / t["density"], "pq_ratio": 1.0 / t["rate_pq"], "pqh_ratio": 1.0 / t["rate_pqh"],
             "density": t["density"], "file_bytes": int(t["file_bytes"]),
         },
-        "paper": {"table": paper.TABLE_NUMBER[net], "dense_mb": p_dense, "compressed_mb": p_comp,
-                  "ratio": r1.rate, "pruned_ratio": tot.x_prune, "pq_ratio": tot.x_pq, "density": tot.density},
-        "breakdown": breakdown(stats, net, with_paper=shrink == 1),
+        "paper": {"table": paper.TABLE_NUMBER[net], "dense_mb": _paper_mb(r1.params_ref),
+                  "compressed_mb": _paper_mb(r1.params), "ratio": r1.rate, "pruned_ratio": tot.x_prune,
+                  "pq_ratio": tot.x_pq, "density": tot.density},
+        "breakdown": storage_report.breakdown(stats, net, with_paper=shrink == 1),
         "stats": stats.to_dict(),
     }
-    return StorageResult(summary, stats, blob, decoded)
-
-
-# ============================================================================ reports
-
-def totals_rows(summary: dict) -> List[list]:
-    """Whole-net figures, ours beside the paper's Table 1 / total row."""
-    o, p = summary["totals"], summary["paper"]
-    return [
-        ["dense float32", "%.1f MB" % o["dense_mb"], "%g MB" % p["dense_mb"]],
-        ["compressed (P+Q+H, the .dcz file)", "%.2f MB" % o["compressed_mb"], "%g MB" % p["compressed_mb"]],
-        ["compression ratio", "%.1fx" % o["ratio"], "%gx" % p["ratio"]],
-        ["after pruning only", "%.1fx (%.1f%% kept)" % (o["pruned_ratio"], 100 * o["density"]),
-         "%gx (%g%% kept)" % (p["pruned_ratio"], 100 * p["density"])],
-        ["after P+Q (fixed-width codes)", "%.1fx" % o["pq_ratio"], "%gx" % p["pq_ratio"]],
-    ]
-
-
-def breakdown(stats, net: str, with_paper: bool = True) -> List[dict]:
-    """Where each layer's bytes go -- Huffman-coded weight codes, index gaps, the rest -- ours and the paper's.
-
-    The paper prints no byte counts, but its columns imply them for a
-    layer of n weights: entries (fillers included) = (rate P+Q * 32n -
-    2**wb * 32) / (wb + ib), code bits = entries * (wb +H), gap bits =
-    entries * (ib +H), and the rest (codebook, tables) = rate P+Q+H * 32n
-    minus both. The printed rates have 2-3 significant digits, so these
-    are good to a few percent (a small negative filler count is that
-    rounding). Fillers per kept weight show how clustered the kept
-    positions are (fewer fillers: more structure). ``with_paper=False``
-    (shrunk test nets) leaves the paper's side out.
-    """
-    rows = {r.layer: r for r in paper.layer_rows(net)} if with_paper else {}
-    out = []
-    for b in stats.quantized:
-        o = {"layer": b.name, "weights": b.weights, "entries": b.entries,
-             "fillers_per_kept": b.fillers / b.nonzero if b.nonzero else None,
-             "code_bytes": b.code_bits / 8.0, "gap_bytes": b.gap_bits / 8.0,
-             "other_bytes": (b.pqh_bits - b.code_bits - b.gap_bits) / 8.0, "total_bytes": b.pqh_bits / 8.0}
-        p = rows.get(b.name)
-        if p is not None:
-            n = b.weights
-            e = (p.rate_pq * 32 * n - (1 << int(p.wbits_pq)) * 32) / (p.wbits_pq + p.ibits_pq)
-            kept = p.density * n
-            total = p.rate_pqh * 32 * n / 8.0
-            o["paper"] = {"entries": e, "fillers_per_kept": (e - kept) / kept if kept else None,
-                          "code_bytes": e * p.wbits_h / 8.0, "gap_bytes": e * p.ibits_h / 8.0,
-                          "other_bytes": total - e * (p.wbits_h + p.ibits_h) / 8.0, "total_bytes": total}
-        out.append(o)
-    return out
-
-
-def _sum(rows: List[dict], key: str, paper_side: bool = False) -> Optional[float]:
-    vals = [(r.get("paper") or {}).get(key) if paper_side else r.get(key) for r in rows]
-    return None if any(v is None for v in vals) else float(sum(vals))
-
-
-def breakdown_rows(summary: dict) -> List[list]:
-    kb = lambda v: "–" if v is None else "%.*f" % (0 if abs(v) >= 1e5 else 1, v / 1e3)
-    pair = lambda a, b, f: "%s / %s" % (f(a), f(b))
-    fpk = lambda v: "–" if v is None else "%.2f" % v
-    rows = []
-    bd = summary["breakdown"]
-    for r in bd + [None]:
-        if r is None:  # total
-            name, o, p = "total", {k: _sum(bd, k) for k in ("code_bytes", "gap_bytes", "other_bytes", "total_bytes")}, \
-                {k: _sum(bd, k, True) for k in ("code_bytes", "gap_bytes", "other_bytes", "total_bytes")}
-            f_o = _sum(bd, "entries") / max(1, sum(l["kept"] for l in summary["layers"])) - 1
-            f_p = None
-            if all(r2.get("paper") for r2 in bd):
-                kept_p = sum(l["density_target"] * l["weights"] for l in summary["layers"])
-                f_p = _sum(bd, "entries", True) / kept_p - 1
-        else:
-            name, o, p = r["layer"], r, r.get("paper") or {}
-            f_o, f_p = r["fillers_per_kept"], p.get("fillers_per_kept")
-        rows.append([name, pair(f_o, f_p, fpk), pair(o["code_bytes"], p.get("code_bytes"), kb),
-                     pair(o["gap_bytes"], p.get("gap_bytes"), kb), pair(o["other_bytes"], p.get("other_bytes"), kb),
-                     pair(o["total_bytes"], p.get("total_bytes"), kb)])
-    return rows
-
-
-BREAKDOWN_HEADERS = ["layer", "fillers per kept, ours / paper", "weight codes +H KB", "index gaps +H KB",
-                     "codebook, tables KB", "layer total KB"]
-
-
-def gap_sentence(summary: dict) -> Optional[str]:
-    """One line: how much larger or smaller our layers are than the paper's, by stream."""
-    bd = summary["breakdown"]
-    if not bd or not all(r.get("paper") for r in bd):
-        return None
-    d = {k: (_sum(bd, k) - _sum(bd, k, True)) / 1e6 for k in ("total_bytes", "code_bytes", "gap_bytes", "other_bytes")}
-    kept = sum(l["kept"] for l in summary["layers"])
-    kept_p = sum(l["density_target"] * l["weights"] for l in summary["layers"])
-    return ("Compressed layers, ours minus the paper's (%s): %+.2f MB = weight codes %+.2f MB + index gaps %+.2f MB "
-            "(%.2f vs %.2f fillers per kept weight) + codebooks and tables %+.2f MB."
-            % (summary["weights"], d["total_bytes"], d["code_bytes"], d["gap_bytes"],
-               _sum(bd, "entries") / kept - 1, _sum(bd, "entries", True) / kept_p - 1, d["other_bytes"]))
-
-
-def stage_rows(summary: dict) -> List[list]:
-    s = summary["seconds"]
-    return [[k, "%.2f" % s[k]] for k in ("prune", "quantize", "encode", "decode", "verify", "total")]
-
-
-def text_report(result: StorageResult) -> str:
-    """The Table 4/5 comparison and the totals, every line tagged with the weights' source."""
-    from caffe_dc.report.storage_table import storage_text
-    from caffe_dc.base.tables import text_table
-
-    s = result.summary
-    w = s["weights"]
-    parts = ["Table %d, ours / paper (%s):" % (s["paper"]["table"], w), storage_text(result.stats, s["net"]), "",
-             "totals (%s; MB = 10^6 bytes, as the paper):" % w,
-             text_table(["", "ours", "paper"], totals_rows(s)), "",
-             "where the bytes go, ours / paper (implied by its columns), %s:" % w,
-             text_table(BREAKDOWN_HEADERS, breakdown_rows(s)[-1:])]
-    gap = gap_sentence(s)
-    if gap:
-        parts.append(gap)
-    parts += ["", "seconds (%s): %s; peak RSS %.0f MB"
-              % (w, ", ".join("%s %s" % tuple(r) for r in stage_rows(s)), s["peak_rss_mb"])]
-    tag = "[%s | %s]" % (s["net"], w)
-    return "\n".join("%s %s" % (tag, line) if line else tag for line in "\n".join(parts).split("\n"))
-
-
-def markdown_report(result: StorageResult, command: Optional[str] = None) -> str:
-    from caffe_dc.report.storage_table import storage_markdown
-    from caffe_dc.base.tables import markdown_table
-
-    s = result.summary
-    net, label = s["net"], s["weights"]
-    title = {"alexnet": "AlexNet", "vgg16": "VGG-16"}[net]
-    out = ["# %s storage at the paper's settings (%s)" % (title, label), ""]
-    if s["synthetic"]:
-        out += ["**These figures are for synthetic weights**, not for a trained %s: %s (seed %d). "
-                "See `caffe_dc/storage.py` for why this distribution and what it can show: the pipeline "
-                "(pruning to the paper's W%%, k-means with the paper's bits, the `.dcz` encoder with the paper's "
-                "index bits) is the real one; the Huffman gains depend on the weights' distribution and on the "
-                "structure of a trained net, which i.i.d. weights lack." % (title, s["distribution"], s["seed"]), ""]
-    else:
-        out += ["Weights: `%s` (pruned and quantized post hoc, no retraining)." % s["weights_file"], ""]
-    if s["shrink"] > 1:
-        out += ["Channel counts divided by %d (a test run): sizes are not comparable to the paper's." % s["shrink"], ""]
-    if command:
-        out += ["Command: `%s`" % command, ""]
-
-    out += ["## Totals (%s)" % label, "", markdown_table(["", "ours", "paper"], totals_rows(s)), "",
-            "MB are 10^6 bytes, as the paper counts (%s's dense float32 parameters are %.1f MB: its \"%g MB\"). "
-            "Ours includes everything in the file: biases (raw float32), headers, CRCs, Huffman tables."
-            % (title, s["totals"]["dense_mb"], s["paper"]["dense_mb"]), ""]
-    gap = gap_sentence(s)
-    if gap:
-        out += [gap, ""]
-
-    out += ["## Per layer, ours / paper Table %d (%s)" % (s["paper"]["table"], label), "",
-            storage_markdown(result.stats, net), ""]
-
-    out += ["## Where the bytes go (%s)" % label, "",
-            "Ours is measured; the paper's is implied by its columns (see `storage.breakdown`): entries = "
-            "(rate P+Q x 32n - codebook) / (wb + ib), stream bits = entries x bits +H. Fillers per kept weight "
-            "measure how clustered the kept positions are; weight-code bits how skewed the codebook usage is. "
-            "The paper prints rates to 2-3 digits, so its implied bytes are good to a few percent; a negative "
-            "value on its side is that rounding.", "",
-            markdown_table(BREAKDOWN_HEADERS, breakdown_rows(s)), ""]
-
-    rss = s["rss_mb_by_stage"]
-    out += ["## Run (%s)" % label, "", markdown_table(["stage", "seconds"], stage_rows(s)), "",
-            "Peak RSS: %.0f MB (after quantize %.0f, after encode %.0f, after decode %.0f). k-means fit: %s. "
-            "Decoded weights verified bit-exact against the quantized ones (%d values)."
-            % (s["peak_rss_mb"], rss["after_quantize"], rss["after_encode"], rss["after_decode"],
-               s["kmeans_fit"], s["verified_values"]), "",
-            markdown_table(["layer", "shape", "kept", "W% ours / paper", "bits", "distinct values", "prune s",
-                            "quantize s"],
-                           [[r["name"], "x".join(map(str, r["shape"])), r["kept"],
-                             "%.2f%% / %g%%" % (100 * r["density"], 100 * r["density_target"]), r["bits"],
-                             r["distinct"], "%.2f" % r["prune_s"], "%.2f" % r["quantize_s"]] for r in s["layers"]]),
-            ""]
-    return "\n".join(out)
 
 
 def default_out(net: str) -> str:
     return os.path.join("runs", "storage-%s" % check_net(net))
-
-
-def write_outputs(result: StorageResult, out_dir: str, json_path: Optional[str] = None,
-                  command: Optional[str] = None) -> Dict[str, str]:
-    """``storage.json``, ``storage.md`` and ``<net>.dcz`` into ``out_dir`` (atomically); and ``json_path``."""
-    import json
-
-    os.makedirs(out_dir, exist_ok=True)
-    net = result.summary["net"]
-    paths = {"json": os.path.join(out_dir, "storage.json"), "markdown": os.path.join(out_dir, "storage.md"),
-             "blob": os.path.join(out_dir, "%s.dcz" % net)}
-    doc = dict(result.summary, command=command, files=paths)
-    text = json.dumps(json_safe(doc), indent=2, allow_nan=False).encode()
-    atomic_write(paths["json"], text)
-    atomic_write(paths["markdown"], markdown_report(result, command).encode())
-    atomic_write(paths["blob"], result.blob)
-    if json_path:
-        d = os.path.dirname(json_path)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        atomic_write(json_path, text)
-        paths["json_copy"] = json_path
-    return paths
-
-
-def json_safe(o):
-    """JSON-safe copy: numpy scalars to Python, tuples to lists, NaN/inf to None."""
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, (bool, np.bool_)):
-        return bool(o)
-    if isinstance(o, (int, np.integer)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(float(o)) else None
-    return o
