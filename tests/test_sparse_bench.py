@@ -1,4 +1,4 @@
-"""Dense vs CSR benchmark (caffe_dc.sparse_bench) on tiny layers: correctness and report fields, no timings."""
+"""Dense vs CSR benchmark (pipeline.sparse_bench, report.sparse_bench) on tiny layers: correctness and report fields, no timings."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import pytest
 from caffe_dc.base import paper
 from caffe_dc.pipeline import sparse_bench
 from caffe_dc.pipeline import storage
+from caffe_dc.report import sparse_bench as sparse_report
 from caffe_dc.base.errors import InputError
 
 from conftest import assert_clean_error, run_cli
@@ -83,11 +84,11 @@ def test_result_fields(result):
 
 def test_table_and_files(result, tmp_path):
     res, _ = result
-    text = sparse_bench.text_report(res)
+    text = sparse_report.text_report(res)
     for h in ("dense µs", "sparse µs", "speedup", "paper speedup", "geomean", "Core i7-5930K"):
         assert h in text
     assert "2.45" in text                       # AlexNet fc6's paper speedup beside ours
-    paths = sparse_bench.write_outputs(res, str(tmp_path / "b"), "cmd")
+    paths = sparse_report.write_outputs(res, str(tmp_path / "b"), "cmd")
     doc = json.loads(open(paths["json"]).read())
     assert doc["command"] == "cmd" and len(doc["rows"]) == 6 and doc["rows"][4]["paper"] is None
     with open(paths["plot"], "rb") as f:

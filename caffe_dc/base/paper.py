@@ -19,6 +19,7 @@ LENET_5 = "lenet-5"
 ALEXNET = "alexnet"
 VGG16 = "vgg16"
 NETS = (LENET_300_100, LENET_5, ALEXNET, VGG16)
+TITLES = {LENET_300_100: "LeNet-300-100", LENET_5: "LeNet-5", ALEXNET: "AlexNet", VGG16: "VGG-16"}   # as printed
 
 
 class ResultRow(NamedTuple):

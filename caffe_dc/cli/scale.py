@@ -11,7 +11,7 @@ from caffe_dc.cli.args import nonnegative_float, positive_int as _positive_int
 
 
 def _command_line() -> str:
-    return "caffe-dc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "caffe-dc " + shlex.join(sys.argv[1:])
 
 
 def cmd_storage(p):
@@ -71,6 +71,7 @@ def cmd_bench_sparse(p):
     def run(args):
         from caffe_dc.base import paper
         from caffe_dc.pipeline import sparse_bench
+        from caffe_dc.report import sparse_bench as report
 
         try:
             batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -89,8 +90,8 @@ def cmd_bench_sparse(p):
             for net in (paper.ALEXNET, paper.VGG16):
                 cases += sparse_bench.cases_synthetic(net, seed=args.seed, shrink=args.shrink)
         result = sparse_bench.run_bench(cases, batches, args.threads, seed=args.seed, min_seconds=args.min_time)
-        print(sparse_bench.text_report(result))
-        paths = sparse_bench.write_outputs(result, out, _command_line())
+        print(report.text_report(result))
+        paths = report.write_outputs(result, out, _command_line())
         print("wrote %s" % ", ".join(paths.values()))
         return 0
     return run

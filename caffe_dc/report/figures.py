@@ -1,10 +1,13 @@
-"""Matplotlib figures of a compression run (written as PNG, headless)."""
+"""Matplotlib figures of a compression run and of the benchmarks (written as PNG, headless)."""
 from __future__ import annotations
 
-import os
-from typing import Dict, List, Mapping, Optional, Sequence
+import io
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from caffe_dc.base import paper
+from caffe_dc.base.fileio import atomic_write
 
 
 def _plt():
@@ -16,12 +19,11 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+def _save(fig, path: str, bbox_inches: Optional[str] = "tight") -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches=bbox_inches)
     _plt().close(fig)
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -111,3 +113,35 @@ def accuracy_vs(points: List[Dict], x: str, y: str, group: str, path: str, xlabe
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+Panel = Tuple[str, Sequence[Tuple[str, str]], Sequence[float], Sequence[Optional[float]]]
+
+
+def speedups(panels: Sequence[Panel], path: str, ours_label: str, paper_label: str, title: str) -> str:
+    """Grouped bars of ours vs the paper's speedup per (net, layer), log scale, one panel each.
+
+    A panel is (title, [(net, layer), ...], our speedups, the paper's, None where it has none).
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, cases, ours, theirs) in zip(axes[0], panels):
+        labels = ["%s\n%s" % (paper.TITLES.get(net, net), layer) for net, layer in cases]
+        x = np.arange(len(cases))
+        theirs = [np.nan if v is None else v for v in theirs]
+        for dx, vals, lab in ((-0.2, ours, ours_label), (0.2, theirs, paper_label)):
+            bars = ax.bar(x + dx, vals, 0.4, label=lab)
+            for bar, v in zip(bars, vals):
+                if np.isfinite(v):
+                    ax.annotate("%.2f" % v, (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom",
+                                fontsize=7, xytext=(0, 1), textcoords="offset points")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylabel("speedup dense / sparse")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, bbox_inches=None)
