@@ -12,7 +12,7 @@ VGG-16 552 MB -> 11.3 MB, 49x), and prints one table.
 
 Each net's full report stays in ``runs/storage-<net>/`` (storage.md,
 storage.json, <net>.dcz). The weights are synthetic (see
-``caffe_dc/storage.py``): the sizes show what our encoder does at the
+``caffe_dc/pipeline/storage.py``): the sizes show what our encoder does at the
 paper's settings on such weights, not a reproduction of the trained nets.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 
+from caffe_dc.base import provenance  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.tables import text_table  # noqa: E402
 
@@ -80,10 +81,8 @@ def main(argv=None):
             for net, r in results.items()]
     print(text_table(["net", "weights", "prune s", "quantize s", "encode s", "decode s", "peak RSS MB",
                       "ours", "paper"], rows))
-    d = os.path.dirname(args.out)
-    if d:
-        os.makedirs(d, exist_ok=True)
-    atomic_write(args.out, json.dumps({"nets": results, "cpus": os.cpu_count()}, indent=2).encode())
+    atomic_write(args.out, json.dumps({"nets": results, "cpus": os.cpu_count(), "environment": provenance.environment()},
+                                      indent=2).encode())
     print("wrote %s" % args.out)
     return 0
 
