@@ -1,0 +1,239 @@
+"""Bad input never costs data or shows a traceback (issue 12).
+
+Each case runs the real command line in a subprocess and must end with exit
+status 2, exactly one line on stderr naming the problem, no traceback, and
+every input file byte-identical afterwards. All cases fail before any
+training; the inputs are tiny files made here.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+from caffe_dc.pycaffe import caffemodel as cm
+
+try:
+    import caffe  # noqa: F401
+    HAVE_CAFFE = True
+except ImportError:
+    HAVE_CAFFE = False
+
+DEPLOY = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 8 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 4 } }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 2 } }
+"""
+TRAIN_VAL = """name: "tiny"
+layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TEST }
+        data_param { source: "no/such/lmdb" batch_size: 4 backend: LMDB } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 4 } }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 2 } }
+"""
+
+
+def _dims(*d):
+    return b"".join(cm._key(1, 0) + cm._enc_varint(x) for x in d)
+
+
+def _layer(name, blobs=(), declared=None):
+    """A NetParameter.layer record: real float blobs, or one blob that only declares a shape."""
+    body = cm._field(1, name.encode()) + cm._field(2, b"InnerProduct")
+    for a in blobs:
+        body += cm._field(7, cm._field(7, _dims(*a.shape)) + cm._field(5, a.astype("<f4").tobytes()))
+    if declared:
+        body += cm._field(7, cm._field(7, _dims(*declared)))
+    return cm._field(100, body)
+
+
+def make_inputs(d):
+    """The files the cases read, written into folder ``d``; returns nothing, names are fixed."""
+    r = np.random.RandomState(0)
+    files = {
+        "P.prototxt": DEPLOY.encode(),
+        "TV.prototxt": TRAIN_VAL.encode(),
+        "T.prototxt": DEPLOY.replace('"InnerProduct" bottom: "ip1"', '"InnerProdukt" bottom: "ip1"').encode(),
+        "B.prototxt": DEPLOY.replace('bottom: "ip1"', 'bottom: "ipX"').encode(),
+        "Z.prototxt": DEPLOY.replace("num_output: 4", "num_output: 0").encode(),
+        "BIN.prototxt": bytes(range(256)) * 4,
+        "Q.caffemodel": _layer("ip1", [r.randn(4, 8), r.randn(4)]) + _layer("ip2", [r.randn(2, 4), r.randn(2)]),
+        "H40.caffemodel": _layer("ip1", declared=(1 << 40,)),    # 33 bytes asking for 4 TiB
+        "H28.caffemodel": _layer("ip1", declared=(1 << 28,)),    # 32 bytes asking for 1 GiB
+        "M.dcz": b"\x93CAFFEDC not really a blob, but decode must refuse before reading it",
+        "N.net": b"an authors' .net file, as far as the output checks care",
+        "F": b"an ordinary file",
+    }
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    os.symlink("M.dcz", os.path.join(d, "link.dcz"))
+    os.link(os.path.join(d, "Q.caffemodel"), os.path.join(d, "hard.caffemodel"))
+    os.makedirs(os.path.join(d, "dir"))
+    os.makedirs(os.path.join(d, "run"))
+    shutil.copyfile(os.path.join(d, "Q.caffemodel"), os.path.join(d, "run", "pruned.caffemodel"))
+    os.makedirs(os.path.join(d, "ro"))
+    shutil.copyfile(os.path.join(d, "Q.caffemodel"), os.path.join(d, "ro", "Q.caffemodel"))
+    os.chmod(os.path.join(d, "ro"), 0o555)
+
+
+# (id, command line, fragment of the one error line, needs pycaffe)
+CASES = [
+    # outputs over inputs or over each other
+    ("inspect-json-on-blob", "inspect M.dcz --json M.dcz", "overwrite", False),
+    ("encode-out-on-prototxt", "encode P.prototxt Q.caffemodel -o P.prototxt", "overwrite", False),
+    ("encode-json-on-caffemodel", "encode P.prototxt Q.caffemodel -o X.dcz --json Q.caffemodel", "overwrite", False),
+    ("encode-json-on-prototxt", "encode P.prototxt Q.caffemodel -o X.dcz --json P.prototxt", "overwrite", False),
+    ("encode-json-on-out", "encode P.prototxt Q.caffemodel -o X.dcz --json X.dcz", "same file", False),
+    ("encode-out-on-hard-link", "encode P.prototxt Q.caffemodel -o hard.caffemodel", "overwrite", False),
+    ("decode-out-on-verify", "decode M.dcz -o Q.caffemodel --verify Q.caffemodel", "overwrite", False),
+    ("decode-out-on-own-input", "decode M.dcz -o M.dcz", "overwrite", False),
+    ("decode-through-symlink", "decode link.dcz -o M.dcz", "overwrite", False),
+    ("import-net-out-on-deploy", "import-net P.prototxt N.net -o P.prototxt", "overwrite", False),
+    ("import-net-dcz-on-netfile", "import-net P.prototxt N.net -o X.caffemodel --dcz N.net", "overwrite", False),
+    ("import-net-dcz-on-deploy", "import-net P.prototxt N.net -o X.caffemodel --dcz P.prototxt", "overwrite", False),
+    ("export-net-out-on-caffemodel", "export-net P.prototxt Q.caffemodel -o Q.caffemodel", "overwrite", False),
+    ("storage-json-on-weights", "storage alexnet --weights Q.caffemodel --json Q.caffemodel --out o", "overwrite",
+     False),
+    ("prune-out-folder-holds-input", "prune lenet-5 run/pruned.caffemodel --out run --data-root data", "overwrite",
+     True),
+    # outputs that cannot be written (each an OSError before)
+    ("output-is-a-folder", "decode M.dcz -o dir", "is a folder", False),
+    ("output-below-a-file", "decode M.dcz -o F/x.caffemodel", "not a folder", False),
+    ("json-below-a-file", "inspect M.dcz --json F/sub/x.json", "not a folder", False),
+    ("out-folder-is-a-file", "storage alexnet --out F", "not a folder", False),
+    ("data-root-below-a-file", "data --data-root F/data", "not a folder", False),
+    ("train-out-below-a-file", "train lenet-5 --out F/ref --data-root data", "not a folder", False),
+    ("read-only-folder", "decode M.dcz -o ro/x.caffemodel", "cannot write", False),
+    ("default-output-next-to-read-only-input", "encode P.prototxt ro/Q.caffemodel", "cannot write", False),
+    # files that are not what they claim
+    ("binary-prototxt", "encode BIN.prototxt Q.caffemodel -o X.dcz", "not a text prototxt", True),
+    ("binary-deploy", "import-net BIN.prototxt N.net -o X.caffemodel", "not a text prototxt", True),
+    ("caffemodel-declares-4TiB", "encode P.prototxt H40.caffemodel -o X.dcz", "needs 1099511627776", True),
+    ("caffemodel-declares-1GiB", "encode P.prototxt H28.caffemodel -o X.dcz", "needs 268435456", True),
+    # prototxts on which Caffe would abort the process
+    ("unknown-layer-type", "encode T.prototxt Q.caffemodel -o X.dcz", "InnerProdukt", True),
+    ("undefined-bottom", "encode B.prototxt Q.caffemodel -o X.dcz", "ipX", True),
+    ("num-output-0", "encode Z.prototxt Q.caffemodel -o X.dcz", "num_output 0", True),
+    ("export-net-unknown-type", "export-net T.prototxt Q.caffemodel -o X.net", "InnerProdukt", True),
+    ("import-net-train-val", "import-net TV.prototxt N.net -o X.caffemodel", "deploy", True),
+    # option values, refused when parsed
+    ("train-iters-0", "train lenet-5 --iters 0", "--iters", False),
+    ("train-limit-0", "train lenet-5 --limit 0", "--limit", False),
+    ("train-test-every-negative", "train lenet-5 --test-every -1", "--test-every", False),
+    ("train-base-lr-nan", "train lenet-5 --base-lr nan", "--base-lr", False),
+    ("train-batch-0", "train lenet-5 --batch 0", "--batch", False),
+    ("data-limit-negative", "data --limit -1", "--limit", False),
+    ("prune-iters-negative", "prune lenet-5 Q.caffemodel --iters -1", "--iters", False),
+    ("prune-lr-factor-inf", "prune lenet-5 Q.caffemodel --lr-factor inf", "--lr-factor", False),
+    ("quantize-bits-13", "quantize lenet-5 Q.caffemodel --bits 13", "1..12", False),
+    ("quantize-bits-layer-0", "quantize lenet-5 Q.caffemodel --bits ip1=0", "ip1", False),
+    ("reproduce-density-0", "reproduce lenet-5 --density 0", "--density", False),
+    ("reproduce-bits-0", "reproduce lenet-5 --bits 0", "--bits", False),
+    ("encode-density-1.5", "encode P.prototxt Q.caffemodel --density 1.5", "--density", False),
+    ("encode-density-nan", "encode P.prototxt Q.caffemodel --density nan", "--density", False),
+    ("encode-density-inf", "encode P.prototxt Q.caffemodel --density inf", "--density", False),
+    ("encode-density-layer-2", "encode P.prototxt Q.caffemodel --density ip1=2", "ip1", False),
+    ("encode-bits-0", "encode P.prototxt Q.caffemodel --bits 0", "--bits", False),
+    ("encode-index-bits-13", "encode P.prototxt Q.caffemodel --index-bits 13", "--index-bits", False),
+    ("encode-density-twice", "encode P.prototxt Q.caffemodel --density 0.1,0.2", "twice", False),
+    ("encode-unknown-layer", "encode P.prototxt Q.caffemodel -o X.dcz --density ipX=0.5", "ipX", True),
+    ("decode-max-weights-0", "decode M.dcz -o X.caffemodel --max-weights 0", "--max-weights", False),
+    ("bench-sparse-min-time-nan", "bench-sparse --min-time nan", "--min-time", False),
+]
+
+
+def _snapshot(d):
+    out = {}
+    for root, _, names in os.walk(d):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, d)] = (os.path.islink(p), os.readlink(p) if os.path.islink(p) else open(p, "rb").read())
+    return out
+
+
+def _as_nobody():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+_NOBODY = []
+
+
+def nobody_can_run():
+    """Root writes into read-only folders, so those cases run as nobody, which needs to reach this
+    Python and the checkout (true in the image; not for a Python under /root)."""
+    if not _NOBODY:
+        try:
+            r = subprocess.run([sys.executable, "-c", "import os, sys; sys.path.insert(0, %r); import caffe_dc" % REPO],
+                               preexec_fn=_as_nobody, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            _NOBODY.append(r.returncode == 0)
+        except OSError:
+            _NOBODY.append(False)
+    return _NOBODY[0]
+
+
+@pytest.fixture(scope="module")
+def work():
+    # Not tmp_path: the read-only cases run as nobody when the tests run as root, and pytest's
+    # base folder is private to root.
+    d = tempfile.mkdtemp(prefix="caffe-dc-bad-input.")
+    os.chmod(d, 0o777)
+    try:
+        make_inputs(d)
+        yield d
+    finally:
+        os.chmod(os.path.join(d, "ro"), 0o755)
+        shutil.rmtree(d)
+
+
+def run_case(argv, cwd, demote=False):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "caffe_dc"] + argv, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120, env=env,
+                          preexec_fn=_as_nobody if demote else None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(work, case):
+    _, command, fragment, needs_caffe = case
+    if needs_caffe and not HAVE_CAFFE:
+        pytest.skip("needs pycaffe")
+    demote = " ro/" in command and os.geteuid() == 0
+    if demote and not nobody_can_run():
+        pytest.skip("running as root, and user nobody cannot run this Python")
+    before = _snapshot(work)
+    p = run_case(command.split(), work, demote)
+    after = _snapshot(work)
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert fragment in lines[0], lines[0]
+    for name, content in before.items():
+        assert after.get(name) == content, "%s changed" % name
+    # nothing is written when a command is refused (new files would be half-done outputs)
+    assert sorted(after) == sorted(before), sorted(set(after) - set(before))
+
+
+@pytest.mark.skipif(not HAVE_CAFFE, reason="needs pycaffe")
+def test_a_bare_density_leaves_named_layers_their_own(work, tmp_path):
+    shutil.copyfile(os.path.join(work, "P.prototxt"), str(tmp_path / "P.prototxt"))
+    shutil.copyfile(os.path.join(work, "Q.caffemodel"), str(tmp_path / "Q.caffemodel"))
+    p = run_case(["encode", "P.prototxt", "Q.caffemodel", "-o", "X.dcz", "--density", "0.5,ip1=0.25",
+                  "--json", "X.json"], str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    layers = {l["name"]: l for l in json.load(open(str(tmp_path / "X.json")))["layers"] if l["blob"] == 0}
+    assert layers["ip1"]["nonzero"] == 8 and layers["ip2"]["nonzero"] == 4, layers
+
+
+def test_one_bit_limit_for_options_and_container():
+    from caffe_dc.base.limits import MAX_BITS
+    from caffe_dc.codec import container
+
+    assert container.MAX_BITS == MAX_BITS
