@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from caffe_dc.codec import han_net as hf
+from caffe_dc.codec import sparse_format as sf
 from caffe_dc.stages import net_format
 from caffe_dc.base.errors import FormatError, InputError
 
@@ -66,9 +67,12 @@ def test_two_layers_conv_8bit_then_fc_4bit():
 
 
 def test_nibble_order_low_first():
-    assert hf._pack_nibbles(np.array([1, 2])) == b"\x21"       # a high-first writer would give 0x12
-    assert hf._pack_nibbles(np.array([1, 2, 3])) == b"\x21\x03"
-    np.testing.assert_array_equal(hf._unpack_nibbles(b"\x21\xf3", 3), [1, 2, 3])   # unused high nibble ignored
+    # one packing serves both formats: sparse_format's, as the .net writer and reader use it
+    assert sf.pack_nibbles(np.array([1, 2])) == b"\x21"       # a high-first writer would give 0x12
+    assert sf.pack_nibbles(np.array([1, 2, 3])) == b"\x21\x03"
+    np.testing.assert_array_equal(sf.unpack_nibbles(b"\x21\xf3", 3), [1, 2, 3])   # unused high nibble ignored
+    with pytest.raises(FormatError, match="nibble"):
+        sf.unpack_nibbles(b"\x21\xf3", 3, strict=True)             # ... unless the caller insists
 
 
 def test_select_layers():

@@ -142,10 +142,34 @@ def _top_up(start: np.ndarray, distinct: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.concatenate([u, rest[idx]]))
 
 
-def _nearest(x: np.ndarray, sorted_centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid for each x (1-D: a binary search on the midpoints)."""
-    c = sorted_centroids.astype(np.float64)
-    return np.searchsorted((c[:-1] + c[1:]) / 2.0, x.astype(np.float64, copy=False)).astype(np.intp)
+def nearest(x, sorted_centroids) -> np.ndarray:
+    """Index of the nearest centroid for each x (1-D: a binary search on the midpoints).
+
+    ``sorted_centroids`` ascending; a value exactly halfway between two
+    centroids goes to the lower one, and a value equal to a centroid to that
+    centroid (so, for distinct sorted values, this is also their exact lookup).
+    """
+    c = np.asarray(sorted_centroids, dtype=np.float64)
+    return np.searchsorted((c[:-1] + c[1:]) / 2.0, np.asarray(x).astype(np.float64, copy=False)).astype(np.intp)
+
+
+def pad_codebook(codebook, bits: int) -> np.ndarray:
+    """``codebook`` (entry 0 the reserved 0.0, then the centroids) as float32[2**bits].
+
+    The slots after the last given entry repeat it, so a codebook whose
+    centroids ascend stays ascending from index 1 and holds 0.0 only at
+    index 0 (the ``.net`` format's rule); a codebook of the zero entry
+    alone pads with ``NONZERO_EPS``. No code points at the padding, so the
+    weights ``codebook[codes]`` do not change.
+    """
+    cb = np.asarray(codebook, dtype=np.float32).ravel()
+    K = 1 << int(bits)
+    if not 1 <= cb.size <= K:
+        raise InputError("a codebook of %d entries does not fit %d bits (1..%d entries)" % (cb.size, bits, K))
+    out = np.empty(K, dtype=np.float32)
+    out[:cb.size] = cb
+    out[cb.size:] = cb[-1] if cb.size > 1 else NONZERO_EPS
+    return out
 
 
 def _finish(distinct: np.ndarray, centers) -> Tuple[np.ndarray, np.ndarray]:
@@ -156,7 +180,7 @@ def _finish(distinct: np.ndarray, centers) -> Tuple[np.ndarray, np.ndarray]:
         c = np.array([distinct.mean()], dtype=np.float32)
     c[c == 0] = NONZERO_EPS
     c = np.unique(c)
-    labels = _nearest(distinct, c)
+    labels = nearest(distinct, c)
     used = np.bincount(labels, minlength=c.size) > 0
     if not used.all():  # drop centroids no weight is nearest to (empty clusters)
         labels = (np.cumsum(used) - 1)[labels]
@@ -250,10 +274,7 @@ def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tup
     K = 1 << bits
     nz = np.flatnonzero(flat)
     centroids, labels = kmeans(flat[nz], K - 1, init, seed)
-    codebook = np.empty(K, dtype=np.float32)
-    codebook[0] = 0.0
-    codebook[1:1 + centroids.size] = centroids
-    codebook[1 + centroids.size:] = centroids[-1] if centroids.size else NONZERO_EPS
+    codebook = pad_codebook(np.concatenate([[0.0], centroids]), bits)
     codes = np.zeros(flat.size, dtype=code_dtype(bits))
     codes[nz] = labels + 1
     return codebook, codes.reshape(w.shape)

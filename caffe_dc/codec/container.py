@@ -33,12 +33,12 @@ import numpy as np
 from caffe_dc.codec import huffman
 from caffe_dc.codec import sparse_format
 from caffe_dc.base.errors import FormatError, InputError
+from caffe_dc.base.limits import MAX_BITS  # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
 
 MAGIC = b"\x93CAFFEDC"
 VERSION = (1, 0)
 FORMAT_NAME = "caffe-dc"
 KIND_RAW, KIND_QUANTIZED = 1, 2
-MAX_BITS = 12                    # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
 MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
 MAX_HEADER = 16 << 20            # JSON header bytes
 DEFAULT_MAX_WEIGHTS = 1 << 28    # decoded values per file (~2x VGG-16); raise it explicitly for more
@@ -111,25 +111,7 @@ class RecordInfo(NamedTuple):
 
 # ============================================================================ writing
 
-def _pack_nibbles(lengths: np.ndarray) -> bytes:
-    """Code lengths (<= 15) two per byte, the even symbol in the low nibble (as the authors' .net)."""
-    l = np.asarray(lengths, dtype=np.uint8)
-    if l.size % 2:
-        l = np.concatenate([l, np.zeros(1, np.uint8)])
-    return (l[0::2] | (l[1::2] << 4)).astype(np.uint8).tobytes()
-
-
-def _unpack_nibbles(raw: bytes, n: int) -> np.ndarray:
-    b = np.frombuffer(raw, dtype=np.uint8)
-    out = np.empty(2 * b.size, dtype=np.uint8)
-    out[0::2] = b & 0x0F
-    out[1::2] = b >> 4
-    if n % 2 and out[-1]:
-        raise FormatError("unused high nibble of a code-length table is not zero")
-    return out[:n]
-
-
-def _as_codes(codes, k: int, where: str) -> np.ndarray:
+def as_codes(codes, k: int, where: str) -> np.ndarray:
     """User codes -> the smallest unsigned array that holds them, range-checked."""
     c = np.asarray(codes)
     if c.dtype.kind == "f":  # codes saved in a caffemodel blob come back as float
@@ -173,7 +155,7 @@ def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tupl
     cb = cb.astype("<f4")
     if cb[0] != 0.0:
         raise InputError("%s: codebook[0] is %r, but entry 0 is reserved for pruned weights (0.0)" % (where, float(cb[0])))
-    codes = _as_codes(b.codes, k, where)
+    codes = as_codes(b.codes, k, where)
     gaps, ecodes = sparse_format.to_entries(codes.ravel(), ib)
     n = int(gaps.size)
     code_counts = np.bincount(ecodes, minlength=k)
@@ -192,12 +174,12 @@ def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tupl
         _QUANT_FIXED.pack(wb, ib, 0, n, fillers, block_size, cs.n_bits, gs.n_bits),
         cb.tobytes(),
         cs.offsets.astype("<u4").tobytes(), gs.offsets.astype("<u4").tobytes(),
-        _pack_nibbles(cl), _pack_nibbles(gl),
+        sparse_format.pack_nibbles(cl), sparse_format.pack_nibbles(gl),
         cs.payload, gs.payload,
     ])
     rec = _frame(body)
     info = RecordInfo("quantized", b.name, b.blob, tuple(codes.shape), len(rec), n, fillers, n - fillers, wb, ib,
-                      32 * k, cs.n_bits, gs.n_bits, 8 * (len(_pack_nibbles(cl)) + len(_pack_nibbles(gl))),
+                      32 * k, cs.n_bits, gs.n_bits, 8 * ((k + 1) // 2 + (m + 1) // 2),
                       32 * (cs.offsets.size + gs.offsets.size), code_counts, gap_counts)
     return rec, info
 
@@ -320,14 +302,15 @@ def _check_header(h, total_records_bytes: int) -> Tuple[List[dict], int]:
     return layers, n
 
 
-def _bytes_view(data) -> memoryview:
+def bytes_view(data) -> memoryview:
+    """A flat byte view of any bytes-like object (no copy)."""
     v = memoryview(data)
     return v if (v.format == "B" and v.ndim == 1) else v.cast("B")
 
 
 def read_header(data) -> Tuple[dict, int]:
     """Validate magic, version, header length and CRC; returns (header dict, offset of first record)."""
-    data = _bytes_view(data)
+    data = bytes_view(data)
     if len(data) < _FILE_HEAD.size:
         if not len(data) or bytes(data[:len(MAGIC)]) != MAGIC[:len(data)]:
             raise FormatError("not a caffe-dc compressed file (bad magic)")
@@ -371,41 +354,24 @@ class _Pending(NamedTuple):
 
 
 def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob], List[RecordInfo]]:
-    """Parse and fully validate a ``.dcz`` file; returns (header, blobs in file order, sizes)."""
-    data = _bytes_view(data)
+    """Parse and fully validate a ``.dcz`` file; returns (header, blobs in file order, sizes).
+
+    Two passes: every record is framed, checked and parsed (raw blobs in
+    full), then the Huffman streams of all quantized records are decoded
+    together (``huffman.decode_many``).
+    """
+    data = bytes_view(data)
     h, pos = read_header(data)
     layers = h["layers"]
-    n_records = h["records"]
     out: List[Optional[Blob]] = []
     infos: List[Optional[RecordInfo]] = []
     pending: List[Tuple[int, _Pending]] = []
     total_values = 0
     prev = (-1, -1)
-    for r in range(n_records):
-        where = "record %d" % r
-        if pos + 4 > len(data):
-            raise FormatError("truncated: %s of %d is missing (file ends at byte %d)" % (where, n_records, len(data)))
-        blen, = _U32S.unpack(data[pos:pos + 4])
-        if blen > len(data) - pos - 8:
-            raise FormatError("truncated: %s declares %d bytes, only %d left" % (where, blen, max(0, len(data) - pos - 8)))
-        rec_end = pos + 4 + blen
-        crc, = _U32S.unpack(data[rec_end:rec_end + 4])
-        if zlib.crc32(data[pos:rec_end]) & _U32 != crc:
-            raise FormatError("%s: CRC mismatch (file corrupt)" % where)
-        cur = _Cursor(data, pos + 4, rec_end, where)
-        kind, ndim, bidx, lidx = cur.unpack(_REC_PREFIX, "record prefix")
-        if lidx >= len(layers):
-            raise FormatError("%s: layer index %d, but the header lists %d layers" % (where, lidx, len(layers)))
-        lay = layers[lidx]
-        where = cur.where = "%s (layer %r blob %d)" % (where, lay["name"], bidx)
-        if bidx >= lay["blobs"]:
-            raise FormatError("%s: the header gives this layer %d blobs" % (where, lay["blobs"]))
-        if (lidx, bidx) <= prev:
-            raise FormatError("%s: records out of order or repeated" % where)
+    for r in range(h["records"]):
+        cur, kind, lidx, bidx, shape, rec_end = _open_record(data, pos, r, h["records"], layers, prev)
+        lay, where = layers[lidx], cur.where
         prev = (lidx, bidx)
-        if ndim > MAX_NDIM:
-            raise FormatError("%s: %d axes (limit %d)" % (where, ndim, MAX_NDIM))
-        shape = tuple(int(d) for d in cur.array("<u4", ndim, "shape"))
         size = 1
         for d in shape:
             size *= d  # Python ints: no overflow
@@ -416,17 +382,18 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
             raise FormatError("%s: blob shape %s takes the file past the limit of %d values; "
                               "refusing to allocate (raise max_weights if this is intended)"
                               % (where, shape, max_weights))
+        record_bytes = rec_end + 4 - pos
         if kind == KIND_RAW:
             if cur.end - cur.pos != 4 * size:
                 raise FormatError("%s: raw blob of shape %s needs %d bytes, record holds %d"
                                   % (where, shape, 4 * size, cur.end - cur.pos))
             arr = cur.array("<f4", size, "raw values").astype(np.float32).reshape(shape)
             out.append(RawBlob(lay["name"], lay["type"], bidx, arr))
-            infos.append(RecordInfo("raw", lay["name"], bidx, shape, blen + 8))
+            infos.append(RecordInfo("raw", lay["name"], bidx, shape, record_bytes))
         elif kind == KIND_QUANTIZED:
             out.append(None)
             infos.append(None)
-            pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, blen + 8)))
+            pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, record_bytes)))
         else:
             raise FormatError("%s: unknown record kind %d" % (where, kind))
         if cur.pos != cur.end:
@@ -434,7 +401,45 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
         pos = rec_end + 4
     if pos != len(data):
         raise FormatError("%d trailing bytes after the last record" % (len(data) - pos))
+    _decode_pending(pending, out, infos)
+    return h, out, infos  # type: ignore[return-value]
 
+
+def _open_record(data, pos: int, r: int, n_records: int, layers: List[dict], prev: Tuple[int, int]):
+    """Frame record ``r`` at ``pos`` (length, CRC) and read its prefix and shape.
+
+    Returns (cursor after the shape, kind, layer index, blob index, shape,
+    offset of the record's CRC); the indices are checked against the header
+    and must come after ``prev``, the previous record's (layer, blob).
+    """
+    where = "record %d" % r
+    if pos + 4 > len(data):
+        raise FormatError("truncated: %s of %d is missing (file ends at byte %d)" % (where, n_records, len(data)))
+    blen, = _U32S.unpack(data[pos:pos + 4])
+    if blen > len(data) - pos - 8:
+        raise FormatError("truncated: %s declares %d bytes, only %d left" % (where, blen, max(0, len(data) - pos - 8)))
+    rec_end = pos + 4 + blen
+    crc, = _U32S.unpack(data[rec_end:rec_end + 4])
+    if zlib.crc32(data[pos:rec_end]) & _U32 != crc:
+        raise FormatError("%s: CRC mismatch (file corrupt)" % where)
+    cur = _Cursor(data, pos + 4, rec_end, where)
+    kind, ndim, bidx, lidx = cur.unpack(_REC_PREFIX, "record prefix")
+    if lidx >= len(layers):
+        raise FormatError("%s: layer index %d, but the header lists %d layers" % (where, lidx, len(layers)))
+    lay = layers[lidx]
+    cur.where = "%s (layer %r blob %d)" % (where, lay["name"], bidx)
+    if bidx >= lay["blobs"]:
+        raise FormatError("%s: the header gives this layer %d blobs" % (cur.where, lay["blobs"]))
+    if (lidx, bidx) <= prev:
+        raise FormatError("%s: records out of order or repeated" % cur.where)
+    if ndim > MAX_NDIM:
+        raise FormatError("%s: %d axes (limit %d)" % (cur.where, ndim, MAX_NDIM))
+    shape = tuple(int(d) for d in cur.array("<u4", ndim, "shape"))
+    return cur, kind, lidx, bidx, shape, rec_end
+
+
+def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: list) -> None:
+    """The joint Huffman pass: decode every parsed quantized record into its slot of ``out``/``infos``."""
     jobs, names = [], []
     for _, p in pending:
         jobs += [p.code_job, p.gap_job]
@@ -444,7 +449,6 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
         ecodes, gaps = decoded[2 * t], decoded[2 * t + 1]
         codes, infos[slot] = _rebuild(p, ecodes, gaps)
         out[slot] = QuantizedBlob(p.name, p.type, p.blob, p.codebook, codes, p.wb, p.ib)
-    return h, out, infos  # type: ignore[return-value]
 
 
 def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, record_bytes: int) -> _Pending:
@@ -472,8 +476,8 @@ def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, recor
         raise FormatError("%s: codebook[0] is %r, must be the reserved 0.0" % (where, float(codebook[0])))
     c_off = cur.array("<u4", n_off, "code offsets").astype(np.int64)
     g_off = cur.array("<u4", n_off, "gap offsets").astype(np.int64)
-    cl = _unpack_nibbles(cur.take((k + 1) // 2, "code lengths"), k)
-    gl = _unpack_nibbles(cur.take((m + 1) // 2, "gap lengths"), m)
+    cl = sparse_format.unpack_nibbles(cur.take((k + 1) // 2, "code lengths"), k, strict=True)
+    gl = sparse_format.unpack_nibbles(cur.take((m + 1) // 2, "gap lengths"), m, strict=True)
     cpay = bytes(cur.take((cbits + 7) // 8, "code payload"))
     gpay = bytes(cur.take((gbits + 7) // 8, "gap payload"))
     if n == 0 and (cl.any() or gl.any()):

@@ -27,7 +27,9 @@ from typing import List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
+from caffe_dc.algorithms import quantization
 from caffe_dc.base.errors import FormatError, InputError
+from caffe_dc.codec import sparse_format
 
 GAP_BITS = 4
 MAX_GAP = (1 << GAP_BITS) - 1      # 15: a longer gap needs fillers
@@ -67,53 +69,26 @@ class HanLayer(NamedTuple):
         return self.codebook[self.codes]
 
 
-# --- bit packing --------------------------------------------------------------
-
-def _pack_nibbles(a: np.ndarray) -> bytes:
-    """Two 4-bit values per byte, the even entry in the low nibble; an odd tail gets a 0 high nibble."""
-    a = a.astype(np.uint8)
-    if a.size % 2:
-        a = np.concatenate([a, np.zeros(1, np.uint8)])
-    return (a[0::2] | (a[1::2] << 4)).astype(np.uint8).tobytes()
-
-
-def _unpack_nibbles(b: bytes, n: int) -> np.ndarray:
-    """Exactly n 4-bit values from ``b`` (the unused high nibble of an odd count is ignored)."""
-    u = np.frombuffer(b, dtype=np.uint8)
-    out = np.empty(u.size * 2, dtype=np.uint8)
-    out[0::2] = u & 0x0F
-    out[1::2] = u >> 4
-    return out[:n]
-
+# --- entries and bit packing: the container's rules ----------------------------
+#
+# The filler rule is ``sparse_format``'s with 4 index bits, and 4-bit fields are
+# packed by ``sparse_format.pack_nibbles`` (low nibble first): one implementation
+# serves the ``.dcz`` container and this format.
 
 def _stream_bytes(n: int, bits: int) -> int:
     """(n - 1) // (8 / bits) + 1 for n > 0, as the authors' decoder; 0 for an empty layer."""
     return (n * bits + 7) // 8
 
 
-# --- encoding -----------------------------------------------------------------
-
 def encode_entries(codes_flat: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(gaps, codes) of the stored entries for one layer: the greedy filler encoder.
+    """(gaps, codes) of the stored entries for one layer, both uint8: the greedy filler encoder.
 
     For each nonzero code in flat order, the gap from the previous stored
     position is split into gap // 16 fillers (gap 15, code 0) followed by
-    the entry itself with gap % 16. Weights after the last nonzero need no
-    entry. Vectorised: the fillers are laid out with one cumsum.
+    the entry itself with gap % 16 (``sparse_format.to_entries`` with 4
+    index bits). Weights after the last nonzero need no entry.
     """
-    codes_flat = np.asarray(codes_flat).ravel()
-    pos = np.flatnonzero(codes_flat)
-    if pos.size == 0:
-        return np.zeros(0, np.uint8), np.zeros(0, np.uint8)
-    gap = np.diff(pos, prepend=-1) - 1                 # weights skipped before each kept one
-    n_fill = gap // (MAX_GAP + 1)
-    last = np.cumsum(n_fill + 1) - 1                   # where each real entry lands
-    total = int(last[-1]) + 1
-    gaps = np.full(total, MAX_GAP, dtype=np.uint8)
-    codes = np.zeros(total, dtype=np.uint8)
-    gaps[last] = gap % (MAX_GAP + 1)
-    codes[last] = codes_flat[pos]
-    return gaps, codes
+    return sparse_format.to_entries(np.asarray(codes_flat).astype(np.uint8, copy=False), GAP_BITS)
 
 
 def _f32(a, what: str) -> np.ndarray:
@@ -152,8 +127,8 @@ def write_net(layers: Sequence) -> bytes:
         header.append(gaps.size)
         body.append(cb.tobytes())
         body.append(_f32(bias, "bias of %s" % name).tobytes())
-        body.append(entry_codes.tobytes() if bits == 8 else _pack_nibbles(entry_codes))
-        body.append(_pack_nibbles(gaps))
+        body.append(entry_codes.tobytes() if bits == 8 else sparse_format.pack_nibbles(entry_codes))
+        body.append(sparse_format.pack_nibbles(gaps))
     if any(n > 0xFFFFFFFF for n in header):
         raise InputError("a layer has more entries than a uint32 count can hold")
     return np.asarray(header, dtype="<u4").tobytes() + b"".join(body)
@@ -198,20 +173,18 @@ def read_net(data: bytes, layers_spec: Sequence[Tuple[str, int, int]]) -> List[H
         off += sizes[1]
         raw = data[off:off + sizes[2]]
         off += sizes[2]
-        entry_codes = np.frombuffer(raw, dtype=np.uint8)[:n] if bits == 8 else _unpack_nibbles(raw, n)
-        gaps = _unpack_nibbles(data[off:off + sizes[3]], n)
+        entry_codes = np.frombuffer(raw, dtype=np.uint8)[:n] if bits == 8 else sparse_format.unpack_nibbles(raw, n)
+        gaps = sparse_format.unpack_nibbles(data[off:off + sizes[3]], n)
         off += sizes[3]
         if cb[0] != 0.0:
             raise FormatError(".net layer %s: codebook[0] is %r, not 0.0: corrupt, or not a .net file"
                               % (name, float(cb[0])))
         if not (np.isfinite(cb).all() and np.isfinite(bias).all()):
             raise FormatError(".net layer %s holds NaN or infinite values: corrupt" % name)
-        pos = np.cumsum(gaps.astype(np.int64) + 1) - 1
-        if n and pos[-1] >= n_w:
-            raise FormatError(".net layer %s places a weight at position %d, past its %d weights"
-                              % (name, int(pos[-1]), n_w))
-        codes = np.zeros(n_w, dtype=np.uint8)
-        codes[pos] = entry_codes
+        try:
+            codes = sparse_format.from_entries(gaps, entry_codes, n_w, dtype=np.uint8)
+        except FormatError as e:
+            raise FormatError(".net layer %s: %s" % (name, e))
         out.append(HanLayer(name, cb, codes, bias, n))
     if off != len(data):
         raise FormatError(".net file has %d bytes left over after its last layer: corrupt, or not this net"
@@ -223,7 +196,7 @@ def codebook_for(name: str, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(codebook, codes) of a layer whose weights are already quantized, for the ``.net`` format.
 
     The codebook is 0.0 then the distinct nonzero values ascending, padded
-    by repeating the largest (as ``quantization.quantize_layer`` pads).
+    as ``quantization.quantize_layer`` pads (``quantization.pad_codebook``).
     """
     bits = code_bits(name)
     K = 1 << bits
@@ -235,11 +208,8 @@ def codebook_for(name: str, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         raise InputError("layer %s has %d distinct nonzero weights, but the .net format stores %d-bit codes "
                          "for it (at most %d besides 0): quantize with 8 bits for conv layers and 4 bits for "
                          "the others first" % (name, values.size, bits, K - 1))
-    codebook = np.empty(K, dtype=np.float32)
-    codebook[0] = 0.0
-    codebook[1:1 + values.size] = values
-    codebook[1 + values.size:] = values[-1] if values.size else np.finfo(np.float32).tiny
+    codebook = quantization.pad_codebook(np.concatenate([[0.0], values]), bits)
     codes = np.zeros(flat.size, dtype=np.uint8)
     nzpos = np.flatnonzero(flat)
-    codes[nzpos] = np.searchsorted(values, flat[nzpos]) + 1
+    codes[nzpos] = quantization.nearest(flat[nzpos], values) + 1    # exact: every value is a centroid
     return codebook, codes

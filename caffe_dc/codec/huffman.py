@@ -349,7 +349,22 @@ def decode_many(jobs: Sequence[Tuple[Stream, np.ndarray, int]], what: Sequence[s
     return results
 
 
-def _decode_batch(batch: Sequence[_Job], results: List[np.ndarray]) -> None:
+class _Batch(NamedTuple):
+    """Streams of one lock-step pass laid end to end; block arrays sorted longest block first."""
+    words: np.ndarray    # 24-bit big-endian window at every byte of the joined payloads
+    tsym: np.ndarray     # the streams' decode tables, joined
+    tlen: np.ndarray
+    nsym: np.ndarray     # per block: symbols, ...
+    pos: np.ndarray      # ... start bit (advanced in place while decoding), ...
+    end: np.ndarray      # ... the bit where it must end, ...
+    shift: np.ndarray    # ... the shift that keeps its table's index bits, ...
+    base: np.ndarray     # ... its table's offset in tsym/tlen, ...
+    obase: np.ndarray    # ... and its first symbol's index in the output
+    spans: list          # (job index, name, output offset, count) per stream
+    total: int           # symbols of all streams
+
+
+def _lay_out(batch: Sequence[_Job]) -> _Batch:
     tabs_sym, tabs_len = [], []
     blk_pos, blk_shift, blk_base, blk_nsym, blk_out, blk_end = [], [], [], [], [], []
     spans = []
@@ -375,22 +390,24 @@ def _decode_batch(batch: Sequence[_Job], results: List[np.ndarray]) -> None:
     # its start), so window reads need no bounds clipping inside the loop.
     pad = bytes(3 + (MAX_CODE_LEN * nsym_max + 7) // 8)
     buf = np.frombuffer(b"".join(j.payload for j in batch) + pad, dtype=np.uint8).astype(np.int64)
-    words = (buf[:-2] << 16) | (buf[1:-1] << 8) | buf[2:]   # 24-bit big-endian window at every byte
+    words = (buf[:-2] << 16) | (buf[1:-1] << 8) | buf[2:]
     del buf
-    tsym = np.concatenate(tabs_sym)
-    tlen = np.concatenate(tabs_len)
     nsym = np.concatenate(blk_nsym)
     # Longest blocks first: at iteration i the blocks still running are a prefix.
     order = np.argsort(-nsym, kind="stable")
-    nsym = nsym[order]
-    pos = np.concatenate(blk_pos)[order]
-    end = np.concatenate(blk_end)[order]
-    shift = np.concatenate(blk_shift)[order]
-    base = np.concatenate(blk_base)[order]
-    obase = np.concatenate(blk_out)[order]
-    n_iter = int(nsym[0])
-    active = np.searchsorted(-nsym, -np.arange(n_iter), side="left")  # blocks with nsym > i
-    out = np.empty(out_base, dtype=np.uint16)
+    return _Batch(words, np.concatenate(tabs_sym), np.concatenate(tabs_len), nsym[order],
+                  np.concatenate(blk_pos)[order], np.concatenate(blk_end)[order],
+                  np.concatenate(blk_shift)[order], np.concatenate(blk_base)[order],
+                  np.concatenate(blk_out)[order], spans, out_base)
+
+
+def _decode_batch(batch: Sequence[_Job], results: List[np.ndarray]) -> None:
+    """Decode one pass's streams in lock-step into ``results``, then check every block's end."""
+    b = _lay_out(batch)
+    words, tsym, tlen, pos, shift, base, obase = b.words, b.tsym, b.tlen, b.pos, b.shift, b.base, b.obase
+    n_iter = int(b.nsym[0])
+    active = np.searchsorted(-b.nsym, -np.arange(n_iter), side="left")  # blocks with nsym > i
+    out = np.empty(b.total, dtype=np.uint16)
     for i in range(n_iter):
         a = int(active[i])
         p = pos[:a]
@@ -403,12 +420,12 @@ def _decode_batch(batch: Sequence[_Job], results: List[np.ndarray]) -> None:
         p += tlen[w]              # in place: advances pos
     bad = np.flatnonzero(out == _INVALID)
     if bad.size:
-        raise FormatError("%s: corrupt Huffman stream, a bit pattern matches no code" % _owner(spans, bad[0]))
-    bad = np.flatnonzero(pos != end)
+        raise FormatError("%s: corrupt Huffman stream, a bit pattern matches no code" % _owner(b.spans, bad[0]))
+    bad = np.flatnonzero(pos != b.end)
     if bad.size:
         raise FormatError("%s: a coded block does not end where the next one starts (corrupt stream)"
-                          % _owner(spans, obase[bad[0]]))
-    for j, _, o, c in spans:
+                          % _owner(b.spans, obase[bad[0]]))
+    for j, _, o, c in b.spans:
         results[j] = out[o:o + c]
 
 

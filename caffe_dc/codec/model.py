@@ -35,6 +35,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, U
 
 import numpy as np
 
+from caffe_dc.algorithms import quantization
 from caffe_dc.codec import container
 from caffe_dc.codec import huffman
 from caffe_dc.base.params import LayerParams, Params
@@ -50,8 +51,9 @@ class QuantSpec(NamedTuple):
     """How one layer's weight blob (blob 0) is quantized.
 
     ``weight_bits`` defaults to ``ceil(log2(len(codebook)))``; a shorter
-    codebook is padded with zeros up to ``2**weight_bits`` entries (codes
-    never point at the padding, so the weights are unchanged).
+    codebook is padded up to ``2**weight_bits`` entries by repeating its
+    last entry (``quantization.pad_codebook``; codes never point at the
+    padding, so the weights are unchanged).
     """
     codebook: np.ndarray
     codes: np.ndarray
@@ -230,7 +232,7 @@ def decode_model_report(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[D
             "meta": header.get("meta", {})}
     dec = Decoded([b for b in blobs if isinstance(b, QuantizedLayer)],
                   [b for b in blobs if isinstance(b, RawBlob)], meta)
-    return dec, _model_stats(header["net"], infos, len(container._bytes_view(data)))
+    return dec, _model_stats(header["net"], infos, len(container.bytes_view(data)))
 
 
 def decode_model(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Decoded:
@@ -287,8 +289,7 @@ def from_params(params: Params, quant: Mapping[str, QuantSpec], layers: Optional
                 spec = quant[name]
                 where = "layer %r" % name
                 wb = _weight_bits(spec, where)
-                cb = np.zeros(1 << wb, dtype=np.float32)
-                cb[:np.size(spec.codebook)] = np.asarray(spec.codebook, dtype=np.float32).ravel()
+                cb = quantization.pad_codebook(spec.codebook, wb)
                 codes = np.asarray(spec.codes)
                 if codes.shape != np.shape(arr):
                     if codes.size != np.size(arr):
@@ -297,7 +298,7 @@ def from_params(params: Params, quant: Mapping[str, QuantSpec], layers: Optional
                     codes = codes.reshape(np.shape(arr))
                 q = QuantizedLayer(name, lp.type, 0, cb, codes, wb, int(spec.index_bits))
                 if check:
-                    container._as_codes(codes, cb.size, where)  # range check before indexing
+                    container.as_codes(codes, cb.size, where)  # range check before indexing
                     w = np.asarray(arr, dtype=np.float32)
                     wq = cb[codes.astype(np.int64) if codes.dtype.kind == "f" else codes]
                     if not np.array_equal(wq, w):

@@ -17,6 +17,10 @@ are not stored; the layer's shape gives the size.
 
 Both directions are whole-array numpy (``flatnonzero``, ``diff``, ``cumsum``
 and one scatter); no loop over weights or entries.
+
+4-bit fields (the ``.net`` format's gaps and 4-bit codes, the container's
+code-length tables) are packed two per byte by ``pack_nibbles``, the even
+value in the low nibble, as the authors' decoder reads them.
 """
 from __future__ import annotations
 
@@ -109,3 +113,26 @@ def from_entries(gaps, entry_codes, size: int, dtype=None) -> np.ndarray:
         raise FormatError("sparse entries run to position %d, past the layer's %d weights" % (pos[-1], size))
     out[pos] = entry_codes
     return out
+
+
+def pack_nibbles(values) -> bytes:
+    """4-bit values two per byte, the even one in the low nibble; an odd count gets a 0 high nibble."""
+    v = np.asarray(values).astype(np.uint8, copy=False).ravel()
+    if v.size % 2:
+        v = np.concatenate([v, np.zeros(1, np.uint8)])
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def unpack_nibbles(raw, n: int, strict: bool = False) -> np.ndarray:
+    """Exactly ``n`` 4-bit values (uint8) from ``raw`` (``ceil(n / 2)`` bytes, low nibble first).
+
+    The high nibble of the last byte is unused when ``n`` is odd: ignored,
+    or, with ``strict``, a ``FormatError`` unless it is 0.
+    """
+    b = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty(2 * b.size, dtype=np.uint8)
+    out[0::2] = b & 0x0F
+    out[1::2] = b >> 4
+    if strict and n % 2 and out[n:].any():
+        raise FormatError("the unused high nibble after %d 4-bit values is not zero" % n)
+    return out[:n]
