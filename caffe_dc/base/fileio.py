@@ -7,6 +7,7 @@ never leaves one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Iterable, Optional
@@ -20,27 +21,36 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all (temp file, fsync, rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """A temp file name beside ``path`` for a writer that wants a name, not bytes (Caffe's
+    ``net.save``). When the block ends without an error the file is fsync-ed, given the permissions
+    a plain ``open()`` would have given it, and renamed over ``path``; otherwise it is removed."""
     d = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
+        os.close(fd)
     except OSError as e:
         raise InputError("cannot write %s: %s" % (path, e.strerror or e))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException as e:
+    except OSError as e:
+        raise InputError("cannot write %s: %s" % (path, e.strerror or e))
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise InputError("cannot write %s: %s" % (path, e.strerror or e))
-        raise
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (temp file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def _same_file(a: str, b: str) -> bool:

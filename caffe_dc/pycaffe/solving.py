@@ -75,17 +75,12 @@ def accuracy_of(metrics: Dict[str, float]) -> Optional[float]:
 
 
 def save_net(net, path: str) -> None:
-    """net.save() through a temp file, so a kill never leaves half a caffemodel."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    os.close(fd)
-    try:
+    """net.save() through fileio's temp file (fsync, umask permissions, rename): a kill never leaves
+    half a caffemodel."""
+    from caffe_dc.base.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         net.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
