@@ -31,6 +31,7 @@ from caffe_dc.pycaffe.datasets import lmdb_entries
 
 FORMAT = "caffe-dc-sensitivity"
 DEFAULT_IMAGES = 2000
+MAX_CACHE_BYTES = 2 << 30   # the cached subset; AlexNet's 227x227 crops take 0.6 MB an image
 
 
 def net_param_for(net_or_prototxt: str):
@@ -135,8 +136,13 @@ class Evaluator:
         self.inputs = [b for i in range(last + 1) for b in self.net.top_names[names[i]]]
         # the subset, read once through the net's own Data layer (its transforms included)
         self.cache = []
-        for _ in range(self.images // self.batch):
+        for i in range(self.images // self.batch):
             self.net.forward(end=names[last])
+            if i == 0:
+                need = sum(self.net.blobs[b].data.nbytes for b in self.inputs) * (self.images // self.batch)
+                if need > MAX_CACHE_BYTES:
+                    raise InputError("%d validation images take %.1f GB as the net's input: use fewer (--images)"
+                                     % (self.images, need / 1e9))
             self.cache.append({b: self.net.blobs[b].data.copy() for b in self.inputs})
         self.entries = entries
 
