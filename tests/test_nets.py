@@ -23,7 +23,7 @@ from google.protobuf import text_format  # noqa: E402
 from caffe_dc.pycaffe import nets  # noqa: E402
 from caffe_dc.base import paper  # noqa: E402
 from caffe_dc.pycaffe import rewrite  # noqa: E402
-from caffe_dc.pycaffe.caffemodel import load_net_proto, load_solver_proto  # noqa: E402
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_solver_proto, save_net_proto, save_solver_proto  # noqa: E402
 from caffe_dc.base.errors import InputError  # noqa: E402
 
 caffe.set_mode_cpu()
@@ -51,6 +51,16 @@ BATCHES = {"lenet-300-100": (64, 100), "lenet-5": (64, 100), "alexnet": (256, 50
 CROP = {"alexnet": 227, "vgg16": 224}
 DEPLOY_INPUT = {"lenet-300-100": (64, 1, 28, 28), "lenet-5": (64, 1, 28, 28),
                 "alexnet": (10, 3, 227, 227), "vgg16": (10, 3, 224, 224)}
+
+def _saved_net(param, path):
+    save_net_proto(param, path)
+    return path
+
+
+def _saved_solver(sp, path):
+    save_solver_proto(sp, path)
+    return path
+
 
 
 def within_label(count, label):
@@ -239,7 +249,7 @@ def test_solver_for_fills_in_and_overrides(tmp_path):
     assert sp.lr_policy == "inv"
     sp2 = nets.solver_for("lenet5", "tv.prototxt", "snap", base_lr=1)  # an int for a float field is fine
     assert sp2.base_lr == 1.0
-    path = nets.write_solver(sp, str(tmp_path / "out" / "solver.prototxt"))
+    path = _saved_solver(sp, str(tmp_path / "out" / "solver.prototxt"))
     back = caffe_pb2.SolverParameter()
     text_format.Merge(open(path).read(), back)
     assert back == sp
@@ -278,7 +288,7 @@ def test_train_val_with_sources(name, tmp_path):
     # without overrides the recipe's batch sizes stay
     plain = nets.data_layers(nets.train_val_with_sources(name, str(tr), str(te)))
     assert (plain["train"].data_param.batch_size, plain["test"].data_param.batch_size) == BATCHES[name]
-    written = nets.write_net(got, str(tmp_path / "tv.prototxt"))
+    written = _saved_net(got, str(tmp_path / "tv.prototxt"))
     assert load_net_proto(written) == got
 
 
@@ -324,7 +334,7 @@ def test_deploy_weight_shapes_match_the_paper(name):
 def test_lenet_train_val_runs_and_solver_steps(name, mnist_lmdbs, tmp_path):
     tr, te = mnist_lmdbs
     param = nets.train_val_with_sources(name, tr, te, batch=4, test_batch=4)
-    tv = nets.write_net(param, str(tmp_path / "train_val.prototxt"))
+    tv = _saved_net(param, str(tmp_path / "train_val.prototxt"))
     for phase in (caffe.TRAIN, caffe.TEST):
         net = caffe.Net(tv, phase)
         out = net.forward()
@@ -336,7 +346,7 @@ def test_lenet_train_val_runs_and_solver_steps(name, mnist_lmdbs, tmp_path):
         else:
             assert "accuracy" not in out
     sp = nets.solver_for(name, tv, str(tmp_path / "snap"), max_iter=2, test_iter=1, test_interval=1000, snapshot=0)
-    solver = caffe.get_solver(nets.write_solver(sp, str(tmp_path / "solver.prototxt")))
+    solver = caffe.get_solver(_saved_solver(sp, str(tmp_path / "solver.prototxt")))
     w0 = solver.net.params["ip1"][0].data.copy()
     solver.step(2)
     assert solver.iter == 2
@@ -350,7 +360,7 @@ def test_imagenet_train_val_instantiates(name, imagenet_lmdbs, tmp_path):
     # Data layers, with the published weight shapes.
     tr, te = imagenet_lmdbs
     param = nets.train_val_with_sources(name, tr, te, batch=1, test_batch=2)
-    tv = nets.write_net(param, str(tmp_path / "train_val.prototxt"))
+    tv = _saved_net(param, str(tmp_path / "train_val.prototxt"))
     net = caffe.Net(tv, caffe.TEST)
     try:
         assert net.blobs["data"].data.shape == (2, 3, CROP[name], CROP[name])
@@ -358,3 +368,12 @@ def test_imagenet_train_val_instantiates(name, imagenet_lmdbs, tmp_path):
         assert [(n, p[0].data.shape) for n, p in net.params.items()] == SHAPES[name]
     finally:
         del net
+
+
+def test_exact_batch_divides_the_split():
+    assert nets.exact_batch(10000, 100) == 100
+    assert nets.exact_batch(2004, 100) == 12          # 2004 = 12 * 167: no double-counted images
+    assert nets.exact_batch(10007, 100) == 1          # a prime count: batch 1, still exact
+    assert nets.exact_batch(7, 100) == 7
+    with pytest.raises(InputError):
+        nets.exact_batch(0, 100)

@@ -33,8 +33,8 @@ def quick_run(tmp_path_factory):
 def test_reproduce_quick_end_to_end(quick_run):
     root, out, p = quick_run
     for i, stage in enumerate(["data", "reference", "prune", "quantize", "encode", "decode", "caffe test", "control",
-                               "report"], 1):
-        assert "[%d/9] %s" % (i, stage) in p.stdout
+                               "test", "report"], 1):
+        assert "[%d/10] %s" % (i, stage) in p.stdout
     state = json.load(open(str(out / "pipeline.json")))
     assert state["decode"]["bit_exact"] is True
     # Caffe's own binary scores the decoded model exactly as the quantized one
@@ -46,12 +46,20 @@ def test_reproduce_quick_end_to_end(quick_run):
     assert "| paper (MNIST) | 1.64% → 1.58% | 1070 KB → 27 KB | 40x |" in report
     # the dense control: the reference retrained as the compressed net was (2 rounds x 500 + 500), no masks
     assert state["control"]["iters"] == 1500 and state["control"]["restarts"] == 3
-    assert "dense control, round 2: accuracy" in p.stdout
+    assert "dense control, round 2: val accuracy" in p.stdout
     control = caffemodel.load_params(state["control"]["caffemodel"])
     assert "ip1_mask" not in control and np.count_nonzero(control["ip1"].blobs[0]) == control["ip1"].blobs[0].size
-    assert m["control_accuracy"] == state["control"]["accuracy"]
-    assert "| dense control: reference retrained 1500 iterations in 3 restarts, uncompressed | %.2f%% |" \
-        % (100 * m["control_accuracy"]) in report
+    ctest = state["test"]["models"]["control"]
+    assert m["control_accuracy"] == ctest["accuracy"] == ctest["correct"] / ctest["n"]
+    assert "| dense control: reference retrained 1500 iterations in 3 restarts, uncompressed | %.2f%% | %d/%d = " \
+        % (100 * state["control"]["accuracy"], ctest["correct"], ctest["n"]) in report
+    # the final figures are exact counts on the test split, with intervals and paired comparisons
+    assert m["final_test"]["n"] == m["reference_test"]["n"] == 10000
+    assert m["final_accuracy"] == m["final_test"]["correct"] / 10000
+    assert abs(state["caffe_test"]["accuracy"] - m["final_accuracy"]) < 1e-6
+    assert "95% CI" in report and "McNemar" in report and "validation split" in report
+    assert m["paired"]["reference->compressed"]["n"] == 10000 and "control->compressed" in m["paired"]
+    assert m["environment"]["numpy"] and m["data"]["n_val"] == 5000 and m["command"].startswith("caffe-dc reproduce")
     assert "Accuracy change, dense control → compressed:" in report
     assert "W% ours / paper" in report and "| ip1 | 235200 | 8.0% / 8.0% |" in report
     for png in ("weights_before_after_pruning.png", "codebook.png", "size_waterfall.png"):
@@ -81,8 +89,37 @@ def test_rerun_skips_finished_stages(quick_run):
     p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--out", out, "--data-root", root / "data",
                 cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count("done before, skipping") == 9
+    assert p.stdout.count("done before with the same inputs, skipping") == 10
     assert os.path.getmtime(str(out / "model.dcz")) == before
+
+
+def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_path):
+    root, out, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(str(out), str(run))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--bits", "5", "--out", run,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    for stage in ("data", "reference", "prune", "control"):
+        assert "] %s: done before with the same inputs, skipping" % stage in p.stdout
+    assert "[4/10] quantize: settings changed: bits; redoing it" in p.stdout
+    for stage in ("encode", "decode", "caffe test", "test", "report"):
+        assert "] %s: an earlier stage or the code changed; redoing it" % stage in p.stdout
+    state = json.load(open(str(run / "pipeline.json")))
+    assert set(state["quantize"]["bits"].values()) == {5}
+    assert os.path.getsize(str(run / "model.dcz")) < os.path.getsize(str(out / "model.dcz"))
+
+
+def test_default_run_folder_names_what_distinguishes_the_run():
+    from argparse import Namespace
+
+    from caffe_dc.pipeline.reproduce import default_run_dir
+
+    plain = Namespace(init="linear", seed=1)
+    assert default_run_dir("lenet-5", "mnist", "full", plain) == os.path.join("runs", "lenet-5-mnist")
+    a = default_run_dir("lenet-5", "mnist", "full", Namespace(init="linear", seed=1, bits={"ip1": 5}))
+    b = default_run_dir("lenet-5", "mnist", "full", Namespace(init="linear", seed=1, bits={"ip1": 6}))
+    assert a != b and a.startswith(os.path.join("runs", "lenet-5-mnist-"))
 
 
 def test_dense_control_added_to_a_finished_run_remakes_the_report(quick_run, tmp_path):
@@ -96,10 +133,12 @@ def test_dense_control_added_to_a_finished_run_remakes_the_report(quick_run, tmp
     args = ["reproduce", "lenet-300-100", "--quick", "--out", run, "--data-root", root / "data"]
     p = run_cli(*args, cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "skipped (--dense-control" in p.stdout and (run / "report.md").read_text() == "stale"
+    # without the flag: no control, and the report says so (it is remade without the control row)
+    assert "control: skipped (--dense-control" in p.stdout and "[7/10] caffe test: done before" in p.stdout
+    assert "dense control" not in (run / "report.md").read_text()
     p = run_cli(*args, "--dense-control", cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "[8/9] control ..." in p.stdout and "[9/9] report ..." in p.stdout
+    assert "[8/10] control ..." in p.stdout and "[10/10] report ..." in p.stdout
     assert "dense control: reference retrained 1500 iterations" in (run / "report.md").read_text()
 
 
@@ -217,14 +256,30 @@ def test_reproduce_runs_on_user_supplied_idx(tmp_path):
     """The same command on MNIST-format files the user brings (here a small synthetic set)."""
     from test_datasets import make_idx_dir
 
-    make_idx_dir(str(tmp_path / "mnist"), n_train=200, n_test=50)
+    # 207 test images: not a multiple of the net's test batch (100); the exact batch is 69
+    make_idx_dir(str(tmp_path / "mnist"), n_train=200, n_test=207)
     out = tmp_path / "run"
     p = run_cli("reproduce", "lenet-300-100", "--quick", "--idx", tmp_path / "mnist", "--out", out,
                 "--data-root", tmp_path / "data", cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m = json.load(open(str(out / "metrics.json")))
-    assert m["dataset"] == "mnist" and m["stages"]["data"]["n_train"] == 200
-    assert "MNIST, as in the paper." in open(str(out / "report.md")).read()
+    assert m["dataset"] == "mnist" and m["data"] == {"name": "mnist", "n_train": 167, "n_val": 33, "n_test": 207}
+    report = open(str(out / "report.md")).read()
+    assert "not the paper's data set" in report and "as in the paper" not in report
+    # Every accuracy reported is the exact count of the test images, each counted once: checked against an
+    # independent forward pass of the decoded model over the raw test images in Python.
+    images, labels = datasets.read_lmdb(str(tmp_path / "data" / "mnist" / "test_lmdb"))
+    net = caffe.Net(os.path.join(REPO, "prototxt", "lenet_300_100_deploy.prototxt"), caffe.TEST,
+                    weights=str(out / "decoded.caffemodel"))
+    net.blobs["data"].reshape(images.shape[0], 1, 28, 28)
+    net.blobs["data"].data[...] = images.astype(np.float32) * np.float32(0.00390625)
+    out_blob = net.outputs[0]
+    correct = int((net.forward()[out_blob].argmax(axis=1) == labels).sum())
+    assert m["final_test"]["correct"] == correct and m["final_test"]["n"] == 207
+    assert m["final_accuracy"] == correct / 207
+    state = json.load(open(str(out / "pipeline.json")))
+    assert abs(state["caffe_test"]["accuracy"] - correct / 207) < 1e-6
+    assert "%d/207 = %.2f%%" % (correct, 100 * correct / 207) in report
 
 
 def test_decode_max_weights_limit(quick_run, tmp_path):

@@ -45,3 +45,22 @@ def test_reference_training_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
     assert len(calls) == 4  # the rerun trained one piece (200..300), not three
     assert m["accuracy"] > 0.5
     assert not list(out.glob("snap_iter_*")) and os.path.isfile(m["caffemodel"])
+
+
+@pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+def test_resume_after_a_kill_gives_the_same_model_byte_for_byte(tmp_path, monkeypatch):
+    """Caffe's restore starts the Data layer at record 0; the resumed run must read on from batch k."""
+    from caffe_dc.stages import reference as train
+
+    info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=1000)
+    straight = train.train_reference("lenet-300-100", info, str(tmp_path / "a"), iters=300, snapshot_every=100,
+                                     progress=False)
+    calls = killed_in_chunk(monkeypatch, 3)          # killed after the snapshot at iteration 200
+    with pytest.raises(KeyboardInterrupt):
+        train.train_reference("lenet-300-100", info, str(tmp_path / "b"), iters=300, snapshot_every=100,
+                              progress=False)
+    resumed = train.train_reference("lenet-300-100", info, str(tmp_path / "b"), iters=300, snapshot_every=100,
+                                    progress=False)
+    assert len(calls) == 4
+    with open(straight["caffemodel"], "rb") as a, open(resumed["caffemodel"], "rb") as b:
+        assert a.read() == b.read()

@@ -8,19 +8,30 @@ Stages, each writing into ``runs/<net>-<data>[-quick]/``:
 4. quantize    k-means + group-by-index fine-tuning (codebook blobs + hooks)
 5. encode      relative-index sparse format + Huffman -> ``model.dcz``
 6. decode      ``model.dcz`` -> ``decoded.caffemodel``, checked bit for bit
-7. caffe test  Caffe's own binary on the decoded and on the quantized model
+7. caffe test  Caffe's own binary on the decoded and on the quantized model (test split)
 8. control     with ``--dense-control``: the reference retrained, uncompressed, with the
                same solvers for the same iterations (what the extra training alone gives)
-9. report      ``report.md``, PNG figures, ``metrics.json``
+9. test        every model scored on the test split, each image exactly once, image by
+               image: k/n, Wilson intervals, paired comparisons (McNemar)
+10. report     ``report.md``, PNG figures, ``metrics.json``
 
-``pipeline.json`` records each finished stage; a rerun skips those, and the
-retraining stages resume from their last round or snapshot, so a kill
-loses at most the iterations since the last snapshot.
+Everything that is chosen or watched during the run (test lines while
+training, the accuracy of each round) uses the validation split; the test
+split is read only in stages 7 and 9, for the final figures.
+
+``pipeline.json`` records each finished stage with a fingerprint of its
+resolved inputs (options, preset, the data set, the fingerprints of the
+stages it reads, and the code's own hash). A rerun skips a stage only when
+its fingerprint is unchanged; otherwise it says so and redoes that stage and
+every stage after it. The retraining stages resume from their last round or
+snapshot, so a kill loses at most the iterations since the last snapshot.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -32,7 +43,7 @@ from caffe_dc.base import paper
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import is_helper
 from caffe_dc.base.fileio import atomic_write
-from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, save_net_proto
 from caffe_dc.base.errors import InputError
 
 
@@ -65,7 +76,42 @@ PRESETS = {
     },
 }
 IMAGENET_NETS = ("alexnet", "vgg16")
-STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "report")
+STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "test", "report")
+# Stages with a folder of their own, emptied when their inputs change (so nothing inside is reused).
+STAGE_DIRS = {"reference": "reference", "prune": "prune", "quantize": "quantize", "control": "control",
+              "test": "test"}
+
+
+# The code whose change can change a stage's numbers; the report's own code is fingerprinted by the
+# report stage alone, so a reworded report does not retrain anything.
+NUMERIC_CODE = ("base", "algorithms", "codec", "pycaffe", "stages", "zoo")
+
+
+def code_version(parts=NUMERIC_CODE) -> str:
+    """Hash of the package's code and net definitions: a changed algorithm invalidates old stages."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    walk = [w for part in parts for w in sorted(os.walk(os.path.join(pkg, part)))]
+    for folder, _, files in walk:
+        for f in sorted(files):
+            if f.endswith((".py", ".prototxt", ".json")):
+                path = os.path.join(folder, f)
+                h.update(os.path.relpath(path, pkg).encode() + b"\0")
+                with open(path, "rb") as fh:
+                    h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 class Pipeline:
@@ -100,23 +146,53 @@ class Pipeline:
     def _save_state(self):
         atomic_write(self.path("pipeline.json"), json.dumps(self.state, indent=2).encode())
 
-    def stage(self, i: int, name: str, fn):
+    def stage(self, i: int, name: str, fn, inputs: dict, after: tuple = ()):
+        """Run stage ``name`` unless it finished before with the same fingerprint.
+
+        The fingerprint covers ``inputs`` (the stage's resolved options), the
+        fingerprints of the stages it reads (``after``) and the code version,
+        so a changed option redoes this stage and, through the chain, every
+        stage that depends on it.
+        """
         label = "[%d/%d] %s" % (i, len(STAGES), name.replace("_", " "))
-        if name in self.state and self.state[name].get("done"):
-            print("%s: done before, skipping" % label)
-            return self.state[name]
+        fp = fingerprint({"inputs": inputs, "after": [self.state.get(a, {}).get("fingerprint") for a in after],
+                          "code": self.code})
+        old = self.state.get(name)
+        if old and old.get("done"):
+            if old.get("fingerprint") == fp:
+                print("%s: done before with the same inputs, skipping" % label)
+                return old
+            changed = sorted(k for k in set(inputs) | set(old.get("inputs", {}))
+                             if old.get("inputs", {}).get(k) != inputs.get(k))
+            why = ("settings changed: " + ", ".join(changed)) if changed else "an earlier stage or the code changed"
+            print("%s: %s; redoing it" % (label, why))
         print("%s ..." % label)
+        if name in STAGE_DIRS:
+            self._claim(self.path(STAGE_DIRS[name]), fp)
+        self.state.pop(name, None)
         t0 = time.time()
         out = fn() or {}
-        if out.get("skipped"):  # not asked for this time: a later run with the option still does it
-            return out
         out["done"] = True
         out["seconds"] = round(time.time() - t0, 1)
+        out["fingerprint"] = fp
+        out["inputs"] = inputs
         self.state[name] = out
-        if name != "report":
-            self.state.pop("report", None)  # the report reads every stage: one that ran now makes it stale
         self._save_state()
         return out
+
+    @staticmethod
+    def _claim(folder: str, fp: str) -> None:
+        """Empty a stage's folder left by other inputs (finished or killed), then mark it as ours.
+
+        A killed stage resumes from its snapshots only when it was started with
+        the same fingerprint; work done for other settings is never reused."""
+        marker = os.path.join(folder, "fingerprint.txt")
+        if os.path.isdir(folder):
+            mine = os.path.isfile(marker) and open(marker).read().strip() == fp
+            if not mine:
+                shutil.rmtree(folder)
+        os.makedirs(folder, exist_ok=True)
+        atomic_write(marker, fp.encode())
 
     def run(self) -> dict:
         # 1. data
@@ -129,27 +205,45 @@ class Pipeline:
             info = datasets.imagenet(a.imagenet_train, a.imagenet_val, a.batch, a.test_batch, a.crop)
         else:
             info = datasets.prepare(name=a.name, idx_dir=a.idx, download=a.download, out_root=a.data_root,
-                                    quiet=True, limit=a.limit)
+                                    quiet=True, limit=a.limit, val=a.val)
         if self.run_dir is None:
-            self.run_dir = os.path.join("runs", "%s-%s%s" % (self.spec.name, info.name,
-                                                              "-quick" if self.preset_name == "quick" else ""))
+            self.run_dir = default_run_dir(self.spec.name, info.name, self.preset_name, a)
         os.makedirs(self.run_dir, exist_ok=True)
         self._load_state()
         self.info = info
-        self.stage(1, "data", lambda: {"name": info.name, "train": info.train_lmdb, "test": info.test_lmdb,
-                                       "n_train": info.n_train, "n_test": info.n_test})
-        self.base = nets.for_data(self.spec.name, info)
+        self.code = code_version()
+        data_inputs = {k: v for k, v in info._asdict().items()}
+        self.stage(1, "data", lambda: dict(data_inputs), data_inputs)
+        self.base = nets.for_data(self.spec.name, info, "val")
         self.base_path = self.path("train_val.prototxt")
         save_net_proto(self.base, self.base_path)
-        self.test_iter = solving.test_iters_for(self.base, info.n_test)
-        self.stage(2, "reference", self.reference)
-        self.stage(3, "prune", self.prune)
-        self.stage(4, "quantize", self.quantize)
-        self.stage(5, "encode", self.encode)
-        self.stage(6, "decode", self.decode)
-        self.stage(7, "caffe_test", self.caffe_test)
-        self.stage(8, "control", self.control)
-        self.stage(9, "report", self.report)
+        self.test_path = self.path("test.prototxt")   # the same net reading the test split
+        save_net_proto(nets.for_data(self.spec.name, info, "test"), self.test_path)
+        self.test_iter = solving.test_iters_for(self.base, info.split("val")[1])
+        pr = self.preset
+        ref_in = {"ref_iters": pr.ref_iters, "seed": a.seed, "snapshot_every": pr.snapshot_every,
+                  "weights": file_digest(a.weights) if a.weights else None}
+        self.stage(2, "reference", self.reference, ref_in, ("data",))
+        self.stage(3, "prune", self.prune, {"densities": self.densities(), "rounds": pr.rounds,
+                                            "prune_iters": pr.prune_iters, "lr_factor": self.lr_factor,
+                                            "snapshot_every": pr.snapshot_every}, ("reference",))
+        self.stage(4, "quantize", self.quantize, {"bits": a.bits or pr.bits, "init": a.init, "quant_iters": pr.quant_iters,
+                                                  "lr_factor": self.lr_factor, "seed": a.seed}, ("prune",))
+        self.stage(5, "encode", self.encode, {}, ("quantize",))
+        self.stage(6, "decode", self.decode, {}, ("encode",))
+        self.stage(7, "caffe_test", self.caffe_test, {}, ("decode",))
+        controlled = bool(getattr(a, "dense_control", False))
+        if controlled:
+            self.stage(8, "control", self.control, {"rounds": pr.rounds, "prune_iters": pr.prune_iters,
+                                                    "quant_iters": pr.quant_iters, "lr_factor": self.lr_factor},
+                       ("reference",))
+        else:
+            print("[8/%d] control: skipped (--dense-control retrains the reference as long, uncompressed, "
+                  "for comparison)" % len(STAGES))
+        finals = ("reference", "prune", "quantize", "decode") + (("control",) if controlled else ())
+        self.stage(9, "test", lambda: self.test(finals), {"models": list(finals)}, finals)
+        self.stage(10, "report", self.report, {"control": controlled, "report_code": code_version(("report",))}, STAGES[:-1] if controlled
+                   else tuple(s for s in STAGES[:-1] if s != "control"))
         return self.state
 
     # ---------------------------------------------------------------- stages
@@ -165,13 +259,13 @@ class Pipeline:
             shutil.copyfile(self.args.weights, model + ".tmp")
             os.replace(model + ".tmp", model)
             m = solving.evaluate(self.base_path, model, self.test_iter)
-            print("  reference accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
+            print("  reference val accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
             return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
                     "iters": 0, "source": self.args.weights}
         m = train.train_reference(self.spec.name, self.info, self.path("reference"), iters=self.preset.ref_iters,
                                   seed=self.args.seed, test_every=max(self.preset.ref_iters // 5, 1),
                                   progress=self.progress)
-        print("  reference accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
+        print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
         return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "iters": m["iters"]}
 
     def densities(self):
@@ -208,9 +302,6 @@ class Pipeline:
         """Retrain the dense reference exactly as the compressed net was retrained: one retraining
         solver restart per pruning round, then one for the fine-tuning, same iterations, no masks.
         Retraining at a lower learning rate can lift a net by itself; this measures how much."""
-        if not getattr(self.args, "dense_control", False):
-            print("  skipped (--dense-control retrains the reference as long, uncompressed, for comparison)")
-            return {"skipped": True}
         from caffe_dc.pycaffe import rewrite
         from caffe_dc.pycaffe.retraining import retrain
 
@@ -232,7 +323,7 @@ class Pipeline:
                 result = {"piece": label, "iters": iters, "accuracy": solving.accuracy_of(hist[-1]),
                           "accuracy_top5": hist[-1].get("accuracy_top5")}
                 atomic_write(meta, json.dumps(result).encode())
-            print("  dense control, %s: accuracy %.2f%% after %d iterations" % (label, 100 * result["accuracy"], iters))
+            print("  dense control, %s: val accuracy %.2f%% after %d iterations" % (label, 100 * result["accuracy"], iters))
             current = done
         return {"caffemodel": current, "accuracy": result["accuracy"], "accuracy_top5": result.get("accuracy_top5"),
                 "iters": sum(n for _, n in pieces), "restarts": len(pieces)}
@@ -265,14 +356,53 @@ class Pipeline:
         return {"caffemodel": out, "values_checked": n, "bit_exact": True}
 
     def caffe_test(self):
-        dec = solving.caffe_cli_test(self.base_path, self.state["decode"]["caffemodel"], self.test_iter)
-        qnt = solving.caffe_cli_test(self.state["quantize"]["prototxt"], self.state["quantize"]["caffemodel"],
-                                     self.test_iter)
-        print("  caffe test: decoded %.4f, quantized %.4f" % (dec["accuracy"], qnt["accuracy"]))
+        """Caffe's own binary, on the test split, each image once (the TEST batch divides its size)."""
+        _, n_test = self.info.split("test")
+        iters = solving.test_iters_for(load_net_proto(self.test_path), n_test)
+        qproto = self.path("quantize", "test.prototxt")
+        save_net_proto(nets.with_test_split(load_net_proto(self.state["quantize"]["prototxt"]),
+                                            *self.info.split("test")), qproto)
+        dec = solving.caffe_cli_test(self.test_path, self.state["decode"]["caffemodel"], iters)
+        qnt = solving.caffe_cli_test(qproto, self.state["quantize"]["caffemodel"], iters)
+        print("  caffe test (test split, %d images): decoded %.4f, quantized %.4f" % (n_test, dec["accuracy"],
+                                                                                     qnt["accuracy"]))
         if dec["accuracy"] != qnt["accuracy"]:
             raise InputError("decoded model scores %.6f under `caffe test` but the quantized one %.6f"
                              % (dec["accuracy"], qnt["accuracy"]))
         return {"decoded": dec, "quantized": qnt, "accuracy": dec["accuracy"]}
+
+    def test(self, models) -> dict:
+        """Every model on the test split, each image exactly once; per-image results for paired statistics."""
+        import numpy as np
+
+        from caffe_dc.algorithms import stats
+
+        _, n_test = self.info.split("test")
+        out = {"n": n_test, "models": {}}
+        per = {}
+        for name in models:
+            r = solving.score_exact(self.test_path, self.state[name]["caffemodel"], n_test)
+            per[name] = r.pop("per_image")
+            per5 = r.pop("per_image_top5", None)
+            np.save(self.path("test", "%s_correct.npy" % name), np.packbits(per[name]))
+            r["wilson"] = stats.wilson(r["correct"], r["n"])
+            if per5 is not None:
+                r["wilson_top5"] = stats.wilson(r["correct_top5"], r["n_top5"])
+            out["models"][name] = r
+            print("  %-9s %d/%d = %.2f%% (95%% CI %.2f-%.2f%%)" % (name, r["correct"], r["n"], 100 * r["accuracy"],
+                                                                  100 * r["wilson"][0], 100 * r["wilson"][1]))
+        caffe_acc = self.state["caffe_test"]["accuracy"]
+        if abs(caffe_acc - out["models"]["decode"]["accuracy"]) > 1e-4:
+            raise InputError("`caffe test` scored the decoded model %.6f but the exact count is %d/%d"
+                             % (caffe_acc, out["models"]["decode"]["correct"], n_test))
+        out["paired"] = {"reference->compressed": stats.paired(per["reference"], per["decode"])}
+        if "control" in per:
+            out["paired"]["control->compressed"] = stats.paired(per["control"], per["decode"])
+        for key, c in out["paired"].items():
+            print("  %s: %+.2f pp (95%% CI %+.2f to %+.2f), %d vs %d discordant images, McNemar p = %.3g"
+                  % (key, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"], c["only_a"], c["only_b"],
+                     c["mcnemar_p"]))
+        return out
 
     def report(self):
         from caffe_dc.report.run_report import write_report
@@ -282,9 +412,21 @@ class Pipeline:
         return {"report": path}
 
 
+def default_run_dir(net: str, data: str, preset: str, args) -> str:
+    """runs/<net>-<data>[-quick][-<hash of the options that change results>]: other settings, other folder."""
+    name = "%s-%s%s" % (net, data, "-quick" if preset == "quick" else "")
+    keys = ("density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters", "quant_iters",
+            "limit", "val", "batch", "test_batch", "crop")
+    defaults = {"init": "linear", "seed": 1}
+    changed = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) not in (None, defaults.get(k))}
+    if changed:
+        name += "-" + fingerprint(changed)[:8]
+    return os.path.join("runs", name)
+
+
 def _indent(text: str, pad: str = "  ") -> str:
     return "\n".join(pad + l for l in text.splitlines())
 
 
 def command_line() -> str:
-    return " ".join(["caffe-dc"] + sys.argv[1:])
+    return shlex.join(["caffe-dc"] + sys.argv[1:])

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +36,11 @@ MNIST_MIRRORS = (
 )
 
 
+DEFAULT_VAL = 5000        # images taken from the training split for validation (MNIST's classic 55k/5k)
+MAX_VAL_SHARE = 6         # ... but never more than 1/6 of the training split
+VAL_SEED = 0
+
+
 class DataInfo(NamedTuple):
     name: str
     train_lmdb: str
@@ -46,6 +51,61 @@ class DataInfo(NamedTuple):
     batch: Optional[int] = None
     test_batch: Optional[int] = None
     crop: Optional[int] = None
+    # Validation split: every choice (presets, densities, bits, sensitivity) is made on it; the
+    # test split is read only for the final figures. None: no separate split (ImageNet's val LMDB).
+    val_lmdb: Optional[str] = None
+    n_val: Optional[int] = None
+    source: Optional[str] = None   # where the images came from, for the report
+
+    def split(self, which: str) -> Tuple[str, int]:
+        """(LMDB, record count) of "train", "val" or "test"; val falls back to test where there is none."""
+        if which == "val" and self.val_lmdb:
+            return self.val_lmdb, int(self.n_val)
+        if which in ("val", "test"):
+            return self.test_lmdb, int(self.n_test)
+        return self.train_lmdb, int(self.n_train)
+
+    @property
+    def has_val(self) -> bool:
+        return bool(self.val_lmdb)
+
+
+def validation_split(labels: np.ndarray, n_val: int, seed: int = VAL_SEED) -> Tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices), both ascending: a seeded slice of ``n_val`` records, stratified by label.
+
+    Each class gives its share of ``n_val`` (largest remainders get the leftover
+    records), chosen by a seeded permutation, so val keeps the class balance of
+    the training split and the same seed always picks the same images.
+    """
+    labels = np.asarray(labels).ravel()
+    n = labels.size
+    if not 0 < n_val < n:
+        raise InputError("validation split of %d records from a training split of %d" % (n_val, n))
+    rng = np.random.RandomState(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (n_val / n)
+    take = np.floor(exact).astype(np.int64)
+    short = n_val - int(take.sum())
+    if short:
+        order = np.argsort(-(exact - take), kind="stable")
+        take[order[:short]] += 1
+    val = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(labels == c)
+        val.append(idx[rng.permutation(idx.size)[:k]])
+    val_idx = np.sort(np.concatenate(val))
+    mask = np.ones(n, bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+def val_size(n_train: int, requested: Optional[int]) -> int:
+    """Records to hold out: the request (default 5000), at most 1/6 of the training split."""
+    cap = n_train // MAX_VAL_SHARE
+    n = DEFAULT_VAL if requested is None else int(requested)
+    if n < 1:
+        raise InputError("--val must be >= 1, got %d" % n)
+    return max(1, min(n, cap))
 
 
 def lmdb_entries(path: str) -> int:
@@ -163,12 +223,15 @@ def _fingerprint(paths) -> str:
 
 
 def prepare(name: str | None = None, idx_dir: str | None = None, download: str | None = None,
-            out_root: str = "runs/data", quiet: bool = False, limit: int | None = None) -> DataInfo:
-    """Make (or reuse) train/test LMDBs for a data set and return where they are.
+            out_root: str = "runs/data", quiet: bool = False, limit: int | None = None,
+            val: int | None = None) -> DataInfo:
+    """Make (or reuse) train/val/test LMDBs for a data set and return where they are.
 
     ``name`` defaults to "mnist" for files given with ``idx_dir``, else the
     embedded "fashion-mnist". ``limit`` keeps only the first N records of
-    each split, for fast tests.
+    each split, for fast tests. ``val`` records (default 5000, at most a sixth)
+    are held out of the training split, stratified and seeded
+    (``validation_split``), as the validation split.
     """
     if name is None:
         name = "mnist" if idx_dir else "fashion-mnist"
@@ -189,25 +252,36 @@ def prepare(name: str | None = None, idx_dir: str | None = None, download: str |
     files = {s: tuple(find_idx(idx_dir, stem) for stem in stems) for s, stems in SPLITS.items()}
     out = os.path.join(out_root, name if limit is None else "%s-%d" % (name, limit))
     meta_path = os.path.join(out, "meta.json")
-    fp = _fingerprint([p for pair in files.values() for p in pair])
+    fp = _fingerprint([p for pair in files.values() for p in pair]) + ":val=%s:seed=%d" % (val, VAL_SEED)
+    lmdbs = {s: os.path.join(out, s + "_lmdb") for s in ("train", "val", "test")}
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if meta.get("fingerprint") == fp and all(os.path.isdir(os.path.join(out, s + "_lmdb")) for s in SPLITS):
+        if meta.get("fingerprint") == fp and all(os.path.isdir(p) for p in lmdbs.values()):
             if not quiet:
-                print("data: reusing %s (%d train, %d test)" % (out, meta["n_train"], meta["n_test"]))
-            return DataInfo(name, os.path.join(out, "train_lmdb"), os.path.join(out, "test_lmdb"), meta["n_train"], meta["n_test"])
+                print("data: reusing %s (%d train, %d val, %d test)" % (out, meta["n_train"], meta["n_val"], meta["n_test"]))
+            return _info(name, lmdbs, meta)
 
-    counts = {}
+    images, labels = {}, {}
     for split, (img_p, lab_p) in files.items():
-        images, labels = load_split(img_p, lab_p)
+        images[split], labels[split] = load_split(img_p, lab_p)
         if limit is not None:
-            images, labels = images[:limit], labels[:limit]
+            images[split], labels[split] = images[split][:limit], labels[split][:limit]
+    train_idx, val_idx = validation_split(labels["train"], val_size(labels["train"].size, val))
+    parts = {"train": (images["train"][train_idx], labels["train"][train_idx]),
+             "val": (images["train"][val_idx], labels["train"][val_idx]),
+             "test": (images["test"], labels["test"])}
+    for split, (im, lab) in parts.items():
         if not quiet:
-            print("data: %s %s: %d images %dx%d -> LMDB" % (name, split, images.shape[0], images.shape[1], images.shape[2]))
-        _write_lmdb(os.path.join(out, split + "_lmdb"), images, labels)
-        counts[split] = int(images.shape[0])
+            print("data: %s %s: %d images %dx%d -> LMDB" % (name, split, im.shape[0], im.shape[1], im.shape[2]))
+        _write_lmdb(lmdbs[split], im, lab)
     meta = {"name": name, "source": os.path.abspath(idx_dir), "fingerprint": fp,
-            "n_train": counts["train"], "n_test": counts["test"]}
+            "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(labels["test"].size),
+            "n_train_source": int(labels["train"].size), "val_seed": VAL_SEED, "limit": limit}
     atomic_write(meta_path, json.dumps(meta, indent=2).encode())
-    return DataInfo(name, os.path.join(out, "train_lmdb"), os.path.join(out, "test_lmdb"), counts["train"], counts["test"])
+    return _info(name, lmdbs, meta)
+
+
+def _info(name: str, lmdbs, meta) -> DataInfo:
+    return DataInfo(name, lmdbs["train"], lmdbs["test"], meta["n_train"], meta["n_test"],
+                    val_lmdb=lmdbs["val"], n_val=meta["n_val"], source=meta.get("source"))

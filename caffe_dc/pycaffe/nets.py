@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from caffe_dc.pycaffe.caffemodel import caffe_pb2, load_net_proto, load_solver_proto, save_net_proto, save_solver_proto
+from caffe_dc.pycaffe.caffemodel import caffe_pb2, load_net_proto, load_solver_proto
 from caffe_dc.base.errors import InputError
 
 
@@ -132,11 +132,31 @@ def _batch(value, what: str) -> Optional[int]:
     return int(value)
 
 
+def exact_batch(n: int, preferred: int) -> int:
+    """The largest batch <= ``preferred`` that divides ``n``.
+
+    Caffe's Data layer wraps around at the end of its LMDB, so a test pass of
+    ceil(n / b) batches counts some images twice, and a different set each
+    time. With b dividing n, n / b batches cover every image exactly once
+    and leave the reader back at the first record, so every model is scored
+    on the same images in the same order.
+    """
+    n, preferred = int(n), max(1, int(preferred))
+    if n < 1:
+        raise InputError("an evaluation split needs at least one image, got %d" % n)
+    for b in range(min(preferred, n), 0, -1):
+        if n % b == 0:
+            return b
+    return 1
+
+
 def train_val_with_sources(net: str, train_lmdb: str, test_lmdb: str, batch: Optional[int] = None,
-                           test_batch: Optional[int] = None):
+                           test_batch: Optional[int] = None, n_test: Optional[int] = None):
     """The net's train_val NetParameter reading ``train_lmdb`` / ``test_lmdb`` (made absolute).
 
     ``batch`` / ``test_batch`` override the TRAIN / TEST Data layers' batch sizes.
+    With ``n_test`` (the records in ``test_lmdb``) the TEST batch becomes the
+    largest one up to that size which divides ``n_test`` (``exact_batch``).
     The LMDBs must exist: a typo should fail here, not minutes later inside Caffe.
     """
     spec = get(net)
@@ -157,13 +177,22 @@ def train_val_with_sources(net: str, train_lmdb: str, test_lmdb: str, batch: Opt
         b = test_batch if test else batch
         if b is not None:
             layer.data_param.batch_size = b
+        if test and n_test is not None:
+            layer.data_param.batch_size = exact_batch(n_test, layer.data_param.batch_size)
     return param
 
 
-def write_net(net_param, path: str) -> str:
-    """Write a NetParameter as prototxt, atomically; returns ``path``."""
-    save_net_proto(net_param, path)
-    return path
+def with_test_split(net_param, lmdb: str, n: int):
+    """A copy of ``net_param`` whose TEST Data layer reads ``lmdb`` (``n`` records) in exact passes."""
+    out = type(net_param)()
+    out.CopyFrom(net_param)
+    layer = data_layers(out).get("test")
+    if layer is None:
+        raise InputError("net %s has no TEST Data layer" % out.name)
+    layer.data_param.source = os.path.abspath(lmdb)
+    layer.data_param.batch_size = exact_batch(n, layer.data_param.batch_size)
+    return out
+
 
 
 # ---------------------------------------------------------------------------
@@ -208,16 +237,17 @@ def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrid
     return sp
 
 
-def write_solver(solver_param, path: str) -> str:
-    """Write a SolverParameter as prototxt, atomically; returns ``path``."""
-    save_solver_proto(solver_param, path)
-    return path
 
+def for_data(net: str, info, split: str = "val"):
+    """train_val for a ``datasets.DataInfo``: its LMDBs, and its batch / crop overrides if any.
 
-def for_data(net: str, info):
-    """train_val for a ``datasets.DataInfo``: its LMDBs, and its batch / crop overrides if any."""
-    param = train_val_with_sources(net, info.train_lmdb, info.test_lmdb, getattr(info, "batch", None),
-                                   getattr(info, "test_batch", None))
+    The TEST phase reads ``split``: "val" while training and choosing (the
+    default), "test" only for the final figures. Its batch divides the
+    split's size, so each test pass counts each image exactly once.
+    """
+    eval_lmdb, n_eval = info.split(split)
+    param = train_val_with_sources(net, info.train_lmdb, eval_lmdb, getattr(info, "batch", None),
+                                   getattr(info, "test_batch", None), n_test=n_eval)
     crop = getattr(info, "crop", None)
     if crop:
         for layer in data_layers(param).values():

@@ -51,7 +51,7 @@ def _snapshot(solver, staged_prefix: str, prefix: str) -> None:
     os.unlink(staged + ".solverstate")
 
 
-def _restore(solver, state_path: str, staging: str) -> None:
+def _restore(solver, state_path: str, staging: str, iter_size: int = 1) -> None:
     """Restore with the solverstate pointed at the caffemodel beside it *now*, so a run folder
     that was moved or copied still resumes."""
     with open(state_path, "rb") as f:
@@ -67,6 +67,24 @@ def _restore(solver, state_path: str, staging: str) -> None:
         solver.restore(tmp)
     finally:
         os.unlink(tmp)
+    skip_batches(solver.net, solver.iter * max(1, iter_size))
+
+
+def skip_batches(net, n: int) -> None:
+    """Advance the training net's Data layers by ``n`` batches, as the run before the kill had.
+
+    Caffe's restore brings back the weights, the momentum history and the
+    iteration, but a new net's Data layer starts reading at record 0. Without
+    this, the first batch after resuming at iteration k would be batch 0, not
+    batch k, and the resumed run would end in a different model. Only the
+    data layers run (``forward(end=...)``), so the cost is reading n batches.
+    """
+    names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "Data"]
+    if not names or n <= 0:
+        return
+    last = names[-1]
+    for _ in range(int(n)):
+        net.forward(end=last)
 
 
 def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out_dir: str, iters: int, test_iter: int,
@@ -93,7 +111,7 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
     history: List[Dict[str, float]] = []
     state = latest_snapshot(prefix)
     if state:
-        _restore(solver, state, staging)
+        _restore(solver, state, staging, sp.iter_size)
         if os.path.isfile(history_path):
             with open(history_path) as f:
                 history = [h for h in json.load(f) if h.get("iter", 0) <= solver.iter]

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def save_net(net, path: str) -> None:
 
 
 def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
-        progress: bool = True, on_test: Optional[Callable[[int, Dict[str, float]], None]] = None,
+        progress: bool = True,
         chunk: int = 50, span: Optional[Tuple[int, int]] = None) -> List[Dict[str, float]]:
     """Step ``solver`` for ``iters`` iterations with a progress bar; test every ``test_every``.
 
@@ -116,8 +116,6 @@ def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "tr
                 m = test_net_metrics(solver.test_nets[0], test_iter)
                 m["iter"] = solver.iter
                 history.append(m)
-                if on_test:
-                    on_test(solver.iter, m)
                 if progress:
                     bar.write("  %s iter %d: %s" % (desc, solver.iter, _fmt(m)), file=sys.stderr)
     finally:
@@ -128,8 +126,6 @@ def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "tr
     m["seconds"] = elapsed
     m["iters_per_s"] = iters / elapsed if elapsed > 0 else float("nan")
     history.append(m)
-    if on_test:
-        on_test(solver.iter, m)
     return history
 
 
@@ -199,8 +195,16 @@ def test_batch(net_param) -> int:
 
 
 def test_iters_for(net_param, n_test: int) -> int:
-    """Test batches that cover the test split once."""
-    return max(1, -(-int(n_test) // test_batch(net_param)))
+    """Test batches that cover an evaluation split of ``n_test`` images exactly once.
+
+    The TEST batch must divide ``n_test`` (``nets.exact_batch`` makes it so):
+    otherwise Caffe's reader wraps around and counts some images twice.
+    """
+    b = test_batch(net_param)
+    if int(n_test) % b:
+        raise InputError("the TEST batch %d does not divide the %d evaluation images: a pass would count "
+                         "%d of them twice" % (b, n_test, b - int(n_test) % b))
+    return int(n_test) // b
 
 def check_matches(net_param, params: Params, where: str) -> None:
     """Refuse a caffemodel that does not fit the net, before Caffe aborts on it."""
@@ -212,3 +216,62 @@ def check_matches(net_param, params: Params, where: str) -> None:
         if [tuple(s) for s in shp] != got[: len(shp)] or len(got) != len(shp):
             raise InputError("%s: layer %r has blobs %s in the caffemodel but %s in the prototxt"
                              % (where, name, got, [tuple(s) for s in shp]))
+
+
+def accuracy_layers(net_param) -> List[Tuple[str, str, str, int]]:
+    """(name, scores blob, label blob, top_k) of every Accuracy layer that runs in the TEST phase."""
+    from caffe_dc.pycaffe.caffemodel import caffe_pb2
+
+    pb = caffe_pb2()
+    out = []
+    for layer in net_param.layer:
+        if layer.type != "Accuracy" or len(layer.bottom) < 2:
+            continue
+        if any(r.HasField("phase") and r.phase != pb.TEST for r in layer.include):
+            continue
+        out.append((layer.name, layer.bottom[0], layer.bottom[1], int(layer.accuracy_param.top_k or 1)))
+    return out
+
+
+def score_exact(net_prototxt: str, caffemodel: str, n_images: int, verbose: bool = False) -> Dict[str, object]:
+    """Score a caffemodel on every image of the TEST split exactly once, image by image.
+
+    The TEST batch must divide ``n_images`` (``nets.exact_batch``). A fresh
+    net reads from the first record, so every model is scored on the same
+    images in the same order. Returns ``{"n", "correct", "accuracy", "per_image"}``
+    for top-1 and, when the net has a top-5 Accuracy layer, the same with a
+    ``_top5`` suffix; ``per_image`` is a bool array in LMDB order, for paired
+    comparisons.
+    """
+    from caffe_dc.pycaffe.caffemodel import load_net_proto
+
+    caffe = import_caffe(verbose)
+    if not os.path.isfile(caffemodel):
+        raise InputError("no such caffemodel: %s" % caffemodel)
+    net_param = load_net_proto(net_prototxt)
+    acc = accuracy_layers(net_param)
+    if not acc:
+        raise InputError("%s has no TEST-phase Accuracy layer to score with" % net_prototxt)
+    iters = test_iters_for(net_param, n_images)
+    net = caffe.Net(net_prototxt, caffe.TEST, weights=caffemodel)
+    ks = sorted({k for _, _, _, k in acc} | {1})
+    scores_blob, label_blob = acc[0][1], acc[0][2]
+    hits = {k: [] for k in ks}
+    for _ in range(iters):
+        net.forward()
+        s = net.blobs[scores_blob].data.reshape(net.blobs[scores_blob].data.shape[0], -1)
+        lab = net.blobs[label_blob].data.reshape(-1).astype(np.int64)
+        # rank of the true class: the count of classes scored strictly higher (Caffe's own rule)
+        true = s[np.arange(s.shape[0]), lab]
+        higher = (s > true[:, None]).sum(axis=1)
+        for k in ks:
+            hits[k].append(higher < k)
+    out: Dict[str, object] = {}
+    for k in ks:
+        per = np.concatenate(hits[k])
+        suffix = "" if k == 1 else "_top%d" % k
+        out["n" + suffix] = int(per.size)
+        out["correct" + suffix] = int(per.sum())
+        out["accuracy" + suffix] = float(per.sum()) / per.size
+        out["per_image" + suffix] = per
+    return out

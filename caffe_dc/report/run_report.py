@@ -14,14 +14,42 @@ from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
 from caffe_dc.report.storage_table import human, storage_markdown
 from caffe_dc.base.tables import markdown_table, pct
-from caffe_dc.stages.reference import environment
+from caffe_dc.base.provenance import environment
 
-DATASET_NOTE = {
-    "fashion-mnist": "Fashion-MNIST (Debian's `dataset-fashion-mnist`): same format as MNIST but a much harder "
-                     "task (a LeNet reaches ~89-91% rather than ~99%), so accuracies are not comparable with the "
-                     "paper's MNIST figures; the comparison that matters is reference vs compressed on the same data.",
-    "mnist": "MNIST, as in the paper.",
-}
+FULL_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000)}   # (train, test) as published
+
+
+def dataset_note(info) -> str:
+    """Name the data set with its sizes; "as in the paper" only for the paper's own, whole data set."""
+    n_train_all = info.n_train + (info.n_val or 0)
+    sizes = "%d training images (%d for training, %d held out for validation) and %d test images" % (
+        n_train_all, info.n_train, info.n_val or 0, info.n_test) if info.has_val else \
+        "%d training and %d validation/test images" % (info.n_train, info.n_test)
+    whole = FULL_SIZES.get(info.name) == (n_train_all, info.n_test)
+    if info.name == "fashion-mnist":
+        what = ("Fashion-MNIST (Debian's `dataset-fashion-mnist`)%s: same format as MNIST but a much harder task "
+                "(a LeNet reaches ~89-91%% rather than ~99%%), so accuracies are not comparable with the paper's "
+                "MNIST figures; the comparison that matters is reference vs compressed on the same images."
+                % ("" if whole else ", a subset"))
+    elif info.name == "mnist" and whole:
+        what = "MNIST, the paper's data set."
+    else:
+        what = "%s (MNIST format%s), not the paper's data set." % (info.name, "" if whole else ", a subset")
+    return "%s %s." % (what, sizes[0].upper() + sizes[1:])
+
+
+def _kn(r) -> str:
+    """'9012/10000 = 90.12% [89.53, 90.69]': exact count, percentage, Wilson 95% interval."""
+    lo, hi = r["wilson"]
+    return "%d/%d = %.2f%% [%.2f, %.2f]" % (r["correct"], r["n"], 100 * r["accuracy"], 100 * lo, 100 * hi)
+
+
+def _paired_line(label: str, c) -> str:
+    verdict = ("no loss: the interval includes 0 or lies above it" if c["diff_high"] >= 0
+               else "a loss: the whole interval lies below 0")
+    return ("%s: **%+.2f pp**, 95%% CI [%+.2f, %+.2f] pp (%d images right only before, %d only after; "
+            "McNemar exact p = %.3g) — %s." % (label, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"],
+                                               c["only_a"], c["only_b"], c["mcnemar_p"], verdict))
 
 
 def _sizes(stats) -> list:
@@ -46,8 +74,9 @@ def write_report(p) -> str:
     data = encoding.read_blob(s["encode"]["blob"])
     _, stats = codec.decode_model_report(data)
     t = stats.totals()
-    ref_acc = s["reference"]["accuracy"]
-    final_acc = s["caffe_test"]["accuracy"]
+    test = s["test"]["models"]
+    ref_acc = test["reference"]["accuracy"]
+    final_acc = test["decode"]["accuracy"]
     layers = [b.name for b in stats.quantized]
 
     # figures
@@ -78,8 +107,8 @@ def write_report(p) -> str:
                  "%s → %s" % (p1.params_ref, p1.params), "%dx" % p1.rate]
     ours = ["caffe-dc (%s)" % p.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
             "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % ratio]
-    top5_ref = s["reference"].get("accuracy_top5")
-    top5 = s["caffe_test"]["decoded"].get("accuracy_top5")
+    top5_ref = test["reference"].get("accuracy_top5")
+    top5 = test["decode"].get("accuracy_top5")
     if p1.top5 is not None:
         head.insert(2, "top-5 error ref → compressed")
         paper_row.insert(2, "%s → %s" % (pct(p1.top5_ref, 2), pct(p1.top5, 2)))
@@ -87,30 +116,50 @@ def write_report(p) -> str:
                                     pct(None if top5 is None else 1 - top5, 2)))
     t1 = markdown_table(head, [paper_row, ours])
     delta_pp = _pp_change(ref_acc, final_acc)
-    control = s.get("control") if s.get("control", {}).get("done") else None
+    paired = s["test"]["paired"]
+    control = s.get("control") if "control" in test else None
     control_rows, control_lines = [], []
     if control:
         control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
-                         % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), human(sizes[0]), "1x"]]
-        control_lines = ["Accuracy change, dense control → compressed: **%+.2f pp** (the same retraining without "
-                         "compression, so this is what compression itself costs)." % _pp_change(control["accuracy"], final_acc), ""]
+                         % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), _kn(test["control"]),
+                         human(sizes[0]), "1x"]]
+        control_lines = [_paired_line("Accuracy change, dense control → compressed (the same retraining without "
+                                      "compression, so this is what compression itself costs)",
+                                      paired["control->compressed"]), ""]
     stages = markdown_table(
-        ["stage", "test accuracy", "size", "vs dense"],
-        [["reference", pct(ref_acc, 2), human(sizes[0]), "1x"]] + control_rows + [
+        ["stage", "val accuracy", "test: correct/n = accuracy [Wilson 95%]", "size", "vs dense"],
+        [["reference", pct(s["reference"]["accuracy"], 2), _kn(test["reference"]), human(sizes[0]), "1x"]]
+        + control_rows + [
          ["pruned + retrained (%s kept)" % pct(s["prune"]["density"], 1), pct(s["prune"]["accuracy"], 2),
-          human(sizes[1]), "%.1fx" % (sizes[0] / sizes[1])],
-         ["quantized, before fine-tuning", pct(s["quantize"]["accuracy_before_finetune"], 2), human(sizes[2]),
+          _kn(test["prune"]), human(sizes[1]), "%.1fx" % (sizes[0] / sizes[1])],
+         ["quantized, before fine-tuning", pct(s["quantize"]["accuracy_before_finetune"], 2), "–", human(sizes[2]),
           "%.1fx" % (sizes[0] / sizes[2])],
-         ["quantized + fine-tuned", pct(s["quantize"]["accuracy"], 2), human(sizes[2]), "%.1fx" % (sizes[0] / sizes[2])],
-         ["Huffman-coded blob, decoded (`caffe test`)", pct(final_acc, 2), human(sizes[3]), "%.1fx" % (sizes[0] / sizes[3])]])
-
+         ["quantized + fine-tuned", pct(s["quantize"]["accuracy"], 2), _kn(test["quantize"]), human(sizes[2]),
+          "%.1fx" % (sizes[0] / sizes[2])],
+         ["Huffman-coded blob, decoded", "–", _kn(test["decode"]), human(sizes[3]), "%.1fx" % (sizes[0] / sizes[3])]])
+    env = environment()
+    prov = ["- command: `%s`" % p.command,
+            "- commit: %s%s" % (env.get("git_commit") or "unknown",
+                                " (uncommitted changes)" if env.get("git_dirty") else ""),
+            "- preset `%s`: %s" % (p.preset_name, json.dumps(p.preset._asdict())),
+            "- seeds: training and k-means %d; validation split %d" % (p.args.seed, 0),
+            "- data: %s, train %d / val %s / test %d images" % (p.info.name, p.info.n_train, p.info.n_val,
+                                                                 p.info.n_test),
+            "- environment: CPU %s (%s cores), BLAS %s (%s threads); Caffe %s, numpy %s, scikit-learn %s, protobuf %s"
+            % (env.get("cpu"), env.get("cpus"), env.get("blas"), env.get("blas_threads"), env.get("caffe"),
+               env.get("numpy"), env.get("scikit-learn"), env.get("protobuf"))]
     lines = [
         "# Deep Compression of %s on %s" % (net, p.info.name), "",
         "Made by `%s` (preset `%s`, seed %d) on %s." % (p.command, p.preset_name, p.args.seed,
                                                         datetime.date.today().isoformat()), "",
-        DATASET_NOTE.get(p.info.name, ""), "",
+        dataset_note(p.info), "",
+        "**Protocol.** Every choice in this run (the preset, and the accuracy watched while retraining) was made "
+        "on the validation split; the test split was read only for the final figures below, each test image "
+        "counted exactly once (the TEST batch divides the test set's size), and all models on the same images, "
+        "so they are compared image by image.", "",
+    ] + prov + ["",
         "## Table 1: ours beside the paper's", "", t1, "",
-        "Accuracy change, reference → compressed: **%+.2f pp** (goal: no loss beyond 0.1 pp)." % delta_pp, "",
+        _paired_line("Accuracy change, reference → compressed", paired["reference->compressed"]), "",
     ] + control_lines + [
         "## By stage", "", stages, "",
         "## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net], "",
@@ -136,15 +185,20 @@ def write_report(p) -> str:
               % (p.preset.rounds, p.preset.prune_iters, p.preset.quant_iters),
               "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
                                                      ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
-              "- reference training: %s iterations" % s["reference"].get("iters"),
-              "- environment: %s" % json.dumps(environment()), ""]
+              "- reference training: %s iterations" % s["reference"].get("iters"), ""]
     path = os.path.join(d, "report.md")
     atomic_write(path, "\n".join(lines).encode())
-    metrics = {"net": net, "dataset": p.info.name, "preset": p.preset_name, "command": p.command,
-               "seed": p.args.seed, "reference_accuracy": ref_acc, "final_accuracy": final_acc,
-               "accuracy_delta_pp": delta_pp, "control_accuracy": control["accuracy"] if control else None,
+    metrics = {"net": net, "dataset": p.info.name, "preset": p.preset_name, "preset_settings": p.preset._asdict(),
+               "command": p.command, "seed": p.args.seed, "val_seed": 0,
+               "data": {"name": p.info.name, "n_train": p.info.n_train, "n_val": p.info.n_val, "n_test": p.info.n_test},
+               "reference_accuracy": ref_acc, "final_accuracy": final_acc,
+               "reference_test": {k: v for k, v in test["reference"].items()},
+               "final_test": {k: v for k, v in test["decode"].items()},
+               "paired": paired,
+               "accuracy_delta_pp": delta_pp,
+               "control_accuracy": test["control"]["accuracy"] if control else None,
                "compression": ratio, "file_bytes": t["file_bytes"],
                "dense_bytes": t["original_bits"] // 8, "stage_bytes": dict(zip(["dense", "pruned", "pq", "pqh"], sizes)),
-               "storage": stats.to_dict(), "stages": s, "environment": environment()}
+               "storage": stats.to_dict(), "stages": s, "environment": env}
     atomic_write(os.path.join(d, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode())
     return path

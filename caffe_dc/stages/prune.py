@@ -89,12 +89,12 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
         pruning.validate_density(v) if cfg.densities is not None else pruning.validate_quality(v)
     layers = [n for n in layers if n in targets]
     shapes = {n: params[n].blobs[0].shape for n in layers}
-    test_iter = solving.test_iters_for(base, info.n_test)
+    test_iter = solving.test_iters_for(base, info.split("val")[1])
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
     ref_metrics = solving.evaluate(base_path, ref_model, test_iter, verbose)
     if progress:
-        print("  reference accuracy %.2f%%" % (100 * solving.accuracy_of(ref_metrics)))
+        print("  reference val accuracy %.2f%%" % (100 * solving.accuracy_of(ref_metrics)))
     solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
 
     masks = masks_of(params, layers)
@@ -132,14 +132,14 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
         before = solving.evaluate(tv, pruned_path, test_iter, verbose)
         density = sum(float(masks[n].sum()) for n in layers) / sum(n_orig.values())
         if progress:
-            print("  round %d/%d: %s of weights kept, accuracy %.2f%% before retraining"
+            print("  round %d/%d: %s of weights kept, val accuracy %.2f%% before retraining"
                   % (r, cfg.rounds, pct(density, 2), 100 * solving.accuracy_of(before)))
         sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
         hist = retrain(tv, sp, pruned_path, os.path.join(rdir, "retrain"), cfg.iters_per_round, test_iter, done,
                        desc="prune round %d" % r, snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose)
         after = hist[-1]
         if progress:
-            print("  round %d/%d: accuracy %.2f%% after %d retraining iterations"
+            print("  round %d/%d: val accuracy %.2f%% after %d retraining iterations"
                   % (r, cfg.rounds, 100 * solving.accuracy_of(after), cfg.iters_per_round))
         rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
               "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),

@@ -101,8 +101,8 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
         if not 1 <= int(b) <= 16:
             raise InputError("bits for %s must be in 1..16, got %r" % (n, b))
         bits[n] = int(b)
-    init = quantization.Init.parse(cfg.init) if hasattr(quantization.Init, "parse") else quantization.Init[cfg.init.upper()]
-    test_iter = solving.test_iters_for(base, info.n_test)
+    init = quantization.Init.parse(cfg.init)
+    test_iter = solving.test_iters_for(base, info.split("val")[1])
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
     solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
@@ -131,7 +131,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
     pruned_acc = solving.accuracy_of(solving.evaluate(base_path, pruned_model, test_iter, verbose))
     before = solving.accuracy_of(solving.evaluate(tv, init_path, test_iter, verbose))
     if progress:
-        print("  clustered (%s init): accuracy %.2f%% before fine-tuning (pruned model: %.2f%%)"
+        print("  clustered (%s init): val accuracy %.2f%% before fine-tuning (pruned model: %.2f%%)"
               % (init.name.lower(), 100 * before, 100 * pruned_acc))
     final = os.path.join(out_dir, "quantized.caffemodel")
     sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
