@@ -57,8 +57,10 @@ def main():
                 raise SystemExit("point scale %.2f bits %d failed:\n%s" % (scale, bits, r.stderr[-2000:]))
             m = json.load(open(os.path.join(run, "metrics.json")))
             p = {"density_scale": scale, "bits": bits, "density": m["stages"]["prune"]["density"],
-                 "compression": m["compression"], "accuracy": m["final_accuracy"],
-                 "reference_accuracy": m["reference_accuracy"], "file_bytes": m["file_bytes"]}
+                 "compression": m["compression"],
+                 # a sweep is a choice: it reads the validation split, never test
+                 "accuracy": m["stages"]["quantize"]["accuracy"],
+                 "reference_accuracy": m["stages"]["reference"]["accuracy"], "file_bytes": m["file_bytes"]}
             points.append(p)
             print("scale %.2f (%.1f%% kept), %d bits: %.1fx, accuracy %.2f%% (reference %.2f%%)" % (
                 scale, 100 * p["density"], bits, p["compression"], 100 * p["accuracy"], 100 * p["reference_accuracy"]),
@@ -69,7 +71,7 @@ def main():
     for p in points:
         p["series"] = "%d-bit weights" % p["bits"]
     png = figures.accuracy_vs(points, "compression", "accuracy", "series", os.path.join(args.out, "sweep.png"),
-                              "compression rate (dense float32 / .dcz file, x)", "test accuracy (%)",
+                              "compression rate (dense float32 / .dcz file, x)", "validation accuracy (%)",
                               "%s: accuracy vs compression (densities = paper's x %s)" % (spec.name, args.scales),
                               reference=points[0]["reference_accuracy"] if points else None, logx=True)
     print("wrote", png)

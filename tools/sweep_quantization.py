@@ -66,7 +66,7 @@ def main():
     types = {l.name: l.type for l in load_net_proto(spec.train_val).layer}
     bits_list = [int(b) for b in args.bits.split(",")]
     ref = solving.accuracy_of(solving.evaluate(*_pruned_net(spec, info, args.pruned, work), solving.test_iters_for(
-        nets.for_data(spec.name, info), info.n_test)))
+        nets.for_data(spec.name, info), info.split("val")[1])))
     points = []
     t0 = time.time()
     if args.experiment == "init":
@@ -98,7 +98,7 @@ def plot(experiment, net, dataset, points, pruned_accuracy, out):
     title = ("%s, %s: centroid initialisation" % (net, dataset) if experiment == "init"
              else "%s, %s: conv vs fc bits (other layers float32)" % (net, dataset))
     return figures.accuracy_vs(points, "bits", "accuracy", "group", os.path.join(out, "%s.png" % experiment),
-                               "bits per weight", "test accuracy after fine-tuning (%)", title,
+                               "bits per weight", "validation accuracy after fine-tuning (%)", title,
                                reference=pruned_accuracy, reference_label="pruned model, before quantization")
 
 

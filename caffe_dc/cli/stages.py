@@ -130,7 +130,9 @@ def cmd_reproduce(p):
     p.add_argument("--bits", type=layer_values(bits), help="override weight bits, e.g. 5 or ip1=5")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick])")
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
+    p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
                         "can tell what compression costs from what the extra training gains")
@@ -161,11 +163,18 @@ def cmd_reproduce(p):
             raise InputError("no such caffemodel: %s" % args.weights)
         check_outputs([args.weights, args.idx, args.imagenet_train, args.imagenet_val],
                       folders=[args.out, args.data_root])
-        pl = Pipeline(spec.name, "quick" if args.quick else "full", args.out, args)
+        preset = "quick" if args.quick else "full"
+        if args.seeds > 1:
+            from caffe_dc.pipeline.reproduce import run_seeds
+
+            print("wrote %s" % run_seeds(spec.name, preset, args.out, args, args.seeds))
+            return 0
+        pl = Pipeline(spec.name, preset, args.out, args)
         state = pl.run()
         m = json.load(open(os.path.join(pl.run_dir, "metrics.json")))
-        print("%s on %s: accuracy %.2f%% -> %.2f%% (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"
-              % (spec.name, m["dataset"], 100 * m["reference_accuracy"], 100 * m["final_accuracy"],
-                 m["accuracy_delta_pp"], m["dense_bytes"], m["file_bytes"], m["compression"], state["report"]["report"]))
+        print("%s on %s (test split): %d/%d -> %d/%d correct (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"
+              % (spec.name, m["dataset"], m["reference_test"]["correct"], m["reference_test"]["n"],
+                 m["final_test"]["correct"], m["final_test"]["n"], m["accuracy_delta_pp"], m["dense_bytes"],
+                 m["file_bytes"], m["compression"], state["report"]["report"]))
         return 0
     return run

@@ -412,6 +412,47 @@ class Pipeline:
         return {"report": path}
 
 
+def run_seeds(net: str, preset: str, out: Optional[str], args, n: int) -> str:
+    """The same run with ``n`` seeds (seed, seed + 1, ...); writes seeds.md / seeds.json beside them.
+
+    One seed's accuracy change rests on a few hundred discordant images; the
+    spread over seeds shows how much of it is the luck of one training run.
+    Returns the summary's path.
+    """
+    import copy
+
+    from caffe_dc.algorithms import stats
+    from caffe_dc.base.tables import markdown_table
+
+    rows, runs = [], []
+    for k in range(n):
+        a = copy.copy(args)
+        a.seed = args.seed + k
+        pl = Pipeline(net, preset, os.path.join(out, "seed-%d" % a.seed) if out else None, a)
+        pl.run()
+        with open(os.path.join(pl.run_dir, "metrics.json")) as f:
+            m = json.load(f)
+        runs.append(m)
+        rows.append([a.seed, pl.run_dir, "%.1fx" % m["compression"], "%+.2f" % m["accuracy_delta_pp"],
+                     "%+.2f" % (100 * m["paired"]["control->compressed"]["diff"]) if "control->compressed"
+                     in m["paired"] else "–"])
+    folder = out or os.path.commonpath([os.path.dirname(r[1]) for r in rows])
+    summary = {"net": net, "seeds": [r[0] for r in rows], "command": command_line()}
+    for key, values in (("compression", [m["compression"] for m in runs]),
+                        ("accuracy_delta_pp", [m["accuracy_delta_pp"] for m in runs])):
+        summary[key] = dict(zip(("mean", "sd"), stats.mean_sd(values)), values=values)
+    lines = ["# %s over %d seeds" % (net, n), "", "Made by `%s`." % summary["command"], "",
+             markdown_table(["seed", "run", "rate", "Δ acc. vs reference (pp)", "Δ acc. vs control (pp)"], rows), "",
+             "Rate %.1fx ± %.1f, accuracy change %+.2f ± %.2f pp (mean ± sd over seeds)."
+             % (summary["compression"]["mean"], summary["compression"]["sd"],
+                summary["accuracy_delta_pp"]["mean"], summary["accuracy_delta_pp"]["sd"]), ""]
+    os.makedirs(folder, exist_ok=True)
+    atomic_write(os.path.join(folder, "seeds.json"), json.dumps(summary, indent=2).encode())
+    path = os.path.join(folder, "seeds.md")
+    atomic_write(path, "\n".join(lines).encode())
+    return path
+
+
 def default_run_dir(net: str, data: str, preset: str, args) -> str:
     """runs/<net>-<data>[-quick][-<hash of the options that change results>]: other settings, other folder."""
     name = "%s-%s%s" % (net, data, "-quick" if preset == "quick" else "")
