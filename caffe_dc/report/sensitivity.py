@@ -38,7 +38,8 @@ def plot(doc: Mapping, path: str, chosen: Optional[Mapping[str, float]] = None, 
             if chosen and l["name"] in chosen:
                 d = chosen[l["name"]]
                 yd = np.interp(np.log(d), np.log(np.asarray(l["densities"])[::-1]), np.asarray(l["accuracy"])[::-1])
-                ax.plot([100.0 * (1 - d)], [100.0 * yd], marker="|", markersize=16, color=line.get_color())
+                ax.plot([100.0 * (1 - d)], [100.0 * yd], marker="v", markersize=11, color=line.get_color(),
+                        markeredgecolor="black", zorder=5)
         ax.axhline(base, color="#777777", linestyle="--", linewidth=1, label="dense %.2f%%" % base)
         ax.set_title("%s layers" % ("convolutional" if kind == "conv" else "fully connected"))
         ax.set_xlabel("parameters pruned away (%)")
