@@ -1,9 +1,16 @@
-"""``caffe-dc reproduce``: the whole Deep Compression chain on a LeNet, resumable.
+"""``caffe-dc reproduce`` and ``caffe-dc compress``: the whole Deep Compression chain, resumable.
 
-Stages, each writing into ``runs/<net>-<data>[-quick]/``:
+One implementation for every net. ``reproduce`` runs one of the paper's nets
+(a ``nets.registry_source`` on LMDBs made from IDX files, its schedule from
+``zoo/schedules/<net>-<preset>.json``); ``compress`` runs a user's own
+solver, train_val and caffemodel (a ``nets.user_source``: its TRAIN Data
+layer trains, its TEST Data layer is the validation split, ``--test-lmdb``
+the held-out test split; the schedule from ``--schedule`` or ``DEFAULT_SCHEDULE``).
 
-1. data        IDX -> LMDB
-2. reference   train through pycaffe (or copy ``--weights``)
+Stages, each writing into the run folder:
+
+1. data        IDX -> LMDB (reproduce); the net's own LMDBs, counted (compress)
+2. reference   train through pycaffe (or copy ``--weights``), scored on val
 3. prune       iterative prune -> retrain (mask blobs + hooks)
 4. quantize    k-means + group-by-index fine-tuning (codebook blobs + hooks)
 5. encode      relative-index sparse format + Huffman -> ``model.dcz``
@@ -35,18 +42,20 @@ import shlex
 import shutil
 import sys
 import time
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from caffe_dc.stages import encode as encoding
 from caffe_dc.pycaffe import datasets, nets
-from caffe_dc.base import paper
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import is_helper
 from caffe_dc.base.fileio import atomic_write
-from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, save_net_proto
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, load_solver_proto, save_net_proto
 from caffe_dc.base.errors import InputError
+from caffe_dc.algorithms import schedule as schedules
 
 
+# The presets as they were first written. What runs is their schedule files in zoo/schedules/
+# (``schedules.builtin``); tests/test_sensitivity.py checks that the two agree.
 class Preset(NamedTuple):
     ref_iters: int
     rounds: int
@@ -77,6 +86,25 @@ PRESETS = {
 }
 IMAGENET_NETS = ("alexnet", "vgg16")
 STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "test", "report")
+# A user's net without --schedule: the paper's conv/fc contrast (AlexNet keeps 35-84% of its conv
+# weights and 9-25% of its fc weights; 8-bit conv, 5-bit fc), in three rounds, each retraining a fifth
+# of the solver's own max_iter, at a tenth of its learning rate (the paper's LeNet factor).
+DEFAULT_SCHEDULE = {
+    "format": schedules.FORMAT, "version": schedules.VERSION,
+    "description": "caffe-dc's default for a net of your own: conv layers keep 50%, fc layers 10%, reached "
+                   "geometrically over 3 rounds; 8-bit conv, 5-bit fc; each round and the fine-tuning retrain "
+                   "max_iter/5 of your solver at 1/10 of its base_lr",
+    "rounds": 3, "iters_per_round": None, "finetune_iters": None, "lr_factor": 0.1,
+    "densities": {"[conv]": 0.5, "[fc]": 0.1}, "bits": {"[conv]": 8, "[fc]": 5},
+}
+
+
+class UserNet(NamedTuple):
+    """A net given by its solver (``compress``), not by a registry name (``reproduce``)."""
+    solver: str
+    test_lmdb: Optional[str] = None
+
+
 # Stages with a folder of their own, emptied when their inputs change (so nothing inside is reused).
 STAGE_DIRS = {"reference": "reference", "prune": "prune", "quantize": "quantize", "control": "control",
               "test": "test"}
@@ -114,25 +142,70 @@ def file_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def resolve_schedule(src, path: Optional[str], args) -> Tuple[schedules.Schedule, str, dict]:
+    """The schedule a run follows: ``path``'s file, else DEFAULT_SCHEDULE, with the command line's
+    overrides (--rounds, --prune-iters, --quant-iters, --ref-iters, --density, --bits) applied to the
+    document before it is validated against the net's prunable layers. Returns (schedule, where it
+    came from, the resolved document)."""
+    if path:
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except OSError as e:
+            raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
+        except ValueError as e:
+            raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
+        where = path
+    else:
+        doc = json.loads(json.dumps(DEFAULT_SCHEDULE))
+        iters = max(1, int(src.solver.max_iter) // 5)
+        doc["iters_per_round"] = doc["finetune_iters"] = iters
+        where = "the default schedule (no --schedule given)"
+    if not isinstance(doc, dict):
+        raise InputError("%s: a schedule is a JSON object" % where)
+    doc = dict(doc)
+    for key, opt in (("rounds", "rounds"), ("iters_per_round", "prune_iters"), ("finetune_iters", "quant_iters"),
+                     ("reference_iters", "ref_iters")):
+        if getattr(args, opt, None) is not None:
+            doc[key] = getattr(args, opt)
+    for key, opt in (("densities", "density"), ("bits", "bits")):
+        given = getattr(args, opt, None)
+        if given:
+            # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys
+            over = {n: given["*"] for n in src.layer_types()} if "*" in given else {}
+            over.update({k: v for k, v in given.items() if k != "*"})
+            doc[key] = dict(doc.get(key) or {}, **over)
+    return schedules.from_dict(doc, src.layer_types(), where=where), where, doc
+
+
 class Pipeline:
-    def __init__(self, net: str, preset: str, run_dir: Optional[str], args, progress: bool = True):
-        self.spec = nets.get(net)
-        if self.spec.name not in PRESETS[preset]:
+    def __init__(self, net, preset: str, run_dir: Optional[str], args, progress: bool = True):
+        """``net``: a registry name (``reproduce``) or a ``UserNet`` (``compress``)."""
+        self.user = net if isinstance(net, UserNet) else None
+        self.spec = None if self.user else nets.get(net)
+        if self.spec is not None and self.spec.name not in PRESETS[preset]:
             preset = "full"
-        self.preset_name = preset
-        self.preset = PRESETS[preset][self.spec.name]
-        over = {k: getattr(args, k, None) for k in ("ref_iters", "rounds", "prune_iters", "quant_iters")}
-        self.preset = self.preset._replace(**{k: v for k, v in over.items() if v is not None})
+        self.preset_name = preset if self.spec is not None else "custom"
         self.args = args
         self.progress = progress
         self.run_dir = run_dir
         self.command = command_line()
         self.state: Dict[str, dict] = {}
 
+    def schedule_path(self) -> Optional[str]:
+        given = getattr(self.args, "schedule", None)
+        if given or self.user:
+            return given
+        return schedules.builtin(self.spec.name, self.preset_name)
+
     @property
     def lr_factor(self) -> float:
         """Retraining learning rate as a fraction of the net's own (pruning, fine-tuning, control alike)."""
-        return paper.RETRAIN_LR_FACTOR.get(self.spec.name, 0.1)
+        return self.schedule.lr_factor
+
+    @property
+    def name(self) -> str:
+        return self.src.name
 
     def path(self, *parts) -> str:
         return os.path.join(self.run_dir, *parts)
@@ -197,7 +270,10 @@ class Pipeline:
     def run(self) -> dict:
         # 1. data
         a = self.args
-        if self.spec.name in IMAGENET_NETS:
+        if self.user:
+            self.src = nets.user_source(self.user.solver, self.user.test_lmdb)
+            info = self.src.info
+        elif self.spec.name in IMAGENET_NETS:
             if not (a.imagenet_train and a.imagenet_val and a.weights):
                 raise InputError("reproduce %s needs --imagenet-train LMDB --imagenet-val LMDB --weights REF.caffemodel "
                                  "(no ImageNet here? `caffe-dc storage %s` reproduces the storage figures)"
@@ -206,43 +282,59 @@ class Pipeline:
         else:
             info = datasets.prepare(name=a.name, idx_dir=a.idx, download=a.download, out_root=a.data_root,
                                     quiet=True, limit=a.limit, val=a.val)
+            self.src = nets.registry_source(self.spec.name, info)
+        self.schedule, self.schedule_source, self.schedule_doc = resolve_schedule(self.src, self.schedule_path(), a)
+        sch = self.schedule
+        self.snapshot_every = sch.snapshot_every or (int(self.src.solver.snapshot) or None) or \
+            max(1, min(1000, sch.iters_per_round))
+        self.ref_iters = sch.reference_iters if sch.reference_iters is not None else 0
+        if self.user and not a.weights:
+            raise InputError("compress needs the reference caffemodel: --weights REF.caffemodel")
         if self.run_dir is None:
-            self.run_dir = default_run_dir(self.spec.name, info.name, self.preset_name, a)
+            self.run_dir = (default_run_dir(self.spec.name, info.name, self.preset_name, a) if self.spec else
+                            compress_run_dir(self.src, a))
         os.makedirs(self.run_dir, exist_ok=True)
         self._load_state()
         self.info = info
         self.code = code_version()
         data_inputs = {k: v for k, v in info._asdict().items()}
+        if self.user:
+            # The user's files are inputs too: a changed net, solver or LMDB redoes everything.
+            data_inputs["net"] = fingerprint([str(self.src.train_val), str(self.src.solver), list(self.src.changes)])
+            data_inputs["lmdbs"] = {p: lmdb_identity(p) for p in {info.train_lmdb, info.test_lmdb, info.val_lmdb}
+                                    if p}
         self.stage(1, "data", lambda: dict(data_inputs), data_inputs)
-        self.base = nets.for_data(self.spec.name, info, "val")
+        self.base = self.src.train_val
         self.base_path = self.path("train_val.prototxt")
         save_net_proto(self.base, self.base_path)
         self.test_path = self.path("test.prototxt")   # the same net reading the test split
-        save_net_proto(nets.for_data(self.spec.name, info, "test"), self.test_path)
+        save_net_proto(self.src.test_net, self.test_path)
+        atomic_write(self.path("schedule.json"), (json.dumps(self.schedule_doc, indent=2) + "\n").encode())
         self.test_iter = solving.test_iters_for(self.base, info.split("val")[1])
-        pr = self.preset
-        ref_in = {"ref_iters": pr.ref_iters, "seed": a.seed, "snapshot_every": pr.snapshot_every,
+        ref_in = {"ref_iters": self.ref_iters, "seed": a.seed, "snapshot_every": self.snapshot_every,
                   "weights": file_digest(a.weights) if a.weights else None}
         self.stage(2, "reference", self.reference, ref_in, ("data",))
-        self.stage(3, "prune", self.prune, {"densities": self.densities(), "rounds": pr.rounds,
-                                            "prune_iters": pr.prune_iters, "lr_factor": self.lr_factor,
-                                            "snapshot_every": pr.snapshot_every}, ("reference",))
-        self.stage(4, "quantize", self.quantize, {"bits": a.bits or pr.bits, "init": a.init, "quant_iters": pr.quant_iters,
-                                                  "lr_factor": self.lr_factor, "seed": a.seed}, ("prune",))
+        self.stage(3, "prune", self.prune, {"densities": sch.densities, "rounds": sch.rounds,
+                                            "prune_iters": sch.iters_per_round, "lr_factor": self.lr_factor,
+                                            "snapshot_every": self.snapshot_every}, ("reference",))
+        self.stage(4, "quantize", self.quantize, {"bits": self.bits(), "init": a.init,
+                                                  "quant_iters": sch.finetune_iters, "lr_factor": self.lr_factor,
+                                                  "seed": a.seed}, ("prune",))
         self.stage(5, "encode", self.encode, {}, ("quantize",))
         self.stage(6, "decode", self.decode, {}, ("encode",))
         self.stage(7, "caffe_test", self.caffe_test, {}, ("decode",))
         controlled = bool(getattr(a, "dense_control", False))
         if controlled:
-            self.stage(8, "control", self.control, {"rounds": pr.rounds, "prune_iters": pr.prune_iters,
-                                                    "quant_iters": pr.quant_iters, "lr_factor": self.lr_factor},
+            self.stage(8, "control", self.control, {"rounds": sch.rounds, "prune_iters": sch.iters_per_round,
+                                                    "quant_iters": sch.finetune_iters, "lr_factor": self.lr_factor},
                        ("reference",))
         else:
             print("[8/%d] control: skipped (--dense-control retrains the reference as long, uncompressed, "
                   "for comparison)" % len(STAGES))
         finals = ("reference", "prune", "quantize", "decode") + (("control",) if controlled else ())
         self.stage(9, "test", lambda: self.test(finals), {"models": list(finals)}, finals)
-        self.stage(10, "report", self.report, {"control": controlled, "report_code": code_version(("report",))}, STAGES[:-1] if controlled
+        self.stage(10, "report", self.report, {"control": controlled, "report_code": code_version(("report",)),
+                                               "schedule": self.schedule_source}, STAGES[:-1] if controlled
                    else tuple(s for s in STAGES[:-1] if s != "control"))
         return self.state
 
@@ -250,7 +342,7 @@ class Pipeline:
     def reference(self):
         from caffe_dc.stages import reference as train
 
-        model = self.path("reference", "%s.caffemodel" % self.spec.name)
+        model = self.path("reference", "%s.caffemodel" % self.src.file_stem)
         if self.args.weights:
             from caffe_dc.pycaffe.solving import check_matches
 
@@ -262,36 +354,43 @@ class Pipeline:
             print("  reference val accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
             return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
                     "iters": 0, "source": self.args.weights}
-        m = train.train_reference(self.spec.name, self.info, self.path("reference"), iters=self.preset.ref_iters,
-                                  seed=self.args.seed, test_every=max(self.preset.ref_iters // 5, 1),
+        m = train.train_reference(self.spec.name, self.info, self.path("reference"), iters=self.ref_iters,
+                                  seed=self.args.seed, test_every=max(self.ref_iters // 5, 1),
                                   progress=self.progress)
         print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
         return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "iters": m["iters"]}
 
-    def densities(self):
-        d = {k: min(1.0, v * self.preset.density_scale) for k, v in paper.PAPER_DENSITY[self.spec.name].items()}
-        d.update(self.args.density or {})
-        return d
+    def bits(self) -> Optional[Dict[str, int]]:
+        """The schedule's bits for the layers it prunes (the others stay float and unquantized)."""
+        if self.schedule.bits is None:
+            return None
+        return {n: b for n, b in self.schedule.bits.items() if n in self.schedule.densities}
 
     def prune(self):
         from caffe_dc.stages.prune import PruneConfig, run_pruning
 
-        cfg = PruneConfig(densities=self.densities(), rounds=self.preset.rounds, iters_per_round=self.preset.prune_iters,
-                          lr_factor=self.lr_factor,
-                          snapshot_every=self.preset.snapshot_every)
-        m = run_pruning(self.spec.name, self.state["reference"]["caffemodel"], self.info, self.path("prune"), cfg,
+        sch = self.schedule
+        if not sch.densities:
+            raise InputError("%s prunes no layer (its densities match none of %s)"
+                             % (self.schedule_source, ", ".join(self.src.layer_types())))
+        cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
+                          lr_factor=self.lr_factor, snapshot_every=self.snapshot_every,
+                          round_densities=sch.densities)
+        m = run_pruning(self.src, self.state["reference"]["caffemodel"], self.info, self.path("prune"), cfg,
                         progress=self.progress)
         print(_indent(m["table"]))
+        written = load_solver_proto(self.path("prune", "round1", "retrain", "solver.prototxt"))
         return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
-                "layers": m["layers"], "config": m["config"]}
+                "layers": m["layers"], "config": m["config"],
+                "solver_changes": nets.solver_changes(self.src.solver, written)}
 
     def quantize(self):
         from caffe_dc.stages.quantize import QuantConfig, run_quantization
 
-        cfg = QuantConfig(bits=self.args.bits or self.preset.bits, init=self.args.init, iters=self.preset.quant_iters,
+        cfg = QuantConfig(bits=self.bits(), init=self.args.init, iters=self.schedule.finetune_iters,
                           lr_factor=self.lr_factor, seed=self.args.seed,
-                          snapshot_every=self.preset.snapshot_every)
-        m = run_quantization(self.spec.name, self.state["prune"]["caffemodel"], self.info, self.path("quantize"), cfg,
+                          snapshot_every=self.snapshot_every)
+        m = run_quantization(self.src, self.state["prune"]["caffemodel"], self.info, self.path("quantize"), cfg,
                              progress=self.progress)
         print(_indent(m["table"]))
         return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
@@ -305,10 +404,10 @@ class Pipeline:
         from caffe_dc.pycaffe import rewrite
         from caffe_dc.pycaffe.retraining import retrain
 
-        sp = rewrite.retrain_solver(nets.solver_for(self.spec.name, self.base_path, self.path("control", "snap")),
-                                    self.lr_factor)
-        pieces = [("round %d" % r, self.preset.prune_iters) for r in range(1, self.preset.rounds + 1)]
-        pieces.append(("fine-tune", self.preset.quant_iters))
+        sp = rewrite.retrain_solver(self.src.solver_for(self.base_path, self.path("control", "snap")), self.lr_factor)
+        sch = self.schedule
+        pieces = [("round %d" % r, sch.iters_per_round) for r in range(1, sch.rounds + 1)]
+        pieces.append(("fine-tune", sch.finetune_iters))
         current, result = self.state["reference"]["caffemodel"], {}
         for i, (label, iters) in enumerate(pieces, 1):
             done = self.path("control", "piece%d.caffemodel" % i)
@@ -318,7 +417,7 @@ class Pipeline:
                     result = json.load(f)
             else:
                 hist = retrain(self.base_path, sp, current, self.path("control", "piece%d" % i), iters, self.test_iter,
-                               done, desc="dense control, %s" % label, snapshot_every=self.preset.snapshot_every,
+                               done, desc="dense control, %s" % label, snapshot_every=self.snapshot_every,
                                progress=self.progress)
                 result = {"piece": label, "iters": iters, "accuracy": solving.accuracy_of(hist[-1]),
                           "accuracy_top5": hist[-1].get("accuracy_top5")}
@@ -332,13 +431,16 @@ class Pipeline:
         from caffe_dc.report.storage_table import storage_text, summary_lines
 
         params = load_params(self.state["quantize"]["caffemodel"])
-        data, stats = encoding.encode_params(params, self.spec.name, None,
-                                             meta={"dataset": self.info.name, "preset": self.preset_name})
+        net = self.src.name if self.src.paper else None
+        meta = {"dataset": self.info.name, "preset": self.preset_name}
+        if not self.src.paper:
+            meta["paper_net"] = None   # its own name must not send anyone to the paper's tables
+        data, stats = encoding.encode_params(params, self.src.name, None, meta=meta)
         out = self.path("model.dcz")
         atomic_write(out, data)
         atomic_write(self.path("storage.json"), json.dumps(stats.to_dict(), indent=2).encode())
-        print(_indent(storage_text(stats, self.spec.name)))
-        for line in summary_lines(stats, self.spec.name):
+        print(_indent(storage_text(stats, net)))
+        for line in summary_lines(stats, net):
             print("  " + line)
         t = stats.totals()
         return {"blob": out, "bytes": len(data), "rate_pq": t["rate_pq"], "rate_pqh": t["rate_pqh"],
@@ -349,7 +451,7 @@ class Pipeline:
 
         params, _, _ = encoding.decode_bytes(encoding.read_blob(self.state["encode"]["blob"]))
         out = self.path("decoded.caffemodel")
-        save_params(params, out, name=self.spec.name)
+        save_params(params, out, name=self.src.name)
         quant = {k: v for k, v in load_params(self.state["quantize"]["caffemodel"]).items() if not is_helper(k)}
         n = encoding.verify_equal(quant, load_params(out), "decoded.caffemodel vs the quantized model")
         print("  %s: %d values, bit-identical to the quantized model" % (out, n))
@@ -363,7 +465,8 @@ class Pipeline:
         save_net_proto(nets.with_test_split(load_net_proto(self.state["quantize"]["prototxt"]),
                                             *self.info.split("test")), qproto)
         dec = solving.caffe_cli_test(self.test_path, self.state["decode"]["caffemodel"], iters)
-        qnt = solving.caffe_cli_test(qproto, self.state["quantize"]["caffemodel"], iters)
+        qnt = solving.caffe_cli_test(qproto, self.state["quantize"]["caffemodel"],
+                                     solving.test_iters_for(load_net_proto(qproto), n_test))
         print("  caffe test (test split, %d images): decoded %.4f, quantized %.4f" % (n_test, dec["accuracy"],
                                                                                      qnt["accuracy"]))
         if dec["accuracy"] != qnt["accuracy"]:
@@ -451,6 +554,22 @@ def run_seeds(net: str, preset: str, out: Optional[str], args, n: int) -> str:
     path = os.path.join(folder, "seeds.md")
     atomic_write(path, "\n".join(lines).encode())
     return path
+
+
+def compress_run_dir(src, args) -> str:
+    """runs/compress-<net>-<hash of the solver, weights, schedule and options>."""
+    keys = ("schedule", "test_lmdb", "density", "bits", "init", "seed", "rounds", "prune_iters", "quant_iters")
+    what = {k: getattr(args, k, None) for k in keys}
+    what["solver"] = os.path.abspath(args.solver)
+    what["weights"] = file_digest(args.weights) if getattr(args, "weights", None) else None
+    return os.path.join("runs", "compress-%s-%s" % (src.file_stem, fingerprint(what)[:8]))
+
+
+def lmdb_identity(path: str) -> list:
+    """Size and modification time of an LMDB's data file: a rewritten LMDB is a different data set."""
+    f = os.path.join(path, "data.mdb")
+    st = os.stat(f if os.path.isfile(f) else path)
+    return [st.st_size, int(st.st_mtime)]
 
 
 def default_run_dir(net: str, data: str, preset: str, args) -> str:

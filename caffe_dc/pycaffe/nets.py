@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from caffe_dc.pycaffe.caffemodel import caffe_pb2, load_net_proto, load_solver_proto
 from caffe_dc.base.errors import InputError
@@ -254,3 +254,205 @@ def for_data(net: str, info, split: str = "val"):
             if layer.transform_param.crop_size:
                 layer.transform_param.crop_size = int(crop)
     return param
+
+
+# ---------------------------------------------------------------------------
+# net sources: what every compression stage needs to know about a net
+
+INPUT_TYPES = ("Data", "ImageData", "HDF5Data", "Input", "MemoryData", "DummyData", "WindowData", "Python")
+
+
+@dataclass(frozen=True)
+class NetSource:
+    """A net to compress, the paper's or a user's: the one thing every stage reads.
+
+    ``train_val``'s TRAIN Data layer reads the training split and its TEST
+    Data layer the validation split (every choice is made on it), with a
+    TEST batch that divides it; ``test_net`` is the same net reading the
+    test split, for the final figures. ``solver`` is the solver as its
+    author wrote it: stages copy it and change only what retraining needs.
+    ``paper`` says whether the paper's tables describe this net.
+    """
+
+    name: str
+    train_val: object
+    test_net: object
+    solver: object
+    info: object                  # datasets.DataInfo: the splits' LMDBs and sizes
+    paper: bool = False
+    origin: Tuple[Tuple[str, str], ...] = ()   # (what, path) the net came from, for the report
+    changes: Tuple[str, ...] = ()              # what was changed in the user's net to run it
+
+    @property
+    def file_stem(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name) or "net"
+
+    def solver_for(self, net_prototxt_path: str, snapshot_prefix: str, **overrides):
+        """A copy of the solver training ``net_prototxt_path`` (absolute paths), with field overrides."""
+        sp = type(self.solver)()
+        sp.CopyFrom(self.solver)
+        sp.net = os.path.abspath(net_prototxt_path)
+        sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
+        for key, value in overrides.items():
+            if value is not None:
+                set_solver_field(sp, key, value)
+        return sp
+
+    def layer_types(self) -> Dict[str, str]:
+        """{prunable layer: Caffe type}, in net order."""
+        from caffe_dc.pycaffe.rewrite import prunable_layers
+
+        types = {l.name: l.type for l in self.train_val.layer}
+        return {n: types[n] for n in prunable_layers(self.train_val)}
+
+
+def registry_source(net: str, info) -> NetSource:
+    """One of the paper's nets on a ``datasets.DataInfo`` (its LMDBs and overrides)."""
+    spec = get(net)
+    return NetSource(spec.name, for_data(spec.name, info, "val"), for_data(spec.name, info, "test"),
+                     load_solver_proto(spec.solver), info, paper=True,
+                     origin=(("train_val", spec.train_val), ("solver", spec.solver)))
+
+
+def source(net, info) -> NetSource:
+    """``net`` itself when it is a NetSource, else the registry net of that name on ``info``."""
+    return net if isinstance(net, NetSource) else registry_source(net, info)
+
+
+def _existing(path: str, *bases: str) -> str:
+    """``path`` made absolute: as Caffe reads it (against the working folder), else against ``bases``."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path)
+    for b in bases:
+        cand = os.path.join(b, path)
+        if os.path.exists(cand):
+            return os.path.abspath(cand)
+    return os.path.abspath(path)
+
+
+def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
+    """A user's own net, from the solver that trained it (its ``net:`` names the train_val).
+
+    The train_val must read LMDBs through one TRAIN and one TEST ``Data`` layer
+    and score with a TEST-phase Accuracy layer. TRAIN's source is the training
+    split, TEST's the validation split; ``test_lmdb``, if given, is the
+    held-out test split (else the test figures are read on TEST's source, and
+    the report says so). Layers sharing weights through ``param { name }``
+    are refused. Raises a one-line InputError for anything else it cannot run.
+    """
+    from caffe_dc.pycaffe import datasets
+    from caffe_dc.pycaffe.rewrite import check_unshared
+    from caffe_dc.pycaffe.solving import accuracy_layers
+
+    pb = caffe_pb2()
+    sp = load_solver_proto(solver_path)
+    sdir = os.path.dirname(os.path.abspath(solver_path))
+    if sp.train_net or sp.test_net or sp.HasField("train_net_param") or len(sp.test_net_param):
+        raise InputError("%s: give the net as one train_val with `net:` (train_net/test_net pairs are not supported)"
+                         % solver_path)
+    if sp.HasField("net_param"):
+        param, where = type(sp.net_param)(), solver_path
+        param.CopyFrom(sp.net_param)
+        sp.ClearField("net_param")
+        tv_path = solver_path
+    elif sp.net:
+        tv_path = _existing(sp.net, sdir)
+        param, where = load_net_proto(tv_path), tv_path
+    else:
+        raise InputError("%s names no net (`net: \"train_val.prototxt\"`)" % solver_path)
+    tdir = os.path.dirname(tv_path)
+    counts = {"train": [], "test": []}
+    for layer in param.layer:
+        if layer.type == "Data":
+            counts["test" if _is_test(layer) else "train"].append(layer)
+    if not counts["train"] and not counts["test"]:
+        others = sorted({l.type for l in param.layer if l.type in INPUT_TYPES})
+        raise InputError("%s has no Data layers%s: caffe-dc reads the training split from a TRAIN-phase Data layer "
+                         "and the validation split from a TEST-phase one (LMDB)"
+                         % (where, " (it reads its input through %s)" % "/".join(others) if others else ""))
+    for phase in ("train", "test"):
+        if len(counts[phase]) != 1:
+            raise InputError("%s needs exactly one %s-phase Data layer, found %d" % (where, phase.upper(),
+                                                                                     len(counts[phase])))
+    changes = []
+    sources = {}
+    for phase, (layer,) in counts.items():
+        dp = layer.data_param
+        if dp.backend != pb.DataParameter.LMDB:
+            raise InputError("%s: Data layer %r reads a LEVELDB; caffe-dc reads LMDBs (`backend: LMDB`)"
+                             % (where, layer.name))
+        if not dp.source:
+            raise InputError("%s: Data layer %r has no source" % (where, layer.name))
+        dp.source = _existing(dp.source, tdir, sdir)
+        sources[phase] = dp.source
+        if layer.transform_param.mean_file:
+            layer.transform_param.mean_file = _existing(layer.transform_param.mean_file, tdir, sdir)
+    n_train = datasets.lmdb_entries(sources["train"])
+    n_val = datasets.lmdb_entries(sources["test"])
+    if test_lmdb is not None:
+        test_lmdb = os.path.abspath(test_lmdb)
+        n_test = datasets.lmdb_entries(test_lmdb)
+    check_unshared(param, where)
+    acc = [a for a in accuracy_layers(param) if a[3] == 1]
+    if not acc:
+        raise InputError("%s has no TEST-phase Accuracy layer (top_k 1) to score the models with" % where)
+    # The stages read the accuracy under Caffe's usual names; the tops are outputs, so renaming
+    # them changes no number.
+    for layer in param.layer:
+        if layer.type == "Accuracy" and layer.top and layer.name in [a[0] for a in accuracy_layers(param)]:
+            k = int(layer.accuracy_param.top_k or 1)
+            want = "accuracy" if k == 1 else "accuracy_top%d" % k
+            if layer.top[0] != want and not any(want in (l.top) for l in param.layer):
+                changes.append("Accuracy layer %r's top %r read as %r" % (layer.name, layer.top[0], want))
+                layer.top[0] = want
+    test_layer = counts["test"][0]
+    batch = int(test_layer.data_param.batch_size)
+    val = type(param)()
+    val.CopyFrom(param)
+    data_layers(val)["test"].data_param.batch_size = exact_batch(n_val, batch)
+    if test_lmdb is None:
+        test = val
+    else:
+        test = type(param)()
+        test.CopyFrom(param)
+        tl = data_layers(test)["test"]
+        tl.data_param.source = test_lmdb
+        tl.data_param.batch_size = exact_batch(n_test, batch)
+    for what, net_param, n in (("validation", val, n_val), ("test", test, n_test if test_lmdb else n_val)):
+        b = data_layers(net_param)["test"].data_param.batch_size
+        if b != batch:
+            changes.append("TEST batch %d -> %d on the %s split, so that it divides its %d images "
+                           "(each counted once)" % (batch, b, what, n))
+    data_dir = os.path.dirname(sources["train"])
+    name = os.path.basename(data_dir) or os.path.basename(sources["train"])
+    # Without a held-out test LMDB there is no separate validation split: val falls back to the
+    # TEST source (DataInfo.split), as for ImageNet's val LMDB.
+    info = datasets.DataInfo(name, sources["train"], test_lmdb or sources["test"], n_train,
+                             n_test if test_lmdb else n_val, val_lmdb=sources["test"] if test_lmdb else None,
+                             n_val=n_val if test_lmdb else None, source=data_dir)
+    net_name = param.name or os.path.splitext(os.path.basename(tv_path))[0]
+    return NetSource(net_name, val, test, sp, info, paper=False,
+                     origin=(("solver", os.path.abspath(solver_path)), ("train_val", tv_path)), changes=tuple(changes))
+
+
+def solver_changes(before, after) -> List[str]:
+    """What a retraining solver changed in the user's: "field: old -> new" for every field that differs."""
+    def fields(sp):
+        return {f.name: v for f, v in sp.ListFields()}
+
+    a, b = fields(before), fields(after)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        out.append("%s: %s -> %s" % (key, _show(a.get(key)), _show(b.get(key))))
+    return out
+
+
+def _show(v) -> str:
+    """A solver value as a person reads it: float32 fields at 6 digits (0.001, not 0.0010000000474974513)."""
+    if v is None:
+        return "unset"
+    if hasattr(v, "extend"):
+        return "[%s]" % ", ".join(_show(x) for x in v)
+    return "%.6g" % v if isinstance(v, float) else repr(v)

@@ -23,12 +23,33 @@ SILENCE_NAME = "dc_silence"
 
 
 def prunable_layers(net_param) -> list:
-    """Names of Convolution and InnerProduct layers, in net order, without duplicates."""
+    """Names of Convolution (any group, dilation), Deconvolution and InnerProduct layers, in net order,
+    without duplicates."""
     seen = []
     for layer in net_param.layer:
         if layer.type in PRUNABLE_TYPES and layer.name not in seen:
             seen.append(layer.name)
     return seen
+
+
+def shared_parameters(net_param) -> Dict[str, list]:
+    """{param name: [layers]} for every ``param { name: ... }`` that more than one layer uses."""
+    users: Dict[str, list] = {}
+    for layer in net_param.layer:
+        for spec in layer.param:
+            if spec.name and layer.name not in users.setdefault(spec.name, []):
+                users[spec.name].append(layer.name)
+    return {k: v for k, v in users.items() if len(v) > 1}
+
+
+def check_unshared(net_param, where: str) -> None:
+    """Refuse prunable layers that share weights: one mask and one codebook per blob is all the
+    hooks and the codec know, and a shared blob would be pruned twice by different rules."""
+    prunable = set(prunable_layers(net_param))
+    for pname, layers in shared_parameters(net_param).items():
+        if prunable & set(layers):
+            raise InputError("%s: layers %s share parameters through param { name: %r }; caffe-dc cannot prune or "
+                             "quantize shared weights: give each layer its own" % (where, ", ".join(layers), pname))
 
 
 def select_layers(net_param, names: Optional[Iterable[str]] = None) -> list:

@@ -12,7 +12,7 @@ from caffe_dc.base import paper
 from caffe_dc.base.blobs import CODEBOOK, blob_name
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
-from caffe_dc.report.storage_table import human, storage_markdown
+from caffe_dc.report.storage_table import HEADERS, human, storage_rows
 from caffe_dc.base.tables import markdown_table, pct
 from caffe_dc.base.provenance import environment
 
@@ -36,6 +36,18 @@ def dataset_note(info) -> str:
     else:
         what = "%s (MNIST format%s), not the paper's data set." % (info.name, "" if whole else ", a subset")
     return "%s %s." % (what, sizes[0].upper() + sizes[1:])
+
+
+def user_data_note(p) -> str:
+    """Where a user's net read its splits, with their sizes; says so when no held-out test split was given."""
+    info = p.info
+    train = "training: the TRAIN Data layer's %s (%d images)" % (info.train_lmdb, info.n_train)
+    if info.has_val:
+        return ("Data: %s; validation: the TEST Data layer's %s (%d images); test: `--test-lmdb` %s (%d images), "
+                "held out from every choice." % (train, info.val_lmdb, info.n_val, info.test_lmdb, info.n_test))
+    return ("Data: %s; validation = test: the TEST Data layer's %s (%d images). **No separate held-out test split "
+            "was given** (`--test-lmdb`), so the test figures below are read on the same images every choice was "
+            "made on." % (train, info.test_lmdb, info.n_test))
 
 
 def _kn(r) -> str:
@@ -69,7 +81,8 @@ def _pp_change(before: float, after: float) -> float:
 
 def write_report(p) -> str:
     s = p.state
-    net = p.spec.name
+    net = p.src.name
+    paper_net = net if p.src.paper else None
     d = p.run_dir
     data = encoding.read_blob(s["encode"]["blob"])
     _, stats = codec.decode_model_report(data)
@@ -99,22 +112,26 @@ def write_report(p) -> str:
     figs["waterfall"] = figures.waterfall(["dense", "pruned", "+quantized", "+Huffman"], sizes,
                                           os.path.join(d, "size_waterfall.png"), "%s: storage by stage" % net)
 
-    # Table 1, ours beside the paper's
-    p1 = paper.TABLE1[net]
+    # Table 1, ours beside the paper's (for one of the paper's nets)
+    p1 = paper.TABLE1[net] if paper_net else None
     ratio = 1 / t["rate_pqh"]
     head = ["", "top-1 error ref → compressed", "parameters ref → compressed", "compress rate"]
-    paper_row = ["paper (%s)" % p1.dataset, "%s → %s" % (pct(p1.top1_ref, 2), pct(p1.top1, 2)),
-                 "%s → %s" % (p1.params_ref, p1.params), "%dx" % p1.rate]
     ours = ["caffe-dc (%s)" % p.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
             "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % ratio]
     top5_ref = test["reference"].get("accuracy_top5")
     top5 = test["decode"].get("accuracy_top5")
-    if p1.top5 is not None:
+    rows = [ours]
+    if p1 is not None:
+        paper_row = ["paper (%s)" % p1.dataset, "%s → %s" % (pct(p1.top1_ref, 2), pct(p1.top1, 2)),
+                     "%s → %s" % (p1.params_ref, p1.params), "%dx" % p1.rate]
+        rows.insert(0, paper_row)
+    if (p1 is not None and p1.top5 is not None) or (p1 is None and top5 is not None):
         head.insert(2, "top-5 error ref → compressed")
-        paper_row.insert(2, "%s → %s" % (pct(p1.top5_ref, 2), pct(p1.top5, 2)))
+        if p1 is not None:
+            paper_row.insert(2, "%s → %s" % (pct(p1.top5_ref, 2), pct(p1.top5, 2)))
         ours.insert(2, "%s → %s" % (pct(None if top5_ref is None else 1 - top5_ref, 2),
                                     pct(None if top5 is None else 1 - top5, 2)))
-    t1 = markdown_table(head, [paper_row, ours])
+    t1 = markdown_table(head, rows)
     delta_pp = _pp_change(ref_acc, final_acc)
     paired = s["test"]["paired"]
     control = s.get("control") if "control" in test else None
@@ -141,7 +158,10 @@ def write_report(p) -> str:
     prov = ["- command: `%s`" % p.command,
             "- commit: %s%s" % (env.get("git_commit") or "unknown",
                                 " (uncommitted changes)" if env.get("git_dirty") else ""),
-            "- preset `%s`: %s" % (p.preset_name, json.dumps(p.preset._asdict())),
+            "- schedule: %s%s: `%s`" % (p.schedule_source, (" (%s)" % p.schedule.description)
+                                         if p.schedule.description else "",
+                                         json.dumps(p.schedule_doc, sort_keys=True)),
+            "- net: %s" % ", ".join("%s %s" % kv for kv in p.src.origin),
             "- seeds: training and k-means %d; validation split %d" % (p.args.seed, 0),
             "- data: %s, train %d / val %s / test %d images" % (p.info.name, p.info.n_train, p.info.n_val,
                                                                  p.info.n_test),
@@ -152,19 +172,22 @@ def write_report(p) -> str:
         "# Deep Compression of %s on %s" % (net, p.info.name), "",
         "Made by `%s` (preset `%s`, seed %d) on %s." % (p.command, p.preset_name, p.args.seed,
                                                         datetime.date.today().isoformat()), "",
-        dataset_note(p.info), "",
+        dataset_note(p.info) if paper_net else user_data_note(p), "",
         "**Protocol.** Every choice in this run (the preset, and the accuracy watched while retraining) was made "
         "on the validation split; the test split was read only for the final figures below, each test image "
         "counted exactly once (the TEST batch divides the test set's size), and all models on the same images, "
         "so they are compared image by image.", "",
     ] + prov + ["",
-        "## Table 1: ours beside the paper's", "", t1, "",
+        "## Table 1: ours beside the paper's" if paper_net else "## Result", "", t1, "",
         _paired_line("Accuracy change, reference → compressed", paired["reference->compressed"]), "",
     ] + control_lines + [
         "## By stage", "", stages, "",
-        "## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net], "",
-        storage_markdown(stats, net), "",
-        "Rates are compressed size over dense float32 size, codebooks included (as in the paper). Our total row also "
+        ("## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net]) if paper_net
+        else "## Per layer, in net order", "",
+        markdown_table(HEADERS if paper_net else [h.replace(" ours / paper", "") for h in HEADERS],
+                       storage_rows(stats, paper_net)), "",
+        "Rates are compressed size over dense float32 size, codebooks included (as in the paper). Layers not listed "
+        "(BatchNorm, Scale, biases ...) are stored raw. The total row also "
         "counts the biases (stored raw) and the file header, so the total is exactly the `.dcz` file size. "
         "↓ = smaller than the paper's, ↑ = larger, = within 3%.", "",
         "Weight bits +H and index bits +H are Huffman bits per stored entry (fillers included); "
@@ -181,14 +204,26 @@ def write_report(p) -> str:
     lines += ["## Settings", "",
               "- densities (final, per layer): %s" % ", ".join("%s %s" % (k, pct(v, 1)) for k, v in
                                                                s["prune"]["config"]["densities"].items()),
-              "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations"
-              % (p.preset.rounds, p.preset.prune_iters, p.preset.quant_iters),
+              "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations; "
+              "learning rate × %g" % (p.schedule.rounds, p.schedule.iters_per_round, p.schedule.finetune_iters,
+                                      p.schedule.lr_factor),
               "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
                                                      ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
               "- reference training: %s iterations" % s["reference"].get("iters"), ""]
+    changes = list(p.src.changes)
+    solver_changes = s["prune"].get("solver_changes")
+    if solver_changes is not None:
+        lines += ["## What was changed in the net's solver and train_val", "",
+                  "Retraining (every prune round, the fine-tuning and the control) uses the net's own solver "
+                  "(%s) with only these changes: the learning rate × %g, the iterations, and snapshots, which caffe-dc "
+                  "takes itself every %d iterations with the codebooks synced; it also tests the net itself, on the "
+                  "validation split, so Caffe's own testing and display are switched off. Shown for the first "
+                  "pruning round:" % (dict(p.src.origin).get("solver"), p.schedule.lr_factor, p.snapshot_every), ""]
+        lines += ["- solver %s" % c for c in solver_changes] + ["- train_val: %s" % c for c in changes] + [""]
     path = os.path.join(d, "report.md")
     atomic_write(path, "\n".join(lines).encode())
-    metrics = {"net": net, "dataset": p.info.name, "preset": p.preset_name, "preset_settings": p.preset._asdict(),
+    metrics = {"net": net, "paper_net": bool(paper_net), "dataset": p.info.name, "preset": p.preset_name,
+               "schedule": p.schedule_doc, "schedule_source": p.schedule_source,
                "command": p.command, "seed": p.args.seed, "val_seed": 0,
                "data": {"name": p.info.name, "n_train": p.info.n_train, "n_val": p.info.n_val, "n_test": p.info.n_test},
                "reference_accuracy": ref_acc, "final_accuracy": final_acc,

@@ -34,6 +34,8 @@ class PruneConfig(NamedTuple):
     iters_per_round: int = 4000
     lr_factor: float = 0.1
     snapshot_every: int = 1000
+    # per-layer density after each round (a schedule file's); default: geometric steps to ``densities``
+    round_densities: Optional[Dict[str, List[float]]] = None
 
 
 
@@ -69,13 +71,16 @@ def layer_rows(params: Params, layers: List[str], paper: Mapping[str, float]) ->
     return rows
 
 
-def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneConfig,
+def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
                 layers: Optional[List[str]] = None, progress: bool = True, verbose: bool = False) -> dict:
-    spec = nets.get(net_name)
+    """``net``: a registry name (read on ``info``) or a ``nets.NetSource`` (any net)."""
+    src = nets.source(net, info)
+    info = src.info
     if cfg.rounds < 1:
         raise InputError("rounds must be >= 1, got %d" % cfg.rounds)
     os.makedirs(out_dir, exist_ok=True)
-    base = nets.for_data(spec.name, info)
+    base = src.train_val
+    rewrite.check_unshared(base, src.name)
     params = load_params(ref_model)
     solving.check_matches(base, params, ref_model)
     layers = rewrite.select_layers(base, layers)
@@ -95,12 +100,19 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
     ref_metrics = solving.evaluate(base_path, ref_model, test_iter, verbose)
     if progress:
         print("  reference val accuracy %.2f%%" % (100 * solving.accuracy_of(ref_metrics)))
-    solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
+    solver0 = src.solver_for(base_path, os.path.join(out_dir, "snap"))
 
     masks = masks_of(params, layers)
     n_orig = {n: params[n].blobs[0].size for n in layers}
     rounds = []
-    schedule = {n: pruning.iterative_schedule(targets[n], cfg.rounds) for n in layers} if cfg.densities is not None else None
+    schedule = None
+    if cfg.densities is not None:
+        schedule = {n: pruning.iterative_schedule(targets[n], cfg.rounds) for n in layers}
+        for n, steps in (cfg.round_densities or {}).items():
+            if n in schedule:
+                if len(steps) != cfg.rounds:
+                    raise InputError("layer %s: %d round densities for %d rounds" % (n, len(steps), cfg.rounds))
+                schedule[n] = list(steps)
     current = ref_model
     for r in range(1, cfg.rounds + 1):
         rdir = os.path.join(out_dir, "round%d" % r)
@@ -155,12 +167,12 @@ def run_pruning(net_name: str, ref_model: str, info, out_dir: str, cfg: PruneCon
     net = rewrite.add_blobs(base, shapes, [MASK])
     rewrite.adjust_dropout(net, rounds[-1]["layer_density"])
     save_net_proto(net, final_tv)
-    paper = dict(pruning.PAPER_DENSITY.get(spec.name, {}))
-    if spec.name in pruning.PAPER_TOTAL_DENSITY:
-        paper["total"] = pruning.PAPER_TOTAL_DENSITY[spec.name]
+    paper = dict(pruning.PAPER_DENSITY.get(src.name, {})) if src.paper else {}
+    if src.paper and src.name in pruning.PAPER_TOTAL_DENSITY:
+        paper["total"] = pruning.PAPER_TOTAL_DENSITY[src.name]
     rows = layer_rows(final, layers, paper)
     metrics = {
-        "net": spec.name, "dataset": info.name, "reference_caffemodel": ref_model,
+        "net": src.name, "dataset": info.name, "reference_caffemodel": ref_model,
         "reference_accuracy": solving.accuracy_of(ref_metrics),
         "accuracy": rounds[-1]["accuracy"], "density": rounds[-1]["density"],
         "config": cfg._asdict(), "rounds": rounds, "caffemodel": final_model, "prototxt": final_tv,

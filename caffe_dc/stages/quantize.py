@@ -18,6 +18,7 @@ import numpy as np
 from caffe_dc.pycaffe import nets
 from caffe_dc.algorithms import pruning
 from caffe_dc.algorithms import quantization
+from caffe_dc.algorithms.schedule import layer_kind
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
@@ -39,11 +40,12 @@ class QuantConfig(NamedTuple):
     snapshot_every: int = 1000
 
 
-def default_bits(net_name: str, layer: str, layer_type: str) -> int:
-    table = pruning.PAPER_BITS.get(net_name, {})
+def default_bits(net_name: Optional[str], layer: str, layer_type: str) -> int:
+    """The paper's bits for its own nets; else section 3's rule: 8 bits for conv layers, 5 for fc."""
+    table = pruning.PAPER_BITS.get(net_name, {}) if net_name else {}
     if layer in table:
         return int(table[layer])
-    return 8 if layer_type == "Convolution" else 5
+    return 8 if layer_kind(layer_type) == "conv" else 5
 
 
 def compressed_layers(params: Params, base) -> List[str]:
@@ -78,13 +80,15 @@ def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], 
     return out, info
 
 
-def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: QuantConfig,
+def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfig,
                      progress: bool = True, verbose: bool = False, only: Optional[List[str]] = None) -> dict:
     """Quantize and fine-tune; ``only`` restricts quantization to those layers (the rest stay float,
-    still masked), as in the paper's conv-vs-fc bits study."""
-    spec = nets.get(net_name)
+    still masked), as in the paper's conv-vs-fc bits study. ``net``: a registry name (read on
+    ``info``) or a ``nets.NetSource`` (any net)."""
+    src = nets.source(net, info)
+    info = src.info
     os.makedirs(out_dir, exist_ok=True)
-    base = nets.for_data(spec.name, info)
+    base = src.train_val
     params = load_params(pruned_model)
     check_matches(base, params, pruned_model)
     masked = compressed_layers(params, base)
@@ -94,7 +98,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
             raise InputError("cannot quantize %s: not a compressed layer (%s)" % (", ".join(bad), ", ".join(masked)))
     layers = [n for n in masked if only is None or n in only]
     types = {l.name: l.type for l in base.layer}
-    bits = {n: default_bits(spec.name, n, types[n]) for n in layers}
+    bits = {n: default_bits(src.name if src.paper else None, n, types[n]) for n in layers}
     for n, b in (cfg.bits or {}).items():
         if n not in bits:
             raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
@@ -105,7 +109,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
     test_iter = solving.test_iters_for(base, info.split("val")[1])
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
-    solver0 = nets.solver_for(spec.name, base_path, os.path.join(out_dir, "snap"))
+    solver0 = src.solver_for(base_path, os.path.join(out_dir, "snap"))
 
     shapes = {n: params[n].blobs[0].shape for n in masked}
     kinds = {n: [CODEBOOK, CODES] if n in layers else [MASK] for n in masked}
@@ -153,7 +157,7 @@ def run_quantization(net_name: str, pruned_model: str, info, out_dir: str, cfg: 
         rows.append([n, linfo[n]["kept"], linfo[n]["bits"], linfo[n]["codebook_size"], linfo[n]["distinct_nonzero"],
                      "%.1fx" % r if r else None])
     metrics = {
-        "net": spec.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
+        "net": src.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
         "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "accuracy": after,
         "layers": linfo, "history": hist, "caffemodel": final, "prototxt": tv, "config": cfg._asdict(),
     }
