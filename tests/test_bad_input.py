@@ -61,6 +61,11 @@ def make_inputs(d):
         "T.prototxt": DEPLOY.replace('"InnerProduct" bottom: "ip1"', '"InnerProdukt" bottom: "ip1"').encode(),
         "B.prototxt": DEPLOY.replace('bottom: "ip1"', 'bottom: "ipX"').encode(),
         "Z.prototxt": DEPLOY.replace("num_output: 4", "num_output: 0").encode(),
+        "S.prototxt": b'name: "s"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 '
+                      b'dim: 4 dim: 4 } } }\nlayer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+                      b'pooling_param { pool: MAX kernel_size: 2 stride: 0 } }\n',
+        "E.prototxt": DEPLOY.encode() + b'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "ip1" top: "sum" }\n',
+        "EMPTY.prototxt": b"# only a comment\n",
         "BIN.prototxt": bytes(range(256)) * 4,
         "Q.caffemodel": _layer("ip1", [r.randn(4, 8), r.randn(4)]) + _layer("ip2", [r.randn(2, 4), r.randn(2)]),
         "H40.caffemodel": _layer("ip1", declared=(1 << 40,)),    # 33 bytes asking for 4 TiB
@@ -122,6 +127,10 @@ CASES = [
     ("num-output-0", "encode Z.prototxt Q.caffemodel -o X.dcz", "num_output 0", True),
     ("export-net-unknown-type", "export-net T.prototxt Q.caffemodel -o X.net", "InnerProdukt", True),
     ("import-net-train-val", "import-net TV.prototxt N.net -o X.caffemodel", "deploy", True),
+    ("pooling-stride-0", "encode S.prototxt Q.caffemodel -o X.dcz", "stride of 0", True),
+    ("no-layers", "encode EMPTY.prototxt Q.caffemodel -o X.dcz", "no layers", True),
+    # what no check foresees aborts a child process, not this one
+    ("shapes-do-not-fit", "import-net E.prototxt N.net -o X.caffemodel", "Caffe cannot build", True),
     # option values, refused when parsed
     ("train-iters-0", "train lenet-5 --iters 0", "--iters", False),
     ("train-limit-0", "train lenet-5 --limit 0", "--limit", False),

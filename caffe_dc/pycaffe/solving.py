@@ -167,20 +167,9 @@ def caffe_cli_test(net_prototxt: str, caffemodel: str, iterations: int) -> Dict[
 
 def param_shapes(net_param, phase: str = "TEST") -> Dict[str, list]:
     """Blob shapes of every parameterised layer, as Caffe infers them for ``net_param``."""
-    from google.protobuf import text_format
+    from caffe_dc.pycaffe.validate import net_shapes
 
-    from caffe_dc.pycaffe.validate import check_net
-
-    caffe = import_caffe()
-    check_net(net_param, "net %s" % (net_param.name or "(unnamed)"), build_phase={"TRAIN": 0, "TEST": 1}[phase])
-    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text_format.MessageToString(net_param))
-        net = caffe.Net(tmp, getattr(caffe, phase))
-        return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
-    finally:
-        os.unlink(tmp)
+    return net_shapes(net_param, phase)  # checked, then built in a child process that may abort
 
 
 def test_batch(net_param) -> int:

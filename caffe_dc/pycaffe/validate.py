@@ -12,7 +12,7 @@ must be a deploy net.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 from caffe_dc.base.errors import InputError
 
@@ -79,6 +79,8 @@ def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] 
     layers of that phase must find their sources."""
     v1 = not len(net.layer) and len(net.layers)
     layers = list(net.layers if v1 else net.layer)
+    if not layers:
+        raise InputError("%s has no layers" % where)
     if len(net.input) and len(net.input_shape) != len(net.input) and len(net.input_dim) != 4 * len(net.input):
         raise InputError("%s: its inputs %s need one input_shape each (or 4 input_dim each)"
                          % (where, ", ".join(net.input)))
@@ -90,6 +92,8 @@ def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] 
         ltype = layer.type if not v1 else None
         if ltype in ("Convolution", "Deconvolution") or (v1 and layer.HasField("convolution_param")):
             _check_conv(layer.convolution_param, where, name)
+        if ltype == "Pooling" or (v1 and layer.HasField("pooling_param")):
+            _check_pool(layer.pooling_param, where, name)
         if ltype == "InnerProduct" or (v1 and layer.HasField("inner_product_param")):
             if layer.inner_product_param.num_output < 1:
                 raise InputError("%s: layer %r has num_output %d; it needs at least 1"
@@ -135,6 +139,58 @@ def _check_conv(cp, where: str, name: str) -> None:
     if cp.group < 1 or cp.num_output % cp.group:
         raise InputError("%s: convolution %r: num_output %d is not a multiple of group %d"
                          % (where, name, cp.num_output, cp.group))
+
+
+def _check_pool(pp, where: str, name: str) -> None:
+    if pp.global_pooling:
+        return
+    kernels = [pp.kernel_size] if pp.HasField("kernel_size") else [pp.kernel_h, pp.kernel_w]
+    if min(kernels) < 1:
+        raise InputError("%s: pooling %r needs a kernel_size of at least 1" % (where, name))
+    strides = [pp.stride] if not (pp.HasField("stride_h") or pp.HasField("stride_w")) else [pp.stride_h, pp.stride_w]
+    if min(strides) < 1:
+        raise InputError("%s: pooling %r has a stride of 0" % (where, name))
+
+
+def net_shapes(net_param, phase: str = "TEST", where: Optional[str] = None) -> Dict[str, list]:
+    """Blob shapes of every parameterised layer, as Caffe infers them, after ``check_net``.
+
+    Caffe builds the net in a child process: whatever the checks above miss (shapes that do not
+    fit together, say) makes the child abort, and that becomes one InputError here instead of
+    the end of this process."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from google.protobuf import text_format
+
+    where = where or "net %s" % (net_param.name or "(unnamed)")
+    check_net(net_param, where, build_phase={"TRAIN": _TRAIN, "TEST": _TEST}[phase])
+    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text_format.MessageToString(net_param))
+        env = dict(os.environ, GLOG_minloglevel="2", GLOG_logtostderr="1")
+        r = subprocess.run([sys.executable, "-c", _CHILD, tmp, phase], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, errors="replace", env=env)
+    finally:
+        os.unlink(tmp)
+    if r.returncode != 0:
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        why = [l.split("] ", 1)[-1] for l in lines if "Check failed" in l or l.startswith(("F", "E"))]
+        msg = (why or lines or ["exit status %d" % r.returncode])[0]
+        raise InputError("Caffe cannot build %s: %s" % (where, " ".join(msg.split())[:500]))
+    return {k: [tuple(s) for s in v] for k, v in json.loads(r.stdout).items()}
+
+
+_CHILD = """
+import json, sys
+import caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], getattr(caffe, sys.argv[2]))
+print(json.dumps({name: [list(b.data.shape) for b in blobs] for name, blobs in net.params.items()}))
+"""
 
 
 def check_prototxt(path: str, deploy: bool = False):
