@@ -365,3 +365,22 @@ def test_tiny_net_errors(tiny, tmp_path):
                       + TINY[TINY.index('layer { name: "c1"'):TINY.index('layer { name: "loss"')])
     assert_clean_error(run_cli("sensitivity", str(deploy), model, "--lmdb", lmdb, "-o", tmp_path), "not a deploy one")
     assert_clean_error(run_cli("sensitivity", proto, model, "--lmdb", lmdb, "-o", tmp_path, "--layers", "r1"), "r1")
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
+def test_lenet5_defaults_to_the_validation_split(tiny, tmp_path):
+    from caffe_dc.pycaffe import datasets, nets, solving
+
+    caffe = solving.import_caffe()
+    model = str(tmp_path / "lenet5.caffemodel")
+    caffe.Net(nets.get("lenet-5").deploy, caffe.TEST).save(model)   # untrained: the plumbing is under test
+    out = tmp_path / "sens"
+    p = run_cli("sensitivity", "lenet-5", model, "-o", out, "--data-root", tmp_path / "data", "--limit", 600,
+                "--val", 100, "--images", 100, "--grid", "0.5", "--layers", "conv1,ip2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.load(open(str(out / "sensitivity.json")))
+    info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=600, val=100)
+    assert doc["lmdb"] == os.path.abspath(info.val_lmdb) and doc["images"] == 100
+    assert [l["name"] for l in doc["layers"]] == ["conv1", "ip2"]
+    d, proto, tiny_model, lmdb = tiny
+    assert_clean_error(run_cli("sensitivity", proto, tiny_model, "-o", tmp_path / "x"), "--lmdb")

@@ -5,8 +5,8 @@ import json
 import os
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.cli.args import bits, check_layers, expand, int_at_least, layer_values, nonnegative_float, \
-    nonnegative_int, positive_float, positive_int
+from caffe_dc.cli.args import add_data_args, bits, check_layers, data_info, expand, int_at_least, layer_values, \
+    nonnegative_float, nonnegative_int, positive_float, positive_int
 
 
 def cmd_sensitivity(p):
@@ -14,7 +14,8 @@ def cmd_sensitivity(p):
                    help="lenet-300-100 | lenet-5 | alexnet | vgg16, or your own train_val prototxt "
                         "(with a TEST Data layer and an Accuracy layer)")
     p.add_argument("caffemodel", help="the trained (dense) caffemodel")
-    p.add_argument("--lmdb", required=True, help="validation LMDB (never the test split: choices are made on it)")
+    p.add_argument("--lmdb", help="validation LMDB (never the test split: choices are made on it); default: "
+                                  "the validation split of the data options below, for the MNIST-sized nets")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/sensitivity.json and .png")
     p.add_argument("--images", type=positive_int, default=2000, help="validation images used, the LMDB's first N (default 2000)")
     p.add_argument("--grid", help="densities to try, e.g. 0.5,0.2,0.1 (default: 1.0 down to 0.01 in 19 steps)")
@@ -23,6 +24,7 @@ def cmd_sensitivity(p):
     p.add_argument("--split", default="validation", help="what the LMDB is, recorded in the JSON and the plot "
                                                          "(default: validation)")
     p.add_argument("--verbose", action="store_true")
+    add_data_args(p)
 
     def run(args):
         from caffe_dc.algorithms.sensitivity import density_grid
@@ -31,6 +33,8 @@ def cmd_sensitivity(p):
 
         from caffe_dc.base.fileio import check_outputs
 
+        if not args.lmdb:
+            args.lmdb = validation_lmdb(args)
         check_outputs([args.caffemodel, args.lmdb, args.net if os.path.isfile(args.net) else None],
                       [os.path.join(args.out, f) for f in ("sensitivity.json", "sensitivity.png",
                                                            "sensitivity_net.prototxt")], [args.out])
@@ -43,6 +47,18 @@ def cmd_sensitivity(p):
         print("wrote %s and %s (%.0f s)" % (j, png, doc["seconds"]))
         return 0
     return run
+
+
+def validation_lmdb(args) -> str:
+    """The validation split of the data options, for one of the MNIST-sized nets of the registry."""
+    from caffe_dc.pycaffe import nets
+
+    if os.path.isfile(args.net) or nets.get(args.net).dataset != nets.Dataset.MNIST:
+        raise InputError("give the validation LMDB with --lmdb (the data options make one only for the LeNets)")
+    info = data_info(args, quiet=True)
+    if not info.has_val:
+        raise InputError("the data has no validation split: give --lmdb")
+    return info.val_lmdb
 
 
 def cmd_choose(p):

@@ -45,34 +45,24 @@ def net_param_for(net_or_prototxt: str):
 
 
 def pick_batch(n: int, max_batch: int):
-    """(images, batch) with batch dividing images: the largest divisor of n up to max_batch, or, if
-    that is tiny, n rounded down to a multiple of max_batch (a prime n must not mean batch 1)."""
-    if n <= max_batch:
-        return n, n
-    b = max(d for d in range(1, max_batch + 1) if n % d == 0)
-    if b * 4 < max_batch:
+    """(images, batch) with batch dividing images (``nets.exact_batch``), or, if the largest such batch is
+    tiny, n rounded down to a multiple of max_batch (a prime n must not mean batch 1)."""
+    b = nets.exact_batch(n, max_batch)
+    if n > max_batch and b * 4 < max_batch:
         return n - n % max_batch, max_batch
     return n, b
 
 
 def accuracy_layer(net_param):
     """The TEST-phase top-1 Accuracy layer: (scores blob, label blob, axis, ignore_label or None)."""
-    pb = solving.import_caffe().proto.caffe_pb2
-    found = []
-    for layer in net_param.layer:
-        if layer.type != "Accuracy":
-            continue
-        phases = [r.phase for r in layer.include if r.HasField("phase")]
-        if phases and pb.TEST not in phases:
-            continue
-        ap = layer.accuracy_param
-        if ap.top_k == 1 and len(layer.bottom) >= 2:
-            found.append((layer.bottom[0], layer.bottom[1], int(ap.axis),
-                          int(ap.ignore_label) if ap.HasField("ignore_label") else None))
-    if not found:
+    top1 = [a[:3] for a in solving.accuracy_layers(net_param) if a[3] == 1]
+    if not top1:
         raise InputError("the net has no top-1 Accuracy layer in its TEST phase: sensitivity needs one "
                          "(a train_val prototxt, not a deploy one)")
-    return found[0]
+    layer = [l for l in net_param.layer if l.type == "Accuracy" and (l.name, l.bottom[0], l.bottom[1]) == top1[0]
+             and len(l.bottom) >= 2][0]
+    ap = layer.accuracy_param
+    return layer.bottom[0], layer.bottom[1], int(ap.axis), int(ap.ignore_label) if ap.HasField("ignore_label") else None
 
 
 def with_lmdb(net_param, lmdb: str, batch: Optional[int] = None):
