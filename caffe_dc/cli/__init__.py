@@ -12,7 +12,7 @@ import sys
 
 from caffe_dc import __version__
 from caffe_dc.base.errors import DCError
-from caffe_dc.cli import codec, scale, sensitivity, stages, training
+from caffe_dc.cli import codec, compress, scale, sensitivity, stages, training
 from caffe_dc.cli.args import OneLineParser
 
 COMMANDS = (
@@ -29,6 +29,8 @@ COMMANDS = (
     ("export-net", "write a quantized caffemodel in the authors' released .net format", codec.cmd_export_net),
     ("reproduce", "the whole pipeline on a LeNet: train, prune, quantize, encode, decode, caffe test, report",
      stages.cmd_reproduce),
+    ("compress", "the whole pipeline on your own net: --solver S --weights W [--schedule F] [--test-lmdb L]; "
+                 "prune, quantize (with retraining), encode, decode, caffe test, report", compress.cmd_compress),
     ("storage", "AlexNet/VGG-16 storage at the paper's per-layer settings (synthetic weights unless --weights): "
                 "prune, quantize, encode, decode, compare with Tables 4/5", scale.cmd_storage),
     ("sensitivity", "prune each layer alone to a grid of densities and plot validation accuracy (no retraining)",
