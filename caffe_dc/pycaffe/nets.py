@@ -1,4 +1,5 @@
-"""The four nets of the paper: where their prototxts and solvers live, and how to fill them in.
+"""The nets caffe-dc compresses: the paper's four (where their prototxts and solvers live, and how
+to fill them in), and any user's own, both as a ``NetSource`` that every stage reads.
 
 The prototxts in ``prototxt/`` read LMDBs named ``TRAIN_LMDB`` / ``TEST_LMDB``
 and the solvers in ``solvers/`` name their net ``NET``; the functions here put
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from caffe_dc.pycaffe.caffemodel import caffe_pb2, load_net_proto, load_solver_proto
+from caffe_dc.pycaffe.rewrite import check_unshared, prunable_layers, set_solver_field  # noqa: F401 (re-exported)
 from caffe_dc.base.errors import InputError
 
 
@@ -113,6 +115,19 @@ def _is_test(layer) -> bool:
     return any(r.HasField("phase") and r.phase == pb.TEST for r in layer.include)
 
 
+def accuracy_layers(net_param) -> List[Tuple[str, str, str, int]]:
+    """(name, scores blob, label blob, top_k) of every Accuracy layer that runs in the TEST phase."""
+    pb = caffe_pb2()
+    out = []
+    for layer in net_param.layer:
+        if layer.type != "Accuracy" or len(layer.bottom) < 2:
+            continue
+        if any(r.HasField("phase") and r.phase != pb.TEST for r in layer.include):
+            continue
+        out.append((layer.name, layer.bottom[0], layer.bottom[1], int(layer.accuracy_param.top_k or 1)))
+    return out
+
+
 def data_layers(net_param) -> Dict[str, object]:
     """The net's Data layers as {"train": layer, "test": layer} (a layer without a phase rule is "train")."""
     out: Dict[str, object] = {}
@@ -198,28 +213,6 @@ def with_test_split(net_param, lmdb: str, n: int):
 # ---------------------------------------------------------------------------
 # solvers
 
-def set_solver_field(sp, key: str, value) -> None:
-    """Set one SolverParameter field from a Python value (enums by name, repeated from a list)."""
-    field = sp.DESCRIPTOR.fields_by_name.get(key)
-    if field is None:
-        raise InputError("a Caffe solver has no field %r" % key)
-    if field.message_type is not None:
-        raise InputError("solver field %r is a message; override it in the solver prototxt instead" % key)
-    try:
-        if field.enum_type is not None and isinstance(value, str):
-            value = field.enum_type.values_by_name[value.upper()].number
-        if field.label == field.LABEL_REPEATED:
-            values = list(value) if isinstance(value, (list, tuple)) else [value]
-            del getattr(sp, key)[:]
-            getattr(sp, key).extend(values)
-        elif field.type in (field.TYPE_FLOAT, field.TYPE_DOUBLE):
-            setattr(sp, key, float(value))
-        else:
-            setattr(sp, key, value)
-    except (TypeError, ValueError, KeyError) as e:
-        raise InputError("bad value %r for solver field %r (%s)" % (value, key, e))
-
-
 def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrides):
     """The net's reference solver (``solvers/``) training ``net_prototxt_path``, with field overrides.
 
@@ -300,8 +293,6 @@ class NetSource:
 
     def layer_types(self) -> Dict[str, str]:
         """{prunable layer: Caffe type}, in net order."""
-        from caffe_dc.pycaffe.rewrite import prunable_layers
-
         types = {l.name: l.type for l in self.train_val.layer}
         return {n: types[n] for n in prunable_layers(self.train_val)}
 
@@ -341,9 +332,6 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
     are refused. Raises a one-line InputError for anything else it cannot run.
     """
     from caffe_dc.pycaffe import datasets
-    from caffe_dc.pycaffe.rewrite import check_unshared
-    from caffe_dc.pycaffe.solving import accuracy_layers
-
     pb = caffe_pb2()
     sp = load_solver_proto(solver_path)
     sdir = os.path.dirname(os.path.abspath(solver_path))

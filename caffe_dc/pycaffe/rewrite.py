@@ -153,9 +153,29 @@ def retrain_solver(solver_param, lr_factor: float = 0.1, **overrides):
     out = type(solver_param)()
     out.CopyFrom(solver_param)
     out.base_lr = solver_param.base_lr * lr_factor
-    from caffe_dc.pycaffe.nets import set_solver_field
-
     for k, v in overrides.items():
         if v is not None:
             set_solver_field(out, k, v)
     return out
+
+
+def set_solver_field(sp, key: str, value) -> None:
+    """Set one SolverParameter field from a Python value (enums by name, repeated from a list)."""
+    field = sp.DESCRIPTOR.fields_by_name.get(key)
+    if field is None:
+        raise InputError("a Caffe solver has no field %r" % key)
+    if field.message_type is not None:
+        raise InputError("solver field %r is a message; override it in the solver prototxt instead" % key)
+    try:
+        if field.enum_type is not None and isinstance(value, str):
+            value = field.enum_type.values_by_name[value.upper()].number
+        if field.label == field.LABEL_REPEATED:
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            del getattr(sp, key)[:]
+            getattr(sp, key).extend(values)
+        elif field.type in (field.TYPE_FLOAT, field.TYPE_DOUBLE):
+            setattr(sp, key, float(value))
+        else:
+            setattr(sp, key, value)
+    except (TypeError, ValueError, KeyError) as e:
+        raise InputError("bad value %r for solver field %r (%s)" % (value, key, e))

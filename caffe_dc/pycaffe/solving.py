@@ -209,17 +209,9 @@ def check_matches(net_param, params: Params, where: str) -> None:
 
 def accuracy_layers(net_param) -> List[Tuple[str, str, str, int]]:
     """(name, scores blob, label blob, top_k) of every Accuracy layer that runs in the TEST phase."""
-    from caffe_dc.pycaffe.caffemodel import caffe_pb2
+    from caffe_dc.pycaffe.nets import accuracy_layers as found
 
-    pb = caffe_pb2()
-    out = []
-    for layer in net_param.layer:
-        if layer.type != "Accuracy" or len(layer.bottom) < 2:
-            continue
-        if any(r.HasField("phase") and r.phase != pb.TEST for r in layer.include):
-            continue
-        out.append((layer.name, layer.bottom[0], layer.bottom[1], int(layer.accuracy_param.top_k or 1)))
-    return out
+    return found(net_param)
 
 
 def score_exact(net_prototxt: str, caffemodel: str, n_images: int, verbose: bool = False) -> Dict[str, object]:
