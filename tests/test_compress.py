@@ -14,7 +14,7 @@ from caffe_dc.base.errors import InputError  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.pycaffe import caffemodel, datasets, nets, rewrite  # noqa: E402
 from caffe_dc.stages import encode as encoding  # noqa: E402
-from conftest import assert_clean_error, run_cli  # noqa: E402
+from conftest import assert_clean_error, killed_in_chunk, run_cli  # noqa: E402
 
 N_CLASSES = 4
 
@@ -113,12 +113,24 @@ def custom_net(tmp_path_factory):
     return root, solver, ref, test, str(sched)
 
 
-def test_compress_custom_net_end_to_end(custom_net):
+def compress_args(custom_net, out):
     root, solver, ref, test, sched = custom_net
+    return ("compress", "--solver", solver, "--weights", ref, "--schedule", sched, "--test-lmdb", test, "--out", out)
+
+
+@pytest.fixture(scope="module")
+def compressed(custom_net):
+    root = custom_net[0]
     out = root / "run"
-    args = ("compress", "--solver", solver, "--weights", ref, "--schedule", sched, "--test-lmdb", test, "--out", out)
-    p = run_cli(*args, cwd=str(root))
+    p = run_cli(*compress_args(custom_net, out), cwd=str(root))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return out, p
+
+
+def test_compress_custom_net_end_to_end(custom_net, compressed):
+    root, solver, ref, test, sched = custom_net
+    out, p = compressed
+    args = compress_args(custom_net, out)
     state = json.load(open(str(out / "pipeline.json")))
     # retraining in both stages, through the hooks, with the user's solver
     assert "round 2/2: val accuracy" in p.stdout and "clustered (linear init)" in p.stdout
@@ -161,6 +173,29 @@ def test_compress_custom_net_end_to_end(custom_net):
     again = run_cli(*args, cwd=str(root))
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("done before with the same inputs, skipping") == 9
+
+
+def test_killed_fine_tuning_resumes_to_the_same_model(custom_net, compressed, tmp_path, monkeypatch):
+    """Snapshots and resume for any net: killed after the fine-tuning's snapshot at iteration 4, the
+    rerun reads on from there (BatchNorm statistics, codebooks and the data position included) and
+    ends in the very model of the run that was never killed."""
+    import argparse
+
+    from caffe_dc.pipeline.reproduce import Pipeline, UserNet
+
+    root, solver, ref, test, sched = custom_net
+    args = argparse.Namespace(weights=ref, schedule=sched, seed=1, init="linear", dense_control=False,
+                              density=None, bits=None, rounds=None, prune_iters=None, quant_iters=None, solver=solver)
+    calls = killed_in_chunk(monkeypatch, 6)   # prune 2 x (4 + 2), then fine-tuning 4 + 2: the sixth piece
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(UserNet(solver, test), "custom", str(tmp_path / "run"), args, progress=False).run()
+    assert calls[-1] == "quantize"
+    assert os.path.isfile(str(tmp_path / "run" / "quantize" / "retrain" / "snap_iter_4.solverstate"))
+    Pipeline(UserNet(solver, test), "custom", str(tmp_path / "run"), args, progress=False).run()
+    assert calls[6:] == ["quantize"]
+    for f in ("quantize/quantized.caffemodel", "model.dcz"):
+        with open(str(compressed[0] / f), "rb") as a, open(str(tmp_path / "run" / f), "rb") as b:
+            assert a.read() == b.read(), f
 
 
 def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
