@@ -27,9 +27,13 @@ def layer_types():
     """The layer types registered in this pycaffe (its own list, not a copy of Caffe's)."""
     global _types
     if _types is None:
-        from caffe_dc.pycaffe.solving import import_caffe
-
-        _types = frozenset(import_caffe().layer_type_list())
+        # not solving.import_caffe: solving builds nets through this module, and imports stay one-way
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        try:
+            import caffe
+        except ImportError as e:
+            raise InputError("pycaffe is not importable here (%s); run caffe-dc through ./dc" % e)
+        _types = frozenset(caffe.layer_type_list())
     return _types
 
 
