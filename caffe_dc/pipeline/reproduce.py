@@ -575,8 +575,8 @@ def lmdb_identity(path: str) -> list:
 def default_run_dir(net: str, data: str, preset: str, args) -> str:
     """runs/<net>-<data>[-quick][-<hash of the options that change results>]: other settings, other folder."""
     name = "%s-%s%s" % (net, data, "-quick" if preset == "quick" else "")
-    keys = ("density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters", "quant_iters",
-            "limit", "val", "batch", "test_batch", "crop")
+    keys = ("schedule", "density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters",
+            "quant_iters", "limit", "val", "batch", "test_batch", "crop")
     defaults = {"init": "linear", "seed": 1}
     changed = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) not in (None, defaults.get(k))}
     if changed:
