@@ -428,7 +428,9 @@ class Pipeline:
                 "iters": sum(n for _, n in pieces), "restarts": len(pieces)}
 
     def encode(self):
-        from caffe_dc.report.storage_table import storage_text, summary_lines
+        from caffe_dc.base.tables import text_table
+        from caffe_dc.report.run_report import layer_headers
+        from caffe_dc.report.storage_table import storage_rows, summary_lines
 
         params = load_params(self.state["quantize"]["caffemodel"])
         net = self.src.name if self.src.paper else None
@@ -439,7 +441,7 @@ class Pipeline:
         out = self.path("model.dcz")
         atomic_write(out, data)
         atomic_write(self.path("storage.json"), json.dumps(stats.to_dict(), indent=2).encode())
-        print(_indent(storage_text(stats, net)))
+        print(_indent(text_table(layer_headers(net), storage_rows(stats, net))))
         for line in summary_lines(stats, net):
             print("  " + line)
         t = stats.totals()

@@ -38,6 +38,11 @@ def dataset_note(info) -> str:
     return "%s %s." % (what, sizes[0].upper() + sizes[1:])
 
 
+def layer_headers(paper_net) -> list:
+    """The per-layer table's columns: "ours / paper" only beside the paper's own net."""
+    return HEADERS if paper_net else [h.replace(" ours / paper", "") for h in HEADERS]
+
+
 def user_data_note(p) -> str:
     """Where a user's net read its splits, with their sizes; says so when no held-out test split was given."""
     info = p.info
@@ -173,7 +178,7 @@ def write_report(p) -> str:
         "Made by `%s` (preset `%s`, seed %d) on %s." % (p.command, p.preset_name, p.args.seed,
                                                         datetime.date.today().isoformat()), "",
         dataset_note(p.info) if paper_net else user_data_note(p), "",
-        "**Protocol.** Every choice in this run (the preset, and the accuracy watched while retraining) was made "
+        "**Protocol.** Every choice in this run (the schedule, and the accuracy watched while retraining) was made "
         "on the validation split; the test split was read only for the final figures below, each test image "
         "counted exactly once (the TEST batch divides the test set's size), and all models on the same images, "
         "so they are compared image by image.", "",
@@ -184,12 +189,11 @@ def write_report(p) -> str:
         "## By stage", "", stages, "",
         ("## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net]) if paper_net
         else "## Per layer, in net order", "",
-        markdown_table(HEADERS if paper_net else [h.replace(" ours / paper", "") for h in HEADERS],
-                       storage_rows(stats, paper_net)), "",
+        markdown_table(layer_headers(paper_net), storage_rows(stats, paper_net)), "",
         "Rates are compressed size over dense float32 size, codebooks included (as in the paper). Layers not listed "
         "(BatchNorm, Scale, biases ...) are stored raw. The total row also "
-        "counts the biases (stored raw) and the file header, so the total is exactly the `.dcz` file size. "
-        "↓ = smaller than the paper's, ↑ = larger, = within 3%.", "",
+        "counts the biases (stored raw) and the file header, so the total is exactly the `.dcz` file size."
+        + (" ↓ = smaller than the paper's, ↑ = larger, = within 3%." if paper_net else ""), "",
         "Weight bits +H and index bits +H are Huffman bits per stored entry (fillers included); "
         "the entropy of the code stream is %.2f bits and of the gap stream %.2f bits per entry."
         % (t["code_entropy"] or 0, t["gap_entropy"] or 0), "",
@@ -209,6 +213,7 @@ def write_report(p) -> str:
                                       p.schedule.lr_factor),
               "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
                                                      ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
+              ("- reference: given (%s)" % s["reference"]["source"]) if s["reference"].get("source") else
               "- reference training: %s iterations" % s["reference"].get("iters"), ""]
     changes = list(p.src.changes)
     solver_changes = s["prune"].get("solver_changes")

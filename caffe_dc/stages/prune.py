@@ -179,5 +179,6 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
         "layers": {r[0]: {"weights": r[1], "nonzero": r[2]} for r in rows},
     }
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
-    metrics["table"] = text_table(["layer", "weights", "nonzero", "density", "paper"], rows)
+    head = ["layer", "weights", "nonzero", "density", "paper"]
+    metrics["table"] = text_table(head, rows) if src.paper else text_table(head[:-1], [r[:-1] for r in rows])
     return metrics
