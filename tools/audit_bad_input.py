@@ -1,0 +1,341 @@
+"""Audit of bad input through the real CLI (issue 12): about 400 cases, each must end with exit
+status 2, one line on stderr, no traceback, no Caffe abort, no hang, and its inputs unchanged.
+
+    CAFFE_DC_NO_BUILD=1 ./dc dev python3 /src/tools/audit_bad_input.py [OUT.json]
+
+Builds its inputs under runs/audit_bad_input/ (a LeNet-5 deploy prototxt, random weights, a .dcz,
+and broken variants of each), runs every case in a fresh copy, and writes the per-case results and
+the counts as JSON (default runs/audit_bad_input.json). Cases that need a read-only folder run as
+user nobody when the audit runs as root (root writes anywhere). Exit status 1 if any case fails.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from caffe_dc.pycaffe import caffemodel as cm  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join("runs", "audit_bad_input"))
+PRISTINE = os.path.join(ROOT, "pristine")
+WORK = os.path.join(ROOT, "work")
+TIMEOUT = float(os.environ.get("AUDIT_TIMEOUT", "90"))
+
+ZOO = os.path.join(REPO, "caffe_dc", "zoo", "prototxt")
+DEPLOY = open(os.path.join(ZOO, "lenet5_deploy.prototxt")).read()
+TV = open(os.path.join(ZOO, "lenet5_train_val.prototxt")).read()
+
+
+def dims(*d):
+    return b"".join(cm._key(1, 0) + cm._enc_varint(x) for x in d)
+
+
+def layer(name, blobs=(), declared=None, ltype=b"InnerProduct"):
+    body = cm._field(1, name.encode()) + cm._field(2, ltype)
+    for a in blobs:
+        body += cm._field(7, cm._field(7, dims(*a.shape)) + cm._field(5, a.astype("<f4").tobytes()))
+    if declared is not None:
+        body += cm._field(7, cm._field(7, dims(*declared)))
+    return cm._field(100, body)
+
+
+def build():
+    shutil.rmtree(ROOT, ignore_errors=True)
+    os.makedirs(PRISTINE)
+    import caffe
+    caffe.set_mode_cpu()
+    def p(n):
+        return os.path.join(PRISTINE, n)
+    open(p("D.prototxt"), "w").write(DEPLOY)
+    open(p("TV.prototxt"), "w").write(TV)
+    net = caffe.Net(p("D.prototxt"), caffe.TEST)
+    rs = np.random.RandomState(0)
+    for name in net.params:
+        for b in net.params[name]:
+            b.data[...] = rs.randn(*b.data.shape) * 0.05
+    net.save(p("Q.caffemodel"))
+    for argv in (["encode", p("D.prototxt"), p("Q.caffemodel"), "-o", p("M.dcz")],
+                 ["decode", p("M.dcz"), "-o", p("QZ.caffemodel")]):
+        r = subprocess.run([sys.executable, "-m", "caffe_dc"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, env=_env())
+        if r.returncode != 0:
+            sys.exit("audit: could not make its inputs: " + r.stderr)
+    # broken prototxts
+    variants = {
+        "badtype": DEPLOY.replace('type: "ReLU"', 'type: "ReLUX"'),
+        "badbottom": DEPLOY.replace('bottom: "pool2"', 'bottom: "poolX"'),
+        "zeroout": DEPLOY.replace("num_output: 500", "num_output: 0"),
+        "zeroconvout": DEPLOY.replace("num_output: 20", "num_output: 0"),
+        "nokernel": DEPLOY.replace("kernel_size: 5", "", 1),
+        "zerostride": DEPLOY.replace("stride: 2", "stride: 0", 1),
+        "duptop": DEPLOY + 'layer { name: "dup" type: "ReLU" bottom: "data" top: "ip2" }\n',
+        "noinputshape": 'name: "x"\ninput: "data"\nlayer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                        'inner_product_param { num_output: 2 } }\n',
+        "syntax": DEPLOY[:200] + " {{{ ",
+        "empty": "",
+        "negative": DEPLOY.replace("num_output: 500", "num_output: -5"),
+        "bigkernel": DEPLOY.replace("kernel_size: 5", "kernel_size: 50", 1),
+        "badconcat": DEPLOY + 'layer { name: "cat" type: "Concat" bottom: "data" bottom: "ip2" top: "cat" }\n',
+        "hugeout": DEPLOY.replace("num_output: 500", "num_output: 4000000000"),
+    }
+    for k, v in variants.items():
+        open(p("%s.prototxt" % k), "w").write(v)
+    open(p("bin.prototxt"), "wb").write(bytes(range(256)) * 8)
+    open(p("latin1.prototxt"), "wb").write(DEPLOY.replace("LeNet", "L\xe9Net").encode("latin-1"))
+    open(p("nul.prototxt"), "wb").write(DEPLOY.encode() + b"\0")
+    # broken caffemodels
+    q = open(p("Q.caffemodel"), "rb").read()
+    cms = {
+        "h40": layer("ip1", declared=(1 << 40,)),
+        "h28": layer("ip1", declared=(1 << 28,)),
+        "hmul": layer("ip1", declared=(1 << 30, 1 << 30, 1 << 30)),
+        "trunc": q[: len(q) // 2],
+        "trunc1": q[:-1],
+        "rand": np.random.RandomState(1).bytes(5000),
+        "empty": b"",
+        "text": DEPLOY.encode(),
+        "mismatch": layer("ip1", [np.ones(3)]) [:-4] + b"\0\0\0\0",
+        "wrongshape": layer("conv1", [np.ones((3, 3))], ltype=b"Convolution"),
+        "varint": b"\xa2\x06" + b"\xff" * 12,
+    }
+    for k, v in cms.items():
+        open(p("%s.caffemodel" % k), "wb").write(v)
+    # broken blobs
+    m = open(p("M.dcz"), "rb").read()
+    blobs = {"btrunc": m[: len(m) // 2], "brand": np.random.RandomState(2).bytes(3000), "bempty": b"",
+             "bhead": m[:12], "bflip": m[:40] + bytes([m[40] ^ 0xFF]) + m[41:]}
+    for k, v in blobs.items():
+        open(p("%s.dcz" % k), "wb").write(v)
+    open(p("N.net"), "wb").write(b"not a net file" * 10)
+    open(p("F"), "wb").write(b"ordinary file")
+    os.makedirs(p("dir"))
+    os.makedirs(p("ro"))
+    shutil.copyfile(p("Q.caffemodel"), p("ro/Q.caffemodel"))
+    shutil.copyfile(p("M.dcz"), p("ro/M.dcz"))
+    shutil.copyfile(p("D.prototxt"), p("ro/D.prototxt"))
+    os.symlink("M.dcz", p("link.dcz"))
+    os.symlink("Q.caffemodel", p("linkq.caffemodel"))
+    os.symlink("D.prototxt", p("linkd.prototxt"))
+    os.link(p("Q.caffemodel"), p("hardq.caffemodel"))
+    os.chmod(p("ro"), 0o555)
+    os.chmod(ROOT, 0o777)
+    for dp, dn, fn in os.walk(PRISTINE):
+        os.chmod(dp, 0o755 if not dp.endswith("/ro") else 0o555)
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def snapshot(d):
+    out = {}
+    for dp, _, fn in os.walk(d):
+        for n in fn:
+            f = os.path.join(dp, n)
+            out[os.path.relpath(f, d)] = os.readlink(f) if os.path.islink(f) else open(f, "rb").read()
+    return out
+
+
+def fresh():
+    if os.path.exists(WORK):
+        subprocess.run(["chmod", "-R", "u+w", WORK])
+        shutil.rmtree(WORK)
+    subprocess.run(["cp", "-a", PRISTINE, WORK], check=True)
+
+
+def nobody():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def cases():
+    c = []
+
+    def add(cmd, demote=False):
+        c.append((cmd, demote))
+
+    def spell(f):
+        return [f, "./" + f, os.path.join(WORK, f), "dir/../" + f]
+
+    # --- outputs over inputs: every output option against every input, spelled several ways
+    for f in spell("D.prototxt") + spell("Q.caffemodel") + ["linkq.caffemodel", "hardq.caffemodel", "linkd.prototxt"]:
+        add("encode D.prototxt Q.caffemodel -o %s" % f)
+        add("encode D.prototxt Q.caffemodel -o X.dcz --json %s" % f)
+    add("encode D.prototxt Q.caffemodel -o X.dcz --json X.dcz")
+    add("encode D.prototxt linkq.caffemodel -o Q.caffemodel")
+    for f in spell("M.dcz") + ["link.dcz"]:
+        add("inspect M.dcz --json %s" % f)
+        add("decode M.dcz -o %s" % f)
+        add("decode link.dcz -o %s" % f)
+        add("bench-sparse --blob %s --out %s" % (f, f))
+    for f in ["QZ.caffemodel", "./QZ.caffemodel"]:
+        add("decode M.dcz -o %s --verify %s" % (f, f))
+    add("decode M.dcz -o M.caffemodel --verify M.caffemodel")
+    for f in ["D.prototxt", "N.net", "linkd.prototxt", "./N.net"]:
+        add("import-net D.prototxt N.net -o %s" % f)
+        add("import-net D.prototxt N.net -o X.caffemodel --dcz %s" % f)
+    add("import-net D.prototxt N.net -o X.caffemodel --dcz X.caffemodel")
+    for f in ["D.prototxt", "QZ.caffemodel", "linkq.caffemodel"]:
+        add("export-net D.prototxt QZ.caffemodel -o %s" % f)
+    add("storage alexnet --weights Q.caffemodel --json Q.caffemodel --out so")
+    add("storage alexnet --weights Q.caffemodel --out Q.caffemodel")
+    add("train lenet-5 --out Q.caffemodel --data-root data")
+    add("data --data-root Q.caffemodel")
+    add("reproduce lenet-5 --weights Q.caffemodel --out Q.caffemodel")
+    add("prune lenet-5 Q.caffemodel --out Q.caffemodel")
+    add("quantize lenet-5 Q.caffemodel --out Q.caffemodel")
+    # --- unwritable outputs
+    for o in ["dir", "F/x", "F/a/b/x", "/proc/x", "/sys/x", "ro/x", "ro/sub/x"]:
+        demote = o.startswith("ro")
+        if o == "dir":  # a folder is a fine output folder: only the file outputs are bad here
+            add("decode M.dcz -o dir")
+            add("encode D.prototxt Q.caffemodel -o dir")
+            add("inspect M.dcz --json dir")
+            add("import-net D.prototxt N.net -o dir")
+            add("export-net D.prototxt QZ.caffemodel -o dir")
+            continue
+        add("decode M.dcz -o %s" % o, demote)
+        add("encode D.prototxt Q.caffemodel -o %s" % o, demote)
+        add("inspect M.dcz --json %s" % o, demote)
+        add("import-net D.prototxt N.net -o %s" % o, demote)
+        add("export-net D.prototxt QZ.caffemodel -o %s" % o, demote)
+        add("storage alexnet --out %s" % o, demote)
+        add("train lenet-5 --out %s --data-root data" % o, demote)
+        add("data --data-root %s" % o, demote)
+        add("bench-sparse --blob M.dcz --out %s" % o, demote)
+    add("encode ro/D.prototxt ro/Q.caffemodel", True)
+    add("decode ro/M.dcz", True)
+    # --- prototxts
+    for k in ["badtype", "badbottom", "zeroout", "zeroconvout", "nokernel", "zerostride", "duptop", "noinputshape",
+              "syntax", "empty", "negative", "bin", "latin1", "nul", "bigkernel", "badconcat", "hugeout"]:
+        add("encode %s.prototxt Q.caffemodel -o X.dcz" % k)
+        add("import-net %s.prototxt N.net -o X.caffemodel" % k)
+        add("export-net %s.prototxt QZ.caffemodel -o X.net" % k)
+    add("import-net missing.prototxt N.net -o X.caffemodel")
+    add("encode dir Q.caffemodel -o X.dcz")
+    # --- caffemodels
+    for k in ["h40", "h28", "hmul", "trunc", "trunc1", "rand", "empty", "text", "mismatch", "wrongshape", "varint"]:
+        add("encode D.prototxt %s.caffemodel -o X.dcz" % k)
+        add("export-net D.prototxt %s.caffemodel -o X.net" % k)
+        add("decode M.dcz -o X.caffemodel --verify %s.caffemodel" % k)
+        add("storage alexnet --weights %s.caffemodel --out so" % k)
+    add("encode D.prototxt dir -o X.dcz")
+    # --- blobs
+    for k in ["btrunc", "brand", "bempty", "bhead", "bflip"]:
+        add("decode %s.dcz -o X.caffemodel" % k)
+        add("inspect %s.dcz" % k)
+        add("bench-sparse --blob %s.dcz --out bs" % k)
+    add("decode dir -o X.caffemodel")
+    # --- option values
+    bad_int = ["0", "-1", "x", "1.5", "", "nan"]
+    for v in bad_int:
+        for opt in ["--iters", "--limit", "--batch"]:
+            add("train lenet-5 %s %s" % (opt, v) if v else "train lenet-5 %s ''" % opt)
+    for v in ["-1", "x", "1.5"]:
+        add("train lenet-5 --test-every %s" % v)
+    for v in ["nan", "inf", "0", "-0.1", "x", "-inf"]:
+        add("train lenet-5 --base-lr %s" % v)
+        add("prune lenet-5 Q.caffemodel --lr-factor %s" % v)
+        add("quantize lenet-5 Q.caffemodel --lr-factor %s" % v)
+    for v in ["0", "-1", "x"]:
+        add("data --limit %s" % v)
+        add("prune lenet-5 Q.caffemodel --iters %s" % v)
+        add("prune lenet-5 Q.caffemodel --rounds %s" % v)
+        add("quantize lenet-5 Q.caffemodel --iters %s" % v)
+        for opt in ["--ref-iters", "--rounds", "--prune-iters", "--quant-iters", "--batch", "--test-batch", "--crop"]:
+            add("reproduce lenet-5 %s %s" % (opt, v))
+        add("decode M.dcz -o X.caffemodel --max-weights %s" % v)
+        add("storage alexnet --fit-sample %s" % v)
+        add("bench-sparse --threads %s" % v)
+    for v in ["1.5", "nan", "inf", "0", "-0.5", "ip1=2", "ipX=0.5", "0.1,0.2", "ip1=", "=0.5", ",", "x"]:
+        add("encode D.prototxt Q.caffemodel -o X.dcz --density %s" % v)
+        add("prune lenet-5 Q.caffemodel --density %s" % v)
+        add("reproduce lenet-5 --density %s" % v)
+    for v in ["0", "13", "-1", "x", "ip1=0", "ip1=13", "ipX=5", "5.5", "1e9"]:
+        add("encode D.prototxt Q.caffemodel -o X.dcz --bits %s" % v)
+        add("encode D.prototxt QZ.caffemodel -o X.dcz --index-bits %s" % v)
+        add("quantize lenet-5 Q.caffemodel --bits %s" % v)
+        add("reproduce lenet-5 --bits %s" % v)
+    for v in ["nan", "-1", "x"]:
+        add("bench-sparse --min-time %s" % v)
+        add("prune lenet-5 Q.caffemodel --quality %s" % v)
+    add("bench-sparse --batches 1,x")
+    add("bench-sparse --batches 0")
+    add("train vgg99")
+    add("storage lenet-5")
+    add("prune lenet-5 missing.caffemodel")
+    add("import-net TV.prototxt N.net -o X.caffemodel")
+    add("export-net TV.prototxt QZ.caffemodel -o X.net")
+    return c
+
+
+def main():
+    import shlex
+
+    out_json = sys.argv[1] if len(sys.argv) > 1 else os.path.join("runs", "audit_bad_input.json")
+    build()
+    todo = cases()
+    results = []
+    t0 = time.time()
+    for i, (cmd, demote) in enumerate(todo):
+        fresh()
+        before = snapshot(WORK)
+        argv = shlex.split(cmd)
+        env = _env()
+        t = time.time()
+        try:
+            r = subprocess.run([sys.executable, "-m", "caffe_dc"] + argv, cwd=WORK, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, errors="replace", timeout=TIMEOUT,
+                               env=env, preexec_fn=nobody if demote else None)
+            rc, err = r.returncode, r.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, err = "timeout", (e.stderr or b"").decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        after = snapshot(WORK)
+        changed = sorted(k for k, v in before.items() if after.get(k) != v)
+        lines = [l for l in err.splitlines() if l.strip()]
+        res = {"cmd": cmd, "demote": demote, "rc": rc, "seconds": round(time.time() - t, 2), "changed": changed,
+               "traceback": "Traceback" in err, "abort": rc in (134, -6),
+               "lines": len(lines), "first": lines[0][:300] if lines else ""}
+        results.append(res)
+        flag = []
+        if changed:
+            flag.append("OVERWROTE %s" % changed)
+        if res["traceback"]:
+            flag.append("TRACEBACK")
+        if res["abort"]:
+            flag.append("ABORT")
+        if rc == "timeout":
+            flag.append("HANG")
+        if rc == 0:
+            flag.append("ACCEPTED")
+        elif rc != 2 and not flag:
+            flag.append("RC=%s" % rc)
+        if rc not in (0, "timeout") and len(lines) != 1:
+            flag.append("LINES=%d" % len(lines))
+        print("%3d %-6s %5.1fs %s%s" % (i, rc, res["seconds"], cmd, ("   <-- " + " ".join(flag)) if flag else ""),
+              flush=True)
+    summary = {
+        "cases": len(results),
+        "overwritten_inputs": sum(bool(r["changed"]) for r in results),
+        "tracebacks": sum(r["traceback"] for r in results),
+        "caffe_aborts": sum(r["abort"] for r in results),
+        "hangs": sum(r["rc"] == "timeout" for r in results),
+        "exit_2_one_line": sum(r["rc"] == 2 and r["lines"] == 1 for r in results),
+        "exit_0": sum(r["rc"] == 0 for r in results),
+        "other": sum(r["rc"] not in (0, 2, "timeout") for r in results),
+        "seconds": round(time.time() - t0, 1),
+    }
+    print(json.dumps(summary, indent=1))
+    with open(out_json, "w") as f:
+        json.dump({"summary": summary, "results": results}, f, indent=1)
+    print("wrote %s" % out_json)
+    return 0 if summary["exit_2_one_line"] == summary["cases"] and not summary["overwritten_inputs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
