@@ -129,6 +129,8 @@ def cmd_reproduce(p):
     p.add_argument("--density", type=layer_values(density), help="override final densities, e.g. ip1=0.05")
     p.add_argument("--bits", type=layer_values(bits), help="override weight bits, e.g. 5 or ip1=5")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--schedule", metavar="FILE",
+                   help="schedule file (docs/schedule.md; default: the preset's, zoo/schedules/<net>-<preset>.json)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
