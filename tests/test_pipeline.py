@@ -265,7 +265,7 @@ def test_reproduce_runs_on_user_supplied_idx(tmp_path):
     m = json.load(open(str(out / "metrics.json")))
     assert m["dataset"] == "mnist" and m["data"] == {"name": "mnist", "n_train": 167, "n_val": 33, "n_test": 207}
     report = open(str(out / "report.md")).read()
-    assert "not the paper's data set" in report and "the paper's data set." not in report
+    assert "not the paper's data set" in report and "MNIST, the paper's data set." not in report
     # Every accuracy reported is the exact count of the test images, each counted once: checked against an
     # independent forward pass of the decoded model over the raw test images in Python.
     images, labels = datasets.read_lmdb(str(tmp_path / "data" / "mnist" / "test_lmdb"))
