@@ -110,16 +110,27 @@ STAGE_DIRS = {"reference": "reference", "prune": "prune", "quantize": "quantize"
               "test": "test"}
 
 
-# The code whose change can change a stage's numbers; the report's own code is fingerprinted by the
-# report stage alone, so a reworded report does not retrain anything.
-NUMERIC_CODE = ("base", "algorithms", "codec", "pycaffe", "stages", "zoo")
+# The code whose change can change a stage's numbers. Training depends on the algorithms, the Caffe
+# glue and the training stages; what reads the blob also on the codec; the report's own code is
+# fingerprinted by the report stage alone. So a new file format re-encodes without retraining, and
+# a reworded report retrains nothing.
+TRAINING_CODE = ("base", "algorithms", "pycaffe", "zoo", "stages/reference.py", "stages/prune.py",
+                 "stages/quantize.py")
+NUMERIC_CODE = TRAINING_CODE + ("codec", "stages/encode.py")
+CODEC_STAGES = ("encode", "decode", "caffe_test", "test")
 
 
 def code_version(parts=NUMERIC_CODE) -> str:
     """Hash of the package's code and net definitions: a changed algorithm invalidates old stages."""
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
-    walk = [w for part in parts for w in sorted(os.walk(os.path.join(pkg, part)))]
+    walk = []
+    for part in parts:
+        path = os.path.join(pkg, part)
+        if os.path.isfile(path):
+            walk.append((os.path.dirname(path), [], [os.path.basename(path)]))
+        else:
+            walk += sorted(os.walk(path))
     for folder, _, files in walk:
         for f in sorted(files):
             if f.endswith((".py", ".prototxt", ".json")):
@@ -228,8 +239,9 @@ class Pipeline:
         stage that depends on it.
         """
         label = "[%d/%d] %s" % (i, len(STAGES), name.replace("_", " "))
+        code = code_version(NUMERIC_CODE if name in CODEC_STAGES else TRAINING_CODE)
         fp = fingerprint({"inputs": inputs, "after": [self.state.get(a, {}).get("fingerprint") for a in after],
-                          "code": self.code})
+                          "code": code})
         old = self.state.get(name)
         if old and old.get("done"):
             if old.get("fingerprint") == fp:
@@ -296,7 +308,6 @@ class Pipeline:
         os.makedirs(self.run_dir, exist_ok=True)
         self._load_state()
         self.info = info
-        self.code = code_version()
         data_inputs = {k: v for k, v in info._asdict().items()}
         if self.user:
             # The user's files are inputs too: a changed net, solver or LMDB redoes everything.
