@@ -1,6 +1,7 @@
 """CLI subcommands of the offline codec: encode, decode, inspect, import-net, export-net."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -14,13 +15,30 @@ def _out_path(out, inp, suffix):
     return out or os.path.splitext(inp)[0] + suffix
 
 
+def _index_bits(text: str):
+    """An --index-bits value: 'auto' (None: the width of the smallest record) or 0..MAX_BITS (0: dense)."""
+    from caffe_dc.base.limits import MAX_BITS
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer or 'auto'" % text)
+    if not 0 <= v <= MAX_BITS:
+        raise argparse.ArgumentTypeError("index bits must be in 0..%d (0: dense) or auto, got %d" % (MAX_BITS, v))
+    return v
+
+
 def cmd_encode(p):
     p.add_argument("prototxt", help="the net's prototxt (train_val or deploy) the caffemodel belongs to")
     p.add_argument("caffemodel", help="a quantized caffemodel (from `caffe-dc quantize`), or any trained one")
     p.add_argument("-o", "--out", help="output .dcz (default: next to the caffemodel)")
     p.add_argument("--net", help="which of the paper's nets this is (default: guessed from layer names/sizes)")
-    p.add_argument("--index-bits", type=layer_values(bits), help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5 "
-                                        "(default: the paper's tables: 5 LeNet/VGG, 4 AlexNet)")
+    p.add_argument("--index-bits", type=layer_values(_index_bits),
+                   help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5; 0 stores a layer dense (every "
+                        "code, no gaps), auto picks the width of the smallest file (default: the paper's "
+                        "tables: 5 LeNet/VGG, 4 AlexNet)")
     g = p.add_argument_group("post-hoc compression, for a caffemodel without codebooks (no retraining)")
     g.add_argument("--density", type=layer_values(density),
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")

@@ -10,7 +10,11 @@ A record holds one blob of one layer, either
 * **quantized** (``QuantizedBlob``): float32 codebook of ``2**weight_bits``
   entries (entry 0 the reserved 0.0) and the integer code of every weight,
   stored as relative-index sparse entries (``sparse_format``) whose two
-  streams -- codes and gaps -- are canonical-Huffman coded (``huffman``), or
+  streams -- codes and gaps -- are canonical-Huffman coded (``huffman``);
+  since format 1.1 also dense (``index_bits`` 0: every code up to the last
+  kept weight, no gap stream), with the index width chosen per layer for
+  the smallest record if asked (``index_bits`` None, ``choose_index_bits``),
+  and with code-length tables Huffman-coded where that is shorter; or
 * **raw** (``RawBlob``): float32 values as they are (biases, BatchNorm
   statistics, anything not compressed).
 
@@ -36,7 +40,7 @@ from caffe_dc.base.errors import FormatError, InputError
 from caffe_dc.base.limits import MAX_BITS  # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
 
 MAGIC = b"\x93CAFFEDC"
-VERSION = (1, 0)
+VERSION = (1, 1)                 # the newest this module reads; it writes 1.0 unless a record needs 1.1
 FORMAT_NAME = "caffe-dc"
 KIND_RAW, KIND_QUANTIZED = 1, 2
 MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
@@ -49,6 +53,9 @@ _U32S = struct.Struct("<I")
 _REC_PREFIX = struct.Struct("<BBHI")      # kind, ndim, blob index, layer index
 _QUANT_FIXED = struct.Struct("<BBHIIIII")  # weight_bits, index_bits, reserved, entries, fillers,
 #                                            block size, code-stream bits, gap-stream bits
+_COMPACT = 0x80                  # 1.1: flag in the weight_bits / index_bits byte: that stream's table is Huffman-coded
+_TABLE_BITS = struct.Struct("<H")         # 1.1: a Huffman-coded length table's payload bits
+_META = 16                       # the alphabet of code lengths 0..15 (a Huffman-coded table codes them)
 
 
 @dataclass
@@ -143,12 +150,38 @@ def _frame(body: bytes) -> bytes:
     return head + body + _U32S.pack(zlib.crc32(body, zlib.crc32(head)) & _U32)
 
 
-def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tuple[bytes, RecordInfo]:
+def length_table(lengths) -> Tuple[bytes, bool]:
+    """A stream's stored code-length table, and whether it is the compact (format 1.1) kind.
+
+    Plain: 4 bits per symbol (``sparse_format.pack_nibbles``). Compact: the
+    lengths Huffman-coded -- u16 payload bits, the 16 code lengths of the
+    length values 0..15 as nibbles, then the payload -- which wins on wide
+    alphabets (8-bit codes, wide gap fields) where most lengths repeat or
+    are 0. The shorter is written; plain on a tie.
+    """
+    lengths = np.asarray(lengths, dtype=np.uint8)
+    plain = sparse_format.pack_nibbles(lengths)
+    meta = huffman.code_lengths(np.bincount(lengths, minlength=_META), huffman.MAX_CODE_LEN)
+    st = huffman.encode(lengths, meta, max(1, lengths.size))
+    if 2 + _META // 2 + len(st.payload) >= len(plain):
+        return plain, False
+    return _TABLE_BITS.pack(st.n_bits) + sparse_format.pack_nibbles(meta) + st.payload, True
+
+
+def _check_bits(wb, ib, where: str) -> Tuple[int, Optional[int]]:
+    ok = isinstance(wb, (int, np.integer)) and 1 <= wb <= MAX_BITS and (
+        ib is None or isinstance(ib, (int, np.integer)) and 0 <= ib <= MAX_BITS)
+    if not ok:
+        raise InputError("%s: weight_bits %r must be in 1..%d and index_bits %r in 0..%d (0: dense) or None (auto)"
+                         % (where, wb, MAX_BITS, ib, MAX_BITS))
+    return int(wb), None if ib is None else int(ib)
+
+
+def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tuple[bytes, RecordInfo, bool]:
+    """The record, its sizes, and whether it needs format 1.1 (a dense record or a compact table)."""
     where = "layer %r blob %d" % (b.name, b.blob)
-    wb, ib = int(b.weight_bits), int(b.index_bits)
-    if not (1 <= wb <= MAX_BITS and 1 <= ib <= MAX_BITS):
-        raise InputError("%s: weight_bits %d and index_bits %d must be in 1..%d" % (where, wb, ib, MAX_BITS))
-    k, m = 1 << wb, 1 << ib
+    wb, ib = _check_bits(b.weight_bits, b.index_bits, where)
+    k = 1 << wb
     cb = np.asarray(b.codebook)
     if cb.ndim != 1 or cb.size != k:
         raise InputError("%s: codebook has shape %s, need %d entries for %d bits" % (where, cb.shape, k, wb))
@@ -156,32 +189,86 @@ def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tupl
     if cb[0] != 0.0:
         raise InputError("%s: codebook[0] is %r, but entry 0 is reserved for pruned weights (0.0)" % (where, float(cb[0])))
     codes = as_codes(b.codes, k, where)
+    if ib is None:
+        ib = choose_index_bits(codes, k, block_size)
     gaps, ecodes = sparse_format.to_entries(codes.ravel(), ib)
     n = int(gaps.size)
     code_counts = np.bincount(ecodes, minlength=k)
-    gap_counts = np.bincount(gaps, minlength=m)
     fillers = int(code_counts[0])
     cl = huffman.code_lengths(code_counts, huffman.MAX_CODE_LEN)
-    gl = huffman.code_lengths(gap_counts, huffman.MAX_CODE_LEN)
     cs = huffman.encode(ecodes, cl, block_size)
     del ecodes
-    gs = huffman.encode(gaps, gl, block_size)
+    ctab, c_compact = length_table(cl)
+    if ib:
+        gap_counts = np.bincount(gaps, minlength=1 << ib)
+        gl = huffman.code_lengths(gap_counts, huffman.MAX_CODE_LEN)
+        gs = huffman.encode(gaps, gl, block_size)
+        gtab, g_compact = length_table(gl)
+    else:   # dense: every position up to the last kept weight is an entry, all gaps 0: no gap stream
+        gap_counts = np.array([n])
+        gs, gtab, g_compact = huffman.Stream(b"", 0, block_size, np.zeros(0, np.int64)), b"", False
     del gaps
     if n > _U32 or max(cs.n_bits, gs.n_bits) > _U32:
         raise InputError("%s: %d entries are too many for the format's 32-bit counters" % (where, n))
     body = b"".join([
         _REC_PREFIX.pack(KIND_QUANTIZED, len(codes.shape), b.blob, layer_idx), _shape_bytes(codes.shape),
-        _QUANT_FIXED.pack(wb, ib, 0, n, fillers, block_size, cs.n_bits, gs.n_bits),
+        _QUANT_FIXED.pack(wb | (_COMPACT if c_compact else 0), ib | (_COMPACT if g_compact else 0), 0,
+                          n, fillers, block_size, cs.n_bits, gs.n_bits),
         cb.tobytes(),
         cs.offsets.astype("<u4").tobytes(), gs.offsets.astype("<u4").tobytes(),
-        sparse_format.pack_nibbles(cl), sparse_format.pack_nibbles(gl),
+        ctab, gtab,
         cs.payload, gs.payload,
     ])
     rec = _frame(body)
     info = RecordInfo("quantized", b.name, b.blob, tuple(codes.shape), len(rec), n, fillers, n - fillers, wb, ib,
-                      32 * k, cs.n_bits, gs.n_bits, 8 * ((k + 1) // 2 + (m + 1) // 2),
+                      32 * k, cs.n_bits, gs.n_bits, 8 * (len(ctab) + len(gtab)),
                       32 * (cs.offsets.size + gs.offsets.size), code_counts, gap_counts)
-    return rec, info
+    return rec, info, ib == 0 or c_compact or g_compact
+
+
+def choose_index_bits(codes, k: int, block_size: int = huffman.DEFAULT_BLOCK) -> int:
+    """The index width, 0..MAX_BITS (0: dense), whose record for ``codes`` is the smallest.
+
+    Exact, without encoding: for each width the fillers and both streams'
+    histograms follow from the histogram of the raw gaps, and the Huffman
+    lengths give the payload bits; tables and block offsets are added as
+    the writer would write them. Widths past the longest gap add nothing
+    but table, so the search stops there. The first of equal sizes wins.
+    """
+    flat = np.asarray(codes).ravel()
+    nz = np.flatnonzero(flat)
+    if nz.size == 0:
+        return 0
+    kept = np.bincount(flat[nz], minlength=k).astype(np.int64)
+    raw = np.diff(nz, prepend=-1) - 1
+    if int(raw.max()) < (1 << 20):
+        g_cnt = np.bincount(raw)
+        g_val = np.flatnonzero(g_cnt)
+        g_cnt = g_cnt[g_val]
+    else:
+        g_val, g_cnt = np.unique(raw, return_counts=True)
+    del raw
+
+    def stream_bytes(counts, n):
+        lengths = huffman.code_lengths(counts, huffman.MAX_CODE_LEN)
+        bits = int((counts * lengths).sum())
+        return len(length_table(lengths)[0]) + (bits + 7) // 8 + 4 * max(0, -(-n // block_size) - 1)
+
+    best = None
+    for ib in range(min(MAX_BITS, int(g_val[-1]).bit_length()) + 1):
+        fill = int((g_cnt * (g_val >> ib)).sum())
+        n = int(nz.size) + fill
+        code_counts = kept.copy()
+        code_counts[0] += fill
+        size = stream_bytes(code_counts, n)
+        if ib:
+            mask = (1 << ib) - 1
+            gap_counts = np.bincount(g_val & mask, weights=g_cnt, minlength=mask + 1).astype(np.int64)
+            gap_counts[mask] += fill
+            size += stream_bytes(gap_counts, n)
+        if best is None or size < best[0]:
+            best = (size, ib)
+    return best[1]
 
 
 def _encode_raw(b: RawBlob, layer_idx: int) -> Tuple[bytes, RecordInfo]:
@@ -235,18 +322,19 @@ def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
         raise InputError("header metadata is not plain JSON: %s" % e)
     if len(hjson) > MAX_HEADER:
         raise InputError("header of %d bytes exceeds the %d-byte limit" % (len(hjson), MAX_HEADER))
-    head = _FILE_HEAD.pack(MAGIC, VERSION[0], VERSION[1], len(hjson)) + hjson
-    parts = [head, _U32S.pack(zlib.crc32(head) & _U32)]
-    infos = []
+    parts, infos, minor = [], [], 0
     index = {l["name"]: i for i, l in enumerate(layers)}
     for b in ordered:
         if isinstance(b, QuantizedBlob):
-            rec, info = _encode_quantized(b, index[b.name], int(block_size))
+            rec, info, v11 = _encode_quantized(b, index[b.name], int(block_size))
+            minor = max(minor, int(v11))
         else:
             rec, info = _encode_raw(b, index[b.name])
         parts.append(rec)
         infos.append(info)
-    return b"".join(parts), infos
+    # The oldest version that holds every record: a file without 1.1 records is a 1.0 file, byte for byte.
+    head = _FILE_HEAD.pack(MAGIC, VERSION[0], minor, len(hjson)) + hjson
+    return b"".join([head, _U32S.pack(zlib.crc32(head) & _U32)] + parts), infos
 
 
 # ============================================================================ reading
@@ -318,8 +406,9 @@ def read_header(data) -> Tuple[dict, int]:
     magic, major, minor, hlen = _FILE_HEAD.unpack(data[:_FILE_HEAD.size])
     if magic != MAGIC:
         raise FormatError("not a caffe-dc compressed file (bad magic %r)" % bytes(magic))
-    if major != VERSION[0]:
-        raise FormatError("unsupported format version %d.%d (this reader knows %d.x)" % (major, minor, VERSION[0]))
+    if major != VERSION[0] or minor > VERSION[1]:
+        raise FormatError("unsupported format version %d.%d (this reader knows %d.0 to %d.%d)"
+                          % (major, minor, VERSION[0], VERSION[0], VERSION[1]))
     if hlen > MAX_HEADER:
         raise FormatError("header length %d exceeds the %d-byte limit" % (hlen, MAX_HEADER))
     end = _FILE_HEAD.size + hlen
@@ -338,7 +427,7 @@ def read_header(data) -> Tuple[dict, int]:
 
 
 class _Pending(NamedTuple):
-    """A parsed, validated quantized record waiting for the joint Huffman pass."""
+    """A parsed, validated quantized record waiting for the joint Huffman passes."""
     name: str
     type: str
     blob: int
@@ -348,9 +437,10 @@ class _Pending(NamedTuple):
     ib: int
     entries: int
     fillers: int
-    code_job: Tuple[huffman.Stream, np.ndarray, int]
-    gap_job: Tuple[huffman.Stream, np.ndarray, int]
+    code: Tuple[huffman.Stream, object]            # the stream and its code lengths: an array, or
+    gap: Optional[Tuple[huffman.Stream, object]]   # a compact table's decode job; no gap stream if dense
     info: RecordInfo
+    where: str                                     # "record i (layer 'name' blob j)", for errors
 
 
 def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob], List[RecordInfo]]:
@@ -393,7 +483,8 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
         elif kind == KIND_QUANTIZED:
             out.append(None)
             infos.append(None)
-            pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, record_bytes)))
+            pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, record_bytes,
+                                                           h["version"][1])))
         else:
             raise FormatError("%s: unknown record kind %d" % (where, kind))
         if cur.pos != cur.end:
@@ -439,22 +530,55 @@ def _open_record(data, pos: int, r: int, n_records: int, layers: List[dict], pre
 
 
 def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: list) -> None:
-    """The joint Huffman pass: decode every parsed quantized record into its slot of ``out``/``infos``."""
+    """The joint Huffman passes: compact length tables first, then every stream, into ``out``/``infos``."""
+    tables, names, where = [], [], []
+    for t, (_, p) in enumerate(pending):
+        for s, part in enumerate((p.code, p.gap)):
+            if part is not None and isinstance(part[1], tuple):
+                tables.append(part[1])
+                names.append("layer %r %s-length table" % (p.name, ("code", "gap")[s]))
+                where.append((t, s))
+    lengths = dict(zip(where, huffman.decode_many(tables, names)))
     jobs, names = [], []
-    for _, p in pending:
-        jobs += [p.code_job, p.gap_job]
-        names += ["layer %r code stream" % p.name, "layer %r gap stream" % p.name]
-    decoded = huffman.decode_many(jobs, names)
-    for t, (slot, p) in enumerate(pending):
-        ecodes, gaps = decoded[2 * t], decoded[2 * t + 1]
+    for t, (_, p) in enumerate(pending):
+        cl = lengths.get((t, 0), p.code[1])
+        gl = lengths.get((t, 1), p.gap[1]) if p.gap else None
+        if p.entries == 0 and (cl.any() or (gl is not None and gl.any())):
+            raise FormatError("%s: no entries but nonzero code lengths" % p.where)
+        if p.entries and cl[0] == 0 and p.fillers:
+            raise FormatError("%s: %d fillers but code 0 has no Huffman code" % (p.where, p.fillers))
+        jobs.append((p.code[0], cl, p.entries))
+        names.append("layer %r code stream" % p.name)
+        if p.gap:
+            jobs.append((p.gap[0], gl, p.entries))
+            names.append("layer %r gap stream" % p.name)
+    decoded = iter(huffman.decode_many(jobs, names))
+    for slot, p in pending:
+        ecodes = next(decoded)
+        gaps = next(decoded) if p.gap else np.zeros(p.entries, np.uint16)
         codes, infos[slot] = _rebuild(p, ecodes, gaps)
         out[slot] = QuantizedBlob(p.name, p.type, p.blob, p.codebook, codes, p.wb, p.ib)
 
 
-def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, record_bytes: int) -> _Pending:
+def _read_table(cur: _Cursor, n_sym: int, compact: bool, what: str):
+    """A code-length table: the lengths (plain nibbles), or the decode job of a compact one (1.1)."""
+    if not compact:
+        return sparse_format.unpack_nibbles(cur.take((n_sym + 1) // 2, what), n_sym, strict=True)
+    bits, = cur.unpack(_TABLE_BITS, what)
+    meta = sparse_format.unpack_nibbles(cur.take(_META // 2, what), _META)
+    payload = bytes(cur.take((bits + 7) // 8, what))
+    return huffman.Stream(payload, bits, n_sym, np.zeros(0, np.int64)), meta, n_sym
+
+
+def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, record_bytes: int,
+                     minor: int) -> _Pending:
     where = cur.where
     wb, ib, reserved, n, fillers, bs, cbits, gbits = cur.unpack(_QUANT_FIXED, "quantized-record fields")
-    if not (1 <= wb <= MAX_BITS and 1 <= ib <= MAX_BITS):
+    c_compact = g_compact = False
+    if minor >= 1:   # 1.1: compact-table flags in the high bits; index_bits 0 is a dense record
+        c_compact, g_compact = bool(wb & _COMPACT), bool(ib & _COMPACT)
+        wb, ib = wb & ~_COMPACT, ib & ~_COMPACT
+    if not (1 <= wb <= MAX_BITS and (0 if minor >= 1 else 1) <= ib <= MAX_BITS):
         raise FormatError("%s: weight_bits %d / index_bits %d outside 1..%d" % (where, wb, ib, MAX_BITS))
     if reserved:
         raise FormatError("%s: reserved field is %d, must be 0" % (where, reserved))
@@ -464,31 +588,37 @@ def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, recor
         raise FormatError("%s: %d fillers but only %d entries" % (where, fillers, n))
     if not 1 <= bs <= huffman.MAX_BLOCK:
         raise FormatError("%s: block size %d outside 1..%d" % (where, bs, huffman.MAX_BLOCK))
+    dense = ib == 0
+    if dense and (gbits or g_compact):
+        raise FormatError("%s: a dense record (index_bits 0) with a gap stream or gap table" % where)
     k, m = 1 << wb, 1 << ib
-    n_blocks = -(-n // bs)
-    n_off = max(0, n_blocks - 1)
-    need = 4 * k + 8 * n_off + (k + 1) // 2 + (m + 1) // 2 + (cbits + 7) // 8 + (gbits + 7) // 8
-    if need != cur.end - cur.pos:
+    n_off = max(0, -(-n // bs) - 1)
+    streams = 1 if dense else 2
+    table = lambda n_sym, compact: 2 + _META // 2 if compact else (n_sym + 1) // 2   # the least it takes
+    payloads = (cbits + 7) // 8 + (gbits + 7) // 8
+    need = 4 * k + 4 * streams * n_off + table(k, c_compact) + (0 if dense else table(m, g_compact)) + payloads
+    if need > cur.end - cur.pos or (need < cur.end - cur.pos and not (c_compact or g_compact)):
         raise FormatError("%s: fields call for %d more bytes, the record holds %d (inconsistent lengths)"
                           % (where, need, cur.end - cur.pos))
     codebook = cur.array("<f4", k, "codebook").astype(np.float32)
     if codebook[0] != 0.0:
         raise FormatError("%s: codebook[0] is %r, must be the reserved 0.0" % (where, float(codebook[0])))
     c_off = cur.array("<u4", n_off, "code offsets").astype(np.int64)
-    g_off = cur.array("<u4", n_off, "gap offsets").astype(np.int64)
-    cl = sparse_format.unpack_nibbles(cur.take((k + 1) // 2, "code lengths"), k, strict=True)
-    gl = sparse_format.unpack_nibbles(cur.take((m + 1) // 2, "gap lengths"), m, strict=True)
+    g_off = None if dense else cur.array("<u4", n_off, "gap offsets").astype(np.int64)
+    tables_at = cur.pos
+    cl = _read_table(cur, k, c_compact, "code lengths")
+    gl = None if dense else _read_table(cur, m, g_compact, "gap lengths")
+    table_bytes = cur.pos - tables_at
+    if cur.end - cur.pos != payloads:
+        raise FormatError("%s: the streams need %d more bytes, the record holds %d (inconsistent lengths)"
+                          % (where, payloads, cur.end - cur.pos))
     cpay = bytes(cur.take((cbits + 7) // 8, "code payload"))
     gpay = bytes(cur.take((gbits + 7) // 8, "gap payload"))
-    if n == 0 and (cl.any() or gl.any()):
-        raise FormatError("%s: no entries but nonzero code lengths" % where)
-    if n and cl[0] == 0 and fillers:
-        raise FormatError("%s: %d fillers but code 0 has no Huffman code" % (where, fillers))
     info = RecordInfo("quantized", lay["name"], bidx, shape, record_bytes, n, fillers, n - fillers, wb, ib,
-                      32 * k, cbits, gbits, 8 * ((k + 1) // 2 + (m + 1) // 2), 64 * n_off)
+                      32 * k, cbits, gbits, 8 * table_bytes, 32 * streams * n_off)
     return _Pending(lay["name"], lay["type"], bidx, shape, codebook, wb, ib, n, fillers,
-                    (huffman.Stream(cpay, cbits, bs, c_off), cl, n),
-                    (huffman.Stream(gpay, gbits, bs, g_off), gl, n), info)
+                    (huffman.Stream(cpay, cbits, bs, c_off), cl),
+                    None if dense else (huffman.Stream(gpay, gbits, bs, g_off), gl), info, where)
 
 
 def _rebuild(p: _Pending, ecodes: np.ndarray, gaps: np.ndarray) -> Tuple[np.ndarray, RecordInfo]:

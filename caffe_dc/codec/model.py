@@ -50,6 +50,10 @@ DEFAULT_MAX_WEIGHTS = container.DEFAULT_MAX_WEIGHTS
 class QuantSpec(NamedTuple):
     """How one layer's weight blob (blob 0) is quantized.
 
+    ``index_bits`` 1..12 is the relative-index field of the paper; 0 stores
+    the layer dense (every code, no gaps: format 1.1); None lets the writer
+    pick the width that gives the smallest record (``container.choose_index_bits``).
+
     ``weight_bits`` defaults to ``ceil(log2(len(codebook)))``; a shorter
     codebook is padded up to ``2**weight_bits`` entries by repeating its
     last entry (``quantization.pad_codebook``; codes never point at the
@@ -57,7 +61,7 @@ class QuantSpec(NamedTuple):
     """
     codebook: np.ndarray
     codes: np.ndarray
-    index_bits: int
+    index_bits: Optional[int]
     weight_bits: Optional[int] = None
 
 
@@ -296,7 +300,8 @@ def from_params(params: Params, quant: Mapping[str, QuantSpec], layers: Optional
                         raise InputError("%s: codes of shape %s for weights of shape %s"
                                          % (where, codes.shape, np.shape(arr)))
                     codes = codes.reshape(np.shape(arr))
-                q = QuantizedLayer(name, lp.type, 0, cb, codes, wb, int(spec.index_bits))
+                ib = None if spec.index_bits is None else int(spec.index_bits)
+                q = QuantizedLayer(name, lp.type, 0, cb, codes, wb, ib)
                 if check:
                     container.as_codes(codes, cb.size, where)  # range check before indexing
                     w = np.asarray(arr, dtype=np.float32)
@@ -311,7 +316,7 @@ def from_params(params: Params, quant: Mapping[str, QuantSpec], layers: Optional
     return qs, raws
 
 
-def specs_from_quantized_params(params: Params, index_bits: Union[int, Mapping[str, int]]
+def specs_from_quantized_params(params: Params, index_bits: Union[Optional[int], Mapping[str, Optional[int]]]
                                 ) -> Tuple[Dict[str, QuantSpec], List[str]]:
     """Codebooks and codes from a quantized caffemodel (stage 2's output).
 
@@ -319,6 +324,8 @@ def specs_from_quantized_params(params: Params, index_bits: Union[int, Mapping[s
     layers ``L_codebook`` and ``L_codes`` (and ``L_mask``); they are the
     source of the codebook and codes, and are not themselves stored. Returns
     the specs and the names of the layers to store, in model order.
+    ``index_bits``: one width for all, or one per layer (see ``QuantSpec``;
+    None: the writer's choice).
     """
     from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
 
@@ -327,11 +334,14 @@ def specs_from_quantized_params(params: Params, index_bits: Union[int, Mapping[s
     for name in params:
         cb_name, codes_name = blob_name(name, CODEBOOK), blob_name(name, CODES)
         if cb_name in params and codes_name in params:
-            ib = index_bits if isinstance(index_bits, int) else index_bits.get(name)
-            if ib is None:
-                raise InputError("no index_bits given for layer %r" % name)
+            if isinstance(index_bits, Mapping):
+                if name not in index_bits:
+                    raise InputError("no index_bits given for layer %r" % name)
+                ib = index_bits[name]
+            else:
+                ib = index_bits
             cb = params[cb_name].blobs[0].ravel()
-            specs[name] = QuantSpec(cb, params[codes_name].blobs[0], int(ib),
+            specs[name] = QuantSpec(cb, params[codes_name].blobs[0], None if ib is None else int(ib),
                                     max(1, math.ceil(math.log2(max(cb.size, 1)))))
             helpers.update({cb_name, codes_name, blob_name(name, MASK)})
     if not specs:

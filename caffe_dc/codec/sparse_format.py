@@ -15,6 +15,10 @@ the real entry, which is what a greedy writer emits (the authors' files
 reproduce byte for byte under this rule). Zeros after the last kept weight
 are not stored; the layer's shape gives the size.
 
+With ``index_bits = 0`` (the container's dense records) the rule still
+holds: every gap is 0 and every skipped position is a filler, so the
+entries are simply all codes up to the last kept weight.
+
 Both directions are whole-array numpy (``flatnonzero``, ``diff``, ``cumsum``
 and one scatter); no loop over weights or entries.
 
@@ -47,8 +51,8 @@ def to_entries(codes_flat, index_bits: int) -> Tuple[np.ndarray, np.ndarray]:
     ``entry_codes`` keeps the dtype of ``codes_flat`` (fillers have code 0).
     """
     index_bits = int(index_bits)
-    if not 1 <= index_bits <= 31:
-        raise ValueError("index_bits must be in 1..31")
+    if not 0 <= index_bits <= 31:
+        raise ValueError("index_bits must be in 0..31")
     codes_flat = np.asarray(codes_flat).ravel()
     gdt = _gap_dtype(index_bits)
     nz = np.flatnonzero(codes_flat != 0)       # via bool: twice as fast as on the codes

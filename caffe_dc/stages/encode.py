@@ -78,9 +78,14 @@ def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, 
     return out
 
 
-def encode_params(params: Params, net: Optional[str] = None, index_bits: Optional[Mapping[str, int]] = None,
+def encode_params(params: Params, net: Optional[str] = None,
+                  index_bits: Optional[Mapping[str, Optional[int]]] = None,
                   meta: Optional[dict] = None) -> Tuple[bytes, "codec.ModelStats"]:
-    """Encode a quantized Params dict (with codebook/codes blobs) into .dcz bytes."""
+    """Encode a quantized Params dict (with codebook/codes blobs) into .dcz bytes.
+
+    ``index_bits`` per layer overrides ``default_index_bits``: 1..12, 0 for a
+    dense record, None for the width that gives the smallest record.
+    """
     net = net or guess_net(params)
     types = {n: lp.type for n, lp in params.items()}
     layers_with_cb = [n for n in params if blob_name(n, CODEBOOK) in params]
@@ -88,7 +93,7 @@ def encode_params(params: Params, net: Optional[str] = None, index_bits: Optiona
     for n, v in (index_bits or {}).items():
         if n not in ib:
             raise InputError("--index-bits names %r, which is not a quantized layer (%s)" % (n, ", ".join(ib)))
-        ib[n] = int(v)
+        ib[n] = None if v is None else int(v)
     specs, order = codec.specs_from_quantized_params(params, ib)
     qs, raws = codec.from_params(params, specs, order)
     m = dict(meta or {})
