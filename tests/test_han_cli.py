@@ -49,6 +49,31 @@ def test_export_import_round_trip(tmp_path):
     assert np.array_equal(net.params["ip1"][0].data, blobs["ip1"][0])
 
 
+def test_import_export_cli_round_trip_is_byte_exact(tmp_path):
+    """An authors'-style .net (codebooks not sorted) goes through import-net and export-net unchanged."""
+    from test_han_format import _shuffled_net
+
+    net = _shuffled_net(np.random.default_rng(1))
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(DEPLOY_TINY)
+    (tmp_path / "a.net").write_bytes(net)
+    p = run_cli("import-net", deploy, tmp_path / "a.net", "-o", tmp_path / "a.caffemodel", "--dcz", tmp_path / "a.dcz")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("export-net", deploy, tmp_path / "a.caffemodel", "-o", tmp_path / "b.net")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "b.net").read_bytes() == net
+    assert run_cli("decode", tmp_path / "a.dcz", "-o", tmp_path / "d.caffemodel", "--verify",
+                   tmp_path / "a.caffemodel").returncode == 0
+
+
+DEPLOY_TINY = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 5 } }
+"""
+
+
 def test_export_refuses_too_many_values(tmp_path):
     model = str(tmp_path / "q5.caffemodel")
     deploy, _ = quantized_lenet5(model, {"conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5})  # 31 values > 15

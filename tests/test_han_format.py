@@ -263,3 +263,44 @@ def test_deploy_with_unstorable_layer(tmp_path):
                           'inner_product_param { num_output: 2 } }\n')
     with pytest.raises(InputError, match="classifier"):
         net_format.import_net(str(p), str(tmp_path / "missing.net"))
+
+
+def _shuffled_net(rng):
+    """A .net file like the authors': codebooks in k-means order (not ascending), fillers, odd counts."""
+    conv_codes = rng.integers(0, 256, 3 * 2 * 3 * 3).astype(np.uint8)
+    conv_codes[rng.random(conv_codes.size) < 0.4] = 0
+    ip_codes = rng.integers(0, 16, 5 * 48).astype(np.uint8)
+    ip_codes[rng.random(ip_codes.size) < 0.85] = 0
+    cb8 = np.concatenate([[0], rng.permutation(rng.uniform(-1, 1, 255))]).astype(np.float32)
+    cb4 = np.concatenate([[0], rng.permutation(rng.uniform(-1, 1, 15))]).astype(np.float32)
+    return hf.write_net([("conv1", cb8, conv_codes, rng.standard_normal(3)), ("ip1", cb4, ip_codes, rng.standard_normal(5))])
+
+
+def test_import_then_export_is_byte_exact(deploy, tmp_path):
+    from caffe_dc.base.params import LayerParams
+    from caffe_dc.pycaffe.caffemodel import save_params
+
+    original = _shuffled_net(np.random.default_rng(5))
+    path = tmp_path / "orig.net"
+    path.write_bytes(original)
+    params = net_format.import_net(deploy, str(path), codebooks=True)
+    assert list(params) == ["conv1", "ip1", "conv1_codebook", "conv1_codes", "ip1_codebook", "ip1_codes"]
+    model = tmp_path / "m.caffemodel"
+    save_params(params, str(model))
+    net_format.export_net(deploy, str(model), str(tmp_path / "back.net"))
+    assert (tmp_path / "back.net").read_bytes() == original
+    # without its codebooks the layer's codebook is rebuilt ascending: other bytes, the same weights
+    save_params({n: lp for n, lp in params.items() if n in ("conv1", "ip1")}, str(model))
+    net_format.export_net(deploy, str(model), str(tmp_path / "sorted.net"))
+    assert (tmp_path / "sorted.net").read_bytes() != original
+    back = net_format.import_net(deploy, str(tmp_path / "sorted.net"))
+    for n in ("conv1", "ip1"):
+        assert all(np.array_equal(a, b) for a, b in zip(back[n].blobs, params[n].blobs))
+    # stale codebook blobs (the weights moved since) are not trusted
+    stale = dict(params)
+    w = params["ip1"].blobs[0].copy()
+    w[w != 0] *= 2
+    stale["ip1"] = LayerParams("InnerProduct", [w, params["ip1"].blobs[1]])
+    save_params(stale, str(model))
+    net_format.export_net(deploy, str(model), str(tmp_path / "stale.net"))
+    assert np.array_equal(net_format.import_net(deploy, str(tmp_path / "stale.net"))["ip1"].blobs[0], w)

@@ -173,7 +173,6 @@ def cmd_import_net(p):
     p.add_argument("--dcz", help="also write our compressed blob here")
 
     def run(args):
-        from caffe_dc.codec import han_net as han_format
         from caffe_dc.stages import net_format
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.pycaffe import validate
@@ -182,22 +181,14 @@ def cmd_import_net(p):
         out = _out_path(args.out, args.netfile, ".caffemodel")
         check_outputs([args.deploy, args.netfile], files=[out, args.dcz])
         validate.check_prototxt(args.deploy, deploy=True)
-        params = net_format.import_net(args.deploy, args.netfile)
+        params = net_format.import_net(args.deploy, args.netfile, codebooks=True)
         save_params(params, out)
-        print("imported %s: %d layers -> %s" % (args.netfile, len(params), out))
+        print("imported %s: %d layers, with their codebooks -> %s"
+              % (args.netfile, sum(not is_helper(n) for n in params), out))
         if args.dcz:
             from caffe_dc.stages import encode as encoding
 
-            from caffe_dc.base.params import LayerParams
-            from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
-
-            qparams = type(params)(params)
-            for name in [n for n, _ in han_format.select_layers(list(params))]:
-                cb, codes = han_format.codebook_for(name, params[name].blobs[0])
-                qparams[blob_name(name, CODEBOOK)] = LayerParams("Parameter", [cb])
-                qparams[blob_name(name, CODES)] = LayerParams(
-                    "Parameter", [codes.reshape(params[name].blobs[0].shape).astype("float32")])
-            data, stats = encoding.encode_params(qparams, encoding.guess_net(params), None)
+            data, stats = encoding.encode_params(params, encoding.guess_net(params), None)
             atomic_write(args.dcz, data)
             print("wrote %s (%d bytes)" % (args.dcz, len(data)))
         return 0

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.params import LayerParams
@@ -50,11 +51,16 @@ def _size(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def import_net(deploy_prototxt: str, net_path: str):
+def import_net(deploy_prototxt: str, net_path: str, codebooks: bool = False):
     """Decode a ``.net`` file into caffemodel Params (weights and biases shaped as the deploy net).
 
     Save with ``caffemodel.save_params(params, out)``; ``caffe test`` with the
     deploy (or a train_val with the same layers) then runs the compressed net.
+    With ``codebooks``, each stored layer ``L`` also gets ``L_codebook`` (the
+    file's codebook, in its own order) and ``L_codes`` blobs, as ``caffe-dc
+    quantize`` writes them: ``export_net`` then writes the same bytes back,
+    and ``caffe-dc encode`` stores the layers with those codebooks. Caffe
+    ignores the extra layers.
     """
 
     layers = deploy_layers(deploy_prototxt)
@@ -71,17 +77,44 @@ def import_net(deploy_prototxt: str, net_path: str):
         if len(shapes) > 1:
             blobs.append(hl.bias.reshape(shapes[1]))
         params[hl.name] = LayerParams(ltype, blobs)
+    if codebooks:
+        for hl in decoded:
+            params[blob_name(hl.name, CODEBOOK)] = LayerParams("Parameter", [hl.codebook])
+            params[blob_name(hl.name, CODES)] = LayerParams(
+                "Parameter", [hl.codes.reshape(layers[hl.name][1][0]).astype(np.float32)])
     return params
 
 
+def _own_codebook(params, name: str, w: np.ndarray):
+    """(codebook, codes) from the layer's ``L_codebook``/``L_codes`` blobs, if they fit the format
+    (2**bits entries, 0.0 only first, whole codes in range) and give its weights bit for bit; else None."""
+    cb_l, codes_l = params.get(blob_name(name, CODEBOOK)), params.get(blob_name(name, CODES))
+    if cb_l is None or codes_l is None or not cb_l.blobs or not codes_l.blobs:
+        return None
+    cb = np.asarray(cb_l.blobs[0], dtype=np.float32).ravel()
+    codes = np.asarray(codes_l.blobs[0]).ravel()
+    if cb.size != 1 << code_bits(name) or cb[0] != 0.0 or np.count_nonzero(cb[1:] == 0.0) or codes.size != w.size:
+        return None
+    if not (np.isfinite(cb).all() and np.array_equal(codes, np.floor(codes))
+            and (codes.size == 0 or 0 <= codes.min() and codes.max() < cb.size)):
+        return None
+    codes = codes.astype(np.uint8)
+    if not np.array_equal(cb[codes].view(np.uint32), np.ascontiguousarray(w, dtype=np.float32).ravel().view(np.uint32)):
+        return None   # stale: the weights moved since (a fine-tuning outside caffe-dc)
+    return cb, codes
 
 
 def export_net(deploy_prototxt: str, caffemodel: str, out_path: str) -> Dict[str, object]:
     """Write a quantized caffemodel as a ``.net`` file (atomically); returns a size summary.
 
     Each stored layer must have at most 2**bits distinct values counting
-    0.0 (256 for conv, 16 otherwise), i.e. be quantized with 8 / 4 bits;
-    extra blobs in the caffemodel (masks, codebooks) are ignored, since the
+    0.0 (256 for conv, 16 otherwise), i.e. be quantized with 8 / 4 bits.
+    A layer's own ``L_codebook``/``L_codes`` blobs (``import_net`` with
+    ``codebooks``, ``caffe-dc quantize``) give its codebook, in their order,
+    when they fit the format and reproduce its weights exactly: an imported
+    ``.net`` file then exports byte for byte (the authors' codebooks are not
+    sorted). Otherwise the codebook is built from the weights
+    (``han_net.codebook_for``: ascending). Other blobs are ignored, since the
     layer list comes from the deploy net.
     """
 
@@ -100,7 +133,7 @@ def export_net(deploy_prototxt: str, caffemodel: str, out_path: str) -> Dict[str
         if len(blobs) < len(shapes) or [_size(s) for s in got] != [_size(s) for s in shapes]:
             raise InputError("layer %s has blobs %s in %s but %s in %s"
                              % (name, got, caffemodel, shapes, deploy_prototxt))
-        codebook, codes = codebook_for(name, blobs[0])
+        codebook, codes = _own_codebook(params, name, blobs[0]) or codebook_for(name, blobs[0])
         bias = blobs[1] if len(shapes) > 1 else np.zeros(0, np.float32)
         todo.append((name, codebook, codes, bias))
     data = write_net(todo)
