@@ -1,15 +1,17 @@
 """Fuzz the decoder: truncations, bit flips, and corruptions with recomputed CRCs.
 
 Every corrupted input must either raise ``FormatError`` with a message or, if
-it happens to stay valid, decode without any other exception -- never hang,
+it happens to stay valid, decode without any other exception and go through
+what ``decode`` and ``inspect`` do with the result (``use``) -- never hang,
 never allocate much memory. Random flips are nearly always caught by the
 CRCs, so most cases recompute the CRCs after corrupting (as a hostile file
 would) to exercise the structural checks behind them.
 
-A fixed number of cases (``FUZZ_CASES``, default 5000, about 7 s) from a fixed
+A fixed number of cases (``FUZZ_CASES``, default 5000, about 10 s) from a fixed
 seed (``FUZZ_SEED``), so a run does the same work on a fast or a loaded machine;
 the seed and case are printed on failure.
 """
+import json
 import os
 import struct
 import time
@@ -34,10 +36,12 @@ HANG_LIMIT = 30.0
 
 
 def model():
+    """Every kind of record: sparse with plain and compact length tables (conv1's codes, fc1's 7-bit
+    gaps), dense (conv2: index bits 0, format 1.1), an empty blob; meta as encode writes it."""
     rng = np.random.RandomState(7)
     layers, raw = [], []
-    for name, shape, density, wb, ib in [("conv1", (8, 3, 5, 5), 0.6, 8, 4), ("conv2", (16, 8, 3, 3), 0.3, 6, 3),
-                                        ("fc1", (64, 128), 0.08, 5, 4), ("fc2", (10, 64), 0.25, 2, 1),
+    for name, shape, density, wb, ib in [("conv1", (8, 3, 5, 5), 0.6, 8, 4), ("conv2", (16, 8, 3, 3), 0.3, 6, 0),
+                                        ("fc1", (64, 128), 0.08, 5, 7), ("fc2", (10, 64), 0.25, 2, 1),
                                         ("empty", (0, 4), 0.0, 3, 2)]:
         k = 1 << wb
         cb = np.zeros(k, np.float32)
@@ -48,7 +52,20 @@ def model():
         ltype = "Convolution" if name.startswith("conv") else "InnerProduct"
         layers.append(codec.QuantizedLayer(name, ltype, 0, cb, codes.reshape(shape), wb, ib))
         raw.append(codec.RawBlob(name, ltype, 1, rng.randn(shape[0]).astype(np.float32)))
-    return codec.encode_model("fuzz", layers, raw, meta={"source": "fuzz"}, block_size=32)
+    return codec.encode_model("fuzz", layers, raw, meta={"source": "fuzz", "paper_net": "lenet-5"}, block_size=32)
+
+
+def use(dec, stats):
+    """What `decode` and `inspect` do with a decoded file: the caffemodel's blobs, the tables and figures."""
+    from caffe_dc.cli.codec import _entropy_line
+    from caffe_dc.report.storage_table import storage_text, summary_lines
+
+    params = codec.to_params(dec)
+    assert all(isinstance(b, np.ndarray) for lp in params.values() for b in lp.blobs)
+    net = (dec.meta.get("meta") or {}).get("paper_net")
+    text = [storage_text(stats, net), stats.table(), _entropy_line(stats)] + summary_lines(stats, net)
+    json.dumps(stats.to_dict())
+    return params, text
 
 
 def fix_crcs(data: bytearray) -> bytes:
@@ -101,7 +118,8 @@ def mutate(blob: bytes, rng: np.random.RandomState):
 def test_fuzz_decoder():
     blob = model()
     clean = codec.decode_model(blob)
-    assert len(clean.layers) == 5
+    assert len(clean.layers) == 5 and blob[9] == 1              # a format 1.1 file
+    use(*codec.decode_model_report(blob))
     seed = int(os.environ.get("FUZZ_SEED", "12345"))
     rng = np.random.RandomState(seed)
     counts = {}
@@ -116,9 +134,7 @@ def test_fuzz_decoder():
             tracemalloc.reset_peak()
             t0 = time.perf_counter()
             try:
-                dec = codec.decode_model(data, max_weights=MAX_WEIGHTS)
-                params = codec.to_params(dec)          # a surviving file must also convert cleanly
-                assert all(isinstance(b, np.ndarray) for lp in params.values() for b in lp.blobs)
+                use(*codec.decode_model_report(data, max_weights=MAX_WEIGHTS))  # a surviving file must be usable
                 decoded_ok += 1
             except FormatError as e:
                 assert str(e).strip(), "empty FormatError message (case %d, %s)" % (case, kind)

@@ -401,3 +401,68 @@ def test_decoded_caffemodel_loads_in_caffe(tmp_path):
     assert np.array_equal(net.params["fc"][0].data.view(np.uint32), q.weights().view(np.uint32))
     assert np.array_equal(net.params["fc"][1].data, raw[0].data)
     assert np.array_equal(load_params(model)["fc"].blobs[0], q.weights())
+
+
+# ----------------------------------------------------------------------------- hostile headers (issue 12)
+
+def _with_raw_header(data, hjson: bytes):
+    return with_header(data, lambda h: hjson)
+
+
+def test_header_numbers_are_bounded_before_they_are_converted(blob):
+    # a 4M-digit integer (minutes of int() on Python 3.9) cannot even fit the header
+    huge = b'{"records":' + b"9" * 4_000_000 + b"}"
+    with pytest.raises(FormatError, match="header length"):
+        codec.decode_model(_with_raw_header(blob, huge))
+    # one that fits is refused by length, unconverted
+    h = json.loads(blob[14:14 + struct.unpack_from("<I", blob, 10)[0]])
+    for literal in (b"9" * 900_000, b"1." + b"5" * 2000, b"1e" + b"9" * 1500):
+        text = json.dumps(dict(h, meta={"seed": 0})).encode().replace(b'"seed": 0', b'"seed": ' + literal)
+        with pytest.raises(FormatError, match="number of"):
+            codec.decode_model(_with_raw_header(blob, text))
+    text = json.dumps(dict(h, meta={"seed": 0})).encode().replace(b'"seed": 0', b'"seed": NaN')
+    with pytest.raises(FormatError, match="NaN"):
+        codec.decode_model(_with_raw_header(blob, text))
+    big = json.dumps(dict(h, meta={"seed": 10 ** 999})).encode()      # 1000 digits: an ordinary number
+    assert codec.decode_model(_with_raw_header(blob, big)).meta["meta"]["seed"] == 10 ** 999
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda h: h["layers"][0].update(name="conv\ud8001"), "surrogate"),      # a lone surrogate in a name
+    (lambda h: h.update(net="\udfff"), "surrogate"),
+    (lambda h: h.update(meta={"x": ["ok", "\ud800"]}), "surrogate"),
+    (lambda h: h.update(meta={"paper_net": ["lenet-5"]}), "paper_net"),
+    (lambda h: h.update(meta={"paper_net": 5}), "paper_net"),
+    (lambda h: h.update(meta={"source": {"a": 1}}), "source"),
+])
+def test_header_text_and_meta_types(blob, edit, match):
+    with pytest.raises(FormatError, match=match):
+        codec.decode_model(with_header(blob, edit))
+
+
+def test_writer_refuses_what_the_reader_would():
+    q = layer("a", (3,), 1.0, 2, 2)
+    with pytest.raises(InputError, match="paper_net"):
+        codec.encode_model("n", [q], meta={"paper_net": ["x"]})
+    with pytest.raises(InputError, match="JSON text"):
+        codec.encode_model("n\ud800", [q])
+    with pytest.raises(InputError, match="JSON text"):
+        codec.encode_model("n", [layer("a\udc00", (3,), 1.0, 2, 2)])
+    assert codec.decode_model(codec.encode_model("n", [q], meta={"paper_net": None})).meta["meta"]["paper_net"] is None
+
+
+def test_a_file_of_empty_blobs_decodes_and_reports():
+    """Valid but empty: every figure that inspect and decode print must come out, without a TypeError."""
+    from caffe_dc.cli.codec import _entropy_line
+    from caffe_dc.report.storage_table import storage_text, summary_lines
+
+    layers = [layer("e", (0, 4), 0.0, 3, 2), layer("d", (0,), 0.0, 2, 0)]
+    raw = [codec.RawBlob("e", "InnerProduct", 1, np.zeros(0, np.float32))]
+    dec, stats = codec.decode_model_report(codec.encode_model("empty", layers, raw, meta={"paper_net": "lenet-5"}))
+    params = codec.to_params(dec)
+    assert [b.shape for lp in params.values() for b in lp.blobs] == [(0, 4), (0,), (0,)]
+    for net in (None, "lenet-5"):
+        assert "total" in storage_text(stats, net)
+        assert "–" in summary_lines(stats, net)[0]
+    assert "total" in stats.table() and "entropy" in _entropy_line(stats)
+    json.dumps(stats.to_dict())

@@ -204,3 +204,22 @@ def test_two_million_symbols_round_trip():
     enc = huffman.encode(sym, lengths)
     out = huffman.decode(enc, lengths, sym.size)
     assert np.array_equal(out, sym)
+
+
+def test_decode_serial_matches_decode_many():
+    rng = np.random.RandomState(3)
+    for n, k in [(1, 2), (300, 16), (4096, 16), (700, 300)]:
+        counts = np.bincount(rng.geometric(0.3, size=n) % k, minlength=k)
+        sym = np.repeat(np.arange(k), counts)
+        rng.shuffle(sym)
+        lengths = huffman.code_lengths(counts, huffman.MAX_CODE_LEN)
+        st = huffman.encode(sym, lengths, block_size=n)
+        assert np.array_equal(huffman.decode_serial(st, lengths, n), huffman.decode(st, lengths, n))
+    # the same refusals: a stream that ends early, a pattern outside an incomplete code, a bad count
+    st = huffman.encode(np.array([0, 1, 1, 0]), np.array([1, 1]), block_size=4)
+    with pytest.raises(FormatError):
+        huffman.decode_serial(st._replace(n_bits=3, payload=st.payload), np.array([1, 1]), 4)
+    with pytest.raises(FormatError, match="matches no code"):
+        huffman.decode_serial(huffman.Stream(b"\xc0", 2, 2, np.zeros(0, np.int64)), np.array([1, 2, 0, 0]), 2)
+    with pytest.raises(FormatError):
+        huffman.decode_serial(st, np.array([1, 1]), 5)

@@ -160,10 +160,24 @@ def cmd_inspect(p):
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):
             print(line)
+        print(_entropy_line(stats))
         if args.json:
             atomic_write(args.json, json.dumps(stats.to_dict(), indent=2).encode())
         return 0
     return run
+
+
+def _entropy_line(stats) -> str:
+    """How far the Huffman payloads are from the zero-order entropy bound of their streams."""
+    from caffe_dc.report.storage_table import human
+
+    t = stats.totals()
+    h, e = t["huffman_bits"], t["entropy_bits"]
+    at_bound = t["file_bytes"] - (h - e) / 8
+    return ("zero-order entropy bound of the code and gap streams: %s; their Huffman payloads: %s (%s); "
+            "the file at the bound: %s%s" % (
+                human(e / 8), human(h / 8), "+%.1f%%" % (100 * (h / e - 1)) if e else "–", human(at_bound),
+                " (%.1fx)" % (t["original_bits"] / 8 / at_bound) if t["original_bits"] else ""))
 
 
 def cmd_import_net(p):

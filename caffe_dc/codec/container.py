@@ -44,7 +44,8 @@ VERSION = (1, 1)                 # the newest this module reads; it writes 1.0 u
 FORMAT_NAME = "caffe-dc"
 KIND_RAW, KIND_QUANTIZED = 1, 2
 MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
-MAX_HEADER = 16 << 20            # JSON header bytes
+MAX_HEADER = 1 << 20             # JSON header bytes (VGG-16's is ~2 KB): parsed, it stays a few MB at most
+MAX_NUMBER = 1000                # characters of a number in the header, checked before it is converted
 DEFAULT_MAX_WEIGHTS = 1 << 28    # decoded values per file (~2x VGG-16); raise it explicitly for more
 _U32 = (1 << 32) - 1
 
@@ -316,10 +317,14 @@ def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
     layers, ordered = _catalog(blobs)
     header = {"format": FORMAT_NAME, "net": str(net), "layers": layers, "records": len(ordered),
               "meta": dict(meta or {})}
+    for key, types in META_TYPES.items():
+        if key in header["meta"] and not isinstance(header["meta"][key], types):
+            raise InputError("meta %r must be %s" % (key, " or ".join(t.__name__ for t in types)))
     try:
+        json.dumps(header, ensure_ascii=False).encode("utf-8")     # lone surrogates are no text
         hjson = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
-        raise InputError("header metadata is not plain JSON: %s" % e)
+        raise InputError("header metadata is not plain JSON text: %s" % e)
     if len(hjson) > MAX_HEADER:
         raise InputError("header of %d bytes exceeds the %d-byte limit" % (len(hjson), MAX_HEADER))
     parts, infos, minor = [], [], 0
@@ -360,6 +365,24 @@ class _Cursor:
         return np.frombuffer(self.take(count * itemsize, what), dtype=dtype)
 
 
+def _number(convert):
+    """A JSON number hook that refuses long literals before converting them (a 4M-digit integer would
+    take minutes: int() is quadratic in the digits)."""
+    def parse(text: str):
+        if len(text) > MAX_NUMBER:
+            raise FormatError("header holds a number of %d characters (limit %d)" % (len(text), MAX_NUMBER))
+        return convert(text)
+    return parse
+
+
+def _no_constant(name: str):
+    raise FormatError("header holds %s, which is not JSON" % name)
+
+
+# Keys of the free-form 'meta' that caffe-dc itself reads, and the types it accepts for them.
+META_TYPES = {"paper_net": (str, type(None)), "source": (str,)}
+
+
 def _check_header(h, total_records_bytes: int) -> Tuple[List[dict], int]:
     if not isinstance(h, dict):
         raise FormatError("header is not a JSON object")
@@ -367,8 +390,13 @@ def _check_header(h, total_records_bytes: int) -> Tuple[List[dict], int]:
         raise FormatError("header 'format' is %r, expected %r" % (h.get("format"), FORMAT_NAME))
     if not isinstance(h.get("net"), str):
         raise FormatError("header 'net' must be a string")
-    if not isinstance(h.get("meta", {}), dict):
+    meta = h.get("meta", {})
+    if not isinstance(meta, dict):
         raise FormatError("header 'meta' must be an object")
+    for key, types in META_TYPES.items():
+        if key in meta and not isinstance(meta[key], types):
+            raise FormatError("header 'meta.%s' must be %s, not %s" % (
+                key, " or ".join("null" if t is type(None) else "a string" for t in types), type(meta[key]).__name__))
     layers = h.get("layers")
     if not isinstance(layers, list):
         raise FormatError("header 'layers' must be a list")
@@ -418,9 +446,14 @@ def read_header(data) -> Tuple[dict, int]:
     if zlib.crc32(data[:end]) & _U32 != crc:
         raise FormatError("header CRC mismatch (file corrupt)")
     try:
-        h = json.loads(bytes(data[_FILE_HEAD.size:end]).decode("utf-8"))
+        h = json.loads(bytes(data[_FILE_HEAD.size:end]).decode("utf-8"), parse_int=_number(int),
+                       parse_float=_number(float), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError("header is not valid JSON: %s" % str(e)[:200])
+    try:   # JSON escapes can spell lone surrogates, which are no text: refuse them here, not when printed
+        json.dumps(h, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("header holds a string that is not valid Unicode text (a lone surrogate)")
     layers, _ = _check_header(h, len(data) - end - 4)
     h["version"] = [major, minor]
     return h, end + 4
@@ -530,19 +563,19 @@ def _open_record(data, pos: int, r: int, n_records: int, layers: List[dict], pre
 
 
 def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: list) -> None:
-    """The joint Huffman passes: compact length tables first, then every stream, into ``out``/``infos``."""
-    tables, names, where = [], [], []
-    for t, (_, p) in enumerate(pending):
-        for s, part in enumerate((p.code, p.gap)):
-            if part is not None and isinstance(part[1], tuple):
-                tables.append(part[1])
-                names.append("layer %r %s-length table" % (p.name, ("code", "gap")[s]))
-                where.append((t, s))
-    lengths = dict(zip(where, huffman.decode_many(tables, names)))
+    """Decode every stream of the parsed quantized records (one joint pass) into ``out``/``infos``.
+
+    Compact length tables are decoded first, each on its own (``huffman.decode_serial``: a table is
+    one short block, which the lock-step decoder would walk one numpy step per symbol).
+    """
+    def lengths(part, what):
+        table = part[1]
+        return huffman.decode_serial(*table, what) if isinstance(table, tuple) else table
+
     jobs, names = [], []
-    for t, (_, p) in enumerate(pending):
-        cl = lengths.get((t, 0), p.code[1])
-        gl = lengths.get((t, 1), p.gap[1]) if p.gap else None
+    for _, p in pending:
+        cl = lengths(p.code, "layer %r code-length table" % p.name)
+        gl = lengths(p.gap, "layer %r gap-length table" % p.name) if p.gap else None
         if p.entries == 0 and (cl.any() or (gl is not None and gl.any())):
             raise FormatError("%s: no entries but nonzero code lengths" % p.where)
         if p.entries and cl[0] == 0 and p.fillers:

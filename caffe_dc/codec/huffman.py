@@ -429,6 +429,40 @@ def _decode_batch(batch: Sequence[_Job], results: List[np.ndarray]) -> None:
         results[j] = out[o:o + c]
 
 
+def decode_serial(stream: Stream, lengths, count: int, what: str = "stream") -> np.ndarray:
+    """``decode`` one symbol after another in plain Python, for short streams (a code-length table).
+
+    The lock-step decoder pays a few numpy calls per symbol position of its
+    longest block, which a stream of a few hundred symbols in one block
+    turns into milliseconds; here each symbol costs a table lookup. The
+    same checks: ``decode_many``'s before decoding, then no bit pattern
+    outside the code and the stream ending exactly at its last bit.
+    """
+    job = _check_job(0, what, stream, lengths, count)
+    if job is None:
+        return np.zeros(0, dtype=np.uint16)
+    if job.nsym.size != 1:
+        raise ValueError("decode_serial takes a stream of one block")
+    tsym, tlen, top = _table(job.lengths)
+    tsym, tlen = tsym.tolist(), tlen.tolist()
+    # a corrupt stream runs on zeros; the 24-bit window at every byte, as in the lock-step decoder
+    buf = np.frombuffer(job.payload + bytes(3 + (MAX_CODE_LEN * job.count + 7) // 8), np.uint8).astype(np.int64)
+    words = ((buf[:-2] << 16) | (buf[1:-1] << 8) | buf[2:]).tolist()
+    shift, mask = _WINDOW - top, (1 << top) - 1
+    out = [0] * job.count
+    pos = 0
+    for i in range(job.count):
+        w = (words[pos >> 3] >> (shift - (pos & 7))) & mask
+        n = tlen[w]
+        if not n:
+            raise FormatError("%s: corrupt Huffman stream, a bit pattern matches no code" % what)
+        out[i] = tsym[w]
+        pos += n
+    if pos != job.n_bits:
+        raise FormatError("%s: a coded block does not end where the next one starts (corrupt stream)" % what)
+    return np.asarray(out, dtype=np.uint16)
+
+
 def _owner(spans, out_index) -> str:
     """Name of the stream whose output range holds ``out_index`` (for error messages)."""
     for _, name, o, c in spans:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -121,7 +121,7 @@ class BlobStats:
         return self.gap_bits / self.entries if self.entries else None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}   # all scalars: no deep copy (asdict)
         for k in ("original_bits", "density", "rate_pq", "rate_pqh", "weight_bits_h", "index_bits_h"):
             d[k] = getattr(self, k)
         return d
@@ -177,6 +177,9 @@ class ModelStats:
             "index_bits_h": ratio(sum(b.gap_bits for b in q), e),
             "code_entropy": ratio(sum(b.code_entropy * b.entries for b in q), e),
             "gap_entropy": ratio(sum(b.gap_entropy * b.entries for b in q), e),
+            # both streams: their Huffman payloads, and the zero-order entropy bound (sum of n * H)
+            "huffman_bits": sum(b.code_bits + b.gap_bits for b in q),
+            "entropy_bits": sum((b.code_entropy + b.gap_entropy) * b.entries for b in q),
             # quantized layers only (the sum of the per-layer rows)
             "layers_pq_bits": pq_q, "layers_pqh_bits": pqh_q,
             "layers_rate_pq": ratio(pq_q, 32 * w), "layers_rate_pqh": ratio(pqh_q, 32 * w),

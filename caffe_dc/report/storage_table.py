@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from caffe_dc.base import paper
-from caffe_dc.base.tables import markdown_table, pair, pct, text_table
+from caffe_dc.base.tables import MISSING, markdown_table, pair, pct, text_table
 
 HEADERS = ["layer", "#weights", "W% ours / paper", "wb P+Q", "wb +H ours / paper", "ib P+Q",
            "ib +H ours / paper", "rate P+Q ours / paper", "rate P+Q+H ours / paper"]
@@ -59,8 +59,9 @@ def storage_markdown(stats, net: Optional[str]) -> str:
 def summary_lines(stats, net: Optional[str]) -> List[str]:
     t = stats.totals()
     orig = t["original_bits"] / 8
-    lines = ["dense float32: %s; P+Q: %s (%.1fx); P+Q+H (this file): %s (%.1fx)" % (
-        human(orig), human(t["pq_bits"] / 8), 1 / t["rate_pq"], human(t["file_bytes"]), 1 / t["rate_pqh"])]
+    x = lambda rate: MISSING if not rate else "%.1fx" % (1 / rate)   # no rate for a file of empty blobs
+    lines = ["dense float32: %s; P+Q: %s (%s); P+Q+H (this file): %s (%s)" % (
+        human(orig), human(t["pq_bits"] / 8), x(t["rate_pq"]), human(t["file_bytes"]), x(t["rate_pqh"]))]
     if net in paper.TABLE1:
         r = paper.TABLE1[net]
         tot = paper.total_row(net)
