@@ -223,3 +223,34 @@ def test_decode_serial_matches_decode_many():
         huffman.decode_serial(huffman.Stream(b"\xc0", 2, 2, np.zeros(0, np.int64)), np.array([1, 2, 0, 0]), 2)
     with pytest.raises(FormatError):
         huffman.decode_serial(st, np.array([1, 1]), 5)
+
+
+@pytest.mark.parametrize("n,block", [(1, 1), (7, 3), (8, 8), (9, 4), (10000, 4096)])
+def test_single_symbol_stream_is_all_zero_bits(n, block):
+    lengths = np.array([0, 0, 1, 0])                   # only symbol 2: the one-bit code 0
+    st = huffman.encode(np.full(n, 2), lengths, block)
+    assert st.payload == bytes((n + 7) // 8) and st.n_bits == n
+    assert st.offsets.tolist() == list(range(block, n, block))
+    assert np.array_equal(huffman.decode(st, lengths, n), np.full(n, 2))
+    with pytest.raises(ValueError):
+        huffman.encode(np.array([2, 1]), lengths, block)
+
+
+def _reference_payload(symbols, lengths):
+    """The payload bit by bit (docs/format.md 5.2): every code MSB first, zero-padded."""
+    codes = huffman.canonical_codes(lengths)
+    bits = [(int(codes[s]) >> (int(lengths[s]) - 1 - i)) & 1 for s in symbols for i in range(int(lengths[s]))]
+    return np.packbits(np.array(bits, dtype=np.uint8)).tobytes() if bits else b""
+
+
+@pytest.mark.parametrize("k,n,seed", [(2, 1, 0), (3, 200, 1), (16, 1000, 2), (300, 3000, 3), (4096, 2000, 4)])
+def test_payload_matches_a_bit_by_bit_writer(k, n, seed, monkeypatch):
+    rng = np.random.RandomState(seed)
+    counts = np.bincount(rng.zipf(1.3, size=n) % k, minlength=k)
+    sym = np.repeat(np.arange(k), counts)
+    rng.shuffle(sym)
+    lengths = huffman.code_lengths(counts, huffman.MAX_CODE_LEN)
+    monkeypatch.setattr(huffman, "_CHUNK", 37)      # the bytes of a code split across chunks too
+    st = huffman.encode(sym, lengths, 64)
+    assert st.payload == _reference_payload(sym, lengths)
+    assert st.n_bits == int(lengths[sym].astype(np.int64).sum())

@@ -238,7 +238,10 @@ def argsort_float32(v: np.ndarray) -> np.ndarray:
     about twice as fast as a comparison sort of the floats.
     """
     u = np.ascontiguousarray(v, dtype=np.float32).view(np.uint32)
-    key = np.where(u >> 31 != 0, ~u, u | np.uint32(0x80000000))
+    flip = (u.view(np.int32) >> 31).view(np.uint32)      # all ones for a negative value, else 0
+    flip >>= 1
+    flip |= np.uint32(0x80000000)
+    key = u ^ flip
     low = np.argsort(key.astype(np.uint16), kind="stable")
     return low[np.argsort((key >> 16).astype(np.uint16)[low], kind="stable")]
 
@@ -286,8 +289,10 @@ def lloyd_1d(x: np.ndarray, w: np.ndarray, centers: np.ndarray, tol: float,
     mean = x.mean()
     x = x - mean
     n, k = x.size, centers.size
-    cw = np.concatenate([[0.0], np.cumsum(w)])
-    cwx = np.concatenate([np.zeros(1, np.longdouble), np.cumsum(w * x, dtype=np.longdouble)])
+    cw = np.zeros(n + 1)
+    np.cumsum(w, out=cw[1:])
+    cwx = np.zeros(n + 1, dtype=np.longdouble)
+    np.cumsum(w * x, out=cwx[1:])
     c = np.asarray(centers, dtype=np.float64) - mean
     key_old = None
     for _ in range(max_iter):
@@ -373,7 +378,7 @@ def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tup
     w = np.asarray(w)
     flat = _values(w)
     K = 1 << bits
-    nz = np.flatnonzero(flat)
+    nz = np.flatnonzero(flat != 0)             # via bool: several times faster than on the floats
     centroids, labels = kmeans(flat[nz], K - 1, init, seed)
     codebook = pad_codebook(np.concatenate([[0.0], centroids]), bits)
     codes = np.zeros(flat.size, dtype=code_dtype(bits))

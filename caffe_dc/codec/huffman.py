@@ -17,8 +17,9 @@ Design
   and a stream's decode table has at most 2**15 entries.
 * **Encoding** is a handful of whole-array operations: per-symbol code and
   length by lookup, bit offsets by ``cumsum``, and each code (at most 15
-  bits at a bit offset of at most 7, i.e. within 3 bytes) added into its
-  bytes with ``np.bincount`` -- codes never share a bit, so adding is OR.
+  bits at a bit offset of at most 7, i.e. within 3 bytes) added into the
+  24-bit window of its first byte with ``np.bincount`` -- codes never
+  share a bit, so adding is OR -- and the windows folded into bytes.
 * **Decoding** a variable-length code is inherently serial, so the stream is
   cut into blocks of ``block_size`` symbols whose starting bit offsets are
   stored (``Stream.offsets``, 32 bits per block, counted in the stored
@@ -208,6 +209,15 @@ def encode(symbols, lengths, block_size: int = DEFAULT_BLOCK) -> Stream:
         raise ValueError("codes longer than %d bits are not supported" % MAX_CODE_LEN)
     if sym.min() < 0 or sym.max() >= lengths.size:
         raise ValueError("symbol outside the alphabet of %d" % lengths.size)
+    used = np.flatnonzero(lengths)
+    if used.size == 1 and int(lengths[used[0]]) == 1:
+        # One symbol in the code (a gap stream of a layer kept whole, say): its code is the single
+        # bit 0, so the payload is all zero bits; no per-symbol work.
+        if (sym != used[0]).any():
+            raise ValueError("a symbol to encode has no code (length 0)")
+        n = int(sym.size)
+        return Stream(bytes((n + 7) >> 3), n, int(block_size),
+                      np.arange(block_size, n, block_size, dtype=np.int64))
     ln = lengths.astype(np.uint8)[sym]
     if not ln.all():
         raise ValueError("a symbol to encode has no code (length 0)")
@@ -216,7 +226,7 @@ def encode(symbols, lengths, block_size: int = DEFAULT_BLOCK) -> Stream:
     start -= ln                                 # bit offset of every code
     table = canonical_codes(lengths).astype(np.int64)
     n_bytes = (n_bits + 7) >> 3
-    acc = np.zeros(n_bytes + 2, dtype=np.float64)
+    acc = np.zeros(n_bytes, dtype=np.int64)     # per byte: the 24-bit window of the codes starting in it
     # Chunks bound the temporaries (~50 bytes per symbol in flight) on large layers.
     for c0 in range(0, sym.size, _CHUNK):
         st = start[c0:c0 + _CHUNK]
@@ -226,12 +236,12 @@ def encode(symbols, lengths, block_size: int = DEFAULT_BLOCK) -> Stream:
         first = st >> 3
         b0 = int(first[0])
         first -= b0
-        m = int(first[-1]) + 3
-        part = np.bincount(first, weights=v >> 16, minlength=m)
-        part[1:] += np.bincount(first, weights=(v >> 8) & 0xFF, minlength=m)[:-1]
-        part[2:] += np.bincount(first, weights=v & 0xFF, minlength=m)[:-2]
-        acc[b0:b0 + m] += part
-    payload = acc[:n_bytes].astype(np.uint8).tobytes()
+        acc[b0:b0 + int(first[-1]) + 1] += np.bincount(first, weights=v).astype(np.int64)   # exact: < 2**24
+    # Byte j holds the top byte of window j, the middle one of window j-1 and the low one of j-2.
+    out = acc >> 16
+    out[1:] += (acc[:-1] >> 8) & 0xFF
+    out[2:] += acc[:-2] & 0xFF
+    payload = out.astype(np.uint8).tobytes()
     offsets = start[block_size::block_size].copy()
     return Stream(payload, n_bits, int(block_size), offsets)
 

@@ -68,13 +68,14 @@ def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, 
         lp = params[n]
         w = lp.blobs[0]
         d = dens.get(n, 1.0)
-        mask = pruning.density_mask(w, d) if d < 1.0 else (w != 0)
+        if d < 1.0:
+            w = np.where(pruning.density_mask(w, d), w, np.float32(0))
         b = (bits or {}).get(n) or (paper.PAPER_BITS.get(net, {}).get(n) if net else None) or \
             (8 if lp.type == "Convolution" else 5)
-        cb, codes = quantization.quantize_layer(np.where(mask, w, np.float32(0)).astype(np.float32), int(b), init=init, seed=seed)
+        cb, codes = quantization.quantize_layer(np.asarray(w, dtype=np.float32), int(b), init=init, seed=seed)
         out[n] = type(lp)(lp.type, [cb[codes]] + list(lp.blobs[1:]))
         out[blob_name(n, CODEBOOK)] = type(lp)("Parameter", [cb])
-        out[blob_name(n, CODES)] = type(lp)("Parameter", [codes.astype(np.float32)])
+        out[blob_name(n, CODES)] = type(lp)("Parameter", [codes])   # integers; a caffemodel stores them as float
     return out
 
 
