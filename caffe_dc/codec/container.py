@@ -68,7 +68,7 @@ class QuantizedBlob:
     codebook: np.ndarray     # float32, length 2**weight_bits, codebook[0] == 0.0
     codes: np.ndarray        # integer, the blob's shape; 0 where pruned
     weight_bits: int
-    index_bits: int
+    index_bits: Optional[int]  # 1..12; 0: dense (1.1); None: the writer picks the smallest (choose_index_bits)
 
     @property
     def shape(self) -> Tuple[int, ...]:
