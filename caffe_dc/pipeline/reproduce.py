@@ -291,6 +291,7 @@ class Pipeline:
                                  "(no ImageNet here? `caffe-dc storage %s` reproduces the storage figures)"
                                  % (self.spec.name, self.spec.name))
             info = datasets.imagenet(a.imagenet_train, a.imagenet_val, a.batch, a.test_batch, a.crop)
+            self.src = nets.registry_source(self.spec.name, info)
         else:
             info = datasets.prepare(name=a.name, idx_dir=a.idx, download=a.download, out_root=a.data_root,
                                     quiet=True, limit=a.limit, val=a.val)
