@@ -218,14 +218,18 @@ def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) ->
 
     ``layers``: names in net order, or {name: Caffe type or 'conv'/'fc'} (needed for ``[conv]`` / ``[fc]`` keys).
     """
+    return from_dict(read_document(path), layers, where=path)
+
+
+def read_document(path: str) -> dict:
+    """A schedule file's JSON, not yet validated (callers may apply overrides first)."""
     try:
         with open(path) as f:
-            doc = json.load(f)
+            return json.load(f)
     except OSError as e:
         raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
     except ValueError as e:
         raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
-    return from_dict(doc, layers, where=path)
 
 
 def builtin(net: str, preset: str = "full") -> str:

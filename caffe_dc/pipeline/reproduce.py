@@ -159,13 +159,7 @@ def resolve_schedule(src, path: Optional[str], args) -> Tuple[schedules.Schedule
     document before it is validated against the net's prunable layers. Returns (schedule, where it
     came from, the resolved document)."""
     if path:
-        try:
-            with open(path) as f:
-                doc = json.load(f)
-        except OSError as e:
-            raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
-        except ValueError as e:
-            raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
+        doc = schedules.read_document(path)
         where = path
     else:
         doc = json.loads(json.dumps(DEFAULT_SCHEDULE))

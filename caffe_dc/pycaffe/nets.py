@@ -221,7 +221,13 @@ def solver_for(net: str, net_prototxt_path: str, snapshot_prefix: str, **overrid
     ``None`` values are skipped, so callers can pass optional CLI flags through.
     Paths are made absolute because Caffe resolves them against its own cwd.
     """
-    sp = load_solver_proto(get(net).solver)
+    return solver_with(load_solver_proto(get(net).solver), net_prototxt_path, snapshot_prefix, **overrides)
+
+
+def solver_with(solver_param, net_prototxt_path: str, snapshot_prefix: str, **overrides):
+    """A copy of ``solver_param`` training ``net_prototxt_path`` (absolute paths), with field overrides."""
+    sp = type(solver_param)()
+    sp.CopyFrom(solver_param)
     sp.net = os.path.abspath(net_prototxt_path)
     sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
     for key, value in overrides.items():
@@ -282,14 +288,7 @@ class NetSource:
 
     def solver_for(self, net_prototxt_path: str, snapshot_prefix: str, **overrides):
         """A copy of the solver training ``net_prototxt_path`` (absolute paths), with field overrides."""
-        sp = type(self.solver)()
-        sp.CopyFrom(self.solver)
-        sp.net = os.path.abspath(net_prototxt_path)
-        sp.snapshot_prefix = os.path.abspath(snapshot_prefix)
-        for key, value in overrides.items():
-            if value is not None:
-                set_solver_field(sp, key, value)
-        return sp
+        return solver_with(self.solver, net_prototxt_path, snapshot_prefix, **overrides)
 
     def layer_types(self) -> Dict[str, str]:
         """{prunable layer: Caffe type}, in net order."""
