@@ -268,20 +268,23 @@ def save_params(params: Params, path: str, name: str = "caffe-dc") -> None:
     atomic_write(path, params_to_bytes(params, name))
 
 
-def load_net_proto(path: str):
-    """A prototxt parsed into caffe_pb2.NetParameter, with a clear error if it does not parse."""
+def _parse_text(path: str, message, kind: str, what: str):
+    """Parse a text-format file into ``message``: one clear error for a missing, binary or malformed file."""
     from google.protobuf import text_format
 
-    pb = caffe_pb2()
     if not os.path.isfile(path):
-        raise InputError("no such prototxt: %s" % path)
-    net = pb.NetParameter()
-    text = _read_text(path, "prototxt")
+        raise InputError("no such %s: %s" % (kind, path))
+    text = _read_text(path, kind)
     try:
-        text_format.Merge(text, net)
+        text_format.Merge(text, message)
     except (text_format.ParseError, ValueError) as e:
-        raise InputError("%s does not parse as a Caffe net: %s" % (path, " ".join(str(e).split())))
-    return net
+        raise InputError("%s does not parse as a Caffe %s: %s" % (path, what, " ".join(str(e).split())))
+    return message
+
+
+def load_net_proto(path: str):
+    """A prototxt parsed into caffe_pb2.NetParameter, with a clear error if it does not parse."""
+    return _parse_text(path, caffe_pb2().NetParameter(), "prototxt", "net")
 
 
 def _read_text(path: str, what: str) -> str:
@@ -309,15 +312,4 @@ def save_solver_proto(solver_param, path: str) -> None:
 
 
 def load_solver_proto(path: str):
-    from google.protobuf import text_format
-
-    pb = caffe_pb2()
-    if not os.path.isfile(path):
-        raise InputError("no such solver prototxt: %s" % path)
-    s = pb.SolverParameter()
-    text = _read_text(path, "solver prototxt")
-    try:
-        text_format.Merge(text, s)
-    except (text_format.ParseError, ValueError) as e:
-        raise InputError("%s does not parse as a Caffe solver: %s" % (path, " ".join(str(e).split())))
-    return s
+    return _parse_text(path, caffe_pb2().SolverParameter(), "solver prototxt", "solver")
