@@ -312,6 +312,25 @@ def test_grouped_diff_matches_naive_loop():
     np.testing.assert_array_equal(g2, g)
 
 
+def test_grouped_diff_mean_divides_each_sum_by_its_cluster_size():
+    rng = np.random.default_rng(8)
+    K = 8
+    codes = rng.integers(0, K, 500)
+    codes[:40] = 0
+    codes[codes == 5] = 4                              # an empty cluster must not divide by zero
+    diff = rng.standard_normal(500).astype(np.float32)
+    sums, _ = _naive_group(diff, codes, K)
+    means = np.array([sums[k] / max(int((codes == k).sum()), 1) for k in range(K)])
+    means[0] = 0.0
+    kernel = q.GroupedDiff(codes, K, q.CentroidGrad.parse("MEAN"))
+    np.testing.assert_allclose(kernel.centroid_gradients(diff), means, rtol=1e-12, atol=1e-12)
+    g = kernel(diff.copy())
+    np.testing.assert_allclose(g, means[codes].astype(np.float32), rtol=1e-6, atol=1e-7)
+    assert q.GroupedDiff(codes, K).reduce is q.CentroidGrad.SUM    # the paper's rule is the default
+    with pytest.raises(InputError):
+        q.CentroidGrad.parse("median")
+
+
 def test_grouped_diff_rejects_codes_past_codebook():
     with pytest.raises(ValueError):
         q.GroupedDiff(np.array([0, 1, 4]), 4)

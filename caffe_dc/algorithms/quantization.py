@@ -392,27 +392,59 @@ def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tup
 # quantized layer, so it stays at one gather, one bincount and one scatter
 # over the kept weights plus a memset.
 
-class GroupedDiff:
-    """Group by index, in place: each kept weight's gradient becomes its cluster's summed gradient.
+class CentroidGrad(enum.Enum):
+    """How the gradients of one cluster's weights combine into its centroid's gradient.
 
-    dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k). Weights of one cluster then move
-    together, exactly as their shared centroid would under SGD; pruned
-    weights (code 0) get 0. The kept positions and their codes are found
-    once, so a layer that keeps a share p of its weights costs p*n work per
-    call plus the memset.
+    SUM
+        dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k): the paper's rule (section 3.2),
+        the exact gradient of the loss with respect to the shared value, and
+        our default. A large cluster moves fast.
+    MEAN
+        The sum divided by the cluster's size (TF-MOT's other choice): every
+        centroid moves at the pace of one weight, so the retraining learning
+        rate acts alike on a cluster of 3 and one of 30,000.
+    """
+    SUM = "sum"
+    MEAN = "mean"
+
+    @classmethod
+    def parse(cls, name) -> "CentroidGrad":
+        """A CentroidGrad from its name, any case; InputError otherwise."""
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise InputError("unknown centroid gradient %r (choose %s)" % (name, ", ".join(m.value for m in cls)))
+
+
+class GroupedDiff:
+    """Group by index, in place: each kept weight's gradient becomes its cluster's gradient.
+
+    dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k) (or its mean, ``CentroidGrad.MEAN``).
+    Weights of one cluster then move together, exactly as their shared
+    centroid would under SGD; pruned weights (code 0) get 0. The kept
+    positions and their codes are found once, so a layer that keeps a share
+    p of its weights costs p*n work per call plus the memset.
     """
 
-    def __init__(self, codes_flat: np.ndarray, K: int):
+    def __init__(self, codes_flat: np.ndarray, K: int, reduce: CentroidGrad = CentroidGrad.SUM):
         codes = np.asarray(codes_flat).ravel()
         self.kept = np.flatnonzero(codes)
         self.codes = codes[self.kept].astype(np.intp)
         self.K = int(K)
         if self.codes.size and self.codes.max() >= self.K:
             raise ValueError("codes go up to %d but the codebook has %d entries" % (self.codes.max(), K))
+        self.reduce = CentroidGrad.parse(reduce)
+        self.scale = None
+        if self.reduce is CentroidGrad.MEAN:
+            counts = np.bincount(self.codes, minlength=self.K).astype(np.float64)
+            self.scale = 1.0 / np.maximum(counts, 1.0)
 
     def centroid_gradients(self, diff_flat: np.ndarray) -> np.ndarray:
         """dL/dC_k for every centroid (float64[K]); entry 0, the pruned code, is 0."""
-        return np.bincount(self.codes, weights=diff_flat[self.kept], minlength=self.K)
+        g = np.bincount(self.codes, weights=diff_flat[self.kept], minlength=self.K)
+        return g if self.scale is None else g * self.scale
 
     def __call__(self, diff_flat: np.ndarray) -> np.ndarray:
         g = self.centroid_gradients(diff_flat).astype(diff_flat.dtype)

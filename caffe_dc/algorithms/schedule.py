@@ -36,7 +36,8 @@ VERSION = 1
 KINDS = ("conv", "fc")
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
-OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "source")
+OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "centroid_grad",
+            "source")
 
 
 def layer_kind(caffe_type: str) -> str:
@@ -59,7 +60,7 @@ class Schedule:
                  densities: Dict[str, List[float]], bits: Optional[Dict[str, int]] = None,
                  snapshot_every: Optional[int] = None, reference_iters: Optional[int] = None,
                  net: Optional[str] = None, description: str = "", source: Optional[dict] = None,
-                 spec: Optional[dict] = None):
+                 spec: Optional[dict] = None, centroid_grad: str = "sum"):
         self.rounds = rounds
         self.iters_per_round = iters_per_round
         self.finetune_iters = finetune_iters
@@ -72,6 +73,7 @@ class Schedule:
         self.description = description
         self.source = source
         self.spec = spec   # the file's own densities / bits, keys as written (what save writes back)
+        self.centroid_grad = centroid_grad   # quantization.CentroidGrad's value for the fine-tuning
 
     def round_densities(self, layer: str) -> List[float]:
         """Kept share of ``layer`` after each round; [1.0] * rounds for a layer left dense."""
@@ -92,6 +94,8 @@ class Schedule:
             out["snapshot_every"] = self.snapshot_every
         if self.reference_iters is not None:
             out["reference_iters"] = self.reference_iters
+        if self.centroid_grad != "sum":
+            out["centroid_grad"] = self.centroid_grad
         spec = self.spec or {}
         out["densities"] = spec.get("densities", self.densities)
         bits = spec.get("bits", self.bits)
@@ -194,6 +198,9 @@ def _from_dict(doc, lmap) -> Schedule:
     snap = None if snap is None else _int(snap, "snapshot_every", 1)
     ref = doc.get("reference_iters")
     ref = None if ref is None else _int(ref, "reference_iters", 0)
+    grad = doc.get("centroid_grad", "sum")
+    if grad not in ("sum", "mean"):
+        raise InputError("centroid_grad must be \"sum\" or \"mean\", got %r" % (grad,))
     dens = {n: _round_list(v, rounds, "densities[%r]" % n)
             for n, v in _resolve(doc["densities"], lmap, "densities").items()}
     bits = None
@@ -210,7 +217,7 @@ def _from_dict(doc, lmap) -> Schedule:
     if doc.get("bits") is not None:
         spec["bits"] = dict(doc["bits"])
     return Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
-                    doc.get("source"), spec)
+                    doc.get("source"), spec, grad)
 
 
 def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) -> Schedule:

@@ -87,6 +87,8 @@ def cmd_quantize(p):
     p.add_argument("--init", default="linear", choices=["linear", "density", "random"],
                    help="centroid initialisation (default linear, the paper's)")
     p.add_argument("--iters", type=positive_int, default=2000, help="fine-tuning iterations (default 2000)")
+    p.add_argument("--centroid-grad", default="sum", choices=["sum", "mean"],
+                   help="a centroid's gradient: the sum of its weights' gradients (the paper's, default) or their mean")
     p.add_argument("--lr-factor", type=positive_float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
@@ -110,7 +112,8 @@ def cmd_quantize(p):
         info = data_info(args, quiet=True)
         out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "quantized")
         _check_stage_outputs(args, out, QUANTIZE_FILES)
-        cfg = QuantConfig(bits=bits, init=args.init, iters=args.iters, lr_factor=args.lr_factor, seed=args.seed)
+        cfg = QuantConfig(bits=bits, init=args.init, iters=args.iters, lr_factor=args.lr_factor, seed=args.seed,
+                          centroid_grad=args.centroid_grad)
         print("quantize %s (%s) -> %s" % (spec.name, info.name, out))
         m = run_quantization(spec.name, args.caffemodel, info, out, cfg, verbose=args.verbose)
         print(m["table"])

@@ -325,7 +325,7 @@ class Pipeline:
                                             "snapshot_every": self.snapshot_every}, ("reference",))
         self.stage(4, "quantize", self.quantize, {"bits": self.bits(), "init": a.init,
                                                   "quant_iters": sch.finetune_iters, "lr_factor": self.lr_factor,
-                                                  "seed": a.seed}, ("prune",))
+                                                  "seed": a.seed, "centroid_grad": sch.centroid_grad}, ("prune",))
         self.stage(5, "encode", self.encode, {}, ("quantize",))
         self.stage(6, "decode", self.decode, {}, ("encode",))
         self.stage(7, "caffe_test", self.caffe_test, {}, ("decode",))
@@ -395,7 +395,7 @@ class Pipeline:
 
         cfg = QuantConfig(bits=self.bits(), init=self.args.init, iters=self.schedule.finetune_iters,
                           lr_factor=self.lr_factor, seed=self.args.seed,
-                          snapshot_every=self.snapshot_every)
+                          snapshot_every=self.snapshot_every, centroid_grad=self.schedule.centroid_grad)
         m = run_quantization(self.src, self.state["prune"]["caffemodel"], self.info, self.path("quantize"), cfg,
                              progress=self.progress)
         print(_indent(m["table"]))

@@ -28,7 +28,7 @@ from typing import List, Optional
 import numpy as np
 
 from caffe_dc.algorithms.pruning import MaskedDiff
-from caffe_dc.algorithms.quantization import GroupedDiff
+from caffe_dc.algorithms.quantization import CentroidGrad, GroupedDiff
 from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
 
 
@@ -36,7 +36,7 @@ class _Layer:
     __slots__ = ("name", "w", "d", "kernel", "kept", "codes", "K", "rep_idx", "rep_codes", "centroids",
                  "codebook_blob")
 
-    def __init__(self, net, name: str):
+    def __init__(self, net, name: str, centroid_grad: CentroidGrad = CentroidGrad.SUM):
         self.name = name
         blob = net.params[name][0]
         self.w = blob.data.reshape(-1)
@@ -45,7 +45,7 @@ class _Layer:
         if codes_key in net.params:
             codes = np.rint(net.params[codes_key][0].data.reshape(-1)).astype(np.intp)
             cb = net.params[blob_name(name, CODEBOOK)][0].data.reshape(-1)
-            self.kernel = GroupedDiff(codes, cb.size)
+            self.kernel = GroupedDiff(codes, cb.size, centroid_grad)
             self.codes = self.kernel.codes
             self.codebook_blob = cb
             self.K = cb.size
@@ -67,13 +67,13 @@ class CompressionHooks:
     (``solver.net.copy_from`` or ``solver.restore``); then ``install``.
     """
 
-    def __init__(self, net, layers: Optional[List[str]] = None):
+    def __init__(self, net, layers: Optional[List[str]] = None, centroid_grad: CentroidGrad = CentroidGrad.SUM):
         if layers is None:
             layers = [n[: -len("_" + MASK)] for n in net.params.keys() if n.endswith("_" + MASK)]
             layers += [n[: -len("_" + CODES)] for n in net.params.keys()
                        if n.endswith("_" + CODES) and n[: -len("_" + CODES)] not in layers]
         self.net = net
-        self.layers = [_Layer(net, n) for n in layers]
+        self.layers = [_Layer(net, n, centroid_grad) for n in layers]
         self.quantized = [l for l in self.layers if l.codes is not None]
         self.enforce()
 

@@ -18,6 +18,7 @@ import re
 import shutil
 from typing import Dict, List, Optional
 
+from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.pycaffe import caffemodel
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.errors import InputError
@@ -89,7 +90,8 @@ def skip_batches(net, n: int) -> None:
 
 def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out_dir: str, iters: int, test_iter: int,
             final_caffemodel: str, desc: str = "retrain", snapshot_every: int = 1000, test_every: int = 0,
-            progress: bool = True, verbose: bool = False) -> List[Dict[str, float]]:
+            progress: bool = True, verbose: bool = False,
+            centroid_grad: CentroidGrad = CentroidGrad.SUM) -> List[Dict[str, float]]:
     """Train to ``final_caffemodel``; returns the test history (last entry = final).
 
     ``init_caffemodel`` None starts from the net's fillers (reference training, seeded by the
@@ -119,7 +121,7 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
             print("  resuming %s from iteration %d" % (desc, solver.iter))
     elif init_caffemodel is not None:
         solver.net.copy_from(init_caffemodel)
-    hooks = CompressionHooks(solver.net)
+    hooks = CompressionHooks(solver.net, centroid_grad=centroid_grad)
     if hooks.layers:
         hooks.install(solver)
 

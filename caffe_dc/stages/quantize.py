@@ -38,6 +38,7 @@ class QuantConfig(NamedTuple):
     lr_factor: float = 0.1
     seed: int = 0
     snapshot_every: int = 1000
+    centroid_grad: str = "sum"                  # quantization.CentroidGrad: how a cluster's gradients combine
 
 
 def default_bits(net_name: Optional[str], layer: str, layer_type: str) -> int:
@@ -106,6 +107,7 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
             raise InputError("bits for %s must be in 1..16, got %r" % (n, b))
         bits[n] = int(b)
     init = quantization.Init.parse(cfg.init)
+    centroid_grad = quantization.CentroidGrad.parse(cfg.centroid_grad)
     test_iter = solving.test_iters_for(base, info.split("val")[1])
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
@@ -145,7 +147,8 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
         hist = old["history"]
     else:
         hist = retrain(tv, sp, init_path, os.path.join(out_dir, "retrain"), cfg.iters, test_iter, final,
-                       desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose)
+                       desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose,
+                       centroid_grad=centroid_grad)
     after = solving.accuracy_of(hist[-1])
     qp = load_params(final)
     rows = []
