@@ -16,17 +16,21 @@ def _out_path(out, inp, suffix):
 
 
 def _index_bits(text: str):
-    """An --index-bits value: 'auto' (None: the width of the smallest record) or 0..MAX_BITS (0: dense)."""
+    """An --index-bits value: a width 0..MAX_BITS (0: dense), or a named choice (``encode.IndexWidth``)."""
     from caffe_dc.base.limits import MAX_BITS
+    from caffe_dc.stages.encode import IndexWidth
 
-    if text.strip().lower() == "auto":
-        return None
+    t = text.strip()
     try:
-        v = int(text.strip())
+        v = int(t)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an integer or 'auto'" % text)
+        try:
+            return IndexWidth(t.lower())
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number of bits, %s"
+                                             % (text, " or ".join(repr(m.value) for m in IndexWidth)))
     if not 0 <= v <= MAX_BITS:
-        raise argparse.ArgumentTypeError("index bits must be in 0..%d (0: dense) or auto, got %d" % (MAX_BITS, v))
+        raise argparse.ArgumentTypeError("index bits must be in 0..%d (0: dense), auto or paper, got %d" % (MAX_BITS, v))
     return v
 
 
@@ -37,8 +41,8 @@ def cmd_encode(p):
     p.add_argument("--net", help="which of the paper's nets this is (default: guessed from layer names/sizes)")
     p.add_argument("--index-bits", type=layer_values(_index_bits),
                    help="relative-index bits per layer, e.g. 5 or conv1=8,ip1=5; 0 stores a layer dense (every "
-                        "code, no gaps), auto picks the width of the smallest file (default: the paper's "
-                        "tables: 5 LeNet/VGG, 4 AlexNet)")
+                        "code, no gaps); auto (the default) picks each layer's width for the smallest file; "
+                        "paper uses the paper's tables (5 LeNet/VGG-16, 4 AlexNet, else 8 conv / 5 fc)")
     g = p.add_argument_group("post-hoc compression, for a caffemodel without codebooks (no retraining)")
     g.add_argument("--density", type=layer_values(density),
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")

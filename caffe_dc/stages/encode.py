@@ -9,8 +9,9 @@ is the user's to measure.
 """
 from __future__ import annotations
 
+import enum
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -23,11 +24,38 @@ from caffe_dc.base.params import Params
 from caffe_dc.base.errors import InputError
 
 
+class IndexWidth(enum.Enum):
+    """How wide a layer's relative-index field is, when no number of bits is given.
+
+    AUTO
+        The width, 0 (dense) to 12 bits, whose record is the smallest, Huffman
+        coding included (``container.choose_index_bits``). The default.
+    PAPER
+        The paper's tables: 5 bits for LeNet and VGG-16, 4 for AlexNet; any
+        other net section 2's 8 bits for conv layers, 5 for fc
+        (``default_index_bits``). Reproduces the paper's storage figures.
+    """
+    AUTO = "auto"
+    PAPER = "paper"
+
+
+IndexBits = Union[int, IndexWidth, None]   # a width in bits (0: dense), or how to choose it; None: AUTO
+
+
 def default_index_bits(net: Optional[str], layer_type: str) -> int:
     """The paper's tables: 5 bits for LeNet and VGG-16, 4 for AlexNet; else section 2's 8 conv / 5 fc."""
     if net in paper.PAPER_INDEX_BITS:
         return int(paper.PAPER_INDEX_BITS[net])
     return 8 if layer_type == "Convolution" else 5
+
+
+def resolve_index_bits(value: IndexBits, net: Optional[str], layer_type: str) -> Optional[int]:
+    """A layer's width for the codec: bits as given, PAPER's for this net and layer type, None for AUTO."""
+    if value is None or value is IndexWidth.AUTO:
+        return None
+    if value is IndexWidth.PAPER:
+        return default_index_bits(net, layer_type)
+    return int(value)
 
 
 def guess_net(params: Params) -> Optional[str]:
@@ -80,21 +108,25 @@ def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, 
 
 
 def encode_params(params: Params, net: Optional[str] = None,
-                  index_bits: Optional[Mapping[str, Optional[int]]] = None,
-                  meta: Optional[dict] = None) -> Tuple[bytes, "codec.ModelStats"]:
+                  index_bits: Optional[Mapping[str, IndexBits]] = None,
+                  meta: Optional[dict] = None,
+                  default: IndexBits = IndexWidth.AUTO) -> Tuple[bytes, "codec.ModelStats"]:
     """Encode a quantized Params dict (with codebook/codes blobs) into .dcz bytes.
 
-    ``index_bits`` per layer overrides ``default_index_bits``: 1..12, 0 for a
-    dense record, None for the width that gives the smallest record.
+    Each quantized layer's index width is ``index_bits[layer]`` if given,
+    else ``default``: bits 1..12, 0 for a dense record, ``IndexWidth.AUTO``
+    (or None) for the width of the smallest record, ``IndexWidth.PAPER`` for
+    the paper's (``default_index_bits``).
     """
     net = net or guess_net(params)
     types = {n: lp.type for n, lp in params.items()}
     layers_with_cb = [n for n in params if blob_name(n, CODEBOOK) in params]
-    ib: Dict[str, int] = {n: default_index_bits(net, types[n]) for n in layers_with_cb}
+    chosen: Dict[str, IndexBits] = {n: default for n in layers_with_cb}
     for n, v in (index_bits or {}).items():
-        if n not in ib:
-            raise InputError("--index-bits names %r, which is not a quantized layer (%s)" % (n, ", ".join(ib)))
-        ib[n] = None if v is None else int(v)
+        if n not in chosen:
+            raise InputError("--index-bits names %r, which is not a quantized layer (%s)" % (n, ", ".join(chosen)))
+        chosen[n] = v
+    ib = {n: resolve_index_bits(v, net, types[n]) for n, v in chosen.items()}
     specs, order = codec.specs_from_quantized_params(params, ib)
     qs, raws = codec.from_params(params, specs, order)
     m = dict(meta or {})
