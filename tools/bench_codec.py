@@ -138,7 +138,8 @@ def main(argv=None):
         "file_bytes": len(data),
         "sizes": stats.to_dict(),
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "cpus": os.cpu_count(), "machine": platform.machine()},
+                        "cpus": os.cpu_count(), "machine": platform.machine(),
+                        "load_average_1min": round(os.getloadavg()[0], 2)},
     }
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
 
