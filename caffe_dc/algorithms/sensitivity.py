@@ -6,9 +6,10 @@ grid of densities, no retraining, accuracy measured on validation data.
 ``stages.sensitivity`` measures them; this module decides with them.
 
 * ``drop_curve`` turns a curve into a conservative accuracy drop against
-  density: the worst drop seen at that density or any denser one (noise on a
-  small subset can make a sparser point look better; it never is), read
-  between grid points linearly in log-density.
+  density: at least the worst drop seen at that density or any denser one
+  (noise on a small subset can make a sparser point look better; it never
+  is), such points skipped and the curve read between the others linearly
+  in log-density.
 * ``choose_max_drop``: each layer's final density is the sparsest whose
   drop stays within a budget.
 * ``choose_target_rate``: one drop budget shared by all layers, the smallest
@@ -89,9 +90,27 @@ def curves_from_json(doc: Mapping) -> Tuple[float, List[Curve]]:
 
 
 def drop_curve(c: Curve, baseline: float) -> np.ndarray:
-    """Monotone drop at each of ``c.densities``: the largest drop at that density or any denser one, >= 0."""
+    """Monotone drop at each of ``c.densities``, >= 0, never below the worst drop seen at that density or
+    any denser one.
+
+    A point that looks better than a denser one is taken for noise: it is skipped, and the curve runs
+    straight (in log-density) from the last point that matched or set the worst drop so far to the next one. Taking
+    the running worst alone would leave a flat step there, and a budget equal to its height would
+    send the layer to the far end of the step in one jump.
+    """
     drop = np.maximum(baseline - c.accuracy, 0.0)
-    return np.maximum.accumulate(drop[::-1])[::-1]
+    n = drop.size
+    keep, top = [n - 1], drop[n - 1]          # densities ascend: walk from the densest point down
+    for i in range(n - 2, -1, -1):
+        if drop[i] >= top:
+            keep.append(i)
+            top = drop[i]
+    ys = [drop[i] for i in keep]
+    if keep[-1] != 0:                          # past the last new worst the curve stays at it
+        keep.append(0)
+        ys.append(top)
+    x = np.log(c.densities)
+    return np.interp(x, x[keep[::-1]], np.asarray(ys[::-1]))
 
 
 def drop_at(c: Curve, baseline: float, density) -> np.ndarray:

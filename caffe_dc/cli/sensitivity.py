@@ -78,6 +78,10 @@ def cmd_choose(p):
     p.add_argument("--lr-factor", type=positive_float, default=0.1, help="retraining lr = factor x the solver's (default 0.1)")
     p.add_argument("--bits", type=layer_values(bits),
                    help="weight bits, e.g. 5 or conv1=8,ip1=4 (default: conv 8, fc 5, the paper's)")
+    p.add_argument("--reference-iters", type=positive_int, metavar="N",
+                   help="record N as the schedule's reference_iters: the reference `reproduce` trains (give the "
+                        "iterations of the model the curves were measured on)")
+    p.add_argument("--snapshot-every", type=positive_int, metavar="N", help="record N as the schedule's snapshot_every")
     p.add_argument("--index-bits", type=int_at_least(1), default=5,
                    help="relative-index bits in the rate estimate (default 5)")
 
@@ -129,7 +133,8 @@ def cmd_choose(p):
                "estimated_round_drop_pp": [round(100 * v, 3) for v in plan.round_drop]}
         sched = Schedule(plan.rounds, args.iters, args.finetune_iters, args.lr_factor, dens, layer_bits,
                          net=doc.get("net"), description="chosen by `caffe-dc choose` from %s"
-                         % os.path.basename(args.sensitivity), source=src)
+                         % os.path.basename(args.sensitivity), source=src,
+                         snapshot_every=args.snapshot_every, reference_iters=args.reference_iters)
         from_dict(sched.to_dict(), {c.name: c.kind for c in curves}, where=out)   # what we write must load
         save_schedule(sched, out)
         plot(doc, png, chosen=final, title="%s: chosen densities marked" % doc.get("net", ""))
