@@ -54,36 +54,9 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.algorithms import schedule as schedules
 
 
-# The presets as they were first written. What runs is their schedule files in zoo/schedules/
-# (``schedules.builtin``); tests/test_sensitivity.py checks that the two agree.
-class Preset(NamedTuple):
-    ref_iters: int
-    rounds: int
-    prune_iters: int
-    quant_iters: int
-    density_scale: float = 1.0   # multiplies the paper's per-layer densities
-    bits: Optional[Dict[str, int]] = None
-    snapshot_every: int = 2000
-
-
-PRESETS = {
-    "quick": {
-        "lenet-300-100": Preset(ref_iters=2000, rounds=2, prune_iters=500, quant_iters=500, snapshot_every=500),
-        "lenet-5": Preset(ref_iters=600, rounds=2, prune_iters=150, quant_iters=150, snapshot_every=150),
-    },
-    "full": {
-        # 0.6x the paper's densities in seven gentle rounds, 4-bit ip1 (91% of the weights): 55.6x at no
-        # loss, where four rounds of 8000 at 0.75x with 5 bits gave 45.2x (results/, README).
-        "lenet-300-100": Preset(ref_iters=30000, rounds=7, prune_iters=10000, quant_iters=10000, density_scale=0.6,
-                                bits={"ip1": 4, "ip2": 5, "ip3": 5}),
-        "lenet-5": Preset(ref_iters=10000, rounds=3, prune_iters=3000, quant_iters=3000, density_scale=0.75,
-                          snapshot_every=1000),
-        # ImageNet nets start from a reference caffemodel (--weights); the paper's densities and bits,
-        # VGG-16 in five prune/retrain rounds as the paper did. Iteration counts are per round.
-        "alexnet": Preset(ref_iters=0, rounds=3, prune_iters=10000, quant_iters=10000, snapshot_every=1000),
-        "vgg16": Preset(ref_iters=0, rounds=5, prune_iters=10000, quant_iters=10000, snapshot_every=1000),
-    },
-}
+# The presets are schedule files in zoo/schedules/<net>-<preset>.json (``schedules.builtin``): the
+# LeNets' full presets are written by `caffe-dc choose` from sensitivity curves (results/sensitivity-*),
+# the ImageNet nets' hold the paper's densities and bits and start from a given reference (--weights).
 IMAGENET_NETS = ("alexnet", "vgg16")
 STAGES = ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "test", "report")
 # A user's net without --schedule: the paper's conv/fc contrast (AlexNet keeps 35-84% of its conv
@@ -188,8 +161,11 @@ class Pipeline:
         """``net``: a registry name (``reproduce``) or a ``UserNet`` (``compress``)."""
         self.user = net if isinstance(net, UserNet) else None
         self.spec = None if self.user else nets.get(net)
-        if self.spec is not None and self.spec.name not in PRESETS[preset]:
-            preset = "full"
+        if self.spec is not None and preset != "full":
+            try:
+                schedules.builtin(self.spec.name, preset)
+            except InputError:   # e.g. no quick preset for an ImageNet net
+                preset = "full"
         self.preset_name = preset if self.spec is not None else "custom"
         self.args = args
         self.progress = progress
