@@ -287,3 +287,26 @@ def test_decode_max_weights_limit(quick_run, tmp_path):
     assert_clean_error(run_cli("decode", out / "model.dcz", "-o", tmp_path / "x.caffemodel", "--max-weights", 1000),
                        "max_weights")
     assert not (tmp_path / "x.caffemodel").exists()
+
+
+def test_recipe_sweep_counts_the_validation_split(quick_run, tmp_path):
+    """tools/sweep_recipes.py on a finished run: each variant counted on all of val, the run's own as baseline."""
+    root, out, _ = quick_run
+    dest, work = tmp_path / "recipes", tmp_path / "work"
+    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "sweep_recipes.py"), "--net", "lenet-300-100",
+                        "--run", str(out), "--out", str(dest), "--work", str(work), "--only", "finetune",
+                        "--data-root", str(root / "data")], cwd=str(root), capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(dest / "recipes.json") as f:
+        doc = json.load(f)
+    ft = doc["schedule"]["finetune_iters"]
+    assert doc["split"] == "validation" and doc["n"] == 5000
+    rows = {(r["group"], r["variant"]): r for r in doc["rows"]}
+    assert set(rows) == {("pruning", "run"), ("fine-tuning", "run"), ("fine-tuning", "mean-%d" % ft),
+                         ("fine-tuning", "sum-%d" % (3 * ft)), ("fine-tuning", "mean-%d" % (3 * ft))}
+    for r in doc["rows"]:
+        assert 0 < r["correct"] <= r["n"] == 5000
+        assert r["wilson"][0] <= r["accuracy"] <= r["wilson"][1]
+    with open(work / ("mean-%d" % ft) / "metrics.json") as f:
+        assert json.load(f)["config"]["centroid_grad"] == "mean"
+    assert "never on test" in (dest / "recipes.md").read_text()

@@ -130,7 +130,7 @@ def main(argv=None):
                 "the timings are the measurement (CPU time is the steadier figure on a shared machine)."
                 % (args.width, args.density),
         "model": {"layers": len(layers), "weights": int(n_weights), "density": args.density, "weight_bits": BITS,
-                  "index_bits": "default (8 conv / 5 fc)"},
+                  "index_bits": "auto (each layer the width of its smallest record)"},
         "seconds": {"quantize_post_hoc": r(t_q), "of_which_kmeans": r(km), "encode": r(t_e),
                     "post_hoc_encode_total": {"wall": round(total[0], 3), "cpu": round(total[1], 3)},
                     "decode": r(t_d)},
