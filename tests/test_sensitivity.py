@@ -170,6 +170,7 @@ def test_schedule_rules_name_over_kind_over_star():
     ({"densitiez": {}}, "unknown key 'densitiez'"),
     ({"format": "other"}, "format"),
     ({"version": 2}, "version"),
+    ({"centroid_grad": "median"}, "centroid_grad"),
 ])
 def test_bad_schedules_are_one_line_errors(change, fragment):
     with pytest.raises(InputError) as e:

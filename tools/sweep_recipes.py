@@ -87,7 +87,9 @@ def main():
 
     def finetune(label, what, iters, grad):
         t = time.time()
-        cfg = QuantConfig(bits=sch.bits, iters=iters, lr_factor=lr, centroid_grad=grad, snapshot_every=0)
+        q = state["quantize"]["inputs"]   # the run's own clustering: the variants change only what they name
+        cfg = QuantConfig(bits=q["bits"], init=q["init"], seed=q["seed"], iters=iters, lr_factor=lr,
+                          centroid_grad=grad, snapshot_every=0)
         m = run_quantization(spec.name, pruned, info, os.path.join(work, label), cfg, progress=False)
         rows.append(_row("fine-tuning", label, what, m["accuracy"], n_val, iters, time.time() - t))
         print("  %-28s %.2f%%" % (label, 100 * m["accuracy"]), flush=True)
@@ -101,7 +103,8 @@ def main():
     if "lr" in only:
         for f in (0.3, 3.0):
             prune("lr-x%g" % f, "the run's rounds, lr x%g" % (lr * f), R, it, lr * f, sch.densities)
-    rows.append(_row("fine-tuning", "run", "the run's fine-tuning: %d iterations, summed gradients" % ft,
+    rows.append(_row("fine-tuning", "run", "the run's fine-tuning: %d iterations, %s gradients"
+                     % (ft, {"sum": "summed", "mean": "averaged"}[sch.centroid_grad]),
                      state["quantize"]["accuracy"], n_val, ft, 0, baseline=True))
     if "finetune" in only:
         finetune("mean-%d" % ft, "%d iterations, averaged gradients" % ft, ft, "mean")

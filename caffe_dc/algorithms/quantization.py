@@ -45,6 +45,16 @@ KMEANS_TOL = 1e-4
 KMEANS_MAX_ITER = 300
 
 
+def parse_named(cls, name, what: str):
+    """A member of the option enum ``cls`` from itself or its value in any case; one-line InputError otherwise."""
+    if isinstance(name, cls):
+        return name
+    try:
+        return cls(str(name).strip().lower())
+    except ValueError:
+        raise InputError("unknown %s %r (choose %s)" % (what, name, ", ".join(m.value for m in cls)))
+
+
 class Init(enum.Enum):
     """How k-means places its initial centroids (section 3.1, Figure 4).
 
@@ -68,13 +78,7 @@ class Init(enum.Enum):
     @classmethod
     def parse(cls, name) -> "Init":
         """An Init from its name, any case ('linear', 'DENSITY', ...); InputError otherwise."""
-        if isinstance(name, cls):
-            return name
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise InputError("unknown centroid initialisation %r (choose %s)"
-                             % (name, ", ".join(m.value for m in cls)))
+        return parse_named(cls, name, "centroid initialisation")
 
 
 def _values(values) -> np.ndarray:
@@ -410,12 +414,7 @@ class CentroidGrad(enum.Enum):
     @classmethod
     def parse(cls, name) -> "CentroidGrad":
         """A CentroidGrad from its name, any case; InputError otherwise."""
-        if isinstance(name, cls):
-            return name
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise InputError("unknown centroid gradient %r (choose %s)" % (name, ", ".join(m.value for m in cls)))
+        return parse_named(cls, name, "centroid gradient")
 
 
 class GroupedDiff:

@@ -27,6 +27,7 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from caffe_dc.algorithms.pruning import iterative_schedule
+from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.limits import MAX_BITS
@@ -60,7 +61,7 @@ class Schedule:
                  densities: Dict[str, List[float]], bits: Optional[Dict[str, int]] = None,
                  snapshot_every: Optional[int] = None, reference_iters: Optional[int] = None,
                  net: Optional[str] = None, description: str = "", source: Optional[dict] = None,
-                 spec: Optional[dict] = None, centroid_grad: str = "sum"):
+                 spec: Optional[dict] = None, centroid_grad: str = CentroidGrad.SUM.value):
         self.rounds = rounds
         self.iters_per_round = iters_per_round
         self.finetune_iters = finetune_iters
@@ -94,7 +95,7 @@ class Schedule:
             out["snapshot_every"] = self.snapshot_every
         if self.reference_iters is not None:
             out["reference_iters"] = self.reference_iters
-        if self.centroid_grad != "sum":
+        if self.centroid_grad != CentroidGrad.SUM.value:
             out["centroid_grad"] = self.centroid_grad
         spec = self.spec or {}
         out["densities"] = spec.get("densities", self.densities)
@@ -198,9 +199,9 @@ def _from_dict(doc, lmap) -> Schedule:
     snap = None if snap is None else _int(snap, "snapshot_every", 1)
     ref = doc.get("reference_iters")
     ref = None if ref is None else _int(ref, "reference_iters", 0)
-    grad = doc.get("centroid_grad", "sum")
-    if grad not in ("sum", "mean"):
-        raise InputError("centroid_grad must be \"sum\" or \"mean\", got %r" % (grad,))
+    grad = doc.get("centroid_grad", CentroidGrad.SUM.value)
+    if grad not in [m.value for m in CentroidGrad]:
+        raise InputError("centroid_grad must be %s, got %r" % (" or ".join('"%s"' % m.value for m in CentroidGrad), grad))
     dens = {n: _round_list(v, rounds, "densities[%r]" % n)
             for n, v in _resolve(doc["densities"], lmap, "densities").items()}
     bits = None
