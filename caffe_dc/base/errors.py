@@ -16,3 +16,9 @@ class InputError(DCError):
 
 class FormatError(DCError):
     """A compressed blob (ours or the authors' .net) that is truncated or corrupt."""
+
+
+class InternalError(Exception):
+    """A broken invariant inside caffe-dc (a bug, not the user's input): the CLI exits 1 and asks for a report.
+
+    Deliberately not a DCError, so that it is never mistaken for bad input (exit 2)."""
