@@ -58,7 +58,7 @@ def model():
 def use(dec, stats):
     """What `decode` and `inspect` do with a decoded file: the caffemodel's blobs, the tables and figures."""
     from caffe_dc.cli.codec import _entropy_line
-    from caffe_dc.report.storage_table import storage_text, summary_lines
+    from caffe_dc.codec.storage_table import storage_text, summary_lines
 
     params = codec.to_params(dec)
     assert all(isinstance(b, np.ndarray) for lp in params.values() for b in lp.blobs)

@@ -10,7 +10,7 @@ import collections
 import numpy as np
 import pytest
 
-from caffe_dc.base import paper
+from caffe_dc.base import layer_policy, paper
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams
 from caffe_dc.cli.args import expand, layer_values
@@ -64,7 +64,7 @@ def test_the_default_is_auto_the_smallest_record_per_layer(lenet):
 def test_paper_gives_back_the_papers_widths(lenet, other):
     for q, net in ((lenet, "lenet-300-100"), (other, None)):
         data, stats = encoding.encode_params(q, net, default=IndexWidth.PAPER)
-        want = {n: encoding.default_index_bits(net, q[n].type) for n in widths(stats)}
+        want = {n: layer_policy.paper_index_bits(q[n].type, net) for n in widths(stats)}
         assert widths(stats) == want
         assert data == encoding.encode_params(q, net, want)[0]
     assert set(widths(encoding.encode_params(lenet, "lenet-300-100", default=IndexWidth.PAPER)[1]).values()) \

@@ -179,19 +179,17 @@ def test_killed_fine_tuning_resumes_to_the_same_model(custom_net, compressed, tm
     """Snapshots and resume for any net: killed after the fine-tuning's snapshot at iteration 4, the
     rerun reads on from there (BatchNorm statistics, codebooks and the data position included) and
     ends in the very model of the run that was never killed."""
-    import argparse
-
-    from caffe_dc.pipeline.reproduce import Pipeline, UserNet
+    from caffe_dc.pipeline.reproduce import Pipeline
+    from caffe_dc.stages.run import RunOptions
 
     root, solver, ref, test, sched = custom_net
-    args = argparse.Namespace(weights=ref, schedule=sched, seed=1, init="linear", dense_control=False,
-                              density=None, bits=None, rounds=None, prune_iters=None, quant_iters=None, solver=solver)
+    opts = RunOptions(solver=solver, test_lmdb=test, weights=ref, schedule=sched, out=str(tmp_path / "run"))
     calls = killed_in_chunk(monkeypatch, 6)   # prune 2 x (4 + 2), then fine-tuning 4 + 2: the sixth piece
     with pytest.raises(KeyboardInterrupt):
-        Pipeline(UserNet(solver, test), "custom", str(tmp_path / "run"), args, progress=False).run()
+        Pipeline(opts, progress=False).run()
     assert calls[-1] == "quantize"
     assert os.path.isfile(str(tmp_path / "run" / "quantize" / "retrain" / "snap_iter_4.solverstate"))
-    Pipeline(UserNet(solver, test), "custom", str(tmp_path / "run"), args, progress=False).run()
+    Pipeline(opts, progress=False).run()
     assert calls[6:] == ["quantize"]
     for f in ("quantize/quantized.caffemodel", "model.dcz"):
         with open(str(compressed[0] / f), "rb") as a, open(str(tmp_path / "run" / f), "rb") as b:
@@ -200,7 +198,8 @@ def test_killed_fine_tuning_resumes_to_the_same_model(custom_net, compressed, tm
 
 def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
     root, solver, ref, _, sched = custom_net
-    from caffe_dc.pipeline.reproduce import UserNet, resolve_schedule
+    from caffe_dc.pipeline.reproduce import resolve_schedule
+    from caffe_dc.stages.run import RunOptions
 
     src = nets.user_source(solver)
     assert not src.info.has_val and src.info.split("test") == src.info.split("val")
@@ -209,22 +208,16 @@ def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
     assert nets.data_layers(src.test_net)["test"].data_param.batch_size == 15
     assert any("TEST batch 16 -> 15" in c for c in src.changes)
     # no --schedule: the documented default, its iterations a fifth of the solver's max_iter
-    class A:
-        pass
-    s, where, doc = resolve_schedule(src, None, A())
+    opts = RunOptions(solver=solver, weights=ref)
+    s, where, doc = resolve_schedule(src, None, opts)
     assert "default" in where and s.iters_per_round == 8 and s.rounds == 3
     assert s.final_densities() == {"conv1": 0.5, "conv2": 0.5, "conv3": 0.5, "fc": 0.1}
     assert s.bits == {"conv1": 8, "conv2": 8, "conv3": 8, "fc": 5}
-    a = A()
-    a.bits, a.rounds = {"*": 7, "fc": 3}, 2
-    s, _, _ = resolve_schedule(src, sched, a)
+    s, _, _ = resolve_schedule(src, sched, opts.replace(bits={"*": 7, "fc": 3}, rounds=2))
     assert s.bits == {"conv1": 7, "conv2": 7, "conv3": 7, "fc": 3} and s.rounds == 2
-    assert isinstance(UserNet(solver), tuple)
     from caffe_dc.report.run_report import user_data_note
 
-    class P:
-        info = src.info
-    assert "No separate held-out test split" in user_data_note(P())
+    assert "No separate held-out test split" in user_data_note(src.info)
 
 
 def _net(text):

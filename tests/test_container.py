@@ -454,7 +454,7 @@ def test_writer_refuses_what_the_reader_would():
 def test_a_file_of_empty_blobs_decodes_and_reports():
     """Valid but empty: every figure that inspect and decode print must come out, without a TypeError."""
     from caffe_dc.cli.codec import _entropy_line
-    from caffe_dc.report.storage_table import storage_text, summary_lines
+    from caffe_dc.codec.storage_table import storage_text, summary_lines
 
     layers = [layer("e", (0, 4), 0.0, 3, 2), layer("d", (0,), 0.0, 2, 0)]
     raw = [codec.RawBlob("e", "InnerProduct", 1, np.zeros(0, np.float32))]

@@ -111,15 +111,18 @@ def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_p
 
 
 def test_default_run_folder_names_what_distinguishes_the_run():
-    from argparse import Namespace
+    from types import SimpleNamespace
 
     from caffe_dc.pipeline.reproduce import default_run_dir
+    from caffe_dc.stages.run import DataOptions, RunOptions
 
-    plain = Namespace(init="linear", seed=1)
-    assert default_run_dir("lenet-5", "mnist", "full", plain) == os.path.join("runs", "lenet-5-mnist")
-    a = default_run_dir("lenet-5", "mnist", "full", Namespace(init="linear", seed=1, bits={"ip1": 5}))
-    b = default_run_dir("lenet-5", "mnist", "full", Namespace(init="linear", seed=1, bits={"ip1": 6}))
-    assert a != b and a.startswith(os.path.join("runs", "lenet-5-mnist-"))
+    src, info = SimpleNamespace(name="lenet-5"), SimpleNamespace(name="mnist")
+    plain = RunOptions(net="lenet-5", init="linear", seed=1)
+    assert default_run_dir(src, info, "full", plain) == os.path.join("runs", "lenet-5-mnist")
+    a = default_run_dir(src, info, "full", plain.replace(bits={"ip1": 5}))
+    b = default_run_dir(src, info, "full", plain.replace(bits={"ip1": 6}))
+    c = default_run_dir(src, info, "full", plain.replace(data=DataOptions(limit=100)))
+    assert len({a, b, c}) == 3 and a.startswith(os.path.join("runs", "lenet-5-mnist-"))
 
 
 def test_dense_control_added_to_a_finished_run_remakes_the_report(quick_run, tmp_path):
@@ -310,3 +313,48 @@ def test_recipe_sweep_counts_the_validation_split(quick_run, tmp_path):
     with open(work / ("mean-%d" % ft) / "metrics.json") as f:
         assert json.load(f)["config"]["centroid_grad"] == "mean"
     assert "never on test" in (dest / "recipes.md").read_text()
+
+
+def _stage_lines(stdout):
+    """{stage label: 'skip' | 'redo' | 'new'} from a rerun's [i/N] lines."""
+    import re
+
+    out = {}
+    for m in re.finditer(r"^\[\d+/\d+\] ([a-z ]+?)(: done before| \.\.\.|: skipped)", stdout, re.M):
+        label, what = m.group(1), m.group(2)
+        if what == ": done before":
+            out[label] = "skip"
+        elif what == " ...":
+            out.setdefault(label, "redo")
+    return out
+
+
+@pytest.mark.parametrize("stage", [s.name for s in __import__("caffe_dc.pipeline.stage_table",
+                                                                fromlist=["STAGES"]).STAGES])
+def test_editing_a_stage_module_redoes_it_and_what_reads_it(quick_run, tmp_path, stage):
+    """A comment appended to the module that holds one stage's code (a copy of the package) makes a
+    rerun redo that stage and every stage that reads it, and reuse every other stage."""
+    from caffe_dc.pipeline.stage_table import STAGES
+    from test_stage_table import descendants
+
+    root, out, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(str(out), str(run))
+    pkg = tmp_path / "pkg"
+    shutil.copytree(os.path.join(REPO, "caffe_dc"), str(pkg / "caffe_dc"))
+    row = next(s for s in STAGES if s.name == stage)
+    with open(str(pkg / "caffe_dc" / row.code_parts[-1]), "a") as f:
+        f.write("\n# an edit that changes nothing but the code's hash\n")
+    env = dict(os.environ, PYTHONPATH=str(pkg))
+    p = subprocess.run([sys.executable, "-m", "caffe_dc", "reproduce", "lenet-300-100", "--quick", "--dense-control",
+                        "--out", str(run), "--data-root", str(root / "data")], cwd=str(root), env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = _stage_lines(p.stdout)
+    redo = {stage} | descendants(stage)
+    first = [s.name for s in STAGES].index(stage)
+    for i, s in enumerate(STAGES):
+        want = "redo" if s.name in redo else "skip"
+        assert seen.get(s.label) == want, (s.name, seen, p.stdout[-3000:])
+        if i < first:
+            assert seen[s.label] == "skip"

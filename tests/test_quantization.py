@@ -342,8 +342,3 @@ def test_compression_rate():
     assert q.compression_rate(1000, 32, 16) == pytest.approx(32000 / (4000 + 512))
     with pytest.raises(InputError):
         q.compression_rate(0, 32, 4)
-
-
-def test_paper_bits_exported():
-    assert q.PAPER_BITS["alexnet"]["fc6"] == 5 and q.PAPER_BITS["alexnet"]["conv1"] == 8
-    assert q.PAPER_INDEX_BITS["alexnet"] == 4

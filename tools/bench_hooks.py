@@ -29,7 +29,8 @@ from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params  # noqa: E402
 from caffe_dc.pycaffe.hooks import CompressionHooks  # noqa: E402
 from caffe_dc.stages.prune import with_masks  # noqa: E402
-from caffe_dc.stages.quantize import default_bits, quantize_params  # noqa: E402
+from caffe_dc.base.layer_policy import default_bits  # noqa: E402
+from caffe_dc.stages.quantize import quantize_params  # noqa: E402
 from caffe_dc.algorithms.quantization import Init  # noqa: E402
 from caffe_dc.stages.reference import environment  # noqa: E402
 
@@ -66,7 +67,7 @@ def bench_net(name, info, work, warmup, iters, repeats):
     pruned = with_masks(params, masks)
     shapes = {n: params[n].blobs[0].shape for n in layers}
     types = {l.name: l.type for l in base.layer}
-    bits = {n: default_bits(spec.name, n, types[n]) for n in layers}
+    bits = {n: default_bits(types[n], spec.name, n) for n in layers}
     quant, _ = quantize_params(pruned, layers, bits, Init.LINEAR, 0)
     hooks = []
     for tag, model, kinds in (("masks", pruned, [rewrite.MASK]),

@@ -19,14 +19,17 @@ Pure numpy (``lloyd_1d``: scikit-learn's Lloyd iterations, done in one dimension
 """
 from __future__ import annotations
 
-import enum
 import math
 from typing import Tuple
 
 import numpy as np
 
+from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.paper import PAPER_BITS, PAPER_INDEX_BITS  # noqa: F401 (re-exported: per-net bits defaults)
+from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.params import LayerParams, Params
+# The named options live in a numpy-free module so that the CLI can list their choices cheaply.
+from caffe_dc.algorithms.cluster_config import CentroidGrad, Init  # noqa: F401 (re-exported)
 
 # A centroid may not be exactly 0.0, because code 0 means "pruned". One that
 # lands there (a cluster whose mean is 0, or a 0.0 in the data) moves to the
@@ -34,51 +37,12 @@ from caffe_dc.base.paper import PAPER_BITS, PAPER_INDEX_BITS  # noqa: F401 (re-e
 # kernels running with denormals-are-zero would read a subnormal weight as 0.
 NONZERO_EPS = np.float32(np.finfo(np.float32).tiny)
 
-DEFAULT_CONV_BITS = 8   # the paper's AlexNet / VGG-16 / LeNet-5 conv layers
-DEFAULT_FC_BITS = 5     # ... and their fc layers (LeNet-300-100 uses 6 throughout: see PAPER_BITS)
-MAX_BITS = 16           # codes are uint16 at most
 
 # scikit-learn's defaults, kept from when k-means ran there. Lloyd's algorithm
 # converges slowly on 1-D data with many clusters; a tighter tol buys little
 # before fine-tuning moves the centroids anyway.
 KMEANS_TOL = 1e-4
 KMEANS_MAX_ITER = 300
-
-
-def parse_named(cls, name, what: str):
-    """A member of the option enum ``cls`` from itself or its value in any case; one-line InputError otherwise."""
-    if isinstance(name, cls):
-        return name
-    try:
-        return cls(str(name).strip().lower())
-    except ValueError:
-        raise InputError("unknown %s %r (choose %s)" % (what, name, ", ".join(m.value for m in cls)))
-
-
-class Init(enum.Enum):
-    """How k-means places its initial centroids (section 3.1, Figure 4).
-
-    LINEAR
-        k centroids evenly spaced between the min and max of the (nonzero)
-        weights. The paper's choice and our default: it keeps a few
-        centroids out where the rare large weights are, which matter most.
-    DENSITY
-        Evenly spaced on the weights' CDF: the quantiles at (i + 1/2) / k,
-        i.e. the medians of k equal-count bins. Centroids crowd around 0,
-        where most weights are, and the large weights get few.
-    RANDOM
-        Forgy: k distinct weight values drawn at random (each value with
-        probability proportional to how often it occurs), from
-        ``np.random.default_rng(seed)``.
-    """
-    LINEAR = "linear"
-    DENSITY = "density"
-    RANDOM = "random"
-
-    @classmethod
-    def parse(cls, name) -> "Init":
-        """An Init from its name, any case ('linear', 'DENSITY', ...); InputError otherwise."""
-        return parse_named(cls, name, "centroid initialisation")
 
 
 def _values(values) -> np.ndarray:
@@ -368,6 +332,16 @@ def check_bits(bits) -> int:
     return int(bits)
 
 
+def attach_codebook(params: Params, layer: str, codebook, codes) -> None:
+    """Put ``layer``'s ``L_codebook`` (float32) and ``L_codes`` (the smallest unsigned integer type
+    that holds them) beside it in ``params``: how a quantized layer travels to the encoder, the
+    prototxt rewriter and the caffemodel writer (which stores both as floats, exactly)."""
+    codebook = np.asarray(codebook, dtype=np.float32)
+    bits = max(1, (int(codebook.size) - 1).bit_length())
+    params[blob_name(layer, CODEBOOK)] = LayerParams("Parameter", [codebook])
+    params[blob_name(layer, CODES)] = LayerParams("Parameter", [np.asarray(codes).astype(code_dtype(bits))])
+
+
 def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Cluster a layer's nonzero weights; returns (codebook float32[2**bits], codes of w's shape).
 
@@ -395,27 +369,6 @@ def quantize_layer(w, bits: int, init: Init = Init.LINEAR, seed: int = 0) -> Tup
 # The solver hooks (``pycaffe.hooks``) call this every iteration on every
 # quantized layer, so it stays at one gather, one bincount and one scatter
 # over the kept weights plus a memset.
-
-class CentroidGrad(enum.Enum):
-    """How the gradients of one cluster's weights combine into its centroid's gradient.
-
-    SUM
-        dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k): the paper's rule (section 3.2),
-        the exact gradient of the loss with respect to the shared value, and
-        our default. A large cluster moves fast.
-    MEAN
-        The sum divided by the cluster's size (TF-MOT's other choice): every
-        centroid moves at the pace of one weight, so the retraining learning
-        rate acts alike on a cluster of 3 and one of 30,000.
-    """
-    SUM = "sum"
-    MEAN = "mean"
-
-    @classmethod
-    def parse(cls, name) -> "CentroidGrad":
-        """A CentroidGrad from its name, any case; InputError otherwise."""
-        return parse_named(cls, name, "centroid gradient")
-
 
 class GroupedDiff:
     """Group by index, in place: each kept weight's gradient becomes its cluster's gradient.

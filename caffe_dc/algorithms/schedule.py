@@ -30,11 +30,12 @@ from caffe_dc.algorithms.pruning import iterative_schedule
 from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base import layer_policy
 from caffe_dc.base.limits import MAX_BITS
 
 FORMAT = "caffe-dc-schedule"
 VERSION = 1
-KINDS = ("conv", "fc")
+KINDS = layer_policy.KINDS
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "centroid_grad",
@@ -42,8 +43,8 @@ OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every",
 
 
 def layer_kind(caffe_type: str) -> str:
-    """'conv' for Convolution / Deconvolution layers, 'fc' for InnerProduct (what the paper tells apart)."""
-    return "fc" if caffe_type == "InnerProduct" else "conv"
+    """'conv' or 'fc' (``base.layer_policy``): what the paper tells apart."""
+    return layer_policy.kind(caffe_type)
 
 
 def kind_key(kind: str) -> str:
@@ -238,6 +239,22 @@ def read_document(path: str) -> dict:
         raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
     except ValueError as e:
         raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
+
+
+def default_document(solver_max_iter: int) -> dict:
+    """The schedule of a net of one's own when none is given: the paper's conv/fc contrast (AlexNet keeps
+    35-84% of its conv weights and 9-25% of its fc weights), conv layers 50% and fc 10%, reached
+    geometrically in 3 rounds, each retraining a fifth of the solver's own max_iter at a tenth of its
+    learning rate (the paper's LeNet factor); bits are the layer types' defaults (``base.layer_policy``)."""
+    iters = max(1, int(solver_max_iter) // 5)
+    bits = {kind_key(k.value): p.default_bits for k, p in layer_policy.KIND_POLICY.items()}
+    return {"format": FORMAT, "version": VERSION,
+            "description": "caffe-dc's default for a net of your own: conv layers keep 50%%, fc layers 10%%, "
+                           "reached geometrically over 3 rounds; %s; each round and the fine-tuning retrain "
+                           "max_iter/5 of your solver at 1/10 of its base_lr"
+                           % ", ".join("%d-bit %s" % (b, k.strip("[]")) for k, b in bits.items()),
+            "rounds": 3, "iters_per_round": iters, "finetune_iters": iters, "lr_factor": 0.1,
+            "densities": {kind_key("conv"): 0.5, kind_key("fc"): 0.1}, "bits": bits}
 
 
 def builtin(net: str, preset: str = "full") -> str:

@@ -31,11 +31,11 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from caffe_dc.algorithms.pruning import validate_density
+from caffe_dc.base import layer_policy
 from caffe_dc.base.errors import InputError
 
 DEFAULT_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.05, 0.04,
                 0.03, 0.02, 0.01)
-CONV_BITS, FC_BITS = 8, 5      # the paper's section 3 defaults
 INDEX_BITS = 5
 FLOAT_BITS = 32
 
@@ -78,7 +78,7 @@ def curves_from_json(doc: Mapping) -> Tuple[float, List[Curve]]:
                 raise ValueError("layer %r: densities and accuracies differ in length or are too few" % l.get("name"))
             if not (np.isfinite(d).all() and np.isfinite(a).all() and (d > 0).all() and (d <= 1).all()):
                 raise ValueError("layer %r: densities must be in (0, 1], accuracies finite" % l.get("name"))
-            if l["kind"] not in ("conv", "fc"):
+            if l["kind"] not in layer_policy.KINDS:
                 raise ValueError("layer %r: kind %r is neither conv nor fc" % (l.get("name"), l["kind"]))
             order = np.argsort(d)
             out.append(Curve(str(l["name"]), l["kind"], int(l["weights"]), d[order], a[order]))
@@ -140,7 +140,7 @@ def choose_max_drop(baseline: float, curves: Sequence[Curve], max_drop: float) -
 
 
 def default_bits(curves: Sequence[Curve]) -> Dict[str, int]:
-    return {c.name: CONV_BITS if c.kind == "conv" else FC_BITS for c in curves}
+    return {c.name: layer_policy.kind_bits(c.kind) for c in curves}
 
 
 def estimated_rate(curves: Sequence[Curve], densities: Mapping[str, float], bits: Mapping[str, int],

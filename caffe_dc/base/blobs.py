@@ -7,7 +7,6 @@ names live here, below all three.
 """
 from __future__ import annotations
 
-PRUNABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
 MASK, CODEBOOK, CODES = "mask", "codebook", "codes"
 HELPER_KINDS = (MASK, CODEBOOK, CODES)
 

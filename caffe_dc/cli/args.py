@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.limits import MAX_BITS
+
+if TYPE_CHECKING:
+    from caffe_dc.stages.run import DataOptions
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -134,12 +137,21 @@ def add_data_args(p) -> None:
                         "every choice is made (default 5000, at most a sixth of the training split)")
 
 
+def data_options(args) -> "DataOptions":
+    """The data options of ``add_data_args`` as their typed record."""
+    from caffe_dc.stages.run import DataOptions
+
+    return DataOptions(idx=args.idx, name=args.name, download=args.download, data_root=args.data_root,
+                       limit=args.limit, val=args.val)
+
+
 def data_info(args, quiet: bool = False):
     """The LMDBs the data options name (made on first use)."""
     from caffe_dc.pycaffe import datasets
 
-    return datasets.prepare(name=args.name, idx_dir=args.idx, download=args.download,
-                            out_root=args.data_root, quiet=quiet, limit=args.limit, val=args.val)
+    d = data_options(args)
+    return datasets.prepare(name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root, quiet=quiet,
+                            limit=d.limit, val=d.val)
 
 
 def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Dict[str, object]]:

@@ -9,6 +9,7 @@ from caffe_dc.cli.args import bits, check_layers, density, expand, layer_values,
 from caffe_dc.base.blobs import CODEBOOK, is_helper
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
+from caffe_dc.algorithms.cluster_config import Init, choices
 
 
 def _out_path(out, inp, suffix):
@@ -47,7 +48,7 @@ def cmd_encode(p):
     g.add_argument("--density", type=layer_values(density),
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
     g.add_argument("--bits", type=layer_values(bits), help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
-    g.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    g.add_argument("--init", default="linear", choices=choices(Init))
     p.add_argument("--json", help="also write the size figures as JSON here")
 
     def run(args):
@@ -55,7 +56,7 @@ def cmd_encode(p):
         from caffe_dc.algorithms import quantization
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
-        from caffe_dc.report.storage_table import storage_text, summary_lines
+        from caffe_dc.codec.storage_table import storage_text, summary_lines
         from caffe_dc.pycaffe import nets, validate
 
         out = _out_path(args.out, args.caffemodel, ".dcz")
@@ -93,7 +94,7 @@ def cmd_encode(p):
 
 def _check_against_prototxt(net_param, params, where):
     """Every parameterised layer of the prototxt must be in the caffemodel with the same blob count."""
-    from caffe_dc.base.blobs import PRUNABLE_TYPES
+    from caffe_dc.base.layer_policy import PRUNABLE_TYPES
 
     names = {l.name: l.type for l in net_param.layer}
     for name, t in names.items():
@@ -153,7 +154,7 @@ def cmd_inspect(p):
         from caffe_dc.stages import encode as encoding
         from caffe_dc.base import paper
         from caffe_dc.base.fileio import atomic_write
-        from caffe_dc.report.storage_table import storage_text, summary_lines
+        from caffe_dc.codec.storage_table import storage_text, summary_lines
 
         check_outputs([args.blob], files=[args.json])
         _, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
@@ -173,7 +174,7 @@ def cmd_inspect(p):
 
 def _entropy_line(stats) -> str:
     """How far the Huffman payloads are from the zero-order entropy bound of their streams."""
-    from caffe_dc.report.storage_table import human
+    from caffe_dc.codec.storage_table import human
 
     t = stats.totals()
     h, e = t["huffman_bits"], t["entropy_bits"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import os
 
-from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
 from caffe_dc.cli.args import bits, density, layer_values, positive_int
+from caffe_dc.algorithms.cluster_config import Init, choices
 
 
 def cmd_compress(p):
@@ -28,22 +28,24 @@ def cmd_compress(p):
     p.add_argument("--rounds", type=positive_int, help="prune/retrain rounds (default: the schedule's)")
     p.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
     p.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
-    p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--init", default="linear", choices=choices(Init))
     p.add_argument("--seed", type=int, default=1)
 
     def run(args):
-        from caffe_dc.pipeline.reproduce import Pipeline, UserNet
+        from caffe_dc.pipeline.reproduce import Pipeline
+        from caffe_dc.stages.run import RunOptions
 
-        for what, path in (("solver", args.solver), ("caffemodel", args.weights), ("schedule", args.schedule)):
-            if path is not None and not os.path.isfile(path):
-                raise InputError("no such %s: %s" % (what, path))
+        opts = RunOptions(solver=args.solver, test_lmdb=args.test_lmdb, weights=args.weights, schedule=args.schedule,
+                          density=args.density, bits=args.bits, init=args.init, seed=args.seed, out=args.out,
+                          dense_control=args.dense_control, rounds=args.rounds, prune_iters=args.prune_iters,
+                          quant_iters=args.quant_iters)
         check_outputs([args.solver, args.weights, args.schedule, args.test_lmdb], folders=[args.out])
-        pl = Pipeline(UserNet(args.solver, args.test_lmdb), "custom", args.out, args)
+        pl = Pipeline(opts)
         state = pl.run()
         with open(os.path.join(pl.run_dir, "metrics.json")) as f:
             m = json.load(f)
         print("%s on %s (%s): %d/%d -> %d/%d correct (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"
-              % (m["net"], m["dataset"], "test split" if pl.info.has_val else "TEST source; no held-out split",
+              % (m["net"], m["dataset"], "test split" if m["data"]["n_val"] else "TEST source; no held-out split",
                  m["reference_test"]["correct"], m["reference_test"]["n"], m["final_test"]["correct"],
                  m["final_test"]["n"], m["accuracy_delta_pp"], m["dense_bytes"], m["file_bytes"], m["compression"],
                  state["report"]["report"]))

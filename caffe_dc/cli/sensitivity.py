@@ -86,12 +86,10 @@ def cmd_choose(p):
                    help="relative-index bits in the rate estimate (default 5)")
 
     def run(args):
-        from caffe_dc.algorithms import sensitivity as sens
-        from caffe_dc.algorithms.schedule import Schedule, from_dict, save_schedule
-        from caffe_dc.base.tables import pct, text_table
-        from caffe_dc.report.sensitivity import plot
-
+        from caffe_dc.algorithms.schedule import save_schedule
         from caffe_dc.base.fileio import check_outputs
+        from caffe_dc.report.sensitivity import plot
+        from caffe_dc.stages.choose import Budget, Recipe, choose, read_curves
 
         try:
             with open(args.sensitivity) as f:
@@ -100,50 +98,21 @@ def cmd_choose(p):
             raise InputError("cannot read %s: %s" % (args.sensitivity, e.strerror or e))
         except ValueError as e:
             raise InputError("%s is not JSON (%s)" % (args.sensitivity, e))
-        try:
-            base, curves = sens.curves_from_json(doc)
-        except InputError as e:
-            raise InputError("%s: %s" % (args.sensitivity, e))
         out = args.out or os.path.join(os.path.dirname(args.sensitivity), "schedule.json")
         png = os.path.splitext(out)[0] + ".png"
         check_outputs([args.sensitivity], [out, png])
-        names = [c.name for c in curves]
+        curves = read_curves(doc, args.sensitivity)
+        names = [c.name for c in curves[1]]
         check_layers(args.bits, names, "--bits")
-        layer_bits = sens.default_bits(curves)
-        layer_bits.update(expand(args.bits, names) or {})
-        if args.max_drop is not None:
-            final = sens.choose_max_drop(base, curves, args.max_drop / 100.0)
-            budget = {"max_drop_pp": args.max_drop}
-        else:
-            final = sens.choose_target_rate(base, curves, args.target_rate, layer_bits, args.index_bits)
-            budget = {"target_rate": args.target_rate}
-        plan = sens.plan_rounds(base, curves, final, args.round_drop / 100.0, args.min_rounds, args.max_rounds)
-        rate = sens.estimated_rate(curves, final, layer_bits, args.index_bits)
-        dens = {}
-        for n, ds in plan.densities.items():
-            if final[n] < 1.0:
-                r = [max(round(d, 4), 1e-4) for d in ds]
-                dens[n] = [min(r[:i + 1]) for i in range(len(r))]
-        total = sum(c.weights for c in curves)
-        kept = sum(c.weights * final[c.name] for c in curves)
-        src = {"sensitivity": os.path.abspath(args.sensitivity), "data": doc.get("lmdb"), "split": doc.get("split"),
-               "images": doc.get("images"), "budget": budget, "round_drop_pp": args.round_drop,
-               "estimated_rate_pq": round(rate, 2), "density": round(kept / total, 5),
-               "estimated_drop_pp": {n: round(100 * v, 3) for n, v in plan.final_drop.items()},
-               "estimated_round_drop_pp": [round(100 * v, 3) for v in plan.round_drop]}
-        sched = Schedule(plan.rounds, args.iters, args.finetune_iters, args.lr_factor, dens, layer_bits,
-                         net=doc.get("net"), description="chosen by `caffe-dc choose` from %s"
-                         % os.path.basename(args.sensitivity), source=src,
-                         snapshot_every=args.snapshot_every, reference_iters=args.reference_iters)
-        from_dict(sched.to_dict(), {c.name: c.kind for c in curves}, where=out)   # what we write must load
-        save_schedule(sched, out)
-        plot(doc, png, chosen=final, title="%s: chosen densities marked" % doc.get("net", ""))
-        rows = [[c.name, c.kind, c.weights, pct(final[c.name], 2), "%.2f" % (100 * plan.final_drop[c.name]),
-                 layer_bits[c.name], " ".join(pct(d, 1) for d in plan.densities[c.name])] for c in curves]
-        rows.append(["total", "", total, pct(kept / total, 2), "", "", ""])
-        print(text_table(["layer", "kind", "weights", "density", "drop pp", "bits", "per round"], rows))
+        recipe = Recipe(args.round_drop, args.min_rounds, args.max_rounds, args.iters, args.finetune_iters,
+                        args.lr_factor, args.index_bits, args.reference_iters, args.snapshot_every)
+        c = choose(doc, Budget(args.max_drop, args.target_rate), recipe, expand(args.bits, names), args.sensitivity,
+                   curves)
+        save_schedule(c.schedule, out)
+        plot(doc, png, chosen=c.final, title="%s: chosen densities marked" % doc.get("net", ""))
+        print(c.table)
         print("%d rounds (summed drop before retraining per round: %s pp); estimated P+Q rate %.1fx"
-              % (plan.rounds, ", ".join("%.2f" % (100 * v) for v in plan.round_drop), rate))
+              % (c.plan.rounds, ", ".join("%.2f" % (100 * v) for v in c.plan.round_drop), c.rate))
         print("wrote %s and %s" % (out, png))
         return 0
     return run

@@ -1,4 +1,4 @@
-"""CLI subcommands for the compression stages (registered into cli.COMMANDS on import)."""
+"""CLI subcommands for the compression stages: ``prune``, ``quantize`` and ``reproduce`` (see ``cli.COMMANDS``)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,9 @@ import os
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import (add_data_args, bits, check_layers, data_info, density, expand, layer_values,
+from caffe_dc.cli.args import (add_data_args, bits, check_layers, data_info, data_options, density, expand, layer_values,
                                positive_float, positive_int)
+from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
 PRUNE_FILES = ("pruned.caffemodel", "train_val.prototxt", "base_train_val.prototxt", "metrics.json")
@@ -84,10 +85,10 @@ def cmd_quantize(p):
     add_data_args(p)
     p.add_argument("--bits", type=layer_values(bits),
                    help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
-    p.add_argument("--init", default="linear", choices=["linear", "density", "random"],
+    p.add_argument("--init", default="linear", choices=choices(Init),
                    help="centroid initialisation (default linear, the paper's)")
     p.add_argument("--iters", type=positive_int, default=2000, help="fine-tuning iterations (default 2000)")
-    p.add_argument("--centroid-grad", default="sum", choices=["sum", "mean"],
+    p.add_argument("--centroid-grad", default="sum", choices=choices(CentroidGrad),
                    help="a centroid's gradient: the sum of its weights' gradients (the paper's, default) or their mean")
     p.add_argument("--lr-factor", type=positive_float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -131,7 +132,7 @@ def cmd_reproduce(p):
     p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
     p.add_argument("--density", type=layer_values(density), help="override final densities, e.g. ip1=0.05")
     p.add_argument("--bits", type=layer_values(bits), help="override weight bits, e.g. 5 or ip1=5")
-    p.add_argument("--init", default="linear", choices=["linear", "density", "random"])
+    p.add_argument("--init", default="linear", choices=choices(Init))
     p.add_argument("--schedule", metavar="FILE",
                    help="schedule file (docs/schedule.md; default: the preset's, zoo/schedules/<net>-<preset>.json)")
     p.add_argument("--seed", type=int, default=1)
@@ -156,25 +157,25 @@ def cmd_reproduce(p):
         from caffe_dc.pycaffe import nets
         from caffe_dc.pycaffe import rewrite
         from caffe_dc.pycaffe.caffemodel import load_net_proto
-        from caffe_dc.pipeline.reproduce import Pipeline
+        from caffe_dc.pipeline.reproduce import Pipeline, run_seeds
+        from caffe_dc.stages.run import RunOptions
 
         spec = nets.get(args.net)
         layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
         check_layers(args.density, layers, "--density")
         check_layers(args.bits, layers, "--bits")
-        args.density = expand(args.density, layers)
-        args.bits = expand(args.bits, layers)
-        if args.weights and not os.path.isfile(args.weights):
-            raise InputError("no such caffemodel: %s" % args.weights)
         check_outputs([args.weights, args.idx, args.imagenet_train, args.imagenet_val],
                       folders=[args.out, args.data_root])
-        preset = "quick" if args.quick else "full"
+        opts = RunOptions(net=spec.name, weights=args.weights, schedule=args.schedule, quick=args.quick,
+                          density=expand(args.density, layers), bits=expand(args.bits, layers), init=args.init,
+                          seed=args.seed, out=args.out, dense_control=args.dense_control, data=data_options(args),
+                          imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
+                          ref_iters=args.ref_iters, rounds=args.rounds, prune_iters=args.prune_iters,
+                          quant_iters=args.quant_iters, batch=args.batch, test_batch=args.test_batch, crop=args.crop)
         if args.seeds > 1:
-            from caffe_dc.pipeline.reproduce import run_seeds
-
-            print("wrote %s" % run_seeds(spec.name, preset, args.out, args, args.seeds))
+            print("wrote %s" % run_seeds(opts, args.seeds))
             return 0
-        pl = Pipeline(spec.name, preset, args.out, args)
+        pl = Pipeline(opts)
         state = pl.run()
         m = json.load(open(os.path.join(pl.run_dir, "metrics.json")))
         print("%s on %s (test split): %d/%d -> %d/%d correct (%+.2f pp), %d -> %d bytes, %.1fx; report: %s"

@@ -62,7 +62,6 @@ import numpy as np
 
 from caffe_dc.algorithms import pruning, quantization
 from caffe_dc.base import paper
-from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.pycaffe import nets
@@ -359,8 +358,7 @@ def _compress_layers(net: str, layers: Sequence[Layer], real: Optional[Params], 
                          _distinct(cb, codes), tp, tq, fit)
         results.append(lr)
         qparams[l.name] = LayerParams(l.type, [cb[codes]] + rest)
-        qparams[blob_name(l.name, CODEBOOK)] = LayerParams("Parameter", [cb])
-        qparams[blob_name(l.name, CODES)] = LayerParams("Parameter", [codes])
+        quantization.attach_codebook(qparams, l.name, cb, codes)
         say("quantize %-7s %d bits: %3d distinct values (k-means fit on %s)  %6.2f s"
             % (l.name, bits[l.name], lr.distinct, fit, tq))
     return qparams, results

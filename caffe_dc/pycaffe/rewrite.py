@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, PRUNABLE_TYPES, blob_name
+from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
+from caffe_dc.base.layer_policy import PRUNABLE_TYPES
 from caffe_dc.algorithms.pruning import dropout_ratio
 from caffe_dc.base.errors import InputError
 

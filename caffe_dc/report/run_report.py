@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 
@@ -12,9 +13,10 @@ from caffe_dc.base import paper
 from caffe_dc.base.blobs import CODEBOOK, blob_name
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
-from caffe_dc.report.storage_table import HEADERS, human, storage_rows
+from caffe_dc.codec.storage_table import human, layer_headers, storage_rows
 from caffe_dc.base.tables import markdown_table, pct
 from caffe_dc.base.provenance import environment
+from caffe_dc.stages.run import Run, RunRecord
 
 FULL_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000)}   # (train, test) as published
 
@@ -38,14 +40,8 @@ def dataset_note(info) -> str:
     return "%s %s." % (what, sizes[0].upper() + sizes[1:])
 
 
-def layer_headers(paper_net) -> list:
-    """The per-layer table's columns: "ours / paper" only beside the paper's own net."""
-    return HEADERS if paper_net else [h.replace(" ours / paper", "") for h in HEADERS]
-
-
-def user_data_note(p) -> str:
+def user_data_note(info) -> str:
     """Where a user's net read its splits, with their sizes; says so when no held-out test split was given."""
-    info = p.info
     train = "training: the TRAIN Data layer's %s (%d images)" % (info.train_lmdb, info.n_train)
     if info.has_val:
         return ("Data: %s; validation: the TEST Data layer's %s (%d images); test: `--test-lmdb` %s (%d images), "
@@ -84,27 +80,14 @@ def _pp_change(before: float, after: float) -> float:
     return round(100 * (after - before), 6) + 0.0
 
 
-def write_report(p) -> str:
-    s = p.state
-    net = p.src.name
-    paper_net = net if p.src.paper else None
-    d = p.run_dir
-    data = encoding.read_blob(s["encode"]["blob"])
-    _, stats = codec.decode_model_report(data)
-    t = stats.totals()
-    test = s["test"]["models"]
-    ref_acc = test["reference"]["accuracy"]
-    final_acc = test["decode"]["accuracy"]
-    layers = [b.name for b in stats.quantized]
-
-    # figures
+def _figures(rec: RunRecord, layers: list, sizes: list) -> dict:
+    s, d, net = rec.state, rec.run_dir, rec.net
     ref = load_params(s["reference"]["caffemodel"])
     pruned = load_params(s["prune"]["caffemodel"])
-    figs = {}
-    figs["weights"] = figures.weight_histograms({n: ref[n].blobs[0] for n in layers},
-                                                {n: pruned[n].blobs[0] for n in layers},
-                                                os.path.join(d, "weights_before_after_pruning.png"),
-                                                "%s: weights before and after pruning" % net)
+    figs = {"weights": figures.weight_histograms({n: ref[n].blobs[0] for n in layers},
+                                                 {n: pruned[n].blobs[0] for n in layers},
+                                                 os.path.join(d, "weights_before_after_pruning.png"),
+                                                 "%s: weights before and after pruning" % net)}
     with open(os.path.join(d, "quantize", "clusters.json")) as f:
         clusters = json.load(f)
     qp = load_params(s["quantize"]["caffemodel"])
@@ -112,17 +95,20 @@ def write_report(p) -> str:
                                          {n: clusters[n]["codebook_init"] for n in layers},
                                          {n: qp[blob_name(n, CODEBOOK)].blobs[0] for n in layers},
                                          os.path.join(d, "codebook.png"),
-                                         "%s: centroids at %s init and after fine-tuning" % (net, s["quantize"].get("init", "linear")))
-    sizes = _sizes(stats)
+                                         "%s: centroids at %s init and after fine-tuning"
+                                         % (net, s["quantize"].get("init", "linear")))
     figs["waterfall"] = figures.waterfall(["dense", "pruned", "+quantized", "+Huffman"], sizes,
                                           os.path.join(d, "size_waterfall.png"), "%s: storage by stage" % net)
+    return figs
 
-    # Table 1, ours beside the paper's (for one of the paper's nets)
-    p1 = paper.TABLE1[net] if paper_net else None
-    ratio = 1 / t["rate_pqh"]
+
+def _table1(rec: RunRecord, t: dict, test: dict) -> str:
+    """Table 1's row for this run, beside the paper's for one of the paper's nets."""
+    p1 = paper.TABLE1[rec.net] if rec.paper else None
+    ref_acc, final_acc = test["reference"]["accuracy"], test["decode"]["accuracy"]
     head = ["", "top-1 error ref → compressed", "parameters ref → compressed", "compress rate"]
-    ours = ["caffe-dc (%s)" % p.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
-            "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % ratio]
+    ours = ["caffe-dc (%s)" % rec.info.name, "%s → %s" % (pct(1 - ref_acc, 2), pct(1 - final_acc, 2)),
+            "%s → %s" % (human(t["original_bits"] / 8), human(t["file_bytes"])), "**%.1fx**" % (1 / t["rate_pqh"])]
     top5_ref = test["reference"].get("accuracy_top5")
     top5 = test["decode"].get("accuracy_top5")
     rows = [ours]
@@ -136,19 +122,16 @@ def write_report(p) -> str:
             paper_row.insert(2, "%s → %s" % (pct(p1.top5_ref, 2), pct(p1.top5, 2)))
         ours.insert(2, "%s → %s" % (pct(None if top5_ref is None else 1 - top5_ref, 2),
                                     pct(None if top5 is None else 1 - top5, 2)))
-    t1 = markdown_table(head, rows)
-    delta_pp = _pp_change(ref_acc, final_acc)
-    paired = s["test"]["paired"]
+    return markdown_table(head, rows)
+
+
+def _by_stage(rec: RunRecord, test: dict, sizes: list) -> str:
+    s = rec.state
     control = s.get("control") if "control" in test else None
-    control_rows, control_lines = [], []
-    if control:
-        control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
-                         % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), _kn(test["control"]),
-                         human(sizes[0]), "1x"]]
-        control_lines = [_paired_line("Accuracy change, dense control → compressed (the same retraining without "
-                                      "compression, so this is what compression itself costs)",
-                                      paired["control->compressed"]), ""]
-    stages = markdown_table(
+    control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
+                     % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), _kn(test["control"]),
+                     human(sizes[0]), "1x"]] if control else []
+    return markdown_table(
         ["stage", "val accuracy", "test: correct/n = accuracy [Wilson 95%]", "size", "vs dense"],
         [["reference", pct(s["reference"]["accuracy"], 2), _kn(test["reference"]), human(sizes[0]), "1x"]]
         + control_rows + [
@@ -159,34 +142,90 @@ def write_report(p) -> str:
          ["quantized + fine-tuned", pct(s["quantize"]["accuracy"], 2), _kn(test["quantize"]), human(sizes[2]),
           "%.1fx" % (sizes[0] / sizes[2])],
          ["Huffman-coded blob, decoded", "–", _kn(test["decode"]), human(sizes[3]), "%.1fx" % (sizes[0] / sizes[3])]])
-    env = environment()
-    prov = ["- command: `%s`" % p.command,
+
+
+def _provenance(rec: RunRecord, env: dict) -> list:
+    return ["- command: `%s`" % rec.command,
             "- commit: %s%s" % (env.get("git_commit") or "unknown",
                                 " (uncommitted changes)" if env.get("git_dirty") else ""),
-            "- schedule: %s%s: `%s`" % (p.schedule_source, (" (%s)" % p.schedule.description)
-                                         if p.schedule.description else "",
-                                         json.dumps(p.schedule_doc, sort_keys=True)),
-            "- net: %s" % ", ".join("%s %s" % kv for kv in p.src.origin),
-            "- seeds: training and k-means %d; validation split %d" % (p.args.seed, 0),
-            "- data: %s, train %d / val %s / test %d images" % (p.info.name, p.info.n_train, p.info.n_val,
-                                                                 p.info.n_test),
+            "- schedule: %s%s: `%s`" % (rec.schedule_source, (" (%s)" % rec.schedule_description)
+                                         if rec.schedule_description else "",
+                                         json.dumps(rec.schedule_doc, sort_keys=True)),
+            "- net: %s" % ", ".join("%s %s" % kv for kv in rec.origin),
+            "- seeds: training and k-means %d; validation split %d" % (rec.seed, 0),
+            "- data: %s, train %d / val %s / test %d images" % (rec.info.name, rec.info.n_train, rec.info.n_val,
+                                                                 rec.info.n_test),
             "- environment: CPU %s (%s cores), BLAS %s (%s threads); Caffe %s, numpy %s, scikit-learn %s, protobuf %s"
             % (env.get("cpu"), env.get("cpus"), env.get("blas"), env.get("blas_threads"), env.get("caffe"),
                env.get("numpy"), env.get("scikit-learn"), env.get("protobuf"))]
+
+
+def _stage_list(rec: RunRecord) -> str:
+    """The stage table as this run walked it: what each stage did, in order."""
+    rows = []
+    for i, name in enumerate(rec.stages, 1):
+        st = rec.state.get(name)
+        if name == "report":   # this very stage: being written now
+            rows.append([i, "report", "this file", "–", "–"])
+            continue
+        ran = st is not None and (name != "control" or "control" in rec.state.get("test", {}).get("models", {}))
+        rows.append([i, name.replace("_", " "), "done" if ran else "skipped",
+                     "%.1f" % st["seconds"] if ran and "seconds" in st else "–",
+                     "`%s`" % st["fingerprint"] if ran and "fingerprint" in st else "–"])
+    return markdown_table(["#", "stage", "", "seconds", "fingerprint"], rows)
+
+
+def _settings(rec: RunRecord, stats) -> list:
+    s = rec.state
+    lines = ["## Settings", "",
+             "- densities (final, per layer): %s" % ", ".join("%s %s" % (k, pct(v, 1)) for k, v in
+                                                              s["prune"]["config"]["densities"].items()),
+             "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations; "
+             "learning rate × %g" % (rec.rounds, rec.iters_per_round, rec.finetune_iters, rec.lr_factor),
+             "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
+                                                    ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
+             ("- reference: given (%s)" % s["reference"]["source"]) if s["reference"].get("source") else
+             "- reference training: %s iterations" % s["reference"].get("iters"), ""]
+    solver_changes = s["prune"].get("solver_changes")
+    if solver_changes is not None:
+        lines += ["## What was changed in the net's solver and train_val", "",
+                  "Retraining (every prune round, the fine-tuning and the control) uses the net's own solver "
+                  "(%s) with only these changes: the learning rate × %g, the iterations, and snapshots, which caffe-dc "
+                  "takes itself every %d iterations with the codebooks synced; it also tests the net itself, on the "
+                  "validation split, so Caffe's own testing and display are switched off. Shown for the first "
+                  "pruning round:" % (dict(rec.origin).get("solver"), rec.lr_factor, rec.snapshot_every), ""]
+        lines += ["- solver %s" % c for c in solver_changes] + ["- train_val: %s" % c for c in rec.changes] + [""]
+    return lines
+
+
+def write_report(rec: RunRecord) -> str:
+    """report.md, its figures and metrics.json in the run folder; returns report.md's path."""
+    s, net, d = rec.state, rec.net, rec.run_dir
+    paper_net = net if rec.paper else None
+    _, stats = codec.decode_model_report(encoding.read_blob(s["encode"]["blob"]))
+    t = stats.totals()
+    test = s["test"]["models"]
+    sizes = _sizes(stats)
+    figs = _figures(rec, [b.name for b in stats.quantized], sizes)
+    paired = s["test"]["paired"]
+    control_lines = [_paired_line("Accuracy change, dense control → compressed (the same retraining without "
+                                  "compression, so this is what compression itself costs)",
+                                  paired["control->compressed"]), ""] if "control" in test else []
+    env = environment()
     lines = [
-        "# Deep Compression of %s on %s" % (net, p.info.name), "",
-        "Made by `%s` (preset `%s`, seed %d) on %s." % (p.command, p.preset_name, p.args.seed,
+        "# Deep Compression of %s on %s" % (net, rec.info.name), "",
+        "Made by `%s` (preset `%s`, seed %d) on %s." % (rec.command, rec.preset, rec.seed,
                                                         datetime.date.today().isoformat()), "",
-        dataset_note(p.info) if paper_net else user_data_note(p), "",
+        dataset_note(rec.info) if paper_net else user_data_note(rec.info), "",
         "**Protocol.** Every choice in this run (the schedule, and the accuracy watched while retraining) was made "
         "on the validation split; the test split was read only for the final figures below, each test image "
         "counted exactly once (the TEST batch divides the test set's size), and all models on the same images, "
         "so they are compared image by image.", "",
-    ] + prov + ["",
-        "## Table 1: ours beside the paper's" if paper_net else "## Result", "", t1, "",
+    ] + _provenance(rec, env) + ["",
+        "## Table 1: ours beside the paper's" if paper_net else "## Result", "", _table1(rec, t, test), "",
         _paired_line("Accuracy change, reference → compressed", paired["reference->compressed"]), "",
     ] + control_lines + [
-        "## By stage", "", stages, "",
+        "## By stage", "", _by_stage(rec, test, sizes), "",
         ("## Table %d: per layer, ours / paper" % paper.TABLE_NUMBER[net]) if paper_net
         else "## Per layer, in net order", "",
         markdown_table(layer_headers(paper_net), storage_rows(stats, paper_net)), "",
@@ -198,47 +237,49 @@ def write_report(p) -> str:
         "the entropy of the code stream is %.2f bits and of the gap stream %.2f bits per entry."
         % (t["code_entropy"] or 0, t["gap_entropy"] or 0), "",
         "## Figures", "",
-        "![weights](%s)" % os.path.basename(figs["weights"]), "",
-        "![codebook](%s)" % os.path.basename(figs["codebook"]), "",
-        "![waterfall](%s)" % os.path.basename(figs["waterfall"]), "",
-    ]
-    sweep = os.path.join(d, "sweep.png")
-    if os.path.isfile(sweep):
+    ] + ["![%s](%s)\n" % (k, os.path.basename(v)) for k, v in figs.items()]
+    if os.path.isfile(os.path.join(d, "sweep.png")):
         lines += ["![sweep](sweep.png)", ""]
-    lines += ["## Settings", "",
-              "- densities (final, per layer): %s" % ", ".join("%s %s" % (k, pct(v, 1)) for k, v in
-                                                               s["prune"]["config"]["densities"].items()),
-              "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations; "
-              "learning rate × %g" % (p.schedule.rounds, p.schedule.iters_per_round, p.schedule.finetune_iters,
-                                      p.schedule.lr_factor),
-              "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
-                                                     ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
-              ("- reference: given (%s)" % s["reference"]["source"]) if s["reference"].get("source") else
-              "- reference training: %s iterations" % s["reference"].get("iters"), ""]
-    changes = list(p.src.changes)
-    solver_changes = s["prune"].get("solver_changes")
-    if solver_changes is not None:
-        lines += ["## What was changed in the net's solver and train_val", "",
-                  "Retraining (every prune round, the fine-tuning and the control) uses the net's own solver "
-                  "(%s) with only these changes: the learning rate × %g, the iterations, and snapshots, which caffe-dc "
-                  "takes itself every %d iterations with the codebooks synced; it also tests the net itself, on the "
-                  "validation split, so Caffe's own testing and display are switched off. Shown for the first "
-                  "pruning round:" % (dict(p.src.origin).get("solver"), p.schedule.lr_factor, p.snapshot_every), ""]
-        lines += ["- solver %s" % c for c in solver_changes] + ["- train_val: %s" % c for c in changes] + [""]
+    lines += _settings(rec, stats) + ["## Stages", "", "In the order of the stage table "
+                                      "(`caffe_dc/pipeline/stage_table.py`); a stage is redone when its fingerprint "
+                                      "(its settings, the stages it reads and its code) changes.", "",
+                                      _stage_list(rec), ""]
     path = os.path.join(d, "report.md")
     atomic_write(path, "\n".join(lines).encode())
-    metrics = {"net": net, "paper_net": bool(paper_net), "dataset": p.info.name, "preset": p.preset_name,
-               "schedule": p.schedule_doc, "schedule_source": p.schedule_source,
-               "command": p.command, "seed": p.args.seed, "val_seed": 0,
-               "data": {"name": p.info.name, "n_train": p.info.n_train, "n_val": p.info.n_val, "n_test": p.info.n_test},
-               "reference_accuracy": ref_acc, "final_accuracy": final_acc,
-               "reference_test": {k: v for k, v in test["reference"].items()},
-               "final_test": {k: v for k, v in test["decode"].items()},
-               "paired": paired,
-               "accuracy_delta_pp": delta_pp,
-               "control_accuracy": test["control"]["accuracy"] if control else None,
-               "compression": ratio, "file_bytes": t["file_bytes"],
-               "dense_bytes": t["original_bits"] // 8, "stage_bytes": dict(zip(["dense", "pruned", "pq", "pqh"], sizes)),
-               "storage": stats.to_dict(), "stages": s, "environment": env}
-    atomic_write(os.path.join(d, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode())
+    _write_metrics(rec, stats, sizes, env)
     return path
+
+
+def _write_metrics(rec: RunRecord, stats, sizes: list, env: dict) -> None:
+    s = rec.state
+    t = stats.totals()
+    test = s["test"]["models"]
+    ref_acc, final_acc = test["reference"]["accuracy"], test["decode"]["accuracy"]
+    with open(s["encode"]["blob"], "rb") as f:
+        blob_sha = hashlib.sha256(f.read()).hexdigest()
+    metrics = {"net": rec.net, "paper_net": rec.paper, "dataset": rec.info.name, "preset": rec.preset,
+               "schedule": rec.schedule_doc, "schedule_source": rec.schedule_source,
+               "command": rec.command, "seed": rec.seed, "val_seed": 0,
+               "data": {"name": rec.info.name, "n_train": rec.info.n_train, "n_val": rec.info.n_val,
+                        "n_test": rec.info.n_test},
+               "reference_accuracy": ref_acc, "final_accuracy": final_acc,
+               "reference_test": dict(test["reference"]), "final_test": dict(test["decode"]),
+               "paired": s["test"]["paired"],
+               "accuracy_delta_pp": _pp_change(ref_acc, final_acc),
+               "control_accuracy": test["control"]["accuracy"] if "control" in test else None,
+               "compression": 1 / t["rate_pqh"], "file_bytes": t["file_bytes"], "model_sha256": blob_sha,
+               "dense_bytes": t["original_bits"] // 8, "stage_bytes": dict(zip(["dense", "pruned", "pq", "pqh"], sizes)),
+               "storage": stats.to_dict(), "stages": s, "stage_order": list(rec.stages), "environment": env}
+    atomic_write(os.path.join(rec.run_dir, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode())
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+def stage_inputs(r: Run) -> dict:
+    return {"control": r.opts.dense_control, "schedule": r.schedule_source}
+
+
+def run_stage(r: Run) -> dict:
+    path = write_report(r.record())
+    print("  wrote %s" % path)
+    return {"report": path}

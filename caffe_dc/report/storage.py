@@ -14,7 +14,7 @@ from caffe_dc.base import paper
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.tables import markdown_table, num, pair, text_table
 from caffe_dc.report import json_out
-from caffe_dc.report.storage_table import storage_markdown, storage_text
+from caffe_dc.codec.storage_table import storage_markdown, storage_text
 
 STREAMS = ("code_bytes", "gap_bytes", "other_bytes", "total_bytes")
 BREAKDOWN_HEADERS = ["layer", "fillers per kept, ours / paper", "weight codes +H KB", "index gaps +H KB",

@@ -19,7 +19,8 @@ from caffe_dc.codec import model as codec
 from caffe_dc.base import paper
 from caffe_dc.algorithms import pruning
 from caffe_dc.algorithms import quantization
-from caffe_dc.base.blobs import CODEBOOK, CODES, PRUNABLE_TYPES, blob_name, is_helper
+from caffe_dc.base import layer_policy
+from caffe_dc.base.blobs import CODEBOOK, blob_name, is_helper
 from caffe_dc.base.params import Params
 from caffe_dc.base.errors import InputError
 
@@ -33,7 +34,7 @@ class IndexWidth(enum.Enum):
     PAPER
         The paper's tables: 5 bits for LeNet and VGG-16, 4 for AlexNet; any
         other net section 2's 8 bits for conv layers, 5 for fc
-        (``default_index_bits``). Reproduces the paper's storage figures.
+        (``layer_policy.paper_index_bits``). Reproduces the paper's storage figures.
     """
     AUTO = "auto"
     PAPER = "paper"
@@ -42,19 +43,12 @@ class IndexWidth(enum.Enum):
 IndexBits = Union[int, IndexWidth, None]   # a width in bits (0: dense), or how to choose it; None: AUTO
 
 
-def default_index_bits(net: Optional[str], layer_type: str) -> int:
-    """The paper's tables: 5 bits for LeNet and VGG-16, 4 for AlexNet; else section 2's 8 conv / 5 fc."""
-    if net in paper.PAPER_INDEX_BITS:
-        return int(paper.PAPER_INDEX_BITS[net])
-    return 8 if layer_type == "Convolution" else 5
-
-
 def resolve_index_bits(value: IndexBits, net: Optional[str], layer_type: str) -> Optional[int]:
     """A layer's width for the codec: bits as given, PAPER's for this net and layer type, None for AUTO."""
     if value is None or value is IndexWidth.AUTO:
         return None
     if value is IndexWidth.PAPER:
-        return default_index_bits(net, layer_type)
+        return layer_policy.paper_index_bits(layer_type, net)
     return int(value)
 
 
@@ -80,7 +74,7 @@ def _label_tolerance(label: str) -> float:
 
 
 def compressible(params: Params) -> list:
-    return [n for n, lp in params.items() if lp.type in PRUNABLE_TYPES and not is_helper(n)]
+    return [n for n, lp in params.items() if layer_policy.is_prunable(lp.type) and not is_helper(n)]
 
 
 def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, float]] = None,
@@ -98,12 +92,10 @@ def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, 
         d = dens.get(n, 1.0)
         if d < 1.0:
             w = np.where(pruning.density_mask(w, d), w, np.float32(0))
-        b = (bits or {}).get(n) or (paper.PAPER_BITS.get(net, {}).get(n) if net else None) or \
-            (8 if lp.type == "Convolution" else 5)
+        b = (bits or {}).get(n) or layer_policy.default_bits(lp.type, net, n)
         cb, codes = quantization.quantize_layer(np.asarray(w, dtype=np.float32), int(b), init=init, seed=seed)
         out[n] = type(lp)(lp.type, [cb[codes]] + list(lp.blobs[1:]))
-        out[blob_name(n, CODEBOOK)] = type(lp)("Parameter", [cb])
-        out[blob_name(n, CODES)] = type(lp)("Parameter", [codes])   # integers; a caffemodel stores them as float
+        quantization.attach_codebook(out, n, cb, codes)
     return out
 
 
@@ -116,7 +108,7 @@ def encode_params(params: Params, net: Optional[str] = None,
     Each quantized layer's index width is ``index_bits[layer]`` if given,
     else ``default``: bits 1..12, 0 for a dense record, ``IndexWidth.AUTO``
     (or None) for the width of the smallest record, ``IndexWidth.PAPER`` for
-    the paper's (``default_index_bits``).
+    the paper's (``layer_policy.paper_index_bits``).
     """
     net = net or guess_net(params)
     types = {n: lp.type for n, lp in params.items()}
@@ -196,3 +188,36 @@ def load_net(deploy: str, dcz: str, phase: str = "TEST", max_weights: int = code
                                  % (name, i, tuple(s.shape), dcz, tuple(d.data.shape), deploy))
             d.data[...] = s.reshape(d.data.shape)
     return net
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+def stage_inputs(r) -> dict:
+    return {}
+
+
+def run_stage(r) -> dict:
+    """The quantized model as ``model.dcz`` (each layer at the index width of its smallest record)."""
+    import json
+
+    from caffe_dc.base.fileio import atomic_write
+    from caffe_dc.base.tables import text_table
+    from caffe_dc.codec.storage_table import layer_headers, storage_rows, summary_lines
+    from caffe_dc.pycaffe.caffemodel import load_params
+    from caffe_dc.stages.run import indent
+
+    params = load_params(r.out("quantize")["caffemodel"])
+    net = r.src.name if r.src.paper else None
+    meta = {"dataset": r.info.name, "preset": r.preset}
+    if not r.src.paper:
+        meta["paper_net"] = None   # its own name must not send anyone to the paper's tables
+    data, stats = encode_params(params, r.src.name, None, meta=meta)
+    out = r.path("model.dcz")
+    atomic_write(out, data)
+    atomic_write(r.path("storage.json"), json.dumps(stats.to_dict(), indent=2).encode())
+    print(indent(text_table(layer_headers(net), storage_rows(stats, net))))
+    for line in summary_lines(stats, net):
+        print("  " + line)
+    t = stats.totals()
+    return {"blob": out, "bytes": len(data), "rate_pq": t["rate_pq"], "rate_pqh": t["rate_pqh"],
+            "original_bytes": t["original_bits"] // 8}

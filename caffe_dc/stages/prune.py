@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Mapping, NamedTuple, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +21,8 @@ from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_write
-from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
+from caffe_dc.pycaffe.caffemodel import load_params, load_solver_proto, save_net_proto, save_params
+from caffe_dc.stages.run import Run, indent
 from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe.retraining import retrain
 from caffe_dc.base.tables import pct, text_table
@@ -71,6 +72,66 @@ def layer_rows(params: Params, layers: List[str], paper: Mapping[str, float]) ->
     return rows
 
 
+class _RoundContext(NamedTuple):
+    base: object
+    shapes: Dict[str, tuple]
+    layers: List[str]
+    n_orig: Dict[str, int]
+    solver0: object
+    test_iter: int
+    cfg: PruneConfig
+    progress: bool
+    verbose: bool
+
+
+def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], schedule, targets,
+           rdir: str) -> Tuple[dict, str]:
+    """Round ``r``: prune ``current`` further (``masks`` updated in place), retrain; its metrics and model.
+    A round whose retrained model exists is read back instead."""
+    cfg = c.cfg
+    done = os.path.join(rdir, "retrained.caffemodel")
+    rmeta = os.path.join(rdir, "metrics.json")
+    if os.path.isfile(done) and os.path.isfile(rmeta):
+        with open(rmeta) as f:
+            rm = json.load(f)
+        if c.progress:
+            print("  round %d/%d: done before (%s kept), skipping" % (r, cfg.rounds, pct(rm["density"])))
+        return rm, done
+    params = load_params(current)
+    for n in c.layers:
+        w = params[n].blobs[0]
+        if schedule is not None:
+            masks[n] = pruning.density_mask(w, schedule[n][r - 1], masks[n])
+        else:
+            masks[n] = pruning.threshold_mask(w, targets[n], masks[n])
+    os.makedirs(rdir, exist_ok=True)
+    pruned_path = os.path.join(rdir, "pruned.caffemodel")
+    save_params(with_masks(params, masks), pruned_path)
+    net = rewrite.add_blobs(c.base, c.shapes, [MASK])
+    kept = {n: float(masks[n].sum()) / c.n_orig[n] for n in c.layers}
+    dropout = rewrite.adjust_dropout(net, kept)
+    tv = os.path.join(rdir, "train_val.prototxt")
+    save_net_proto(net, tv)
+    before = solving.evaluate(tv, pruned_path, c.test_iter, c.verbose)
+    density = sum(float(masks[n].sum()) for n in c.layers) / sum(c.n_orig.values())
+    if c.progress:
+        print("  round %d/%d: %s of weights kept, val accuracy %.2f%% before retraining"
+              % (r, cfg.rounds, pct(density, 2), 100 * solving.accuracy_of(before)))
+    sp = rewrite.retrain_solver(c.solver0, cfg.lr_factor)
+    hist = retrain(tv, sp, pruned_path, os.path.join(rdir, "retrain"), cfg.iters_per_round, c.test_iter, done,
+                   desc="prune round %d" % r, snapshot_every=cfg.snapshot_every, progress=c.progress,
+                   verbose=c.verbose)
+    after = hist[-1]
+    if c.progress:
+        print("  round %d/%d: val accuracy %.2f%% after %d retraining iterations"
+              % (r, cfg.rounds, 100 * solving.accuracy_of(after), cfg.iters_per_round))
+    rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
+          "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
+          "history": hist}
+    atomic_write(rmeta, json.dumps(rm, indent=2).encode())
+    return rm, done
+
+
 def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
                 layers: Optional[List[str]] = None, progress: bool = True, verbose: bool = False) -> dict:
     """``net``: a registry name (read on ``info``) or a ``nets.NetSource`` (any net)."""
@@ -114,51 +175,10 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
                     raise InputError("layer %s: %d round densities for %d rounds" % (n, len(steps), cfg.rounds))
                 schedule[n] = list(steps)
     current = ref_model
+    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, cfg, progress, verbose)
     for r in range(1, cfg.rounds + 1):
-        rdir = os.path.join(out_dir, "round%d" % r)
-        done = os.path.join(rdir, "retrained.caffemodel")
-        rmeta = os.path.join(rdir, "metrics.json")
-        if os.path.isfile(done) and os.path.isfile(rmeta):
-            with open(rmeta) as f:
-                rounds.append(json.load(f))
-            current = done
-            if progress:
-                print("  round %d/%d: done before (%s kept), skipping" % (r, cfg.rounds, pct(rounds[-1]["density"])))
-            continue
-        params = load_params(current)
-        for n in layers:
-            w = params[n].blobs[0]
-            if schedule is not None:
-                masks[n] = pruning.density_mask(w, schedule[n][r - 1], masks[n])
-            else:
-                masks[n] = pruning.threshold_mask(w, targets[n], masks[n])
-        pruned = with_masks(params, masks)
-        os.makedirs(rdir, exist_ok=True)
-        pruned_path = os.path.join(rdir, "pruned.caffemodel")
-        save_params(pruned, pruned_path)
-        net = rewrite.add_blobs(base, shapes, [MASK])
-        kept = {n: float(masks[n].sum()) / n_orig[n] for n in layers}
-        dropout = rewrite.adjust_dropout(net, kept)
-        tv = os.path.join(rdir, "train_val.prototxt")
-        save_net_proto(net, tv)
-        before = solving.evaluate(tv, pruned_path, test_iter, verbose)
-        density = sum(float(masks[n].sum()) for n in layers) / sum(n_orig.values())
-        if progress:
-            print("  round %d/%d: %s of weights kept, val accuracy %.2f%% before retraining"
-                  % (r, cfg.rounds, pct(density, 2), 100 * solving.accuracy_of(before)))
-        sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
-        hist = retrain(tv, sp, pruned_path, os.path.join(rdir, "retrain"), cfg.iters_per_round, test_iter, done,
-                       desc="prune round %d" % r, snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose)
-        after = hist[-1]
-        if progress:
-            print("  round %d/%d: val accuracy %.2f%% after %d retraining iterations"
-                  % (r, cfg.rounds, 100 * solving.accuracy_of(after), cfg.iters_per_round))
-        rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
-              "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
-              "history": hist}
-        atomic_write(rmeta, json.dumps(rm, indent=2).encode())
+        rm, current = _round(ctx, r, current, masks, schedule, targets, os.path.join(out_dir, "round%d" % r))
         rounds.append(rm)
-        current = done
 
     final = load_params(current)
     final_model = os.path.join(out_dir, "pruned.caffemodel")
@@ -182,3 +202,25 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
     head = ["layer", "weights", "nonzero", "density", "paper"]
     metrics["table"] = text_table(head, rows) if src.paper else text_table(head[:-1], [r[:-1] for r in rows])
     return metrics
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+def stage_inputs(r: Run) -> dict:
+    sch = r.schedule
+    return {"densities": sch.densities, "rounds": sch.rounds, "prune_iters": sch.iters_per_round,
+            "lr_factor": r.lr_factor, "snapshot_every": r.snapshot_every}
+
+
+def run_stage(r: Run) -> dict:
+    sch = r.schedule
+    if not sch.densities:
+        raise InputError("%s prunes no layer (its densities match none of %s)"
+                         % (r.schedule_source, ", ".join(r.src.layer_types())))
+    cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
+                      lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities)
+    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.path("prune"), cfg, progress=r.progress)
+    print(indent(m["table"]))
+    written = load_solver_proto(r.path("prune", "round1", "retrain", "solver.prototxt"))
+    return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
+            "layers": m["layers"], "config": m["config"], "solver_changes": nets.solver_changes(r.src.solver, written)}

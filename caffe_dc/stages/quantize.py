@@ -16,11 +16,10 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 import numpy as np
 
 from caffe_dc.pycaffe import nets
-from caffe_dc.algorithms import pruning
 from caffe_dc.algorithms import quantization
-from caffe_dc.algorithms.schedule import layer_kind
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
+from caffe_dc.base import layer_policy
 from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_write
@@ -29,6 +28,7 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe.solving import check_matches
 from caffe_dc.pycaffe.retraining import retrain
 from caffe_dc.base.tables import text_table
+from caffe_dc.stages.run import Run, indent
 
 
 class QuantConfig(NamedTuple):
@@ -39,14 +39,6 @@ class QuantConfig(NamedTuple):
     seed: int = 0
     snapshot_every: int = 1000
     centroid_grad: str = "sum"                  # quantization.CentroidGrad: how a cluster's gradients combine
-
-
-def default_bits(net_name: Optional[str], layer: str, layer_type: str) -> int:
-    """The paper's bits for its own nets; else section 3's rule: 8 bits for conv layers, 5 for fc."""
-    table = pruning.PAPER_BITS.get(net_name, {}) if net_name else {}
-    if layer in table:
-        return int(table[layer])
-    return 8 if layer_kind(layer_type) == "conv" else 5
 
 
 def compressed_layers(params: Params, base) -> List[str]:
@@ -70,8 +62,7 @@ def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], 
         # The codes subsume the mask (code 0 = pruned); dropping the mask blob saves Caffe a
         # full-size parameter update per iteration.
         out.pop(blob_name(n, MASK), None)
-        out[blob_name(n, CODEBOOK)] = LayerParams("Parameter", [codebook.astype(np.float32)])
-        out[blob_name(n, CODES)] = LayerParams("Parameter", [codes.astype(np.float32)])
+        quantization.attach_codebook(out, n, codebook, codes)
         kept = int(mask.sum())
         k = 2 ** bits[n]
         info[n] = {"weights": int(w.size), "kept": kept, "bits": int(bits[n]), "codebook_size": k,
@@ -99,13 +90,11 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
             raise InputError("cannot quantize %s: not a compressed layer (%s)" % (", ".join(bad), ", ".join(masked)))
     layers = [n for n in masked if only is None or n in only]
     types = {l.name: l.type for l in base.layer}
-    bits = {n: default_bits(src.name if src.paper else None, n, types[n]) for n in layers}
+    bits = {n: layer_policy.default_bits(types[n], src.name if src.paper else None, n) for n in layers}
     for n, b in (cfg.bits or {}).items():
         if n not in bits:
             raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
-        if not 1 <= int(b) <= 16:
-            raise InputError("bits for %s must be in 1..16, got %r" % (n, b))
-        bits[n] = int(b)
+        bits[n] = quantization.check_bits(b)
     init = quantization.Init.parse(cfg.init)
     centroid_grad = quantization.CentroidGrad.parse(cfg.centroid_grad)
     test_iter = solving.test_iters_for(base, info.split("val")[1])
@@ -167,3 +156,26 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     metrics["table"] = text_table(["layer", "kept", "bits", "codebook", "distinct", "r=nb/(n log2k+kb)"], rows)
     return metrics
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+def _bits(r: Run) -> Optional[Dict[str, int]]:
+    """The schedule's bits for the layers it prunes (the others stay float and unquantized)."""
+    sch = r.schedule
+    return None if sch.bits is None else {n: b for n, b in sch.bits.items() if n in sch.densities}
+
+
+def stage_inputs(r: Run) -> dict:
+    return {"bits": _bits(r), "init": r.opts.init.value, "quant_iters": r.schedule.finetune_iters,
+            "lr_factor": r.lr_factor, "seed": r.opts.seed, "centroid_grad": r.schedule.centroid_grad}
+
+
+def run_stage(r: Run) -> dict:
+    cfg = QuantConfig(bits=_bits(r), init=r.opts.init.value, iters=r.schedule.finetune_iters, lr_factor=r.lr_factor,
+                      seed=r.opts.seed, snapshot_every=r.snapshot_every, centroid_grad=r.schedule.centroid_grad)
+    m = run_quantization(r.src, r.out("prune")["caffemodel"], r.info, r.path("quantize"), cfg, progress=r.progress)
+    print(indent(m["table"]))
+    return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
+            "accuracy_before_finetune": m["accuracy_before_finetune"],
+            "bits": {n: v["bits"] for n, v in m["layers"].items()}}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Optional
@@ -11,8 +12,10 @@ from caffe_dc.pycaffe import nets
 from caffe_dc.pycaffe import retraining
 from caffe_dc.pycaffe import solving
 from caffe_dc.base import provenance
-from caffe_dc.base.fileio import atomic_write
-from caffe_dc.pycaffe.caffemodel import save_net_proto
+from caffe_dc.base.fileio import atomic_path, atomic_write
+from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
+from caffe_dc.base.fingerprint import file_digest
+from caffe_dc.stages.run import Run
 from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
 
 
@@ -59,3 +62,29 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
 def environment(caffe=None) -> dict:
     """``base.provenance.environment()``; kept for callers that still pass the caffe module (it is found anyway)."""
     return provenance.environment()
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+def stage_inputs(r: Run) -> dict:
+    return {"ref_iters": r.ref_iters, "seed": r.opts.seed, "snapshot_every": r.snapshot_every,
+            "weights": file_digest(r.opts.weights) if r.opts.weights else None}
+
+
+def run_stage(r: Run) -> dict:
+    """The reference: ``--weights`` copied in and scored on the validation split, or trained here."""
+    model = r.path("reference", "%s.caffemodel" % r.src.file_stem)
+    given = r.opts.weights
+    if given:
+        solving.check_matches(r.src.train_val, load_params(given), given)
+        os.makedirs(os.path.dirname(model), exist_ok=True)
+        with atomic_path(model) as tmp:
+            shutil.copyfile(given, tmp)
+        m = solving.evaluate(r.base_path, model, r.test_iter)
+        print("  reference val accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
+        return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
+                "iters": 0, "source": given}
+    m = train_reference(r.src.name, r.info, r.path("reference"), iters=r.ref_iters, seed=r.opts.seed,
+                        test_every=max(r.ref_iters // 5, 1), progress=r.progress)
+    print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
+    return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "iters": m["iters"]}

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from caffe_dc.algorithms import pruning
-from caffe_dc.algorithms.schedule import layer_kind
+from caffe_dc.base.layer_policy import kind as layer_kind
 from caffe_dc.algorithms.sensitivity import density_grid
 from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe import nets, rewrite, solving

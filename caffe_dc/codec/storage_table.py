@@ -16,6 +16,11 @@ HEADERS = ["layer", "#weights", "W% ours / paper", "wb P+Q", "wb +H ours / paper
            "ib +H ours / paper", "rate P+Q ours / paper", "rate P+Q+H ours / paper"]
 
 
+
+def layer_headers(paper_net) -> List[str]:
+    """The per-layer table's columns: "ours / paper" only beside the paper's own net."""
+    return HEADERS if paper_net else [h.replace(" ours / paper", "") for h in HEADERS]
+
 def _rate_pair(ours, theirs) -> str:
     s = pair(ours, theirs, lambda x: pct(x, 2))
     if ours is not None and theirs is not None:

@@ -1,0 +1,32 @@
+"""Stage ``caffe test``: Caffe's own binary on the decoded and on the quantized model, on the test split.
+
+An independent check of the decoder and of the exact scorer: the TEST batch
+divides the split, so Caffe too counts each image once, and both models
+must score the same.
+"""
+from __future__ import annotations
+
+from caffe_dc.base.errors import InternalError
+from caffe_dc.pycaffe import nets, solving
+from caffe_dc.pycaffe.caffemodel import load_net_proto, save_net_proto
+from caffe_dc.stages.run import Run
+
+
+def stage_inputs(r: Run) -> dict:
+    return {}
+
+
+def run_stage(r: Run) -> dict:
+    _, n_test = r.info.split("test")
+    iters = solving.test_iters_for(load_net_proto(r.test_path), n_test)
+    qproto = r.path("quantize", "test.prototxt")
+    save_net_proto(nets.with_test_split(load_net_proto(r.out("quantize")["prototxt"]), *r.info.split("test")), qproto)
+    dec = solving.caffe_cli_test(r.test_path, r.out("decode")["caffemodel"], iters)
+    qnt = solving.caffe_cli_test(qproto, r.out("quantize")["caffemodel"],
+                                 solving.test_iters_for(load_net_proto(qproto), n_test))
+    print("  caffe test (test split, %d images): decoded %.4f, quantized %.4f" % (n_test, dec["accuracy"],
+                                                                                 qnt["accuracy"]))
+    if dec["accuracy"] != qnt["accuracy"]:
+        raise InternalError("decoded model scores %.6f under `caffe test` but the quantized one %.6f"
+                            % (dec["accuracy"], qnt["accuracy"]))
+    return {"decoded": dec, "quantized": qnt, "accuracy": dec["accuracy"]}

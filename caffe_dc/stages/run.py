@@ -1,0 +1,168 @@
+"""What a stage of ``reproduce`` / ``compress`` reads: the run's typed options and its context.
+
+``RunOptions`` is the one, frozen, validated record of what the user asked
+for; the CLI builds it and nothing below the CLI reads ``argparse``. ``Run``
+is what the pipeline hands each stage: the options, the net and data, the
+resolved schedule, the run folder and the outputs of the stages already
+finished. A stage reads it and returns its own output (a JSON-able dict);
+it never writes into it. ``RunRecord`` is the plain data the report is made
+from, so the report depends on this declared record, not on the pipeline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+
+from caffe_dc.algorithms.cluster_config import Init
+from caffe_dc.base.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """Where the MNIST-format images come from (``reproduce``; see ``cli.args.add_data_args``)."""
+    idx: Optional[str] = None
+    name: Optional[str] = None
+    download: Optional[str] = None
+    data_root: str = "runs/data"
+    limit: Optional[int] = None
+    val: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """A whole run. ``net`` names one of the paper's nets (``reproduce``); ``solver`` a user's own
+    (``compress``); exactly one is given. Values were checked when the command line was parsed;
+    ``__post_init__`` checks what only the whole record can tell."""
+    net: Optional[str] = None
+    solver: Optional[str] = None
+    test_lmdb: Optional[str] = None
+    weights: Optional[str] = None
+    schedule: Optional[str] = None
+    quick: bool = False
+    density: Optional[Mapping[str, float]] = None
+    bits: Optional[Mapping[str, int]] = None
+    init: Init = Init.LINEAR
+    seed: int = 1
+    out: Optional[str] = None
+    dense_control: bool = False
+    data: DataOptions = DataOptions()
+    imagenet_train: Optional[str] = None
+    imagenet_val: Optional[str] = None
+    ref_iters: Optional[int] = None
+    rounds: Optional[int] = None
+    prune_iters: Optional[int] = None
+    quant_iters: Optional[int] = None
+    batch: Optional[int] = None
+    test_batch: Optional[int] = None
+    crop: Optional[int] = None
+
+    def __post_init__(self):
+        if (self.net is None) == (self.solver is None):
+            raise ValueError("RunOptions needs exactly one of net (reproduce) and solver (compress)")
+        object.__setattr__(self, "init", Init.parse(self.init))
+        if self.solver is not None and not self.weights:
+            raise InputError("compress needs the reference caffemodel: --weights REF.caffemodel")
+        for what, path in (("caffemodel", self.weights), ("schedule", self.schedule), ("solver", self.solver)):
+            if path is not None and not os.path.isfile(path):
+                raise InputError("no such %s: %s" % (what, path))
+
+    @property
+    def preset(self) -> str:
+        """The schedule preset a paper net runs with ('custom' for a user's net)."""
+        return "custom" if self.solver else ("quick" if self.quick else "full")
+
+    def replace(self, **changes) -> "RunOptions":
+        return dataclasses.replace(self, **changes)
+
+    def result_settings(self) -> Dict[str, object]:
+        """The settings that change a result and differ from their defaults (names a run folder)."""
+        defaults = RunOptions(net="-")
+        keep = ("schedule", "density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters",
+                "quant_iters", "batch", "test_batch", "crop", "test_lmdb")
+        out = {k: getattr(self, k) for k in keep if getattr(self, k) != getattr(defaults, k)}
+        out.update({k: v for k, v in dataclasses.asdict(self.data).items()
+                    if k in ("limit", "val") and v is not None})
+        return {k: (v.value if isinstance(v, Init) else v) for k, v in out.items()}
+
+
+class RunRecord(NamedTuple):
+    """A run as the report sees it: plain data, no behaviour."""
+    net: str
+    paper: bool
+    preset: str
+    command: str
+    seed: int
+    run_dir: str
+    info: object                       # datasets.DataInfo
+    schedule_doc: dict
+    schedule_source: str
+    schedule_description: Optional[str]
+    rounds: int
+    iters_per_round: int
+    finetune_iters: int
+    lr_factor: float
+    snapshot_every: int
+    origin: Tuple[Tuple[str, str], ...]
+    changes: Tuple[str, ...]
+    state: Dict[str, dict]             # each finished stage's output, by stage name
+    stages: Tuple[str, ...]            # the stage table's order
+
+
+@dataclasses.dataclass
+class Run:
+    """The context of one run, as each stage reads it (built by ``pipeline.reproduce``)."""
+    opts: RunOptions
+    src: object                        # pycaffe.nets.NetSource
+    info: object                       # datasets.DataInfo
+    preset: str
+    schedule: object                   # algorithms.schedule.Schedule
+    schedule_doc: dict
+    schedule_source: str
+    run_dir: str
+    command: str
+    snapshot_every: int
+    test_iter: int                     # TEST iterations covering the validation split once
+    state: Dict[str, dict]
+    stages: Tuple[str, ...] = ()
+    progress: bool = True
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.run_dir, *parts)
+
+    @property
+    def base_path(self) -> str:
+        """The net's train_val, reading the validation split in its TEST phase."""
+        return self.path("train_val.prototxt")
+
+    @property
+    def test_path(self) -> str:
+        """The same net reading the test split (final figures only)."""
+        return self.path("test.prototxt")
+
+    @property
+    def lr_factor(self) -> float:
+        """Retraining learning rate as a fraction of the net's own (pruning, fine-tuning, control alike)."""
+        return self.schedule.lr_factor
+
+    @property
+    def ref_iters(self) -> int:
+        return self.schedule.reference_iters if self.schedule.reference_iters is not None else 0
+
+    def done(self, stage: str) -> bool:
+        return bool(self.state.get(stage, {}).get("done"))
+
+    def out(self, stage: str) -> dict:
+        """The output of an earlier stage (the table guarantees it ran first)."""
+        return self.state[stage]
+
+    def record(self) -> RunRecord:
+        s = self.schedule
+        return RunRecord(self.src.name, bool(self.src.paper), self.preset, self.command, self.opts.seed, self.run_dir,
+                         self.info, self.schedule_doc, self.schedule_source, s.description, s.rounds,
+                         s.iters_per_round, s.finetune_iters, s.lr_factor, self.snapshot_every, tuple(self.src.origin),
+                         tuple(self.src.changes), dict(self.state), tuple(self.stages))
+
+
+def indent(text: str, pad: str = "  ") -> str:
+    return "\n".join(pad + line for line in text.splitlines())
