@@ -20,7 +20,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def pytest_sessionstart(session):
     """Where Caffe must be there (the image sets CAFFE_DC_REQUIRE_CAFFE=1), a pycaffe that does not
-    import fails the run: otherwise every Caffe test would skip and the run would look green."""
+    import fails the run: otherwise every Caffe test would skip and the run would look green.
+
+    First, on a CPU that cannot run the image's pinned OpenBLAS kernels, stop with the reason (and
+    the override) instead of dying on an illegal instruction in whichever test first multiplies."""
+    from caffe_dc.base import provenance
+
+    refusal = provenance.check_pin()
+    if refusal:
+        pytest.exit("caffe-dc tests: " + refusal, returncode=2)
     if os.environ.get("CAFFE_DC_REQUIRE_CAFFE", "") not in ("", "0"):
         try:
             import caffe  # noqa: F401

@@ -249,3 +249,28 @@ def test_one_bit_limit_for_options_and_container():
     from caffe_dc.codec import container
 
     assert container.MAX_BITS == MAX_BITS
+
+
+# ============================================================================ block: contract (issue 19)
+# bench-sparse on blobs whose fully connected layers hold no weights (it died reshaping them before).
+
+def make_contract_inputs(d):
+    from caffe_dc.codec import container
+
+    for name, shape in (("EW0.dcz", (0,)), ("EW08.dcz", (0, 8)), ("EW40.dcz", (4, 0))):
+        data, _ = container.write("tiny", [container.RawBlob("ip1", "InnerProduct", 0, np.zeros(shape, np.float32))])
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+CONTRACT_CASES = [
+    ("bench-sparse-blob-without-weights-0", "bench-sparse --blob EW0.dcz --out bs", "holds no weights", False),
+    ("bench-sparse-blob-without-weights-0x8", "bench-sparse --blob EW08.dcz --out bs", "holds no weights", False),
+    ("bench-sparse-blob-without-weights-4x0", "bench-sparse --blob EW40.dcz --out bs", "holds no weights", False),
+]
+
+
+@pytest.mark.parametrize("case", CONTRACT_CASES, ids=[c[0] for c in CONTRACT_CASES])
+def test_contract_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    make_contract_inputs(str(tmp_path))
+    test_bad_input_is_one_line_and_exit_2(str(tmp_path), case)

@@ -42,3 +42,72 @@ def test_commit_outside_a_checkout_comes_from_the_environment(monkeypatch, tmp_p
 def test_reference_records_the_same_environment(monkeypatch):
     monkeypatch.setattr(provenance, "environment", lambda argv=None: {"from": "provenance"})
     assert reference.environment(object()) == {"from": "provenance"}
+
+
+# ============================================================================ library versions
+
+def test_caffe_version_comes_from_the_pycaffe_probe(monkeypatch):
+    from caffe_dc.pycaffe import versions
+
+    assert provenance._PROBES["caffe"] is versions.caffe_version
+    monkeypatch.setitem(sys.modules, "caffe", None)
+    assert versions.caffe_version() is None
+    monkeypatch.setitem(sys.modules, "caffe", type(sys)("caffe"))
+    sys.modules["caffe"].__version__ = "1.0.0"
+    assert provenance.environment([])["caffe"] == "1.0.0"
+    # the caller's word wins, and a probe that breaks records None rather than failing the run
+    assert provenance.environment([], versions={"caffe": "given"})["caffe"] == "given"
+    monkeypatch.setitem(provenance._PROBES, "broken", lambda: 1 / 0)
+    assert provenance.environment([])["broken"] is None
+
+
+# ============================================================================ OpenBLAS kernel pin
+
+CPU_AVX2 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx fma avx2\n\nprocessor\t: 1\n"
+CPU_AVX = "processor\t: 0\nflags\t\t: fpu sse2 sse4_2 avx\n"
+PINNED = {"CAFFE_DC_BLAS_PIN": "Haswell", "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def test_pin_refused_only_where_the_cpu_lacks_avx2_and_the_pin_is_in_force():
+    msg = provenance.pin_refusal(CPU_AVX, PINNED)
+    assert "AVX2" in msg and "OPENBLAS_CORETYPE=Haswell" in msg and "OPENBLAS_CORETYPE=Sandybridge" in msg
+    assert "\n" not in msg
+    assert provenance.pin_refusal(CPU_AVX2, PINNED) is None
+    assert provenance.pin_refusal(CPU_AVX, dict(PINNED, OPENBLAS_CORETYPE="haswell")) is not None
+    # overridden, unset, or no pin at all: the user's choice (or no image), nothing to refuse
+    assert provenance.pin_refusal(CPU_AVX, dict(PINNED, OPENBLAS_CORETYPE="Sandybridge")) is None
+    assert provenance.pin_refusal(CPU_AVX, {"CAFFE_DC_BLAS_PIN": "Haswell"}) is None
+    assert provenance.pin_refusal(CPU_AVX, {"OPENBLAS_CORETYPE": "Haswell"}) is None
+    # no flags line (not x86, or an unreadable cpuinfo): no evidence, no refusal
+    assert provenance.pin_refusal("processor\t: 0\nisa\t: rv64imafdc\n", PINNED) is None
+
+
+def test_pin_state():
+    assert provenance.pin_state(PINNED) == ("Haswell", "Haswell", True)
+    assert provenance.pin_state(dict(PINNED, OPENBLAS_CORETYPE="Zen")) == ("Haswell", "Zen", False)
+    assert provenance.pin_state({"CAFFE_DC_BLAS_PIN": "Haswell", "OPENBLAS_CORETYPE": ""}) == ("Haswell", None, False)
+    assert provenance.pin_state({}) == (None, None, None)
+
+
+def test_blas_note_wording():
+    env = {"blas_kernel": "Haswell", "blas_pin": "Haswell", "blas_coretype": "Haswell"}
+    assert provenance.blas_note(env) == "OpenBLAS kernel Haswell (pinned)"
+    over = provenance.blas_note(dict(env, blas_kernel="Sandybridge", blas_coretype="Sandybridge"))
+    assert over == ("OpenBLAS kernel Sandybridge (overridden by OPENBLAS_CORETYPE=Sandybridge: results are not "
+                    "byte-comparable with the committed ones)")
+    unset = provenance.blas_note(dict(env, blas_kernel="Zen", blas_coretype=None))
+    assert unset.startswith("OpenBLAS kernel Zen (the pin Haswell was not in force") and "not byte-comparable" in unset
+    free = provenance.blas_note({"blas_kernel": "SkylakeX", "blas_pin": None, "blas_coretype": None})
+    assert free == "OpenBLAS kernel SkylakeX (chosen by OpenBLAS for this CPU; not the image's pin)"
+    assert provenance.blas_note({}).startswith("OpenBLAS kernel not recorded")
+
+
+def test_the_kernel_in_the_record_is_the_one_openblas_reports():
+    env = provenance.environment([])
+    k = provenance.openblas_kernel()
+    assert env["blas_kernel"] == k["kernel"] and env["blas_config"] == k["config"]
+    if k["kernel"] is None:
+        return                      # a BLAS that is not OpenBLAS: nothing to ask
+    assert k["kernel"] in k["config"] and k["library"] in provenance.loaded_blas()
+    assert env["blas_pin"] == (os.environ.get("CAFFE_DC_BLAS_PIN") or None)
+    assert env["blas_coretype"] == (os.environ.get("OPENBLAS_CORETYPE") or None)

@@ -111,6 +111,7 @@ def build():
              "bhead": m[:12], "bflip": m[:40] + bytes([m[40] ^ 0xFF]) + m[41:]}
     for k, v in blobs.items():
         open(p("%s.dcz" % k), "wb").write(v)
+    contract_inputs(p)
     open(p("N.net"), "wb").write(b"not a net file" * 10)
     open(p("F"), "wb").write(b"ordinary file")
     os.makedirs(p("dir"))
@@ -271,7 +272,25 @@ def cases():
     add("prune lenet-5 missing.caffemodel")
     add("import-net TV.prototxt N.net -o X.caffemodel")
     add("export-net TV.prototxt QZ.caffemodel -o X.net")
+    contract_cases(add)
     return c
+
+
+# ============================================================================ block: contract (issue 19)
+# Blobs whose fully connected layers hold no weights: bench-sparse died reshaping them before.
+
+def contract_inputs(p):
+    from caffe_dc.codec import container
+
+    for name, shape in (("ew0", (0,)), ("ew08", (0, 8)), ("ew40", (4, 0)), ("ew0x0", (0, 0))):
+        data, _ = container.write("tiny", [container.RawBlob("ip1", "InnerProduct", 0, np.zeros(shape, np.float32))])
+        open(p("%s.dcz" % name), "wb").write(data)
+
+
+def contract_cases(add):
+    for k in ("ew0", "ew08", "ew40", "ew0x0"):
+        add("bench-sparse --blob %s.dcz --out bs" % k)
+        add("bench-sparse --blob M.dcz --blob %s.dcz --out bs" % k)
 
 
 def main():

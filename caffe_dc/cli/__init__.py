@@ -4,16 +4,25 @@
 adds its arguments to a subparser and returns the function that runs it.
 User errors (DCError), bad option values and any OSError (a file that cannot
 be read or written) come out as one line and exit status 2, never as a
-traceback.
+traceback. A broken invariant (InternalError) is a bug: one line saying so,
+then the traceback for the report, exit status 1.
+
+Commands that run BLAS work refuse to start, with one line and status 2, on a
+CPU that cannot run the image's pinned OpenBLAS kernels
+(``provenance.pin_refusal``): OpenBLAS would die there on an illegal
+instruction halfway through the work.
 """
 from __future__ import annotations
 
 import sys
+import traceback
 
 from caffe_dc import __version__
-from caffe_dc.base.errors import DCError
+from caffe_dc.base import provenance
+from caffe_dc.base.errors import DCError, InternalError
 from caffe_dc.cli import codec, compress, scale, sensitivity, stages, training
 from caffe_dc.cli.args import OneLineParser
+from caffe_dc.pycaffe import versions  # noqa: F401 - run records name the Caffe version
 
 COMMANDS = (
     ("data", "convert MNIST-format IDX files to Caffe LMDBs", training.cmd_data),
@@ -40,6 +49,8 @@ COMMANDS = (
     ("bench-sparse", "time pruned fc layers dense (BLAS) vs sparse (CSR) at batch 1 and 64, "
                      "beside the paper's Table 8 CPU rows", scale.cmd_bench_sparse),
 )
+# Commands that only read or rewrite files, with no BLAS work worth refusing on an unsupported CPU.
+NO_BLAS_WORK = frozenset({"inspect", "choose"})
 
 
 def build_parser():
@@ -65,11 +76,20 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    refusal = None if args.command in NO_BLAS_WORK else provenance.check_pin()
+    if refusal:
+        print("caffe-dc %s: error: %s" % (args.command, refusal), file=sys.stderr)
+        return 2
     try:
         rc = runners[args.command](args)
     except DCError as e:
         print("caffe-dc %s: error: %s" % (args.command, _one_line(e)), file=sys.stderr)
         return 2
+    except InternalError as e:
+        print("caffe-dc %s: internal error: %s (this is a bug in caffe-dc; please report it with the details "
+              "below)" % (args.command, _one_line(e)), file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return 1
     except OSError as e:
         # An OSError here is the environment, not a bug: a full disk, a folder that went away.
         where = " ".join(str(f) for f in (e.filename, e.filename2) if f is not None)

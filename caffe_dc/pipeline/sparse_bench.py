@@ -65,7 +65,11 @@ def fc_cases(params, net: str, source: str, names: Optional[Sequence[str]] = Non
         raise InputError("no fully connected (InnerProduct) layers to benchmark")
     out = []
     for n in pick:
-        w = params[n].blobs[0]
+        w = params[n].blobs[0] if params[n].blobs else np.zeros(0, np.float32)
+        # Densities and per-sample times are ratios over the weights: an empty matrix has neither.
+        if w.size == 0:
+            raise InputError("layer %r of %s holds no weights (shape %s): nothing to benchmark"
+                             % (n, source, "x".join(map(str, w.shape)) or "()"))
         out.append(Case(net, n, np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32), source))
     return out
 
