@@ -15,7 +15,8 @@ from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
 from caffe_dc.codec.storage_table import human, layer_headers, storage_rows
 from caffe_dc.base.tables import markdown_table, pct
-from caffe_dc.base.provenance import environment
+from caffe_dc.algorithms import stats
+from caffe_dc.base.provenance import blas_note, environment
 from caffe_dc.stages.run import Run, RunRecord
 
 FULL_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000)}   # (train, test) as published
@@ -58,8 +59,10 @@ def _kn(r) -> str:
 
 
 def _paired_line(label: str, c) -> str:
-    verdict = ("no loss: the interval includes 0 or lies above it" if c["diff_high"] >= 0
-               else "a loss: the whole interval lies below 0")
+    verdict = {stats.LOSS: "a loss: the whole interval lies below 0, and McNemar's exact test agrees",
+               stats.GAIN: "a gain: the whole interval lies above 0, and McNemar's exact test agrees",
+               stats.NO_DIFFERENCE: "no loss: the interval includes 0 (no measurable difference; "
+                                    "docs/statistics.md)"}[stats.verdict(c)]
     return ("%s: **%+.2f pp**, 95%% CI [%+.2f, %+.2f] pp (%d images right only before, %d only after; "
             "McNemar exact p = %.3g) — %s." % (label, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"],
                                                c["only_a"], c["only_b"], c["mcnemar_p"], verdict))
@@ -157,7 +160,8 @@ def _provenance(rec: RunRecord, env: dict) -> list:
                                                                  rec.info.n_test),
             "- environment: CPU %s (%s cores), BLAS %s (%s threads); Caffe %s, numpy %s, scikit-learn %s, protobuf %s"
             % (env.get("cpu"), env.get("cpus"), env.get("blas"), env.get("blas_threads"), env.get("caffe"),
-               env.get("numpy"), env.get("scikit-learn"), env.get("protobuf"))]
+               env.get("numpy"), env.get("scikit-learn"), env.get("protobuf")),
+            "- BLAS kernels: %s" % blas_note(env)]
 
 
 def _stage_list(rec: RunRecord) -> str:
