@@ -161,3 +161,16 @@ def test_fuzzed_kind_3_files_fail_cleanly():
             use(*codec.decode_model_report(d, max_weights=1 << 16))
         except FormatError as e:
             assert str(e).strip()
+
+
+def test_worked_example_stored_raw_matches_the_spec():
+    """docs/format.md section 8: the example's layer, stored raw by default."""
+    cb = np.array([0, -0.5, 0.25, 1.0], np.float32)
+    q = codec.QuantizedLayer("fc", "InnerProduct", 0, cb, np.array([[0, 2, 0, 0, 3], [0, 0, 0, 0, 1]]), 2, 2)
+    r = codec.RawBlob("fc", "InnerProduct", 1, np.array([0.5, -1], np.float32))
+    data = codec.encode_model("tiny", [q], [r])
+    s, e = record_spans(data)[0]
+    assert len(data) == 223 and data[8:10] == b"\x01\x02" and e - s == 64
+    assert data[s:s + 20] == bytes.fromhex("38000000" "03020000" "00000000" "02000000" "05000000")
+    assert data[s + 20:e - 4] == np.array([0, 0.25, 0, 0, 1, 0, 0, 0, 0, -0.5], "<f4").tobytes()
+    assert data[e - 4:e] == bytes.fromhex("86bd214b")
