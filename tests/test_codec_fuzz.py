@@ -52,7 +52,8 @@ def model():
         ltype = "Convolution" if name.startswith("conv") else "InnerProduct"
         layers.append(codec.QuantizedLayer(name, ltype, 0, cb, codes.reshape(shape), wb, ib))
         raw.append(codec.RawBlob(name, ltype, 1, rng.randn(shape[0]).astype(np.float32)))
-    return codec.encode_model("fuzz", layers, raw, meta={"source": "fuzz", "paper_net": "lenet-5"}, block_size=32)
+    return codec.encode_model("fuzz", layers, raw, meta={"source": "fuzz", "paper_net": "lenet-5"}, block_size=32,
+                              raw_fallback=False)    # keep the empty quantized record (kind 3: test_codec_raw_fallback)
 
 
 def use(dec, stats):

@@ -70,13 +70,22 @@ def small_model():
 
 
 def assert_same(orig_layers, orig_raw, dec):
-    assert len(dec.layers) == len(orig_layers) and len(dec.raw) == len(orig_raw)
-    for a, b in zip(orig_layers, dec.layers):
+    """Bit-exact: quantized layers come back as they were, or (stored raw: smaller) as their weights."""
+    stored_raw = {(b.name, b.blob): b for b in dec.raw if b.quantized}
+    coded = iter(dec.layers)
+    assert len(dec.layers) + len(stored_raw) == len(orig_layers) and len(dec.raw) == len(orig_raw) + len(stored_raw)
+    for a in orig_layers:
+        if (a.name, a.blob) in stored_raw:
+            b = stored_raw[(a.name, a.blob)]
+            assert b.type == a.type and b.data.shape == np.shape(a.codes)
+            assert np.array_equal(a.weights().view(np.uint32), b.data.view(np.uint32))
+            continue
+        b = next(coded)
         assert (a.name, a.type, a.blob, a.weight_bits, a.index_bits) == (b.name, b.type, b.blob, b.weight_bits, b.index_bits)
         assert b.codes.shape == np.shape(a.codes) and np.array_equal(b.codes, a.codes)
         assert np.array_equal(np.asarray(a.codebook, np.float32).view(np.uint32), b.codebook.view(np.uint32))
         assert np.array_equal(a.weights().view(np.uint32), b.weights().view(np.uint32))  # bit-exact
-    for a, b in zip(orig_raw, dec.raw):
+    for a, b in zip(orig_raw, [b for b in dec.raw if not b.quantized]):
         assert (a.name, a.blob) == (b.name, b.blob)
         assert np.array_equal(np.asarray(a.data, np.float32).view(np.uint32), b.data.view(np.uint32))
 
@@ -108,10 +117,14 @@ def test_random_models_round_trip_bit_exact(model, block):
     dec, stats2 = codec.decode_model_report(data)
     assert_same(layers, raw, dec)
     assert dec.meta["net"] == "net" and dec.meta["meta"] == {"k": [1, 2]}
-    # the oldest version that holds the records: 1.1 only for a dense record or a compact length table
+    # the oldest version that holds the records: 1.1 only for a dense record or a compact length table,
+    # 1.2 for a layer stored raw; and no quantized layer's record is larger than its values raw
     plain = lambda b: 4 * (1 << b.weight_bits) + (4 * (1 << b.index_bits) if b.index_bits else 0)
-    v11 = any(b.index_bits == 0 or b.table_bits != plain(b) for b in stats.quantized)
-    assert dec.meta["version"] == [1, int(v11)]
+    coded = [b for b in stats.quantized if not b.stored_raw]
+    v11 = any(b.index_bits == 0 or b.table_bits != plain(b) for b in coded)
+    assert dec.meta["version"] == [1, 2 if len(coded) < len(layers) else int(v11)]
+    raw_bytes = lambda q: 4 + 8 + 4 * np.ndim(q.codes) + 4 * np.size(q.codes) + 4   # length, prefix, dims, values, CRC
+    assert all(b.pqh_bits <= 8 * raw_bytes(q) for b, q in zip(stats.quantized, layers))
     assert stats2.file_bits == 8 * len(data) == stats.file_bits
     assert stats.totals() == stats2.totals()
 
@@ -127,9 +140,8 @@ def test_random_models_round_trip_bit_exact(model, block):
 ])
 def test_edge_layers(shape, density, wb, ib, distinct):
     q = layer("x", shape, density, wb, ib, seed=5, distinct=distinct)
-    data = codec.encode_model("n", [q])
-    dec = codec.decode_model(data)
-    assert_same([q], [], dec)
+    for fallback in (False, True):     # the tiny ones are stored raw unless told otherwise
+        assert_same([q], [], codec.decode_model(codec.encode_model("n", [q], raw_fallback=fallback)))
 
 
 def test_params_round_trip_and_order():
@@ -188,7 +200,7 @@ def test_worked_example_bytes_match_the_spec():
     cb = np.array([0, -0.5, 0.25, 1.0], np.float32)
     q = codec.QuantizedLayer("fc", "InnerProduct", 0, cb, np.array([[0, 2, 0, 0, 3], [0, 0, 0, 0, 1]]), 2, 2)
     r = codec.RawBlob("fc", "InnerProduct", 1, np.array([0.5, -1], np.float32))
-    data = codec.encode_model("tiny", [q], [r])
+    data = codec.encode_model("tiny", [q], [r], raw_fallback=False)   # 70 bytes; raw, the layer takes 64
     hdr = b'{"format":"caffe-dc","layers":[{"blobs":2,"name":"fc","type":"InnerProduct"}],"meta":{},"net":"tiny","records":2}'
     expect = (bytes.fromhex("93434146464544430100710000 00".replace(" ", "")) + hdr + bytes.fromhex(
         "bda46497"
@@ -258,8 +270,9 @@ def test_encoder_rejects_inconsistent_blob_sets():
 
 @pytest.fixture(scope="module")
 def blob():
+    """conv1 as a quantized record, though raw would be smaller (108 weights, 256 centroids): its fields are tested."""
     layers, raw = small_model()
-    return codec.encode_model("small", layers, raw, block_size=16)
+    return codec.encode_model("small", layers, raw, block_size=16, raw_fallback=False)
 
 
 def test_clean_blob_decodes(blob):

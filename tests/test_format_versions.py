@@ -47,9 +47,14 @@ def test_a_1_0_file_still_decodes():
     assert stats.file_bits == 8 * len(data)
     # today's writer keeps the 1.0 layout where no 1.1 feature pays (4- and 5-bit codes: plain tables),
     # and writes the 8-bit layer's code table compact: a 1.1 file, smaller
-    new = codec.encode_model("v10", layers, raw, meta={"source": "format-1.0 fixture"}, block_size=32)
+    new = codec.encode_model("v10", layers, raw, meta={"source": "format-1.0 fixture"}, block_size=32,
+                             raw_fallback=False)
     assert new[8:10] == b"\x01\x01" and len(new) < len(data)
     assert new[record_spans(new)[2][0]:] == data[record_spans(data)[2][0]:]     # ip1 and ip2: as they were
+    # by default conv1 (108 weights, 256 centroids) is stored raw: a 1.2 file, smaller again
+    raw12 = codec.encode_model("v10", layers, raw, meta={"source": "format-1.0 fixture"}, block_size=32)
+    assert raw12[8:10] == b"\x01\x02" and len(raw12) < len(new)
+    assert raw12[record_spans(raw12)[2][0]:] == data[record_spans(data)[2][0]:]
 
 
 def test_a_1_0_reader_never_meets_1_1_features_silently():
@@ -63,8 +68,8 @@ def test_a_1_0_reader_never_meets_1_1_features_silently():
     assert compact[9] == 1
     with pytest.raises(FormatError, match="weight_bits 136"):
         codec.decode_model(fix_crcs(compact[:9] + b"\x00" + compact[10:]))
-    with pytest.raises(FormatError, match="version 1.2"):
-        codec.decode_model(fix_crcs(dense[:9] + b"\x02" + dense[10:]))
+    with pytest.raises(FormatError, match="version 1.3"):
+        codec.decode_model(fix_crcs(dense[:9] + b"\x03" + dense[10:]))
 
 
 def test_dense_worked_example_bytes_match_the_spec():
@@ -72,7 +77,7 @@ def test_dense_worked_example_bytes_match_the_spec():
     cb = np.array([0, -0.5, 0.25, 1.0], np.float32)
     q = codec.QuantizedLayer("fc", "InnerProduct", 0, cb, np.array([[0, 2, 0, 0, 3], [0, 0, 0, 0, 1]]), 2, 0)
     r = codec.RawBlob("fc", "InnerProduct", 1, np.array([0.5, -1], np.float32))
-    data = codec.encode_model("tiny", [q], [r])
+    data = codec.encode_model("tiny", [q], [r], raw_fallback=False)   # 68 bytes; raw, the layer takes 64
     hdr = b'{"format":"caffe-dc","layers":[{"blobs":2,"name":"fc","type":"InnerProduct"}],"meta":{},"net":"tiny","records":2}'
     expect = bytes.fromhex("93434146464544430101710000 00".replace(" ", "")) + hdr + bytes.fromhex(
         "ac1812a5"
@@ -89,7 +94,7 @@ def test_dense_worked_example_bytes_match_the_spec():
                                               ((0, 3), 0.0, 3), ((50,), 0.0, 4)])
 def test_dense_records_round_trip(shape, density, wb):
     q = layer("d", shape, density, wb, 0, seed=4)
-    data, stats = codec.encode_model_report("n", [q])
+    data, stats = codec.encode_model_report("n", [q], raw_fallback=False)
     dec = codec.decode_model(data)
     assert np.array_equal(dec.layers[0].codes, q.codes) and dec.layers[0].index_bits == 0
     b = stats.quantized[0]
@@ -152,9 +157,9 @@ def test_auto_index_bits_is_the_smallest_record(size, density, wb, seed, block):
     sizes = {}
     for ib in range(container.MAX_BITS + 1):
         q.index_bits = ib
-        sizes[ib] = len(codec.encode_model("n", [q], block_size=block))
+        sizes[ib] = len(codec.encode_model("n", [q], block_size=block, raw_fallback=False))
     q.index_bits = None
-    data = codec.encode_model("n", [q], block_size=block)
+    data = codec.encode_model("n", [q], block_size=block, raw_fallback=False)
     dec = codec.decode_model(data)
     assert len(data) == min(sizes.values()) and sizes[dec.layers[0].index_bits] == len(data)
     assert np.array_equal(dec.layers[0].codes, q.codes)

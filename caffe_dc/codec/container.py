@@ -16,7 +16,11 @@ A record holds one blob of one layer, either
   the smallest record if asked (``index_bits`` None, ``choose_index_bits``),
   and with code-length tables Huffman-coded where that is shorter; or
 * **raw** (``RawBlob``): float32 values as they are (biases, BatchNorm
-  statistics, anything not compressed).
+  statistics, anything not compressed); since format 1.2 also a quantized
+  blob's weights (``RawBlob.quantized``, record kind 3) where its quantized
+  record would be larger than its values: a small layer with a wide
+  codebook (a 3x3x1x4 convolution and 256 float32 centroids). ``write``
+  makes that choice itself, so no record is larger than raw.
 
 Reading never trusts a length: every count is checked against the bytes
 that remain and against the record's declared shape before anything is
@@ -40,9 +44,9 @@ from caffe_dc.base.errors import FormatError, InputError
 from caffe_dc.base.limits import MAX_BITS  # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
 
 MAGIC = b"\x93CAFFEDC"
-VERSION = (1, 1)                 # the newest this module reads; it writes 1.0 unless a record needs 1.1
+VERSION = (1, 2)                 # the newest this module reads; it writes the oldest its records need
 FORMAT_NAME = "caffe-dc"
-KIND_RAW, KIND_QUANTIZED = 1, 2
+KIND_RAW, KIND_QUANTIZED, KIND_QUANTIZED_RAW = 1, 2, 3   # 3 (1.2): a quantized blob's weights stored raw
 MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
 MAX_HEADER = 1 << 20             # JSON header bytes (VGG-16's is ~2 KB): parsed, it stays a few MB at most
 MAX_NUMBER = 1000                # characters of a number in the header, checked before it is converted
@@ -82,11 +86,17 @@ class QuantizedBlob:
 
 @dataclass
 class RawBlob:
-    """One blob stored as raw float32 (biases and anything not quantized)."""
+    """One blob stored as raw float32 (biases and anything not quantized).
+
+    ``quantized``: the blob is a quantized layer's weights (``codebook[codes]``)
+    kept raw because its quantized record would be larger (record kind 3,
+    format 1.2); the reports count it among the compressed layers.
+    """
     name: str
     type: str
     blob: int
     data: np.ndarray
+    quantized: bool = False
 
 
 Blob = Union[QuantizedBlob, RawBlob]
@@ -94,14 +104,14 @@ Blob = Union[QuantizedBlob, RawBlob]
 
 class RecordInfo(NamedTuple):
     """Sizes of one record as stored, for the compression reports (all in bits unless noted)."""
-    kind: str                 # "quantized" or "raw"
+    kind: str                 # "quantized", "raw", or "quantized-raw" (a quantized blob's weights stored raw)
     name: str
     blob: int
     shape: Tuple[int, ...]
     record_bytes: int         # the whole record in the file: length field, body, CRC
     entries: int = 0          # sparse entries, fillers included
     fillers: int = 0
-    nonzero: int = 0          # kept weights (entries - fillers)
+    nonzero: int = 0          # kept weights (entries - fillers; the nonzero values of a quantized-raw record)
     weight_bits: int = 0
     index_bits: int = 0
     codebook_bits: int = 0    # 32 * 2**weight_bits
@@ -272,14 +282,40 @@ def choose_index_bits(codes, k: int, block_size: int = huffman.DEFAULT_BLOCK) ->
     return best[1]
 
 
+def raw_record_bytes(shape) -> int:
+    """The bytes of a raw (or quantized-raw) record of this shape: length, prefix, dims, f32 values, CRC."""
+    return 4 + _REC_PREFIX.size + 4 * len(shape) + 4 * int(np.prod(shape, dtype=np.int64)) + 4
+
+
 def _encode_raw(b: RawBlob, layer_idx: int) -> Tuple[bytes, RecordInfo]:
     a = np.asarray(b.data)
     if a.dtype.kind not in "fiub":
         raise InputError("layer %r blob %d: raw data must be numeric, not %s" % (b.name, b.blob, a.dtype))
-    a = np.ascontiguousarray(a, dtype="<f4")
-    body = _REC_PREFIX.pack(KIND_RAW, a.ndim, b.blob, layer_idx) + _shape_bytes(a.shape) + a.tobytes()
+    a = np.asarray(a, dtype="<f4")    # not ascontiguousarray: it makes a 0-d blob 1-d; tobytes() is C order anyway
+    kind = KIND_QUANTIZED_RAW if b.quantized else KIND_RAW
+    body = _REC_PREFIX.pack(kind, a.ndim, b.blob, layer_idx) + _shape_bytes(a.shape) + a.tobytes()
     rec = _frame(body)
+    if b.quantized:
+        return rec, RecordInfo("quantized-raw", b.name, b.blob, tuple(a.shape), len(rec),
+                               nonzero=int(np.count_nonzero(a)))
     return rec, RecordInfo("raw", b.name, b.blob, tuple(a.shape), len(rec))
+
+
+def _encode_smaller(b: QuantizedBlob, layer_idx: int, block_size: int,
+                    raw_fallback: bool) -> Tuple[bytes, RecordInfo, int]:
+    """A quantized blob's record, or (``raw_fallback``) its weights raw, kind 3, where that is smaller;
+    and the minor version the record needs.
+
+    The raw values are ``codebook[codes]`` in float32, so either record
+    decodes to the same bits. On a tie the quantized record stays.
+    """
+    rec, info, v11 = _encode_quantized(b, layer_idx, block_size)
+    if not raw_fallback or len(rec) <= raw_record_bytes(info.shape):
+        return rec, info, int(v11)
+    cb = np.asarray(b.codebook).astype(np.float32)
+    values = cb[as_codes(b.codes, cb.size, "layer %r blob %d" % (b.name, b.blob))]
+    rec, info = _encode_raw(RawBlob(b.name, b.type, b.blob, values, quantized=True), layer_idx)
+    return rec, info, 2
 
 
 def _catalog(blobs: Sequence[Blob]) -> Tuple[List[dict], List[Blob]]:
@@ -310,8 +346,14 @@ def _catalog(blobs: Sequence[Blob]) -> Tuple[List[dict], List[Blob]]:
 
 
 def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
-          block_size: int = huffman.DEFAULT_BLOCK) -> Tuple[bytes, List[RecordInfo]]:
-    """Serialise blobs into a ``.dcz`` file; returns the bytes and per-record sizes."""
+          block_size: int = huffman.DEFAULT_BLOCK, raw_fallback: bool = True) -> Tuple[bytes, List[RecordInfo]]:
+    """Serialise blobs into a ``.dcz`` file; returns the bytes and per-record sizes.
+
+    ``raw_fallback`` (default): a quantized blob whose record would be larger
+    than its values stored raw is stored raw (kind 3), so no record is larger
+    than raw. False writes every ``QuantizedBlob`` as a quantized record
+    (the spec's worked examples, tests of that record's fields).
+    """
     if not 1 <= int(block_size) <= huffman.MAX_BLOCK:
         raise InputError("block_size must be in 1..%d" % huffman.MAX_BLOCK)
     layers, ordered = _catalog(blobs)
@@ -331,13 +373,14 @@ def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
     index = {l["name"]: i for i, l in enumerate(layers)}
     for b in ordered:
         if isinstance(b, QuantizedBlob):
-            rec, info, v11 = _encode_quantized(b, index[b.name], int(block_size))
-            minor = max(minor, int(v11))
+            rec, info, needs = _encode_smaller(b, index[b.name], int(block_size), raw_fallback)
         else:
             rec, info = _encode_raw(b, index[b.name])
+            needs = 2 if b.quantized else 0
+        minor = max(minor, needs)
         parts.append(rec)
         infos.append(info)
-    # The oldest version that holds every record: a file without 1.1 records is a 1.0 file, byte for byte.
+    # The oldest version that holds every record: a file without 1.1 (1.2) records is a 1.0 (1.1) file, byte for byte.
     head = _FILE_HEAD.pack(MAGIC, VERSION[0], minor, len(hjson)) + hjson
     return b"".join([head, _U32S.pack(zlib.crc32(head) & _U32)] + parts), infos
 
@@ -506,18 +549,24 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
                               "refusing to allocate (raise max_weights if this is intended)"
                               % (where, shape, max_weights))
         record_bytes = rec_end + 4 - pos
-        if kind == KIND_RAW:
+        if kind == KIND_RAW or (kind == KIND_QUANTIZED_RAW and h["version"][1] >= 2):
             if cur.end - cur.pos != 4 * size:
                 raise FormatError("%s: raw blob of shape %s needs %d bytes, record holds %d"
                                   % (where, shape, 4 * size, cur.end - cur.pos))
             arr = cur.array("<f4", size, "raw values").astype(np.float32).reshape(shape)
-            out.append(RawBlob(lay["name"], lay["type"], bidx, arr))
-            infos.append(RecordInfo("raw", lay["name"], bidx, shape, record_bytes))
+            q = kind == KIND_QUANTIZED_RAW
+            out.append(RawBlob(lay["name"], lay["type"], bidx, arr, quantized=q))
+            infos.append(RecordInfo("quantized-raw", lay["name"], bidx, shape, record_bytes,
+                                    nonzero=int(np.count_nonzero(arr))) if q else
+                         RecordInfo("raw", lay["name"], bidx, shape, record_bytes))
         elif kind == KIND_QUANTIZED:
             out.append(None)
             infos.append(None)
             pending.append((len(out) - 1, _parse_quantized(cur, lay, bidx, shape, size, record_bytes,
                                                            h["version"][1])))
+        elif kind == KIND_QUANTIZED_RAW:
+            raise FormatError("%s: record kind 3 (quantized, stored raw) needs format 1.2, the file is %d.%d"
+                              % (where, h["version"][0], h["version"][1]))
         else:
             raise FormatError("%s: unknown record kind %d" % (where, kind))
         if cur.pos != cur.end:

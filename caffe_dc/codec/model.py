@@ -25,6 +25,11 @@ bits per weight):
   codebook, and the record's own header and CRC.
 * **Totals** add the raw blobs (biases ...) and the file header; the total
   P+Q+H is exactly the file size.
+
+A quantized layer whose record would be larger than its float32 values is
+stored raw (``container.write``; record kind 3, format 1.2). It stays a row
+of the per-layer table, marked ``raw`` (``BlobStats.stored_raw``), with its
+record's bytes as P+Q+H and 32 bits per weight as P+Q: what the file holds.
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ class QuantSpec(NamedTuple):
 
 class Decoded(NamedTuple):
     layers: List[QuantizedLayer]
-    raw: List[RawBlob]
+    raw: List[RawBlob]       # quantized layers stored raw among them (``RawBlob.quantized``)
     meta: dict   # net, layers (name/type/blobs in file order), version, meta (free-form, from the writer)
 
 
@@ -78,7 +83,7 @@ class BlobStats:
     """Storage figures for one stored blob (a row of the paper's per-layer tables)."""
     name: str
     blob: int
-    kind: str                 # "quantized" or "raw"
+    kind: str                 # "quantized" (a compressed layer's weights) or "raw" (biases ...)
     weights: int              # values in the blob
     nonzero: int = 0
     entries: int = 0
@@ -94,6 +99,7 @@ class BlobStats:
     pqh_bits: int = 0         # P+Q+H: the record's bytes in the file * 8
     code_entropy: float = 0.0  # Shannon entropy, bits per entry
     gap_entropy: float = 0.0
+    stored_raw: bool = False  # a quantized layer stored as float32 values: no streams, no codebook
 
     @property
     def original_bits(self) -> int:
@@ -128,10 +134,11 @@ class BlobStats:
 
 
 def blob_stats(info: RecordInfo) -> BlobStats:
-    if info.kind == "raw":
-        bits = 32 * info.size
-        return BlobStats(info.name, info.blob, "raw", info.size, nonzero=info.size, pq_bits=bits,
-                         pqh_bits=8 * info.record_bytes)
+    if info.kind in ("raw", "quantized-raw"):
+        stored_raw = info.kind == "quantized-raw"
+        return BlobStats(info.name, info.blob, "quantized" if stored_raw else "raw", info.size,
+                         nonzero=info.nonzero if stored_raw else info.size, pq_bits=32 * info.size,
+                         pqh_bits=8 * info.record_bytes, stored_raw=stored_raw)
     e = info.entries
     return BlobStats(
         info.name, info.blob, "quantized", info.size, info.nonzero, e, info.fillers, info.weight_bits,
@@ -200,6 +207,10 @@ class ModelStats:
         f = lambda x, d=2: "–" if x is None else "%.*f" % (d, x)
         rows = []
         for b in self.quantized:
+            if b.stored_raw:   # no entries, streams or codebook: the values as they are
+                rows.append([b.name, b.weights, pct(b.density), "–", "–", "raw", "–", "–", "raw", "–", "–",
+                             pct(b.rate_pq, 2), pct(b.rate_pqh, 2)])
+                continue
             rows.append([b.name, b.weights, pct(b.density), b.entries, b.fillers, b.weight_bits, f(b.weight_bits_h),
                          f(b.code_entropy), b.index_bits, f(b.index_bits_h), f(b.gap_entropy),
                          pct(b.rate_pq, 2), pct(b.rate_pqh, 2)])
@@ -220,17 +231,18 @@ def _model_stats(net: str, infos: Sequence[RecordInfo], file_bytes: int) -> Mode
 # ============================================================================ encode / decode
 
 def encode_model_report(net: str, layers: Sequence[QuantizedLayer], raw: Sequence[RawBlob] = (),
-                        meta: Optional[dict] = None,
-                        block_size: int = huffman.DEFAULT_BLOCK) -> Tuple[bytes, ModelStats]:
-    """Encode and return the bytes with their size figures."""
-    data, infos = container.write(net, list(layers) + list(raw), meta, block_size)
+                        meta: Optional[dict] = None, block_size: int = huffman.DEFAULT_BLOCK,
+                        raw_fallback: bool = True) -> Tuple[bytes, ModelStats]:
+    """Encode and return the bytes with their size figures (``raw_fallback``: see ``container.write``)."""
+    data, infos = container.write(net, list(layers) + list(raw), meta, block_size, raw_fallback)
     return data, _model_stats(net, infos, len(data))
 
 
 def encode_model(net: str, layers: Sequence[QuantizedLayer], raw: Sequence[RawBlob] = (),
-                 meta: Optional[dict] = None, block_size: int = huffman.DEFAULT_BLOCK) -> bytes:
+                 meta: Optional[dict] = None, block_size: int = huffman.DEFAULT_BLOCK,
+                 raw_fallback: bool = True) -> bytes:
     """Serialise quantized layers and raw blobs into ``.dcz`` bytes (``InputError`` on bad input)."""
-    return encode_model_report(net, layers, raw, meta, block_size)[0]
+    return encode_model_report(net, layers, raw, meta, block_size, raw_fallback)[0]
 
 
 def decode_model_report(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[Decoded, ModelStats]:

@@ -36,8 +36,8 @@ def storage_rows(stats, net: Optional[str]) -> List[list]:
         p = rows_by_layer.get(b.name)
         out.append([b.name, b.weights,
                     pair(b.density, p.density if p else None, lambda x: pct(x, 1)),
-                    b.weight_bits, pair(b.weight_bits_h, p.wbits_h if p else None, f1),
-                    b.index_bits, pair(b.index_bits_h, p.ibits_h if p else None, f1),
+                    "raw" if b.stored_raw else b.weight_bits, pair(b.weight_bits_h, p.wbits_h if p else None, f1),
+                    "raw" if b.stored_raw else b.index_bits, pair(b.index_bits_h, p.ibits_h if p else None, f1),
                     _rate_pair(b.rate_pq, p.rate_pq if p else None),
                     _rate_pair(b.rate_pqh, p.rate_pqh if p else None)])
     t = stats.totals()
