@@ -39,7 +39,11 @@ KINDS = layer_policy.KINDS
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "centroid_grad",
-            "source")
+            "source", "budget")
+# A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
+BUDGET_AIMS = ("target_rate", "max_drop_pp")
+BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images")
+DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
 
 
 def layer_kind(caffe_type: str) -> str:
@@ -62,7 +66,8 @@ class Schedule:
                  densities: Dict[str, List[float]], bits: Optional[Dict[str, int]] = None,
                  snapshot_every: Optional[int] = None, reference_iters: Optional[int] = None,
                  net: Optional[str] = None, description: str = "", source: Optional[dict] = None,
-                 spec: Optional[dict] = None, centroid_grad: str = CentroidGrad.SUM.value):
+                 spec: Optional[dict] = None, centroid_grad: str = CentroidGrad.SUM.value,
+                 budget: Optional[dict] = None):
         self.rounds = rounds
         self.iters_per_round = iters_per_round
         self.finetune_iters = finetune_iters
@@ -76,6 +81,7 @@ class Schedule:
         self.source = source
         self.spec = spec   # the file's own densities / bits, keys as written (what save writes back)
         self.centroid_grad = centroid_grad   # quantization.CentroidGrad's value for the fine-tuning
+        self.budget = budget   # {"target_rate" | "max_drop_pp": ..., recipe}: densities are chosen by the run
 
     def round_densities(self, layer: str) -> List[float]:
         """Kept share of ``layer`` after each round; [1.0] * rounds for a layer left dense."""
@@ -105,6 +111,8 @@ class Schedule:
             out["bits"] = bits
         if self.source:
             out["source"] = self.source
+        if self.budget:
+            out["budget"] = self.budget
         return out
 
     def __repr__(self):
@@ -183,7 +191,8 @@ def _from_dict(doc, lmap) -> Schedule:
     unknown = sorted(set(doc) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
         raise InputError("unknown key %s (known: %s)" % (", ".join(map(repr, unknown)), ", ".join(REQUIRED + OPTIONAL)))
-    missing = [k for k in REQUIRED if k not in doc]
+    budget = _budget(doc.get("budget"))
+    missing = [k for k in REQUIRED if k not in doc and not (k == "densities" and budget)]
     if missing:
         raise InputError("missing %s" % ", ".join(missing))
     if doc.get("format", FORMAT) != FORMAT:
@@ -204,7 +213,7 @@ def _from_dict(doc, lmap) -> Schedule:
     if grad not in [m.value for m in CentroidGrad]:
         raise InputError("centroid_grad must be %s, got %r" % (" or ".join('"%s"' % m.value for m in CentroidGrad), grad))
     dens = {n: _round_list(v, rounds, "densities[%r]" % n)
-            for n, v in _resolve(doc["densities"], lmap, "densities").items()}
+            for n, v in _resolve(doc.get("densities") or {}, lmap, "densities").items()}
     bits = None
     if doc.get("bits") is not None:
         bits = {}
@@ -215,11 +224,43 @@ def _from_dict(doc, lmap) -> Schedule:
     for k in ("net", "description"):
         if doc.get(k) is not None and not isinstance(doc[k], str):
             raise InputError("%s must be a string, got %r" % (k, doc[k]))
-    spec = {"densities": dict(doc["densities"])}
+    spec = {"densities": dict(doc.get("densities") or {})}
     if doc.get("bits") is not None:
         spec["bits"] = dict(doc["bits"])
     return Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
-                    doc.get("source"), spec, grad)
+                    doc.get("source"), spec, grad, budget)
+
+
+def _budget(v) -> Optional[dict]:
+    """A schedule's ``budget``: exactly one aim (``target_rate`` > 1, or ``max_drop_pp`` >= 0) and the
+    chooser's optional recipe (``round_drop_pp`` > 0, ``min_rounds`` <= ``max_rounds``, ``images``)."""
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise InputError("budget must be an object such as {\"target_rate\": 40}, got %r" % (v,))
+    unknown = sorted(set(v) - set(BUDGET_KEYS))
+    if unknown:
+        raise InputError("budget: unknown key %s (known: %s)" % (", ".join(map(repr, unknown)), ", ".join(BUDGET_KEYS)))
+    aims = [k for k in BUDGET_AIMS if v.get(k) is not None]
+    if len(aims) != 1:
+        raise InputError("budget needs exactly one of %s" % " or ".join(BUDGET_AIMS))
+    out = {}
+    for k, x in v.items():
+        if x is None:
+            continue
+        if k in ("min_rounds", "max_rounds", "images"):
+            out[k] = _int(x, "budget.%s" % k, 1)
+            continue
+        if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+            raise InputError("budget.%s must be a finite number, got %r" % (k, x))
+        low_ok = {"target_rate": x > 1, "max_drop_pp": x >= 0, "round_drop_pp": x > 0}[k]
+        if not low_ok:
+            raise InputError("budget.%s must be %s, got %r" % (k, {"target_rate": "> 1", "max_drop_pp": ">= 0",
+                                                                    "round_drop_pp": "> 0"}[k], x))
+        out[k] = float(x)
+    if out.get("min_rounds", 1) > out.get("max_rounds", out.get("min_rounds", 1)):
+        raise InputError("budget: min_rounds %d > max_rounds %d" % (out["min_rounds"], out["max_rounds"]))
+    return out
 
 
 def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) -> Schedule:
@@ -242,19 +283,21 @@ def read_document(path: str) -> dict:
 
 
 def default_document(solver_max_iter: int) -> dict:
-    """The schedule of a net of one's own when none is given: the paper's conv/fc contrast (AlexNet keeps
-    35-84% of its conv weights and 9-25% of its fc weights), conv layers 50% and fc 10%, reached
-    geometrically in 3 rounds, each retraining a fifth of the solver's own max_iter at a tenth of its
-    learning rate (the paper's LeNet factor); bits are the layer types' defaults (``base.layer_policy``)."""
+    """The schedule of a net of one's own when none is given: a budget, not fixed densities. The run
+    measures its reference's per-layer sensitivity on the validation split and prunes each layer as far
+    as it can while pruning it alone costs at most ``DEFAULT_MAX_DROP_PP`` of validation accuracy;
+    each of the rounds (3 to 10, as the curves need) retrains a fifth of the solver's own max_iter at
+    a tenth of its learning rate (the paper's LeNet factor); bits are the layer types' defaults
+    (``base.layer_policy``)."""
     iters = max(1, int(solver_max_iter) // 5)
     bits = {kind_key(k.value): p.default_bits for k, p in layer_policy.KIND_POLICY.items()}
     return {"format": FORMAT, "version": VERSION,
-            "description": "caffe-dc's default for a net of your own: conv layers keep 50%%, fc layers 10%%, "
-                           "reached geometrically over 3 rounds; %s; each round and the fine-tuning retrain "
+            "description": "caffe-dc's default for a net of your own: each layer pruned as far as its validation "
+                           "sensitivity allows within a %g pp drop; %s; each round and the fine-tuning retrain "
                            "max_iter/5 of your solver at 1/10 of its base_lr"
-                           % ", ".join("%d-bit %s" % (b, k.strip("[]")) for k, b in bits.items()),
+                           % (DEFAULT_MAX_DROP_PP, ", ".join("%d-bit %s" % (b, k.strip("[]")) for k, b in bits.items())),
             "rounds": 3, "iters_per_round": iters, "finetune_iters": iters, "lr_factor": 0.1,
-            "densities": {kind_key("conv"): 0.5, kind_key("fc"): 0.1}, "bits": bits}
+            "budget": {"max_drop_pp": DEFAULT_MAX_DROP_PP, "min_rounds": 3, "max_rounds": 10}, "bits": bits}
 
 
 def builtin(net: str, preset: str = "full") -> str:

@@ -26,7 +26,7 @@ Accuracies and drops are fractions (0.005 = 0.5 percentage points).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -164,19 +164,29 @@ def estimated_rate(curves: Sequence[Curve], densities: Mapping[str, float], bits
 
 
 def choose_target_rate(baseline: float, curves: Sequence[Curve], rate: float, bits: Mapping[str, int],
-                       index_bits: int = INDEX_BITS) -> Dict[str, float]:
-    """The smallest shared drop budget whose densities reach an estimated P+Q ``rate``."""
+                       index_bits: int = INDEX_BITS,
+                       estimate: Optional[Callable[[Mapping[str, float]], float]] = None,
+                       steps: int = 60) -> Dict[str, float]:
+    """The smallest shared drop budget whose densities reach ``rate``.
+
+    ``estimate(densities) -> rate`` says what a choice gives: by default the P+Q formula
+    (``estimated_rate``); the pipeline passes the real encoder instead, so that the rate is the
+    file's. The rate must not fall as the drop budget grows (densities only shrink), which holds
+    for both; ``steps`` bisections narrow the budget (60: below one image in a million)."""
     if not (rate > 1 and math.isfinite(rate)):
         raise InputError("the target compression rate must be > 1, got %r" % (rate,))
+    if estimate is None:
+        def estimate(d):
+            return estimated_rate(curves, d, bits, index_bits)
     sparsest = {c.name: float(c.densities[0]) for c in curves}
-    best = estimated_rate(curves, sparsest, bits, index_bits)
+    best = estimate(sparsest)
     if best < rate:
         raise InputError("a %gx rate is out of reach: every layer at its grid's sparsest density gives %.1fx "
                          "(measure a sparser grid, or use fewer bits)" % (rate, best))
     lo, hi = 0.0, max(float(drop_curve(c, baseline)[0]) for c in curves)
-    for _ in range(60):   # bisection to well below one image in a million
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        if estimated_rate(curves, choose_max_drop(baseline, curves, mid), bits, index_bits) >= rate:
+        if estimate(choose_max_drop(baseline, curves, mid)) >= rate:
             hi = mid
         else:
             lo = mid

@@ -7,7 +7,7 @@ import os
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
 from caffe_dc.cli.args import (add_data_args, bits, check_layers, data_info, data_options, density, expand, layer_values,
-                               positive_float, positive_int)
+                               nonnegative_float, positive_float, positive_int)
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
@@ -139,6 +139,14 @@ def cmd_reproduce(p):
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--target-rate", type=positive_float, metavar="X",
+                   help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
+                        "measures its reference's per-layer sensitivity on the validation split and chooses densities "
+                        "whose encoded file reaches it")
+    b.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
+                   help="a budget instead of densities: prune each layer as far as pruning it alone costs at most PP "
+                        "percentage points of validation accuracy (a net of your own without --schedule: 0.5)")
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
                         "can tell what compression costs from what the extra training gains")
@@ -168,7 +176,8 @@ def cmd_reproduce(p):
                       folders=[args.out, args.data_root])
         opts = RunOptions(net=spec.name, weights=args.weights, schedule=args.schedule, quick=args.quick,
                           density=expand(args.density, layers), bits=expand(args.bits, layers), init=args.init,
-                          seed=args.seed, out=args.out, dense_control=args.dense_control, data=data_options(args),
+                          seed=args.seed, out=args.out, dense_control=args.dense_control, target_rate=args.target_rate,
+                          max_drop=args.max_drop, data=data_options(args),
                           imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
                           ref_iters=args.ref_iters, rounds=args.rounds, prune_iters=args.prune_iters,
                           quant_iters=args.quant_iters, batch=args.batch, test_batch=args.test_batch, crop=args.crop)

@@ -44,7 +44,8 @@ IMAGENET_NETS = ("alexnet", "vgg16")
 def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedules.Schedule, str, dict]:
     """The schedule a run follows: ``path``'s file, else the default for a net of one's own, with the
     command line's overrides (--rounds, --prune-iters, --quant-iters, --ref-iters, --density, --bits)
-    applied to the document before it is validated against the net's prunable layers. Returns
+    applied to the document before it is validated against the net's prunable layers; --target-rate and
+    --max-drop replace its budget. Returns
     (schedule, where it came from, the resolved document)."""
     if path:
         doc = schedules.read_document(path)
@@ -59,6 +60,12 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
                        ("finetune_iters", opts.quant_iters), ("reference_iters", opts.ref_iters)):
         if given is not None:
             doc[key] = given
+    aims = {"target_rate": opts.target_rate, "max_drop_pp": opts.max_drop}
+    if any(v is not None for v in aims.values()):
+        # a budget on the command line replaces the file's aim (and its densities, which it would choose)
+        recipe = {k: v for k, v in (doc.get("budget") or {}).items() if k not in aims}
+        doc["budget"] = dict(recipe, **{k: v for k, v in aims.items() if v is not None})
+        doc.pop("densities", None)
     for key, given in (("densities", opts.density), ("bits", opts.bits)):
         if given:
             # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys
@@ -112,7 +119,7 @@ class Pipeline:
             self.run_dir = default_run_dir(src, info, preset, o)
         os.makedirs(self.run_dir, exist_ok=True)
         self._load_state()
-        r = Run(opts=o, src=src, info=info, preset=preset, schedule=sch, schedule_doc=doc, schedule_source=where,
+        r = Run(opts=o, src=src, info=info, preset=preset, declared=sch, declared_doc=doc, schedule_source=where,
                 run_dir=self.run_dir, command=self.command, snapshot_every=snapshot_every,
                 test_iter=solving.test_iters_for(src.train_val, info.split("val")[1]), state=self.state,
                 stages=NAMES, progress=self.progress)

@@ -16,7 +16,8 @@ from typing import NamedTuple, Optional, Tuple
 
 from caffe_dc.base.fingerprint import package_path
 from caffe_dc.report import run_report
-from caffe_dc.stages import (caffe_test, control, data, decode, encode, exact_test, prune, quantize, reference)
+from caffe_dc.stages import (caffe_test, choose, control, data, decode, encode, exact_test, prune, quantize, reference,
+                             sensitivity)
 
 # What training numbers depend on: the algorithms, the Caffe glue, the nets and presets, the base layer.
 TRAINING = ("base", "algorithms", "pycaffe", "zoo", "stages/run.py")
@@ -47,15 +48,18 @@ class Stage(NamedTuple):
 STAGES: Tuple[Stage, ...] = (
     Stage("data", (), data, TRAINING),
     Stage("reference", ("data",), reference, TRAINING, folder="reference"),
-    Stage("prune", ("reference",), prune, TRAINING, folder="prune"),
+    Stage("sensitivity", ("reference",), sensitivity, TRAINING, folder="sensitivity"),
+    Stage("choose", ("reference", "sensitivity"), choose, CODED),
+    Stage("prune", ("reference", "choose"), prune, TRAINING, folder="prune"),
     Stage("quantize", ("prune",), quantize, TRAINING, folder="quantize"),
     Stage("encode", ("quantize",), encode, CODED),
     Stage("decode", ("encode",), decode, CODED),
     Stage("caffe_test", ("decode",), caffe_test, CODED),
-    Stage("control", ("reference",), control, TRAINING, folder="control"),
+    Stage("control", ("reference", "choose"), control, TRAINING, folder="control"),
     Stage("test", ("reference", "prune", "quantize", "decode", "caffe_test", "control"), exact_test, CODED,
           folder="test"),
-    Stage("report", ("data", "reference", "prune", "quantize", "encode", "decode", "caffe_test", "control", "test"),
+    Stage("report", ("data", "reference", "sensitivity", "choose", "prune", "quantize", "encode", "decode", "caffe_test",
+                     "control", "test"),
           run_report, CODED + ("report",)),
 )
 NAMES = tuple(s.name for s in STAGES)

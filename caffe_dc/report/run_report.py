@@ -187,7 +187,8 @@ def _settings(rec: RunRecord, stats) -> list:
              "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations; "
              "learning rate × %g" % (rec.rounds, rec.iters_per_round, rec.finetune_iters, rec.lr_factor),
              "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
-                                                    ", ".join("%s %d" % (b.name, b.index_bits) for b in stats.quantized)),
+                                                    ", ".join("%s %s" % (b.name, "raw" if b.stored_raw else b.index_bits)
+                                                              for b in stats.quantized)),
              ("- reference: given (%s)" % s["reference"]["source"]) if s["reference"].get("source") else
              "- reference training: %s iterations" % s["reference"].get("iters"), ""]
     solver_changes = s["prune"].get("solver_changes")

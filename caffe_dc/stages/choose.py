@@ -9,7 +9,7 @@ writes the result as a schedule file.
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, NamedTuple, Optional
+from typing import Callable, Dict, Mapping, NamedTuple, Optional
 
 from caffe_dc.algorithms import sensitivity as sens
 from caffe_dc.algorithms.schedule import Schedule, from_dict
@@ -56,18 +56,21 @@ def read_curves(doc: Mapping, where: str = "sensitivity.json"):
 
 
 def choose(doc: Mapping, budget: Budget, recipe: Recipe = Recipe(), bits: Optional[Mapping[str, int]] = None,
-           where: str = "sensitivity.json", curves=None) -> Choice:
+           where: str = "sensitivity.json", curves=None,
+           estimate: Optional[Callable[[Mapping[str, float]], float]] = None) -> Choice:
     """A schedule from a sensitivity document (``sensitivity.json``) and a budget; ``curves``: the
-    document's ``read_curves`` when the caller has read them already."""
+    document's ``read_curves`` when the caller has read them already; ``estimate``: the rate a choice
+    of final densities gives (default: the P+Q formula; ``file_rate`` encodes the candidate)."""
     base, curves = curves or read_curves(doc, where)
     layer_bits = sens.default_bits(curves)
     layer_bits.update(bits or {})
     if budget.max_drop_pp is not None:
         final = sens.choose_max_drop(base, curves, budget.max_drop_pp / 100.0)
     else:
-        final = sens.choose_target_rate(base, curves, budget.target_rate, layer_bits, recipe.index_bits)
+        final = sens.choose_target_rate(base, curves, budget.target_rate, layer_bits, recipe.index_bits,
+                                        estimate=estimate, steps=60 if estimate is None else 24)
     plan = sens.plan_rounds(base, curves, final, recipe.round_drop_pp / 100.0, recipe.min_rounds, recipe.max_rounds)
-    rate = sens.estimated_rate(curves, final, layer_bits, recipe.index_bits)
+    rate = estimate(final) if estimate else sens.estimated_rate(curves, final, layer_bits, recipe.index_bits)
     dens = {}
     for n, ds in plan.densities.items():
         if final[n] < 1.0:
@@ -77,7 +80,8 @@ def choose(doc: Mapping, budget: Budget, recipe: Recipe = Recipe(), bits: Option
     kept = sum(c.weights * final[c.name] for c in curves)
     src = {"sensitivity": os.path.abspath(where), "data": doc.get("lmdb"), "split": doc.get("split"),
            "images": doc.get("images"), "budget": budget.as_dict(), "round_drop_pp": recipe.round_drop_pp,
-           "estimated_rate_pq": round(rate, 2), "density": round(kept / total, 5),
+           ("estimated_file_rate" if estimate else "estimated_rate_pq"): round(rate, 2),
+           "density": round(kept / total, 5),
            "estimated_drop_pp": {n: round(100 * v, 3) for n, v in plan.final_drop.items()},
            "estimated_round_drop_pp": [round(100 * v, 3) for v in plan.round_drop]}
     sched = Schedule(plan.rounds, recipe.iters, recipe.finetune_iters, recipe.lr_factor, dens, layer_bits,
@@ -89,3 +93,65 @@ def choose(doc: Mapping, budget: Budget, recipe: Recipe = Recipe(), bits: Option
     rows.append(["total", "", total, pct(kept / total, 2), "", "", ""])
     table = text_table(["layer", "kind", "weights", "density", "drop pp", "bits", "per round"], rows)
     return Choice(sched, final, plan, rate, table)
+
+
+def file_rate(params, bits: Mapping[str, int]) -> Callable[[Mapping[str, float]], float]:
+    """The rate a choice of final densities gives, as the encoder will write it: ``params`` (the dense
+    reference) pruned by magnitude and k-means quantized post hoc, then encoded (index widths chosen per
+    layer, Huffman, codebooks, biases, header): dense float32 bytes over file bytes."""
+    from caffe_dc.stages import encode as encoding
+
+    def estimate(densities: Mapping[str, float]) -> float:
+        q = encoding.post_hoc(params, None, density=densities, bits=bits)
+        data, stats = encoding.encode_params(q, None, meta={})
+        return stats.totals()["original_bits"] / 8.0 / len(data)
+    return estimate
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+SKIPPED = "the schedule gives densities; a budget (--target-rate / --max-drop) chooses them"
+
+
+def wanted(r) -> bool:
+    return bool(r.budget)
+
+
+def _recipe(r) -> Recipe:
+    b, d = r.budget, r.declared
+    return Recipe(round_drop_pp=b.get("round_drop_pp", Recipe().round_drop_pp),
+                  min_rounds=int(b.get("min_rounds", Recipe().min_rounds)),
+                  max_rounds=int(b.get("max_rounds", Recipe().max_rounds)),
+                  iters=d.iters_per_round, finetune_iters=d.finetune_iters, lr_factor=d.lr_factor,
+                  reference_iters=d.reference_iters, snapshot_every=d.snapshot_every)
+
+
+def stage_inputs(r) -> dict:
+    return {"budget": r.budget, "bits": r.declared.bits, "recipe": _recipe(r)._asdict()}
+
+
+def run_stage(r) -> dict:
+    """Final densities for the budget from the run's own sensitivity curves (a target rate is met as the
+    encoder measures it), and the rounds to reach them: the schedule every later stage follows."""
+    import json
+
+    from caffe_dc.pycaffe.caffemodel import load_params
+    from caffe_dc.stages.run import indent
+
+    with open(r.out("sensitivity")["sensitivity"]) as f:
+        doc = json.load(f)
+    curves = read_curves(doc, r.out("sensitivity")["sensitivity"])
+    bits = dict(r.declared.bits or {})
+    estimate = None
+    if r.budget.get("target_rate") is not None:
+        ref = load_params(r.out("reference")["caffemodel"])
+        estimate = file_rate(ref, dict(sens.default_bits(curves[1]), **bits))
+    c = choose(doc, Budget(r.budget.get("max_drop_pp"), r.budget.get("target_rate")), _recipe(r), bits,
+               r.out("sensitivity")["sensitivity"], curves, estimate)
+    chosen = dict(r.declared_doc, rounds=c.schedule.rounds, densities=c.schedule.densities, source=c.schedule.source)
+    chosen["bits"] = c.schedule.bits
+    print(indent(c.table))
+    print("  %d rounds; %s %.1fx" % (c.plan.rounds, "file rate (encoded post hoc)" if estimate else
+                                      "estimated P+Q rate", c.rate))
+    return {"schedule": chosen, "final": c.final, "estimated_rate": c.rate, "rounds": c.plan.rounds,
+            "estimate": "file" if estimate else "pq"}

@@ -46,6 +46,8 @@ class RunOptions:
     seed: int = 1
     out: Optional[str] = None
     dense_control: bool = False
+    target_rate: Optional[float] = None     # a budget: the file's rate to reach ...
+    max_drop: Optional[float] = None        # ... or the largest validation drop (pp) a layer may cost
     data: DataOptions = DataOptions()
     imagenet_train: Optional[str] = None
     imagenet_val: Optional[str] = None
@@ -61,6 +63,11 @@ class RunOptions:
         if (self.net is None) == (self.solver is None):
             raise ValueError("RunOptions needs exactly one of net (reproduce) and solver (compress)")
         object.__setattr__(self, "init", Init.parse(self.init))
+        if self.target_rate is not None and self.max_drop is not None:
+            raise InputError("give --target-rate or --max-drop, not both")
+        if (self.target_rate is not None or self.max_drop is not None) and self.density:
+            raise InputError("--density fixes the densities that a budget (--target-rate / --max-drop) would choose: "
+                             "give one or the other")
         if self.solver is not None and not self.weights:
             raise InputError("compress needs the reference caffemodel: --weights REF.caffemodel")
         for what, path in (("caffemodel", self.weights), ("schedule", self.schedule), ("solver", self.solver)):
@@ -79,7 +86,7 @@ class RunOptions:
         """The settings that change a result and differ from their defaults (names a run folder)."""
         defaults = RunOptions(net="-")
         keep = ("schedule", "density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters",
-                "quant_iters", "batch", "test_batch", "crop", "test_lmdb")
+                "quant_iters", "batch", "test_batch", "crop", "test_lmdb", "target_rate", "max_drop")
         out = {k: getattr(self, k) for k in keep if getattr(self, k) != getattr(defaults, k)}
         out.update({k: v for k, v in dataclasses.asdict(self.data).items()
                     if k in ("limit", "val") and v is not None})
@@ -116,8 +123,8 @@ class Run:
     src: object                        # pycaffe.nets.NetSource
     info: object                       # datasets.DataInfo
     preset: str
-    schedule: object                   # algorithms.schedule.Schedule
-    schedule_doc: dict
+    declared: object                   # algorithms.schedule.Schedule as given (a budget, or densities)
+    declared_doc: dict
     schedule_source: str
     run_dir: str
     command: str
@@ -129,6 +136,27 @@ class Run:
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)
+
+    @property
+    def budget(self) -> Optional[dict]:
+        """The declared budget, if the run chooses its own densities (the ``sensitivity`` and ``choose`` stages)."""
+        return self.declared.budget
+
+    @property
+    def schedule_doc(self) -> dict:
+        """The schedule the run follows: the one ``choose`` wrote once it has run, else the declared one."""
+        if self.budget and self.done("choose"):
+            return self.out("choose")["schedule"]
+        return self.declared_doc
+
+    @property
+    def schedule(self):
+        """``schedule_doc`` validated against the net's prunable layers."""
+        if self.budget and self.done("choose"):
+            from caffe_dc.algorithms.schedule import from_dict
+
+            return from_dict(self.schedule_doc, self.src.layer_types(), where="the chosen schedule")
+        return self.declared
 
     @property
     def base_path(self) -> str:

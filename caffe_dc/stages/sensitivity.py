@@ -199,3 +199,35 @@ def run_sensitivity(net_or_prototxt: str, caffemodel: str, lmdb: str, out_dir: s
         "grid": list(grid), "layers": out_layers, "seconds": round(time.time() - t0, 1),
     }
 
+
+
+# ---------------------------------------------------------------- the pipeline's stage
+
+SKIPPED = "the schedule gives densities; a budget (--target-rate / --max-drop) measures them"
+PIPELINE_IMAGES = 5000   # the whole of a default validation split: a choice steadier than on 2000 images
+
+
+def wanted(r) -> bool:
+    return bool(r.budget)
+
+
+def _images(r) -> int:
+    return min(int(r.budget.get("images", PIPELINE_IMAGES)), int(r.info.split("val")[1]))
+
+
+def stage_inputs(r) -> dict:
+    return {"images": _images(r), "grid": density_grid(None)}
+
+
+def run_stage(r) -> dict:
+    """Each prunable layer of the run's own reference pruned alone, scored on the run's validation split."""
+    import json
+
+    from caffe_dc.base.fileio import atomic_write
+
+    lmdb, _ = r.info.split("val")
+    doc = run_sensitivity(r.base_path, r.out("reference")["caffemodel"], lmdb, r.path("sensitivity"),
+                          images=_images(r), progress=r.progress)
+    path = r.path("sensitivity", "sensitivity.json")
+    atomic_write(path, json.dumps(doc, indent=2).encode())
+    return {"sensitivity": path, "baseline": doc["baseline"], "images": doc["images"]}
