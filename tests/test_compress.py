@@ -207,12 +207,14 @@ def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
     # the TEST batch 16 does not divide 60: it becomes 15, and the change is listed
     assert nets.data_layers(src.test_net)["test"].data_param.batch_size == 15
     assert any("TEST batch 16 -> 15" in c for c in src.changes)
-    # no --schedule: the documented default, its iterations a fifth of the solver's max_iter
+    # no --schedule: the documented default, a budget, its iterations a fifth of the solver's max_iter
     opts = RunOptions(solver=solver, weights=ref)
     s, where, doc = resolve_schedule(src, None, opts)
     assert "default" in where and s.iters_per_round == 8 and s.rounds == 3
-    assert s.final_densities() == {"conv1": 0.5, "conv2": 0.5, "conv3": 0.5, "fc": 0.1}
+    assert s.budget["max_drop_pp"] == 0.5 and s.densities == {}
     assert s.bits == {"conv1": 8, "conv2": 8, "conv3": 8, "fc": 5}
+    s, _, _ = resolve_schedule(src, sched, opts.replace(target_rate=20.0))
+    assert s.budget["target_rate"] == 20.0 and s.densities == {}
     s, _, _ = resolve_schedule(src, sched, opts.replace(bits={"*": 7, "fc": 3}, rounds=2))
     assert s.bits == {"conv1": 7, "conv2": 7, "conv3": 7, "fc": 3} and s.rounds == 2
     from caffe_dc.report.run_report import user_data_note

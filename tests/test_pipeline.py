@@ -21,6 +21,17 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), r
 
 
 @pytest.fixture(scope="session")
+def budget_run(tmp_path_factory):
+    """The quick preset with a budget instead of densities, and the control: every stage of the table runs."""
+    root = tmp_path_factory.mktemp("budget")
+    out = root / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--target-rate", "30", "--out", out,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root, out, p
+
+
+@pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quick")
     out = root / "run"
@@ -32,9 +43,10 @@ def quick_run(tmp_path_factory):
 
 def test_reproduce_quick_end_to_end(quick_run):
     root, out, p = quick_run
-    for i, stage in enumerate(["data", "reference", "prune", "quantize", "encode", "decode", "caffe test", "control",
-                               "test", "report"], 1):
-        assert "[%d/10] %s" % (i, stage) in p.stdout
+    for i, stage in enumerate(["data", "reference", "sensitivity", "choose", "prune", "quantize", "encode", "decode",
+                               "caffe test", "control", "test", "report"], 1):
+        assert "[%d/12] %s" % (i, stage) in p.stdout
+    assert "[3/12] sensitivity: skipped (the schedule gives densities" in p.stdout
     state = json.load(open(str(out / "pipeline.json")))
     assert state["decode"]["bit_exact"] is True
     # Caffe's own binary scores the decoded model exactly as the quantized one
@@ -89,7 +101,7 @@ def test_rerun_skips_finished_stages(quick_run):
     p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--out", out, "--data-root", root / "data",
                 cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.count("done before with the same inputs, skipping") == 10
+    assert p.stdout.count("done before with the same inputs, skipping") == 10   # all but sensitivity, choose
     assert os.path.getmtime(str(out / "model.dcz")) == before
 
 
@@ -102,7 +114,7 @@ def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_p
     assert p.returncode == 0, p.stderr[-2000:]
     for stage in ("data", "reference", "prune", "control"):
         assert "] %s: done before with the same inputs, skipping" % stage in p.stdout
-    assert "[4/10] quantize: settings changed: bits; redoing it" in p.stdout
+    assert "[6/12] quantize: settings changed: bits; redoing it" in p.stdout
     for stage in ("encode", "decode", "caffe test", "test", "report"):
         assert "] %s: an earlier stage or the code changed; redoing it" % stage in p.stdout
     state = json.load(open(str(run / "pipeline.json")))
@@ -137,11 +149,11 @@ def test_dense_control_added_to_a_finished_run_remakes_the_report(quick_run, tmp
     p = run_cli(*args, cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
     # without the flag: no control, and the report says so (it is remade without the control row)
-    assert "control: skipped (--dense-control" in p.stdout and "[7/10] caffe test: done before" in p.stdout
+    assert "control: skipped (--dense-control" in p.stdout and "[9/12] caffe test: done before" in p.stdout
     assert "dense control" not in (run / "report.md").read_text()
     p = run_cli(*args, "--dense-control", cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "[8/10] control ..." in p.stdout and "[10/10] report ..." in p.stdout
+    assert "[10/12] control ..." in p.stdout and "[12/12] report ..." in p.stdout
     assert "dense control: reference retrained 1500 iterations" in (run / "report.md").read_text()
 
 
@@ -331,13 +343,13 @@ def _stage_lines(stdout):
 
 @pytest.mark.parametrize("stage", [s.name for s in __import__("caffe_dc.pipeline.stage_table",
                                                                 fromlist=["STAGES"]).STAGES])
-def test_editing_a_stage_module_redoes_it_and_what_reads_it(quick_run, tmp_path, stage):
+def test_editing_a_stage_module_redoes_it_and_what_reads_it(budget_run, tmp_path, stage):
     """A comment appended to the module that holds one stage's code (a copy of the package) makes a
     rerun redo that stage and every stage that reads it, and reuse every other stage."""
     from caffe_dc.pipeline.stage_table import STAGES
     from test_stage_table import descendants
 
-    root, out, _ = quick_run
+    root, out, _ = budget_run
     run = tmp_path / "run"
     shutil.copytree(str(out), str(run))
     pkg = tmp_path / "pkg"
@@ -347,7 +359,7 @@ def test_editing_a_stage_module_redoes_it_and_what_reads_it(quick_run, tmp_path,
         f.write("\n# an edit that changes nothing but the code's hash\n")
     env = dict(os.environ, PYTHONPATH=str(pkg))
     p = subprocess.run([sys.executable, "-m", "caffe_dc", "reproduce", "lenet-300-100", "--quick", "--dense-control",
-                        "--out", str(run), "--data-root", str(root / "data")], cwd=str(root), env=env,
+                        "--target-rate", "30", "--out", str(run), "--data-root", str(root / "data")], cwd=str(root), env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     seen = _stage_lines(p.stdout)
@@ -358,3 +370,27 @@ def test_editing_a_stage_module_redoes_it_and_what_reads_it(quick_run, tmp_path,
         assert seen.get(s.label) == want, (s.name, seen, p.stdout[-3000:])
         if i < first:
             assert seen[s.label] == "skip"
+
+
+def test_a_target_rate_is_met_by_the_file(budget_run):
+    root, out, p = budget_run
+    m = json.load(open(str(out / "metrics.json")))
+    assert abs(m["compression"] / 30.0 - 1) <= 0.05, m["compression"]
+    chosen = m["stages"]["choose"]
+    assert chosen["estimate"] == "file" and m["schedule"]["densities"] and m["schedule"]["budget"]["target_rate"] == 30
+    assert m["stages"]["sensitivity"]["images"] == m["data"]["n_val"]   # chosen on the whole validation split
+    assert "[3/12] sensitivity ..." in p.stdout and "[4/12] choose ..." in p.stdout
+
+
+def test_a_changed_budget_redoes_choose_and_what_follows_not_the_reference(budget_run, tmp_path):
+    root, out, _ = budget_run
+    run = tmp_path / "run"
+    shutil.copytree(str(out), str(run))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--target-rate", "25", "--out", run,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = _stage_lines(p.stdout)
+    assert {k for k, v in seen.items() if v == "skip"} == {"data", "reference", "sensitivity"}
+    assert "[4/12] choose: settings changed: budget; redoing it" in p.stdout
+    m = json.load(open(str(run / "metrics.json")))
+    assert abs(m["compression"] / 25.0 - 1) <= 0.05, m["compression"]
