@@ -39,7 +39,7 @@ KINDS = layer_policy.KINDS
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "centroid_grad",
-            "source", "budget")
+            "source", "budget", "closed_loop")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images")
@@ -82,6 +82,7 @@ class Schedule:
         self.spec = spec   # the file's own densities / bits, keys as written (what save writes back)
         self.centroid_grad = centroid_grad   # quantization.CentroidGrad's value for the fine-tuning
         self.budget = budget   # {"target_rate" | "max_drop_pp": ..., recipe}: densities are chosen by the run
+        self.closed_loop: Optional[dict] = None   # {"max_drop_pp", "max_rounds"}: rounds re-planned (prune_plan)
 
     def round_densities(self, layer: str) -> List[float]:
         """Kept share of ``layer`` after each round; [1.0] * rounds for a layer left dense."""
@@ -113,6 +114,8 @@ class Schedule:
             out["source"] = self.source
         if self.budget:
             out["budget"] = self.budget
+        if self.closed_loop is not None:
+            out["closed_loop"] = dict(self.closed_loop)
         return out
 
     def __repr__(self):
@@ -227,8 +230,11 @@ def _from_dict(doc, lmap) -> Schedule:
     spec = {"densities": dict(doc.get("densities") or {})}
     if doc.get("bits") is not None:
         spec["bits"] = dict(doc["bits"])
-    return Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
-                    doc.get("source"), spec, grad, budget)
+    out = Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
+                   doc.get("source"), spec, grad, budget)
+    if doc.get("closed_loop") is not None:
+        out.closed_loop = _closed_loop(doc["closed_loop"], rounds)
+    return out
 
 
 def _budget(v) -> Optional[dict]:
@@ -261,6 +267,19 @@ def _budget(v) -> Optional[dict]:
     if out.get("min_rounds", 1) > out.get("max_rounds", out.get("min_rounds", 1)):
         raise InputError("budget: min_rounds %d > max_rounds %d" % (out["min_rounds"], out["max_rounds"]))
     return out
+
+
+def _closed_loop(v, rounds: int) -> dict:
+    """``{"max_drop_pp": > 0, "max_rounds": >= rounds}`` (``algorithms.prune_plan``)."""
+    if not isinstance(v, Mapping) or sorted(v) != ["max_drop_pp", "max_rounds"]:
+        raise InputError("closed_loop must be an object with exactly max_drop_pp and max_rounds, got %r" % (v,))
+    drop = v["max_drop_pp"]
+    if isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not math.isfinite(drop) or not 0 < drop <= 100:
+        raise InputError("closed_loop max_drop_pp must be percentage points in (0, 100], got %r" % (drop,))
+    cap = _int(v["max_rounds"], "closed_loop max_rounds", 1)
+    if cap < rounds:
+        raise InputError("closed_loop max_rounds (%d) is below rounds (%d), where the loop starts" % (cap, rounds))
+    return {"max_drop_pp": float(drop), "max_rounds": cap}
 
 
 def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) -> Schedule:

@@ -5,6 +5,13 @@ caffemodel carrying ``L_mask`` blobs, rewrites the net to hold them
 (``rewrite.py``), and retrains with the mask hooks (``retraining.py``).
 A round whose retrained model exists is not redone, so a rerun after a kill
 picks up where it stopped.
+
+With ``PruneConfig.closed_loop`` (a schedule's ``closed_loop`` key) the
+rounds are planned one at a time by ``algorithms.prune_plan`` from the
+validation drops measured so far; each round's plan and measurement are in
+its ``round<r>/metrics.json``, and the plan is replayed from those, so a
+resumed run makes the same decisions. The stage's output then carries the
+rounds, planned against measured.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_dc.pycaffe import nets
-from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms import prune_plan, pruning
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import MASK, blob_name
@@ -23,7 +30,7 @@ from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params, load_solver_proto, save_net_proto, save_params
 from caffe_dc.stages.run import Run, indent
-from caffe_dc.base.errors import InputError
+from caffe_dc.base.errors import InputError, InternalError
 from caffe_dc.pycaffe.retraining import retrain
 from caffe_dc.base.tables import pct, text_table
 
@@ -37,7 +44,15 @@ class PruneConfig(NamedTuple):
     snapshot_every: int = 1000
     # per-layer density after each round (a schedule file's); default: geometric steps to ``densities``
     round_densities: Optional[Dict[str, List[float]]] = None
+    # {"max_drop_pp", "max_rounds"}: re-plan the rounds from measured accuracy (``prune_plan``); needs densities
+    closed_loop: Optional[Dict[str, float]] = None
 
+    def as_dict(self) -> dict:
+        """The config as recorded; ``closed_loop`` only when set, so an open-loop record is as it always was."""
+        out = self._asdict()
+        if out["closed_loop"] is None:
+            del out["closed_loop"]
+        return out
 
 
 def masks_of(params: Params, layers: List[str]) -> Dict[str, np.ndarray]:
@@ -84,10 +99,12 @@ class _RoundContext(NamedTuple):
     verbose: bool
 
 
-def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], schedule, targets,
-           rdir: str) -> Tuple[dict, str]:
-    """Round ``r``: prune ``current`` further (``masks`` updated in place), retrain; its metrics and model.
-    A round whose retrained model exists is read back instead."""
+def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], want: Optional[Dict[str, float]],
+           rdir: str, of: str, plan: Optional[dict] = None) -> Tuple[dict, str]:
+    """Round ``r``: prune ``current`` further (``masks`` updated in place) to the densities ``want`` (None: the
+    config's qualities), retrain; its metrics and model. A round whose retrained model exists is read back
+    instead. ``of``: the round count as printed; ``plan``: the closed loop's plan of this round, recorded with
+    the drop measured against its ``reference_accuracy``."""
     cfg = c.cfg
     done = os.path.join(rdir, "retrained.caffemodel")
     rmeta = os.path.join(rdir, "metrics.json")
@@ -95,15 +112,15 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
         with open(rmeta) as f:
             rm = json.load(f)
         if c.progress:
-            print("  round %d/%d: done before (%s kept), skipping" % (r, cfg.rounds, pct(rm["density"])))
+            print("  round %d%s: done before (%s kept), skipping" % (r, of, pct(rm["density"])))
         return rm, done
     params = load_params(current)
     for n in c.layers:
         w = params[n].blobs[0]
-        if schedule is not None:
-            masks[n] = pruning.density_mask(w, schedule[n][r - 1], masks[n])
+        if want is not None:
+            masks[n] = pruning.density_mask(w, want[n], masks[n])
         else:
-            masks[n] = pruning.threshold_mask(w, targets[n], masks[n])
+            masks[n] = pruning.threshold_mask(w, cfg.qualities[n], masks[n])
     os.makedirs(rdir, exist_ok=True)
     pruned_path = os.path.join(rdir, "pruned.caffemodel")
     save_params(with_masks(params, masks), pruned_path)
@@ -115,19 +132,21 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
     before = solving.evaluate(tv, pruned_path, c.test_iter, c.verbose)
     density = sum(float(masks[n].sum()) for n in c.layers) / sum(c.n_orig.values())
     if c.progress:
-        print("  round %d/%d: %s of weights kept, val accuracy %.2f%% before retraining"
-              % (r, cfg.rounds, pct(density, 2), 100 * solving.accuracy_of(before)))
+        print("  round %d%s: %s of weights kept, val accuracy %.2f%% before retraining"
+              % (r, of, pct(density, 2), 100 * solving.accuracy_of(before)))
     sp = rewrite.retrain_solver(c.solver0, cfg.lr_factor)
     hist = retrain(tv, sp, pruned_path, os.path.join(rdir, "retrain"), cfg.iters_per_round, c.test_iter, done,
                    desc="prune round %d" % r, snapshot_every=cfg.snapshot_every, progress=c.progress,
                    verbose=c.verbose)
     after = hist[-1]
     if c.progress:
-        print("  round %d/%d: val accuracy %.2f%% after %d retraining iterations"
-              % (r, cfg.rounds, 100 * solving.accuracy_of(after), cfg.iters_per_round))
+        print("  round %d%s: val accuracy %.2f%% after %d retraining iterations"
+              % (r, of, 100 * solving.accuracy_of(after), cfg.iters_per_round))
     rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
           "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
           "history": hist}
+    if plan is not None:
+        rm.update(plan, measured_drop_pp=100 * (plan["reference_accuracy"] - rm["accuracy"]))
     atomic_write(rmeta, json.dumps(rm, indent=2).encode())
     return rm, done
 
@@ -163,9 +182,47 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
         print("  reference val accuracy %.2f%%" % (100 * solving.accuracy_of(ref_metrics)))
     solver0 = src.solver_for(base_path, os.path.join(out_dir, "snap"))
 
-    masks = masks_of(params, layers)
     n_orig = {n: params[n].blobs[0].size for n in layers}
-    rounds = []
+    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, cfg, progress, verbose)
+    ref_acc = solving.accuracy_of(ref_metrics)
+    if cfg.closed_loop is not None:
+        rounds, current, loop = _closed_loop(ctx, ref_model, ref_acc, targets, out_dir)
+    else:
+        (rounds, current), loop = _open_loop(ctx, ref_model, params, targets, out_dir), None
+    last = rounds[-1] if loop is None else _held(rounds, loop, layers, ref_acc)
+
+    final = load_params(current)
+    if current == ref_model:   # nothing held: the reference, with all-ones masks so later stages read it alike
+        final = with_masks(final, masks_of(final, layers))
+    final_model = os.path.join(out_dir, "pruned.caffemodel")
+    save_params(final, final_model)
+    final_tv = os.path.join(out_dir, "train_val.prototxt")
+    net = rewrite.add_blobs(base, shapes, [MASK])
+    rewrite.adjust_dropout(net, last["layer_density"])
+    save_net_proto(net, final_tv)
+    paper = dict(pruning.PAPER_DENSITY.get(src.name, {})) if src.paper else {}
+    if src.paper and src.name in pruning.PAPER_TOTAL_DENSITY:
+        paper["total"] = pruning.PAPER_TOTAL_DENSITY[src.name]
+    rows = layer_rows(final, layers, paper)
+    metrics = {
+        "net": src.name, "dataset": info.name, "reference_caffemodel": ref_model,
+        "reference_accuracy": ref_acc,
+        "accuracy": last["accuracy"], "density": last["density"],
+        "config": cfg.as_dict(), "rounds": rounds, "caffemodel": final_model, "prototxt": final_tv,
+        "layers": {r[0]: {"weights": r[1], "nonzero": r[2]} for r in rows},
+    }
+    if loop is not None:
+        metrics["closed_loop"] = loop
+    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    head = ["layer", "weights", "nonzero", "density", "paper"]
+    metrics["table"] = text_table(head, rows) if src.paper else text_table(head[:-1], [r[:-1] for r in rows])
+    return metrics
+
+
+def _open_loop(c: _RoundContext, ref_model: str, params: Params, targets, out_dir: str) -> Tuple[List[dict], str]:
+    """The rounds planned in advance: the config's round densities, else geometric steps (or qualities)."""
+    cfg, layers = c.cfg, c.layers
+    masks = masks_of(params, layers)
     schedule = None
     if cfg.densities is not None:
         schedule = {n: pruning.iterative_schedule(targets[n], cfg.rounds) for n in layers}
@@ -174,42 +231,77 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
                 if len(steps) != cfg.rounds:
                     raise InputError("layer %s: %d round densities for %d rounds" % (n, len(steps), cfg.rounds))
                 schedule[n] = list(steps)
-    current = ref_model
-    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, cfg, progress, verbose)
+    current, rounds = ref_model, []
     for r in range(1, cfg.rounds + 1):
-        rm, current = _round(ctx, r, current, masks, schedule, targets, os.path.join(out_dir, "round%d" % r))
+        want = None if schedule is None else {n: schedule[n][r - 1] for n in layers}
+        rm, current = _round(c, r, current, masks, want, os.path.join(out_dir, "round%d" % r),
+                             "/%d" % cfg.rounds)
         rounds.append(rm)
+    return rounds, current
 
-    final = load_params(current)
-    final_model = os.path.join(out_dir, "pruned.caffemodel")
-    save_params(final, final_model)
-    final_tv = os.path.join(out_dir, "train_val.prototxt")
-    net = rewrite.add_blobs(base, shapes, [MASK])
-    rewrite.adjust_dropout(net, rounds[-1]["layer_density"])
-    save_net_proto(net, final_tv)
-    paper = dict(pruning.PAPER_DENSITY.get(src.name, {})) if src.paper else {}
-    if src.paper and src.name in pruning.PAPER_TOTAL_DENSITY:
-        paper["total"] = pruning.PAPER_TOTAL_DENSITY[src.name]
-    rows = layer_rows(final, layers, paper)
-    metrics = {
-        "net": src.name, "dataset": info.name, "reference_caffemodel": ref_model,
-        "reference_accuracy": solving.accuracy_of(ref_metrics),
-        "accuracy": rounds[-1]["accuracy"], "density": rounds[-1]["density"],
-        "config": cfg._asdict(), "rounds": rounds, "caffemodel": final_model, "prototxt": final_tv,
-        "layers": {r[0]: {"weights": r[1], "nonzero": r[2]} for r in rows},
-    }
-    atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
-    head = ["layer", "weights", "nonzero", "density", "paper"]
-    metrics["table"] = text_table(head, rows) if src.paper else text_table(head[:-1], [r[:-1] for r in rows])
-    return metrics
+
+def _closed_loop(c: _RoundContext, ref_model: str, ref_acc: float, targets: Dict[str, float],
+                 out_dir: str) -> Tuple[List[dict], str, dict]:
+    """Rounds planned one at a time from the drops measured so far (``prune_plan``); each starts from the
+    last round that held. Returns the rounds run, the model of the last that held, and the loop's summary."""
+    cfg = c.cfg
+    if cfg.densities is None:
+        raise InputError("a closed-loop schedule needs target densities, not qualities")
+    settings = prune_plan.Settings(float(cfg.closed_loop["max_drop_pp"]), int(cfg.closed_loop["max_rounds"]))
+    models, rounds = {0: ref_model}, []
+    total = sum(c.n_orig.values())
+    while True:
+        pl = prune_plan.plan(targets, cfg.rounds, settings, [rm["measured_drop_pp"] for rm in rounds])
+        st = pl.next
+        if st is None:
+            break
+        start = models[st.start_round]
+        planned = {"reference_accuracy": ref_acc, "start_round": st.start_round, "progress": st.progress,
+                   "step": st.step, "planned_layer_density": st.densities,
+                   "planned_density": sum(st.densities[n] * c.n_orig[n] for n in c.layers) / total,
+                   "planned_drop_pp": st.planned_drop_pp}
+        if c.progress:
+            print("  closed loop: round %d from round %d, %.3f -> %.3f of the way, about %d round(s) left"
+                  % (st.round, st.start_round, st.start_progress, st.progress, st.rounds_left))
+        rdir = os.path.join(out_dir, "round%d" % st.round)
+        rm, models[st.round] = _round(c, st.round, start, masks_of(load_params(start), c.layers), st.densities, rdir,
+                                      " (closed loop, at most %d)" % settings.max_rounds, planned)
+        if rm.get("progress") != st.progress or rm.get("start_round") != st.start_round:
+            raise InternalError("%s was planned differently from the replayed plan" % rdir)
+        rounds.append(rm)
+    for rm, t in zip(rounds, pl.tried):
+        rm["held"] = t["held"]
+    loop = dict(settings._asdict(), held_round=pl.held_round, progress=pl.held_progress, stopped=pl.stopped,
+                reached_targets=pl.held_progress >= 1.0, rounds_run=len(rounds))
+    if c.progress:
+        print("  closed loop: stopped (%s) after %d round(s); keeping round %d, %s of the way to the targets"
+              % (pl.stopped, len(rounds), pl.held_round, pct(pl.held_progress)))
+    return rounds, models[pl.held_round], loop
+
+
+def _held(rounds: List[dict], loop: dict, layers: List[str], ref_acc: float) -> dict:
+    """The round the closed loop keeps (the reference's figures when none held)."""
+    if loop["held_round"]:
+        return rounds[loop["held_round"] - 1]
+    return {"accuracy": ref_acc, "density": 1.0, "layer_density": {n: 1.0 for n in layers}}
+
+
+def loop_rounds(rounds: List[dict]) -> List[dict]:
+    """The closed loop's rounds, planned against measured (what the stage outputs and ``rounds_table`` reads)."""
+    keys = ("round", "start_round", "planned_density", "density", "planned_drop_pp", "measured_drop_pp",
+            "accuracy", "held")
+    return [{k: rm[k] for k in keys} for rm in rounds]
 
 
 # ---------------------------------------------------------------- the pipeline's stage
 
 def stage_inputs(r: Run) -> dict:
     sch = r.schedule
-    return {"densities": sch.densities, "rounds": sch.rounds, "prune_iters": sch.iters_per_round,
-            "lr_factor": r.lr_factor, "snapshot_every": r.snapshot_every}
+    out = {"densities": sch.densities, "rounds": sch.rounds, "prune_iters": sch.iters_per_round,
+           "lr_factor": r.lr_factor, "snapshot_every": r.snapshot_every}
+    if sch.closed_loop is not None:   # absent otherwise, so an open-loop run's inputs read as they always did
+        out["closed_loop"] = sch.closed_loop
+    return out
 
 
 def run_stage(r: Run) -> dict:
@@ -218,9 +310,13 @@ def run_stage(r: Run) -> dict:
         raise InputError("%s prunes no layer (its densities match none of %s)"
                          % (r.schedule_source, ", ".join(r.src.layer_types())))
     cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
-                      lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities)
+                      lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities,
+                      closed_loop=sch.closed_loop)
     m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.path("prune"), cfg, progress=r.progress)
     print(indent(m["table"]))
     written = load_solver_proto(r.path("prune", "round1", "retrain", "solver.prototxt"))
-    return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
-            "layers": m["layers"], "config": m["config"], "solver_changes": nets.solver_changes(r.src.solver, written)}
+    out = {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
+           "layers": m["layers"], "config": m["config"], "solver_changes": nets.solver_changes(r.src.solver, written)}
+    if "closed_loop" in m:
+        out.update(closed_loop=m["closed_loop"], rounds=loop_rounds(m["rounds"]))
+    return out

@@ -1,0 +1,131 @@
+"""A closed-loop prune schedule: each round's measured accuracy re-plans the rounds left.
+
+The open-loop schedule fixes every round's densities in advance. Here the
+path is planned one round at a time (NetAdapt's measure-then-step loop:
+Yang et al., ECCV 2018) towards fixed per-layer targets, the budget, and
+the step follows what retraining actually recovered.
+
+The path: all layers move together along one *progress* p in [0, 1], layer
+n keeping ``target_n ** p`` of its weights (p = r / rounds is exactly the
+open loop's geometric plan, ``pruning.iterative_schedule``). The plan
+allows a drop of ``max_drop_pp * p`` percentage points of validation
+accuracy after retraining, against the reference's: a share of the budget
+in proportion to the progress made. After a round that reached p with a
+measured drop D:
+
+* D <= max_drop_pp: the round *holds*; the next step is the last one times
+  planned / measured drop, clamped to [SHRINK, GROW] (smaller where the drop
+  is above plan, larger where there is slack). Drops are usually small early
+  and steep late, so this takes big steps first and small ones near the
+  target, the shape that Distiller's automated gradual pruning (AGP, Zhu &
+  Gupta 2017) fixes in advance with a cubic, here found by measurement.
+* D > max_drop_pp: the round does not hold; the next round starts again
+  from the last round that held with half the step (pruned weights never
+  come back, so a failed round is discarded, not built on).
+
+The first step is 1 / rounds of the schedule, no step is smaller than
+``MIN_STEP_SHARE`` of it, and no step overshoots p = 1, where the densities
+are the targets exactly. The loop ends when a round at p = 1 holds, when
+``max_rounds`` rounds have run, or when a round at the smallest step fails
+(retrying it would retrain the same start to the same masks). The result is
+the last round that held: the targets, or the last densities that held
+when the loop stopped short.
+
+Everything is a pure function of the targets, the settings and the
+measured drops so far, so a resumed run that reads the drops back from its
+rounds' metrics makes the same decisions.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+
+from caffe_dc.base.tables import markdown_table
+
+GROW = 2.0            # largest factor a step grows by after a round with slack
+SHRINK = 0.5          # smallest factor it shrinks by (a failed round's factor)
+MIN_STEP_SHARE = 0.25  # the smallest step, as a share of the first (1 / rounds)
+EPS = 1e-12
+
+
+class Settings(NamedTuple):
+    max_drop_pp: float   # allowed drop of validation accuracy after retraining, percentage points, > 0
+    max_rounds: int      # cap on the rounds run, >= the schedule's rounds
+
+
+class Step(NamedTuple):
+    """The next round to run."""
+    round: int                  # 1-based
+    start_round: int            # the held round whose model it prunes further (0: the reference)
+    start_progress: float
+    progress: float             # where it goes (1.0: the targets)
+    step: float
+    densities: Dict[str, float]
+    planned_drop_pp: float
+    rounds_left: int            # this one included, at the current step, within the cap
+
+
+class Plan(NamedTuple):
+    """Where the loop stands after the rounds measured so far."""
+    next: Optional[Step]        # None: the loop has ended
+    held_round: int             # the last round that held (0: none, the reference)
+    held_progress: float
+    stopped: Optional[str]      # why it ended: 'target', 'cap' or 'min_step'; None while running
+    tried: List[dict]           # per measured round: round, start_round, progress, step, planned_drop_pp, held
+
+
+def densities_at(targets: Mapping[str, float], progress: float) -> Dict[str, float]:
+    """Each layer's kept share at ``progress`` (exactly its target at 1.0)."""
+    return {n: (float(t) if progress >= 1.0 else float(t) ** progress) for n, t in targets.items()}
+
+
+def planned_drop(settings: Settings, progress: float) -> float:
+    return settings.max_drop_pp * progress
+
+
+def _advance(p: float, step: float) -> float:
+    return 1.0 if p + step >= 1.0 - EPS else p + step
+
+
+def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: Sequence[float]) -> Plan:
+    """Replay the loop over the measured ``drops`` (percentage points after retraining, round 1 first)
+    and say what comes next. ``rounds``: the schedule's, which sets the first step."""
+    first = 1.0 / rounds
+    smallest = first * MIN_STEP_SHARE
+    held_p, held_r, step, stopped, tried = 0.0, 0, first, None, []
+    for r, d in enumerate(drops, 1):
+        step = min(step, 1.0 - held_p)
+        p = _advance(held_p, step)
+        want = planned_drop(settings, p)
+        held = d <= settings.max_drop_pp
+        tried.append({"round": r, "start_round": held_r, "progress": p, "step": step, "planned_drop_pp": want,
+                      "held": held})
+        if held:
+            held_p, held_r = p, r
+            factor = GROW if d <= 0 else min(GROW, max(SHRINK, want / d))
+        else:
+            if step <= smallest + EPS:
+                stopped = "min_step"
+            factor = SHRINK
+        step = max(smallest, step * factor)
+    if stopped is None and held_p >= 1.0:
+        stopped = "target"
+    if stopped is None and len(drops) >= settings.max_rounds:
+        stopped = "cap"
+    if stopped is not None:
+        return Plan(None, held_r, held_p, stopped, tried)
+    step = min(step, 1.0 - held_p)
+    p = _advance(held_p, step)
+    left = min(settings.max_rounds - len(drops), int(math.ceil((1.0 - held_p) / step - EPS)))
+    nxt = Step(len(drops) + 1, held_r, held_p, p, step, densities_at(targets, p), planned_drop(settings, p), left)
+    return Plan(nxt, held_r, held_p, None, tried)
+
+
+def rounds_table(rounds: Sequence[Mapping]) -> str:
+    """The prune stage's ``rounds`` record as Markdown: planned against measured, round by round."""
+    head = ["round", "from round", "planned density", "density", "planned drop (pp)", "measured drop (pp)",
+            "val accuracy", "held"]
+    rows = [[r["round"], r["start_round"], "%.2f%%" % (100 * r["planned_density"]), "%.2f%%" % (100 * r["density"]),
+             "%.2f" % r["planned_drop_pp"], "%.2f" % r["measured_drop_pp"], "%.2f%%" % (100 * r["accuracy"]),
+             "yes" if r["held"] else "no"] for r in rounds]
+    return markdown_table(head, rows)

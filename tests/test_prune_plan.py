@@ -1,0 +1,110 @@
+"""The closed-loop prune plan (algorithms/prune_plan.py) and its schedule key: pure numpy, no Caffe."""
+import pytest
+
+from caffe_dc.algorithms import prune_plan as pp
+from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms.schedule import from_dict
+from caffe_dc.base.errors import InputError
+
+TARGETS = {"ip1": 0.08, "ip2": 0.09, "ip3": 0.26}
+S = pp.Settings(max_drop_pp=0.5, max_rounds=8)
+
+
+def test_first_round_is_the_open_loops_geometric_step():
+    p = pp.plan(TARGETS, 4, S, [])
+    assert p.next.round == 1 and p.next.start_round == 0 and p.next.progress == 0.25
+    assert p.next.densities == {n: pruning.iterative_schedule(t, 4)[0] for n, t in TARGETS.items()}
+    assert p.next.planned_drop_pp == pytest.approx(0.125) and p.next.rounds_left == 4
+
+
+def test_a_drop_above_plan_shrinks_the_step_and_slack_grows_it():
+    on_plan = pp.plan(TARGETS, 4, S, [0.125]).next
+    above = pp.plan(TARGETS, 4, S, [0.25]).next       # twice the planned 0.125 pp
+    slack = pp.plan(TARGETS, 4, S, [0.05]).next
+    gained = pp.plan(TARGETS, 4, S, [-0.3]).next      # accuracy rose after retraining
+    assert on_plan.step == pytest.approx(0.25)
+    assert above.step == pytest.approx(0.125) and above.start_round == 1
+    assert slack.step == pytest.approx(0.5) and gained.step == pytest.approx(0.5)   # grown, at most x2
+    assert above.rounds_left > on_plan.rounds_left > slack.rounds_left
+    for n in TARGETS:   # smaller step: denser; larger: sparser
+        assert above.densities[n] > on_plan.densities[n] > slack.densities[n]
+
+
+def test_a_round_over_budget_is_discarded_and_retried_smaller_from_the_last_that_held():
+    p = pp.plan(TARGETS, 4, S, [0.1, 0.9])
+    assert [t["held"] for t in p.tried] == [True, False]
+    assert p.held_round == 1 and p.next.start_round == 1 and p.next.start_progress == 0.25
+    assert p.next.step == pytest.approx(p.tried[1]["step"] / 2)
+
+
+def test_the_last_step_lands_on_the_targets_exactly():
+    p = pp.plan(TARGETS, 2, S, [0.0])    # slack: step 1.0, capped at what is left
+    assert p.next.progress == 1.0 and p.next.densities == TARGETS and p.next.rounds_left == 1
+    done = pp.plan(TARGETS, 2, S, [0.0, 0.4])
+    assert done.next is None and done.stopped == "target" and done.held_round == 2 and done.held_progress == 1.0
+
+
+def test_the_cap_stops_at_the_last_round_that_held():
+    cap = pp.Settings(0.5, 3)
+    p = pp.plan(TARGETS, 2, cap, [0.4, 0.45, 2.0])
+    assert p.next is None and p.stopped == "cap"
+    assert p.held_round == 2 and 0.5 < p.held_progress < 1.0
+    # more rounds than the schedule's 2 when steps shrink, never past the cap
+    running = pp.plan(TARGETS, 2, pp.Settings(0.5, 20), [0.4, 0.45])
+    assert running.next.round == 3 and running.next.progress == 1.0
+    assert pp.plan(TARGETS, 2, pp.Settings(0.5, 20), [0.4, 0.8]).next.rounds_left == 4
+    assert pp.plan(TARGETS, 2, pp.Settings(0.5, 4), [0.4, 0.8]).next.rounds_left == 2
+
+
+def test_failing_at_the_smallest_step_stops_instead_of_repeating_it():
+    drops, p = [], pp.plan(TARGETS, 2, pp.Settings(0.5, 50), [])
+    while p.next is not None:
+        drops.append(5.0)                # every round over budget
+        p = pp.plan(TARGETS, 2, pp.Settings(0.5, 50), drops)
+    assert p.stopped == "min_step" and p.held_round == 0 and p.held_progress == 0.0
+    assert p.tried[-1]["step"] == pytest.approx(0.5 * pp.MIN_STEP_SHARE) and len(drops) < 50
+
+
+def test_every_plan_respects_targets_cap_and_is_deterministic():
+    import random
+    rng = random.Random(3)
+    for _ in range(200):
+        cap = rng.randint(2, 12)
+        s = pp.Settings(rng.choice([0.2, 0.5, 1.0]), cap)
+        drops, p = [], pp.plan(TARGETS, 2, s, [])
+        while p.next is not None:
+            for n, t in TARGETS.items():
+                assert t <= p.next.densities[n] < 1.0
+            assert p.next.round <= cap and 1 <= p.next.rounds_left <= cap - len(drops)
+            drops.append(rng.uniform(-0.2, 1.5))
+            p = pp.plan(TARGETS, 2, s, drops)
+        assert len(drops) <= cap and p.stopped in ("target", "cap", "min_step")
+        assert p.held_progress <= 1.0 and (p.stopped != "target" or p.held_progress == 1.0)
+        assert pp.plan(TARGETS, 2, s, list(drops)) == p    # a replay decides the same
+
+
+def test_rounds_table_is_markdown():
+    rows = [{"round": 1, "start_round": 0, "planned_density": 0.3, "density": 0.3001, "planned_drop_pp": 0.25,
+             "measured_drop_pp": 0.4, "accuracy": 0.91, "held": True}]
+    t = pp.rounds_table(rows).splitlines()
+    assert t[0].startswith("| round | from round | planned density |")
+    assert t[2] == "| 1 | 0 | 30.00% | 30.01% | 0.25 | 0.40 | 91.00% | yes |"
+
+
+DOC = {"rounds": 2, "iters_per_round": 10, "finetune_iters": 0, "lr_factor": 0.1, "densities": {"*": 0.1}}
+
+
+def test_schedule_key_is_validated_and_round_trips():
+    s = from_dict(dict(DOC, closed_loop={"max_drop_pp": 0.5, "max_rounds": 6}), ["ip1"])
+    assert s.closed_loop == {"max_drop_pp": 0.5, "max_rounds": 6}
+    assert from_dict(s.to_dict(), ["ip1"]).closed_loop == s.closed_loop
+    assert from_dict(DOC, ["ip1"]).closed_loop is None and "closed_loop" not in from_dict(DOC, ["ip1"]).to_dict()
+    for bad, word in (({"max_drop_pp": 0, "max_rounds": 6}, "max_drop_pp"),
+                      ({"max_drop_pp": True, "max_rounds": 6}, "max_drop_pp"),
+                      ({"max_drop_pp": 0.5, "max_rounds": 1}, "below rounds"),
+                      ({"max_drop_pp": 0.5, "max_rounds": 2.5}, "max_rounds"),
+                      ({"max_drop_pp": 0.5}, "exactly"), ([0.5, 6], "exactly")):
+        with pytest.raises(InputError) as e:
+            from_dict(dict(DOC, closed_loop=bad), ["ip1"], where="s.json")
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith("s.json: closed_loop") and word in msg
