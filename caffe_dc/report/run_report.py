@@ -15,7 +15,7 @@ from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
 from caffe_dc.codec.storage_table import human, layer_headers, storage_rows
 from caffe_dc.base.tables import markdown_table, pct
-from caffe_dc.algorithms import stats
+from caffe_dc.algorithms import prune_plan, stats
 from caffe_dc.base.provenance import blas_note, environment
 from caffe_dc.stages.run import Run, RunRecord
 
@@ -179,6 +179,34 @@ def _stage_list(rec: RunRecord) -> str:
     return markdown_table(["#", "stage", "", "seconds", "fingerprint"], rows)
 
 
+def _rounds(rec: RunRecord) -> list:
+    """Pruning round by round, planned against measured (the closed loop's own record, else the open plan's)."""
+    prune = rec.state["prune"]
+    ref = rec.state["reference"]["accuracy"]
+    if prune.get("rounds"):
+        loop = prune.get("closed_loop") or {}
+        table = prune_plan.rounds_table(prune["rounds"])
+        note = ("Closed loop (`closed_loop` %s): each round's measured drop after retraining, against the reference's "
+                "%s on validation, re-planned the rounds left; it stopped on `%s`%s."
+                % (json.dumps({k: loop.get(k) for k in ("max_drop_pp", "max_rounds")}), pct(ref, 2),
+                   loop.get("stopped"), "" if loop.get("reached_targets", True) else
+                   ", **short of the targets**: the file holds the last round that held"))
+    else:
+        with open(os.path.join(rec.run_dir, "prune", "metrics.json")) as f:
+            done = json.load(f)["rounds"]
+        weights = {n: v["weights"] for n, v in prune["layers"].items() if n != "total"}
+        plan = prune["config"].get("round_densities") or {}
+        planned = [sum(weights[n] * (plan[n][i] if n in plan else 1.0) for n in weights) / sum(weights.values())
+                   if plan else None for i in range(len(done))]
+        table = markdown_table(
+            ["round", "planned density", "density", "val before retraining", "val after", "drop vs reference (pp)"],
+            [[m["round"], pct(planned[i], 2) if planned[i] is not None else "–", pct(m["density"], 2),
+              pct(m["accuracy_before_retrain"], 2), pct(m["accuracy"], 2), "%+.2f" % (100 * (ref - m["accuracy"]))]
+             for i, m in enumerate(done)])
+        note = "Open loop: the rounds follow the schedule's densities whatever is measured."
+    return ["## Pruning, round by round", "", note, "", table, ""]
+
+
 def _settings(rec: RunRecord, stats) -> list:
     s = rec.state
     lines = ["## Settings", "",
@@ -245,7 +273,7 @@ def write_report(rec: RunRecord) -> str:
     ] + ["![%s](%s)\n" % (k, os.path.basename(v)) for k, v in figs.items()]
     if os.path.isfile(os.path.join(d, "sweep.png")):
         lines += ["![sweep](sweep.png)", ""]
-    lines += _settings(rec, stats) + ["## Stages", "", "In the order of the stage table "
+    lines += _rounds(rec) + _settings(rec, stats) + ["## Stages", "", "In the order of the stage table "
                                       "(`caffe_dc/pipeline/stage_table.py`); a stage is redone when its fingerprint "
                                       "(its settings, the stages it reads and its code) changes.", "",
                                       _stage_list(rec), ""]
