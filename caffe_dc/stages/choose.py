@@ -150,6 +150,10 @@ def run_stage(r) -> dict:
                r.out("sensitivity")["sensitivity"], curves, estimate)
     chosen = dict(r.declared_doc, rounds=c.schedule.rounds, densities=c.schedule.densities, source=c.schedule.source)
     chosen["bits"] = c.schedule.bits
+    loop = chosen.get("closed_loop")
+    if loop and loop.get("max_rounds", 0) < c.schedule.rounds:
+        # the chooser may plan more rounds than the declared cap; the loop's cap never cuts the plan short
+        chosen["closed_loop"] = dict(loop, max_rounds=c.schedule.rounds)
     print(indent(c.table))
     print("  %d rounds; %s %.1fx" % (c.plan.rounds, "file rate (encoded post hoc)" if estimate else
                                       "estimated P+Q rate", c.rate))
