@@ -26,6 +26,7 @@ import numbers
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from caffe_dc.algorithms.early_stopping import EarlyStopping
 from caffe_dc.algorithms.pruning import iterative_schedule
 from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.base.errors import InputError
@@ -38,8 +39,8 @@ VERSION = 1
 KINDS = layer_policy.KINDS
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
-OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters", "centroid_grad",
-            "source", "budget", "closed_loop")
+OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters",
+            "reference_eval_every", "reference_patience", "centroid_grad", "source", "budget", "closed_loop")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images")
@@ -67,7 +68,8 @@ class Schedule:
                  snapshot_every: Optional[int] = None, reference_iters: Optional[int] = None,
                  net: Optional[str] = None, description: str = "", source: Optional[dict] = None,
                  spec: Optional[dict] = None, centroid_grad: str = CentroidGrad.SUM.value,
-                 budget: Optional[dict] = None):
+                 budget: Optional[dict] = None, reference_eval_every: Optional[int] = None,
+                 reference_patience: Optional[int] = None):
         self.rounds = rounds
         self.iters_per_round = iters_per_round
         self.finetune_iters = finetune_iters
@@ -83,6 +85,15 @@ class Schedule:
         self.centroid_grad = centroid_grad   # quantization.CentroidGrad's value for the fine-tuning
         self.budget = budget   # {"target_rate" | "max_drop_pp": ..., recipe}: densities are chosen by the run
         self.closed_loop: Optional[dict] = None   # {"max_drop_pp", "max_rounds"}: rounds re-planned (prune_plan)
+        # both given: the reference trains until validation accuracy stops improving, reference_iters the cap
+        self.reference_eval_every = reference_eval_every
+        self.reference_patience = reference_patience
+
+    def reference_rule(self) -> Optional[EarlyStopping]:
+        """The reference's early-stopping rule, or None for a fixed ``reference_iters``."""
+        if self.reference_eval_every is None:
+            return None
+        return EarlyStopping(self.reference_eval_every, self.reference_patience, self.reference_iters)
 
     def round_densities(self, layer: str) -> List[float]:
         """Kept share of ``layer`` after each round; [1.0] * rounds for a layer left dense."""
@@ -103,6 +114,8 @@ class Schedule:
             out["snapshot_every"] = self.snapshot_every
         if self.reference_iters is not None:
             out["reference_iters"] = self.reference_iters
+        if self.reference_eval_every is not None:
+            out.update(reference_eval_every=self.reference_eval_every, reference_patience=self.reference_patience)
         if self.centroid_grad != CentroidGrad.SUM.value:
             out["centroid_grad"] = self.centroid_grad
         spec = self.spec or {}
@@ -212,6 +225,7 @@ def _from_dict(doc, lmap) -> Schedule:
     snap = None if snap is None else _int(snap, "snapshot_every", 1)
     ref = doc.get("reference_iters")
     ref = None if ref is None else _int(ref, "reference_iters", 0)
+    every, patience = _reference_rule(doc, ref)
     grad = doc.get("centroid_grad", CentroidGrad.SUM.value)
     if grad not in [m.value for m in CentroidGrad]:
         raise InputError("centroid_grad must be %s, got %r" % (" or ".join('"%s"' % m.value for m in CentroidGrad), grad))
@@ -231,7 +245,7 @@ def _from_dict(doc, lmap) -> Schedule:
     if doc.get("bits") is not None:
         spec["bits"] = dict(doc["bits"])
     out = Schedule(rounds, iters, ft, float(lr), dens, bits, snap, ref, doc.get("net"), doc.get("description") or "",
-                   doc.get("source"), spec, grad, budget)
+                   doc.get("source"), spec, grad, budget, every, patience)
     if doc.get("closed_loop") is not None:
         out.closed_loop = _closed_loop(doc["closed_loop"], rounds)
     return out
@@ -280,6 +294,21 @@ def _closed_loop(v, rounds: int) -> dict:
     if cap < rounds:
         raise InputError("closed_loop max_rounds (%d) is below rounds (%d), where the loop starts" % (cap, rounds))
     return {"max_drop_pp": float(drop), "max_rounds": cap}
+
+
+def _reference_rule(doc, cap: Optional[int]):
+    """(reference_eval_every, reference_patience): both or neither, and then the cap is needed."""
+    every, patience = doc.get("reference_eval_every"), doc.get("reference_patience")
+    if every is None and patience is None:
+        return None, None
+    if every is None or patience is None:
+        raise InputError("reference_eval_every and reference_patience go together (early stopping); %s is missing"
+                         % ("reference_eval_every" if every is None else "reference_patience"))
+    every = _int(every, "reference_eval_every", 1)
+    patience = _int(patience, "reference_patience", 1)
+    if not cap:
+        raise InputError("early stopping needs reference_iters >= 1, the cap on the reference's iterations")
+    return every, patience
 
 
 def load_schedule(path: str, layers: Union[Sequence[str], Mapping[str, str]]) -> Schedule:

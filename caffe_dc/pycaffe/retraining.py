@@ -16,12 +16,13 @@ import json
 import os
 import re
 import shutil
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.pycaffe import caffemodel
 from caffe_dc.pycaffe import solving
-from caffe_dc.base.errors import InputError
+from caffe_dc.base.errors import InputError, InternalError
+from caffe_dc.base.fileio import atomic_path
 from caffe_dc.pycaffe.hooks import CompressionHooks
 
 STAGING = ".staging"
@@ -91,11 +92,23 @@ def skip_batches(net, n: int) -> None:
 def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out_dir: str, iters: int, test_iter: int,
             final_caffemodel: str, desc: str = "retrain", snapshot_every: int = 1000, test_every: int = 0,
             progress: bool = True, verbose: bool = False,
-            centroid_grad: CentroidGrad = CentroidGrad.SUM) -> List[Dict[str, float]]:
+            centroid_grad: CentroidGrad = CentroidGrad.SUM, eval_every: int = 0,
+            on_eval: Optional[Callable[[object, List[Dict[str, float]]], Optional[str]]] = None
+            ) -> List[Dict[str, float]]:
     """Train to ``final_caffemodel``; returns the test history (last entry = final).
 
     ``init_caffemodel`` None starts from the net's fillers (reference training, seeded by the
-    solver's ``random_seed``); a net without mask/codebook blobs trains without hooks."""
+    solver's ``random_seed``); a net without mask/codebook blobs trains without hooks.
+
+    With ``on_eval`` (early stopping) the training runs in pieces of ``eval_every`` iterations,
+    each ending with a test, and ``on_eval(solver, history)`` follows each: None goes on, a
+    caffemodel's path stops there and becomes ``final_caffemodel``. It must decide from ``history``
+    alone, which a resumed run restores up to its snapshot, so a killed run replays the same
+    decisions. Snapshots are then taken at the first piece's end at or past each multiple of
+    ``snapshot_every``, never at the stop.
+
+    Over 60 lines, kept whole: the order of training, snapshot and final write in one place is what
+    makes a kill at any point safe to resume."""
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, "snap")
     sp = type(solver_param)()
@@ -110,30 +123,24 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
     sp.test_iter.append(test_iter)
     solver = solving.make_solver(sp, os.path.join(out_dir, "solver.prototxt"), verbose)
     history_path = os.path.join(out_dir, "history.json")
-    history: List[Dict[str, float]] = []
-    state = latest_snapshot(prefix)
-    if state:
-        _restore(solver, state, staging, sp.iter_size)
-        if os.path.isfile(history_path):
-            with open(history_path) as f:
-                history = [h for h in json.load(f) if h.get("iter", 0) <= solver.iter]
-        if progress:
-            print("  resuming %s from iteration %d" % (desc, solver.iter))
-    elif init_caffemodel is not None:
-        solver.net.copy_from(init_caffemodel)
+    history = _resume(solver, prefix, staging, sp.iter_size, history_path, init_caffemodel, desc, progress)
     hooks = CompressionHooks(solver.net, centroid_grad=centroid_grad)
     if hooks.layers:
         hooks.install(solver)
 
+    if on_eval and eval_every < 1:
+        raise InternalError("retrain: on_eval needs eval_every >= 1, got %r" % (eval_every,))
     remaining = iters - solver.iter
-    step = snapshot_every if snapshot_every else remaining
-    while remaining > 0:
+    step = eval_every if on_eval else snapshot_every if snapshot_every else remaining
+    keep = None
+    while remaining > 0 and keep is None:
         n = min(step, remaining)
-        h = solving.run(solver, n, test_iter, test_every=test_every, desc=desc, progress=progress,
-                        span=(solver.iter, iters))
-        history.extend(h)
+        history.extend(solving.run(solver, n, test_iter, test_every=0 if on_eval else test_every, desc=desc,
+                                   progress=progress, span=(solver.iter, iters)))
+        keep = on_eval(solver, history) if on_eval else None
         remaining = iters - solver.iter
-        if remaining > 0:
+        due = not on_eval or (snapshot_every and solver.iter // snapshot_every > (solver.iter - n) // snapshot_every)
+        if remaining > 0 and keep is None and due:
             hooks.sync_blobs()
             caffemodel.atomic_write(history_path, json.dumps(history).encode())
             _snapshot(solver, sp.snapshot_prefix, prefix)
@@ -142,12 +149,34 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
         m = solving.test_net_metrics(solver.test_nets[0], test_iter)
         m["iter"] = solver.iter
         history.append(m)
-    hooks.sync_blobs()
-    solving.save_net(solver.net, final_caffemodel)
+    if keep is not None:
+        with atomic_path(final_caffemodel) as tmp:
+            shutil.copyfile(keep, tmp)
+    else:
+        hooks.sync_blobs()
+        solving.save_net(solver.net, final_caffemodel)
     _prune_snapshots(prefix, keep=None)
     shutil.rmtree(staging, ignore_errors=True)
     if os.path.exists(history_path):
         os.unlink(history_path)
+    return history
+
+
+def _resume(solver, prefix: str, staging: str, iter_size: int, history_path: str, init_caffemodel: Optional[str],
+            desc: str, progress: bool) -> List[Dict[str, float]]:
+    """Restore the newest snapshot and the test history up to it, or load ``init_caffemodel``."""
+    state = latest_snapshot(prefix)
+    if not state:
+        if init_caffemodel is not None:
+            solver.net.copy_from(init_caffemodel)
+        return []
+    _restore(solver, state, staging, iter_size)
+    history: List[Dict[str, float]] = []
+    if os.path.isfile(history_path):
+        with open(history_path) as f:
+            history = [h for h in json.load(f) if h.get("iter", 0) <= solver.iter]
+    if progress:
+        print("  resuming %s from iteration %d" % (desc, solver.iter))
     return history
 
 

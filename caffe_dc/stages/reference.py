@@ -1,13 +1,25 @@
-"""Reference training of a net through pycaffe (the model that gets compressed)."""
+"""Reference training of a net through pycaffe (the model that gets compressed).
+
+Either for a fixed number of iterations, or until validation accuracy stops
+improving (``algorithms.early_stopping``: the schedule's
+``reference_eval_every`` / ``reference_patience``, ``reference_iters`` the
+cap). Early stopping keeps the best model: each new best's weights are saved
+beside the snapshots (``best_iter_N.caffemodel``) and the best one becomes the
+reference when the rule stops the run.
+"""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from typing import Optional
 
+from caffe_dc.algorithms.early_stopping import EarlyStopping
+from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe import nets
 from caffe_dc.pycaffe import retraining
 from caffe_dc.pycaffe import solving
@@ -22,8 +34,11 @@ from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
 def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional[int] = None,
                     seed: int = 1, test_every: int = 0, progress: bool = True, verbose: bool = False,
                     batch: Optional[int] = None, test_batch: Optional[int] = None, base_lr: Optional[float] = None,
-                    snapshot_every: Optional[int] = None) -> dict:
-    """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``."""
+                    snapshot_every: Optional[int] = None, rule: Optional[EarlyStopping] = None) -> dict:
+    """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``.
+
+    ``rule`` trains until validation accuracy stops improving, at most ``rule.max_iters``
+    (``iters`` and ``test_every`` are then unused) and keeps the best model."""
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
     # Tested on the validation split while training: the test split is kept for the final figures.
@@ -34,7 +49,9 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     save_net_proto(net_param, tv_path)
     titer = solving.test_iters_for(net_param, n_eval)
     overrides = dict(test_iter=titer, random_seed=seed)
-    if iters is not None:
+    if rule is not None:
+        overrides["max_iter"] = rule.check().max_iters
+    elif iters is not None:
         overrides["max_iter"] = iters
     if base_lr is not None:
         overrides["base_lr"] = base_lr
@@ -42,21 +59,73 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     caffe = solving.import_caffe(verbose)
     t0 = time.time()
     model = os.path.join(out_dir, "%s.caffemodel" % spec.name)
+    keeper = _KeepBest(rule, out_dir) if rule is not None else None
     # The solver's own snapshot interval becomes the resume point: a rerun after a kill goes on
     # from the newest snapshot rather than from iteration 0.
     history = retraining.retrain(tv_path, sp, None, out_dir, sp.max_iter, titer, model,
                                  desc="train %s" % spec.name, snapshot_every=snapshot_every or sp.snapshot or 1000,
-                                 test_every=test_every, progress=progress, verbose=verbose)
+                                 test_every=test_every, progress=progress, verbose=verbose,
+                                 eval_every=rule.eval_every if rule else 0, on_eval=keeper)
     final = history[-1]
+    stop = {"stopped_at": final["iter"], "best_iter": None, "rule": "fixed: %d iterations" % sp.max_iter}
+    if keeper is not None:
+        d = rule.decide(evaluations(history))
+        final = next(h for h in history if h["iter"] == d.best_iter)
+        stop = {"stopped_at": d.last_iter, "best_iter": d.best_iter, "rule": rule.describe(), "stop_reason": d.reason,
+                "early_stopping": rule.to_dict(), "evaluations": evaluations(history)}
+        keeper.clear()
     metrics = {
-        "net": spec.name, "dataset": info.name, "iters": sp.max_iter, "seed": seed,
+        "net": spec.name, "dataset": info.name, "iters": final["iter"], "seed": seed,
         "accuracy": solving.accuracy_of(final), "test": final, "history": history,
         "train_seconds": time.time() - t0, "caffemodel": model,
         "command": " ".join(["caffe-dc"] + sys.argv[1:]),
         "environment": environment(caffe),
     }
+    metrics.update(stop)
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     return metrics
+
+
+def evaluations(history) -> list:
+    """[[iteration, validation accuracy], ...] of a training's test history."""
+    out = []
+    for h in history:
+        acc = solving.accuracy_of(h)
+        if acc is None:
+            raise InputError("early stopping needs the net's accuracy on the validation split; its TEST outputs "
+                             "are %s" % ", ".join(sorted(k for k in h if k != "iter")))
+        out.append([h["iter"], acc])
+    return out
+
+
+class _KeepBest:
+    """``retrain``'s ``on_eval`` for early stopping: save each new best's weights, and name the best
+    file when the rule stops. A best file is kept until a snapshot no longer needs it: a run resumed
+    from the newest snapshot replays from there, so it needs the best as of that snapshot and
+    rewrites (same bytes) any newer one."""
+
+    def __init__(self, rule: EarlyStopping, out_dir: str):
+        self.rule, self.out_dir = rule, out_dir
+
+    def path(self, it: int) -> str:
+        return os.path.join(self.out_dir, "best_iter_%d.caffemodel" % it)
+
+    def __call__(self, solver, history) -> Optional[str]:
+        evals = evaluations(history)
+        d = self.rule.decide(evals)
+        if d.best_iter == solver.iter:
+            solving.save_net(solver.net, self.path(solver.iter))
+            snap = retraining.latest_snapshot(os.path.join(self.out_dir, "snap"))
+            at_snap = int(re.search(r"_iter_(\d+)\.solverstate$", snap).group(1)) if snap else 0
+            needed = self.rule.decide([e for e in evals if e[0] <= at_snap]).best_iter
+            self.clear(keep=(d.best_iter, needed))
+        return self.path(d.best_iter) if d.stop else None
+
+    def clear(self, keep=()) -> None:
+        for p in glob.glob(os.path.join(self.out_dir, "best_iter_*.caffemodel")):
+            m = re.search(r"_iter_(\d+)\.caffemodel$", p)
+            if m and int(m.group(1)) not in keep:
+                os.unlink(p)
 
 
 def environment(caffe=None) -> dict:
@@ -67,8 +136,12 @@ def environment(caffe=None) -> dict:
 # ---------------------------------------------------------------- the pipeline's stage
 
 def stage_inputs(r: Run) -> dict:
-    return {"ref_iters": r.ref_iters, "seed": r.opts.seed, "snapshot_every": r.snapshot_every,
-            "weights": file_digest(r.opts.weights) if r.opts.weights else None}
+    inputs = {"ref_iters": r.ref_iters, "seed": r.opts.seed, "snapshot_every": r.snapshot_every,
+              "weights": file_digest(r.opts.weights) if r.opts.weights else None}
+    rule = r.schedule.reference_rule()
+    if rule is not None:    # only then: a fixed-length schedule's inputs, and so its run folders, stay as they were
+        inputs["ref_early_stopping"] = rule.to_dict()
+    return inputs
 
 
 def run_stage(r: Run) -> dict:
@@ -83,8 +156,18 @@ def run_stage(r: Run) -> dict:
         m = solving.evaluate(r.base_path, model, r.test_iter)
         print("  reference val accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
         return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
-                "iters": 0, "source": given}
+                "iters": 0, "source": given, "stopped_at": None, "best_iter": None, "rule": "given weights"}
+    rule = r.schedule.reference_rule()
     m = train_reference(r.src.name, r.info, r.path("reference"), iters=r.ref_iters, seed=r.opts.seed,
-                        test_every=max(r.ref_iters // 5, 1), progress=r.progress)
-    print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
-    return {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "iters": m["iters"]}
+                        test_every=max(r.ref_iters // 5, 1), progress=r.progress, rule=rule)
+    if rule is None:
+        print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
+    else:
+        print("  reference val accuracy %.2f%% at iteration %d, the best; stopped at %d (%s)"
+              % (100 * m["accuracy"], m["best_iter"], m["stopped_at"],
+                 "no new best in %d evaluations" % rule.patience if m["stop_reason"] == "patience" else "the cap"))
+    out = {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "iters": m["iters"],
+           "stopped_at": m["stopped_at"], "best_iter": m["best_iter"], "rule": m["rule"]}
+    if rule is not None:
+        out.update(stop_reason=m["stop_reason"], evaluations=m["evaluations"])
+    return out
