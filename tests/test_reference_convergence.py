@@ -218,3 +218,26 @@ def test_the_reference_stage_trains_by_the_rule_and_reruns_when_it_changes(tmp_p
     fixed = Pipeline(RunOptions(net="lenet-300-100", quick=True, data=data, out=str(tmp_path / "q")),
                      progress=False).prepare()
     assert "ref_early_stopping" not in reference.stage_inputs(fixed)
+
+
+def test_reference_anneal_goes_with_the_rule():
+    from caffe_dc.algorithms import schedule as sch
+
+    base = {"rounds": 1, "iters_per_round": 1, "finetune_iters": 1, "lr_factor": 0.1, "densities": {"ip1": 0.5},
+            "reference_iters": 100}
+    s = sch.from_dict(dict(base, reference_eval_every=10, reference_patience=2, reference_anneal=True), ["ip1"])
+    assert s.reference_anneal and sch.from_dict(s.to_dict(), ["ip1"]).reference_anneal
+    assert not sch.from_dict(base, ["ip1"]).reference_anneal
+    with pytest.raises(InputError, match="needs the early-stopping rule"):
+        sch.from_dict(dict(base, reference_anneal=True), ["ip1"])
+    with pytest.raises(InputError, match="true or false"):
+        sch.from_dict(dict(base, reference_eval_every=10, reference_patience=2, reference_anneal="yes"), ["ip1"])
+
+
+def test_the_full_presets_are_budgets():
+    from caffe_dc.algorithms import schedule as sch
+
+    for net, layers in (("lenet-300-100", ["ip1", "ip2", "ip3"]), ("lenet-5", ["conv1", "conv2", "ip1", "ip2"])):
+        s = sch.load_schedule(sch.builtin(net, "full"), layers)
+        assert s.budget["target_rate"] > 1 and not s.densities
+        assert s.reference_rule() is not None and s.reference_anneal and s.closed_loop

@@ -40,7 +40,8 @@ KINDS = layer_policy.KINDS
 ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters",
-            "reference_eval_every", "reference_patience", "centroid_grad", "source", "budget", "closed_loop")
+            "reference_eval_every", "reference_patience", "reference_anneal", "centroid_grad", "source", "budget",
+            "closed_loop")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images")
@@ -88,6 +89,9 @@ class Schedule:
         # both given: the reference trains until validation accuracy stops improving, reference_iters the cap
         self.reference_eval_every = reference_eval_every
         self.reference_patience = reference_patience
+        # with the rule: once it stops, the reference goes on at the retraining rate (lr x lr_factor) under
+        # the same rule, so the dense control measures compression, not a late learning-rate decay
+        self.reference_anneal = False
 
     def reference_rule(self) -> Optional[EarlyStopping]:
         """The reference's early-stopping rule, or None for a fixed ``reference_iters``."""
@@ -116,6 +120,8 @@ class Schedule:
             out["reference_iters"] = self.reference_iters
         if self.reference_eval_every is not None:
             out.update(reference_eval_every=self.reference_eval_every, reference_patience=self.reference_patience)
+        if self.reference_anneal:
+            out["reference_anneal"] = True
         if self.centroid_grad != CentroidGrad.SUM.value:
             out["centroid_grad"] = self.centroid_grad
         spec = self.spec or {}
@@ -248,6 +254,12 @@ def _from_dict(doc, lmap) -> Schedule:
                    doc.get("source"), spec, grad, budget, every, patience)
     if doc.get("closed_loop") is not None:
         out.closed_loop = _closed_loop(doc["closed_loop"], rounds)
+    anneal = doc.get("reference_anneal", False)
+    if not isinstance(anneal, bool):
+        raise InputError("reference_anneal must be true or false, got %r" % (anneal,))
+    if anneal and every is None:
+        raise InputError("reference_anneal needs the early-stopping rule (reference_eval_every, reference_patience)")
+    out.reference_anneal = anneal
     return out
 
 

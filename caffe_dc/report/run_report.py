@@ -207,6 +207,21 @@ def _rounds(rec: RunRecord) -> list:
     return ["## Pruning, round by round", "", note, "", table, ""]
 
 
+def _reference_line(ref: dict) -> str:
+    """How the reference was made: given, a fixed length, or until validation accuracy stopped improving."""
+    if ref.get("source"):
+        return "- reference: given (%s)" % ref["source"]
+    if ref.get("best_iter") is None:
+        return "- reference training: %s iterations" % ref.get("iters")
+    line = ("- reference training: %s; the best validation accuracy at iteration %d, stopped at %d (%s)"
+            % (ref["rule"], ref["best_iter"], ref["stopped_at"], ref.get("stop_reason")))
+    a = ref.get("anneal")
+    if a:
+        line += ("; then annealed at the retraining rate under the same rule: best at %d more iterations "
+                 "(%s on validation), stopped at %d" % (a["best_iter"], pct(a["accuracy"], 2), a["stopped_at"]))
+    return line
+
+
 def _settings(rec: RunRecord, stats) -> list:
     s = rec.state
     lines = ["## Settings", "",
@@ -217,8 +232,7 @@ def _settings(rec: RunRecord, stats) -> list:
              "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
                                                     ", ".join("%s %s" % (b.name, "raw" if b.stored_raw else b.index_bits)
                                                               for b in stats.quantized)),
-             ("- reference: given (%s)" % s["reference"]["source"]) if s["reference"].get("source") else
-             "- reference training: %s iterations" % s["reference"].get("iters"), ""]
+             _reference_line(s["reference"]), ""]
     solver_changes = s["prune"].get("solver_changes")
     if solver_changes is not None:
         lines += ["## What was changed in the net's solver and train_val", "",

@@ -141,7 +141,31 @@ def stage_inputs(r: Run) -> dict:
     rule = r.schedule.reference_rule()
     if rule is not None:    # only then: a fixed-length schedule's inputs, and so its run folders, stay as they were
         inputs["ref_early_stopping"] = rule.to_dict()
+    if r.schedule.reference_anneal:
+        inputs["ref_anneal_lr_factor"] = r.lr_factor
     return inputs
+
+
+def anneal(r: Run, start: str, rule: EarlyStopping) -> dict:
+    """The stopped reference trained on at the retraining learning rate (``lr_factor`` x the solver's), under
+    the same rule, keeping the best: the annealing a learning-rate decay would give, which the dense control
+    (retrained at that rate) would otherwise credit to itself."""
+    from caffe_dc.pycaffe import rewrite
+
+    out_dir = r.path("reference", "anneal")
+    sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, os.path.join(out_dir, "snap")), r.lr_factor)
+    keeper = _KeepBest(rule, out_dir)
+    final = r.path("reference", "annealed.caffemodel")
+    history = retraining.retrain(r.base_path, sp, start, out_dir, rule.max_iters, r.test_iter, final,
+                                 desc="reference, annealed", snapshot_every=r.snapshot_every, progress=r.progress,
+                                 eval_every=rule.eval_every, on_eval=keeper)
+    d = rule.decide(evaluations(history))
+    keeper.clear()
+    best = next(h for h in history if h["iter"] == d.best_iter)
+    print("  annealed at lr x %g: val accuracy %.2f%% at iteration %d, the best; stopped at %d (%s)"
+          % (r.lr_factor, 100 * solving.accuracy_of(best), d.best_iter, d.last_iter, d.reason))
+    return {"caffemodel": final, "accuracy": solving.accuracy_of(best), "best_iter": d.best_iter,
+            "stopped_at": d.last_iter, "stop_reason": d.reason, "evaluations": evaluations(history)}
 
 
 def run_stage(r: Run) -> dict:
@@ -170,4 +194,7 @@ def run_stage(r: Run) -> dict:
            "stopped_at": m["stopped_at"], "best_iter": m["best_iter"], "rule": m["rule"]}
     if rule is not None:
         out.update(stop_reason=m["stop_reason"], evaluations=m["evaluations"])
+    if r.schedule.reference_anneal:
+        a = anneal(r, m["caffemodel"], rule)
+        out.update(anneal=a, caffemodel=a["caffemodel"], accuracy=a["accuracy"])
     return out
