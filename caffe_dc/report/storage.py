@@ -7,12 +7,14 @@ figure can never pass for a trained net's.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Dict, List, Optional
 
 from caffe_dc.base import paper
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.tables import markdown_table, num, pair, text_table
+from caffe_dc.base import provenance
 from caffe_dc.report import json_out
 from caffe_dc.codec.storage_table import storage_markdown, storage_text
 
@@ -210,9 +212,14 @@ def write_outputs(result, out_dir: str, json_path: Optional[str] = None,
     net = result.summary["net"]
     paths = {"json": os.path.join(out_dir, "storage.json"), "markdown": os.path.join(out_dir, "storage.md"),
              "blob": os.path.join(out_dir, "%s.dcz" % net)}
-    text = json_out.dumps(dict(result.summary, command=command, files=paths))
+    env = provenance.environment()
+    text = json_out.dumps(dict(result.summary, command=command, files=paths, environment=env,
+                               sha256=hashlib.sha256(result.blob).hexdigest()))
     atomic_write(paths["json"], text)
-    atomic_write(paths["markdown"], markdown_report(result, command).encode())
+    md = markdown_report(result, command).rstrip("\n") + "\n\nMade at commit %s%s; `%s.dcz` sha256 %s.\n" % (
+        env.get("git_commit") or "unknown", " (uncommitted changes)" if env.get("git_dirty") else "", net,
+        hashlib.sha256(result.blob).hexdigest())
+    atomic_write(paths["markdown"], md.encode())
     atomic_write(paths["blob"], result.blob)
     if json_path:
         atomic_write(json_path, text)
