@@ -161,3 +161,15 @@ def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Di
     out = {n: d["*"] for n in layers}
     out.update({k: v for k, v in d.items() if k != "*"})
     return out
+
+
+def add_budget_args(p) -> None:
+    """--target-rate / --max-drop: a budget instead of densities (``reproduce`` and ``compress``)."""
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--target-rate", type=positive_float, metavar="X",
+                   help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
+                        "measures its reference's per-layer sensitivity on the validation split and chooses densities "
+                        "whose encoded file reaches it")
+    b.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
+                   help="a budget instead of densities: prune each layer as far as pruning it alone costs at most PP "
+                        "percentage points of validation accuracy (a net of your own without --schedule: 0.5)")

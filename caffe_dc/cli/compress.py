@@ -5,7 +5,7 @@ import json
 import os
 
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import bits, density, layer_values, nonnegative_float, positive_float, positive_int
+from caffe_dc.cli.args import add_budget_args, bits, density, layer_values, positive_int
 from caffe_dc.algorithms.cluster_config import Init, choices
 
 
@@ -20,14 +20,7 @@ def cmd_compress(p):
     p.add_argument("--test-lmdb", metavar="LMDB",
                    help="held-out test split for the final figures (default: the TEST Data layer's source, "
                         "and the report says there was no separate test split)")
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--target-rate", type=positive_float, metavar="X",
-                   help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
-                        "measures its reference's per-layer sensitivity on the validation split and chooses densities "
-                        "whose encoded file reaches it")
-    b.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
-                   help="a budget instead of densities: prune each layer as far as pruning it alone costs at most PP "
-                        "percentage points of validation accuracy (a net of your own without --schedule: 0.5)")
+    add_budget_args(p)
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations")
     p.add_argument("--out", help="run folder (default: runs/compress-<net>-<hash of the inputs>)")

@@ -6,8 +6,8 @@ import os
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import (add_data_args, bits, check_layers, data_info, data_options, density, expand, layer_values,
-                               nonnegative_float, positive_float, positive_int)
+from caffe_dc.cli.args import (add_budget_args, add_data_args, bits, check_layers, data_info, data_options, density, expand, layer_values,
+                               positive_float, positive_int)
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
@@ -139,14 +139,7 @@ def cmd_reproduce(p):
     p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--target-rate", type=positive_float, metavar="X",
-                   help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
-                        "measures its reference's per-layer sensitivity on the validation split and chooses densities "
-                        "whose encoded file reaches it")
-    b.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
-                   help="a budget instead of densities: prune each layer as far as pruning it alone costs at most PP "
-                        "percentage points of validation accuracy (a net of your own without --schedule: 0.5)")
+    add_budget_args(p)
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
                         "can tell what compression costs from what the extra training gains")
