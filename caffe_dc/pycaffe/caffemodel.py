@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.params import LayerParams, Params  # noqa: F401 (re-exported)
 from caffe_dc.codec.caffe_proto import read_text as _read_text
 from caffe_dc.codec.caffemodel import enc_varint, field, fields, key
 from caffe_dc.codec.caffemodel import load_params, params_to_bytes, parse_params, save_params  # noqa: F401
