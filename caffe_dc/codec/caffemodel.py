@@ -206,6 +206,8 @@ def load_params(path: str) -> Params:
 
 
 def enc_varint(v: int) -> bytes:
+    if v < 0:   # as protobuf writes a negative int32/int64: 64-bit two's complement (and the loop ends)
+        v += 1 << 64
     out = bytearray()
     while True:
         b = v & 0x7F

@@ -15,6 +15,8 @@ from caffe_dc.codec.caffe_proto import read_text as _read_text
 from caffe_dc.codec.caffemodel import enc_varint, field, fields, key
 from caffe_dc.codec.caffemodel import load_params, params_to_bytes, parse_params, save_params  # noqa: F401
 
+_key, _enc_varint, _field = key, enc_varint, field   # the names tests/test_bad_input.py builds files with
+
 
 def caffe_pb2():
     try:
