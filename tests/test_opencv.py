@@ -89,3 +89,18 @@ def test_quick_run_scores_the_same_in_opencv(tmp_path):
                 cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     _caffe_agrees(*_check_run("lenet-300-100", str(out), tmp_path))
+
+
+@pytest.mark.parametrize("net", ["lenet-300-100", "lenet-5"])
+def test_opencv_reads_every_blob_bit_for_bit(net, tmp_path):
+    """Needs no data set (so it runs in the Caffe-free venv too): OpenCV's reader gets our blobs exactly."""
+    import caffe_dc
+
+    dcz = os.path.join(REPO, "results", net, "model.dcz")
+    model = _decode(dcz, tmp_path)
+    cvnet = cv2.dnn.readNetFromCaffe(os.path.join(REPO, "prototxt", DEPLOY[net]), model)
+    for name, blobs in caffe_dc.load_arrays(dcz).items():
+        lid = cvnet.getLayerId(name)
+        for i, b in enumerate(blobs):
+            got = np.asarray(cvnet.getParam(lid, i), np.float32).reshape(b.shape)
+            assert np.array_equal(got.view(np.uint32), b.view(np.uint32)), (name, i)
