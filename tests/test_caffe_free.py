@@ -229,3 +229,12 @@ def test_training_commands_say_they_need_caffe(tmp_path, command):
     p = cli_without_caffe(command, *args, cwd=str(tmp_path))
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    ('layer { name: "cat" type: "Concat" bottom: "data" bottom: "fc" top: "cat" }', "Concat inputs"),
+    ('layer { name: "s2" type: "Eltwise" bottom: "conv1" bottom: "pool" top: "s2" }', "Eltwise inputs"),
+])
+def test_shapes_caffe_would_abort_on_are_input_errors(extra, fragment):
+    with pytest.raises(InputError, match=fragment):
+        net_shapes.param_shapes(caffe_proto.parse_net_text(BN_NET + extra + "\n", "x"))

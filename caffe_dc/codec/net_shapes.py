@@ -143,11 +143,15 @@ def _layer_shapes(layer, ltype: str, bottoms: List[tuple]) -> Tuple[list, Option
         shape = b0[a:] if p.num_axes == -1 else b0[a:a + p.num_axes]
         own = [shape] + ([shape] if ltype == "Scale" and p.bias_term else [])
         return [b0], own
+    if ltype == "Eltwise" and any(b != b0 for b in bottoms):   # Caffe aborts on this
+        raise InputError("%s: Eltwise inputs of different shapes %s" % (what, " and ".join(map(str, bottoms))))
     if ltype in SAME_SHAPE or ltype == "Split":
         return [b0] * len(layer.top), None
     if ltype == "Concat":
         cp = layer.concat_param
         a = _axis(cp.concat_dim if cp.HasField("concat_dim") else cp.axis, len(b0), what)
+        if any(len(b) != len(b0) or b[:a] + b[a + 1:] != b0[:a] + b0[a + 1:] for b in bottoms):
+            raise InputError("%s: Concat inputs %s differ outside axis %d" % (what, " and ".join(map(str, bottoms)), a))
         return [b0[:a] + (sum(b[a] for b in bottoms),) + b0[a + 1:]], None
     if ltype == "Flatten":
         fp = layer.flatten_param
@@ -205,6 +209,10 @@ def _pool(pp, b0: tuple, what: str) -> tuple:
     p = [pp.pad_h, pp.pad_w] if pp.HasField("pad_h") or pp.HasField("pad_w") else [pp.pad] * 2
     out = []
     for size, ki, si, pi in zip((h, w), k, s, p):
+        if pi >= ki:   # Caffe checks these, aborting
+            raise InputError("%s: pooling pad %d is not smaller than its kernel %d" % (what, pi, ki))
+        if ki > size + 2 * pi:
+            raise InputError("%s: its kernel does not fit its %dx%d input" % (what, h, w))
         o = -(-(size + 2 * pi - ki) // si) + 1        # Caffe rounds up
         if pi and (o - 1) * si >= size + pi:          # ... but the last window must start inside the image
             o -= 1
