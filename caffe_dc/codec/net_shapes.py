@@ -211,11 +211,11 @@ def _pool(pp, b0: tuple, what: str) -> tuple:
     for size, ki, si, pi in zip((h, w), k, s, p):
         if pi >= ki:   # Caffe checks these, aborting
             raise InputError("%s: pooling pad %d is not smaller than its kernel %d" % (what, pi, ki))
-        if ki > size + 2 * pi:
-            raise InputError("%s: its kernel does not fit its %dx%d input" % (what, h, w))
         o = -(-(size + 2 * pi - ki) // si) + 1        # Caffe rounds up
         if pi and (o - 1) * si >= size + pi:          # ... but the last window must start inside the image
             o -= 1
+        if o < 1:
+            raise InputError("%s: its kernel does not fit its %dx%d input" % (what, h, w))
         out.append(o)
     return b0[:2] + tuple(out)
 
