@@ -144,14 +144,14 @@ def _layer_shapes(layer, ltype: str, bottoms: List[tuple]) -> Tuple[list, Option
         own = [shape] + ([shape] if ltype == "Scale" and p.bias_term else [])
         return [b0], own
     if ltype == "Eltwise" and any(b != b0 for b in bottoms):   # Caffe aborts on this
-        raise InputError("%s: Eltwise inputs of different shapes %s" % (what, " and ".join(map(str, bottoms))))
+        raise InputError("Caffe cannot build %s: Eltwise inputs of different shapes %s" % (what, " and ".join(map(str, bottoms))))
     if ltype in SAME_SHAPE or ltype == "Split":
         return [b0] * len(layer.top), None
     if ltype == "Concat":
         cp = layer.concat_param
         a = _axis(cp.concat_dim if cp.HasField("concat_dim") else cp.axis, len(b0), what)
         if any(len(b) != len(b0) or b[:a] + b[a + 1:] != b0[:a] + b0[a + 1:] for b in bottoms):
-            raise InputError("%s: Concat inputs %s differ outside axis %d" % (what, " and ".join(map(str, bottoms)), a))
+            raise InputError("Caffe cannot build %s: Concat inputs %s differ outside axis %d" % (what, " and ".join(map(str, bottoms)), a))
         return [b0[:a] + (sum(b[a] for b in bottoms),) + b0[a + 1:]], None
     if ltype == "Flatten":
         fp = layer.flatten_param
@@ -191,7 +191,7 @@ def _conv(cp, ltype: str, b0: tuple, what: str):
         o = (spatial[i] + 2 * p[i] - ext) // s[i] + 1 if ltype == "Convolution" \
             else s[i] * (spatial[i] - 1) + ext - 2 * p[i]
         if o < 1:
-            raise InputError("%s: its kernel does not fit its %s input" % (what, "x".join(map(str, b0[a + 1:]))))
+            raise InputError("Caffe cannot build %s: its kernel does not fit its %s input" % (what, "x".join(map(str, b0[a + 1:]))))
         out.append(o)
     w = (c_out, c_in // g) if ltype == "Convolution" else (c_in, c_out // g)
     own = [w + tuple(k)] + ([(c_out,)] if cp.bias_term else [])
@@ -210,12 +210,12 @@ def _pool(pp, b0: tuple, what: str) -> tuple:
     out = []
     for size, ki, si, pi in zip((h, w), k, s, p):
         if pi >= ki:   # Caffe checks these, aborting
-            raise InputError("%s: pooling pad %d is not smaller than its kernel %d" % (what, pi, ki))
+            raise InputError("Caffe cannot build %s: pooling pad %d is not smaller than its kernel %d" % (what, pi, ki))
         o = -(-(size + 2 * pi - ki) // si) + 1        # Caffe rounds up
         if pi and (o - 1) * si >= size + pi:          # ... but the last window must start inside the image
             o -= 1
         if o < 1:
-            raise InputError("%s: its kernel does not fit its %dx%d input" % (what, h, w))
+            raise InputError("Caffe cannot build %s: its kernel does not fit its %dx%d input" % (what, h, w))
         out.append(o)
     return b0[:2] + tuple(out)
 

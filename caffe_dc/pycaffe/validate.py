@@ -223,7 +223,10 @@ def param_shapes(net_param, where: str, path: Optional[str] = None, need_all: bo
     InputError instead."""
     from caffe_dc.codec import net_shapes as own
 
-    found = own.param_shapes(net_param, _TEST)
+    try:
+        found = own.param_shapes(net_param, _TEST)
+    except InputError as e:
+        raise InputError("%s: %s" % (where, e))
     if not found.unknown:
         return dict(found.params), {}
     first = next(iter(found.unknown.items()))
