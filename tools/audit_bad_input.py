@@ -359,7 +359,7 @@ def cases():
     c += [("%s %s" % (NO_CAFFE, cmd), demote) for cmd, demote in list(c) if cmd.startswith(codec)]
     for cmd in ["encode h40.caffemodel -o X.dcz", "encode trunc.caffemodel -o X.dcz", "encode rand.caffemodel",
                 "encode D.prototxt Q.caffemodel F -o X.dcz", "encode text.caffemodel -o X.dcz",
-                "encode mismatch.caffemodel -o X.dcz", "encode varint.caffemodel -o X.dcz"]:
+                "encode varint.caffemodel -o X.dcz"]:
         c.append(("%s %s" % (NO_CAFFE, cmd), False))
     return c
 
