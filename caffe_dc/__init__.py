@@ -12,3 +12,17 @@ def load_net(deploy, dcz, phase="TEST", **kwargs):
     from caffe_dc.stages.encode import load_net as load
 
     return load(deploy, dcz, phase, **kwargs)
+
+
+def load_arrays(dcz, max_weights=None):
+    """``{layer name: [numpy arrays]}`` of a ``.dcz`` file, decoded in memory with numpy alone (no Caffe).
+
+    The arrays are those ``caffe-dc decode`` writes into the caffemodel (weights, biases and raw
+    blobs such as BatchNorm's), float32, in the net's order. ``max_weights``: refuse a file that
+    declares more values than this (default: the decoder's, 2^28).
+    """
+    from caffe_dc.stages import encode as encoding
+
+    data = encoding.read_blob(dcz)
+    params, _, _ = encoding.decode_bytes(data) if max_weights is None else encoding.decode_bytes(data, max_weights)
+    return {name: list(lp.blobs) for name, lp in params.items()}

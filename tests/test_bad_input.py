@@ -274,3 +274,66 @@ CONTRACT_CASES = [
 def test_contract_bad_input_is_one_line_and_exit_2(tmp_path, case):
     make_contract_inputs(str(tmp_path))
     test_bad_input_is_one_line_and_exit_2(str(tmp_path), case)
+# ---------------------------------------------------------------------------------------------------------
+# The Caffe-free path (issue 22): the codec commands with pycaffe hidden (``sys.modules["caffe"] = None``),
+# so these run on a machine without Caffe and in the image alike. Same rules: exit 2, one line, no
+# traceback, inputs unchanged, nothing written.
+
+CAFFE_FREE_FILES = {
+    "C.prototxt": b'name: "c"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 '
+                  b'dim: 4 dim: 4 } } }\nlayer { name: "ip1" type: "Convolution" bottom: "data" top: "ip1" '
+                  b'convolution_param { num_output: 4 kernel_size: 9 } }\n',
+    "W.prototxt": DEPLOY.replace("num_output: 2", "num_output: 5").encode(),
+    "PR.prototxt": DEPLOY.encode() + b'layer { name: "pr" type: "PReLU" bottom: "ip2" top: "pr" }\n',
+    "X.prototxt": b'layer { name: "a" type: }\n',
+    "J.caffemodel": b"\x07\x07\x07",
+    "NEG.caffemodel": _layer("ip1", declared=((1 << 64) - 3, 4)),   # -3 as protobuf writes an int64
+    "V1.caffemodel": cm._field(2, cm._field(4, b"relu") + cm._key(5, 0) + cm._enc_varint(18)),
+}
+CAFFE_FREE_CASES = [
+    ("cf-encode-three-files", "encode P.prototxt Q.caffemodel F -o X.dcz", "[PROTOTXT] CAFFEMODEL"),
+    ("cf-binary-prototxt", "encode BIN.prototxt Q.caffemodel -o X.dcz", "not a text prototxt"),
+    ("cf-prototxt-does-not-parse", "encode X.prototxt Q.caffemodel -o X.dcz", "does not parse"),
+    ("cf-no-layers", "encode EMPTY.prototxt Q.caffemodel -o X.dcz", "no layers"),
+    ("cf-num-output-0", "encode Z.prototxt Q.caffemodel -o X.dcz", "num_output 0"),
+    ("cf-undefined-bottom", "encode B.prototxt Q.caffemodel -o X.dcz", "ipX"),
+    ("cf-pooling-stride-0", "encode S.prototxt Q.caffemodel -o X.dcz", "stride of 0"),
+    ("cf-kernel-larger-than-input", "import-net C.prototxt N.net -o X.caffemodel", "does not fit"),
+    ("cf-shapes-differ", "encode W.prototxt Q.caffemodel -o X.dcz", "layer 'ip2' has blobs"),
+    ("cf-declares-4TiB", "encode H40.caffemodel -o X.dcz", "needs 1099511627776"),
+    ("cf-declares-4TiB-with-prototxt", "encode P.prototxt H40.caffemodel -o X.dcz", "needs 1099511627776"),
+    ("cf-negative-dimension", "encode NEG.caffemodel -o X.dcz", "negative dimension"),
+    ("cf-garbage-caffemodel", "encode J.caffemodel -o X.dcz", "not a valid caffemodel"),
+    ("cf-no-parameters", "encode V1.caffemodel -o X.dcz", "no layers with parameters"),
+    ("cf-prototxt-for-caffemodel", "encode Q.caffemodel -o Q.caffemodel", "overwrite"),
+    ("cf-decode-garbage", "decode M.dcz -o X.caffemodel", "unsupported format version"),
+    ("cf-import-net-unknown-type", "import-net T.prototxt N.net -o X.caffemodel", "need Caffe"),
+    ("cf-import-net-unmodelled-layer", "import-net PR.prototxt N.net -o X.caffemodel", "PReLU"),
+    ("cf-import-net-train-val", "import-net TV.prototxt N.net -o X.caffemodel", "deploy"),
+    ("cf-export-net-garbage-caffemodel", "export-net P.prototxt J.caffemodel -o X.net", "not a valid caffemodel"),
+    ("cf-export-net-binary-deploy", "export-net BIN.prototxt Q.caffemodel -o X.net", "not a text prototxt"),
+]
+
+
+@pytest.fixture(scope="module")
+def caffe_free_work(work):
+    for name, data in CAFFE_FREE_FILES.items():
+        with open(os.path.join(work, name), "wb") as f:
+            f.write(data)
+    return work
+
+
+@pytest.mark.parametrize("case", CAFFE_FREE_CASES, ids=[c[0] for c in CAFFE_FREE_CASES])
+def test_bad_input_without_caffe(caffe_free_work, case):
+    _, command, fragment = case
+    before = _snapshot(caffe_free_work)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = "import sys; sys.modules['caffe'] = None; from caffe_dc.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.run([sys.executable, "-c", code] + command.split(), cwd=caffe_free_work, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True, timeout=120, env=env)
+    after = _snapshot(caffe_free_work)
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and fragment in lines[0], p.stderr
+    assert after == before

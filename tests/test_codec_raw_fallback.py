@@ -14,7 +14,7 @@ from caffe_dc.base.errors import FormatError
 from caffe_dc.base.params import LayerParams
 from caffe_dc.codec import container
 from caffe_dc.codec import model as codec
-from caffe_dc.report.storage_table import storage_text
+from caffe_dc.codec.storage_table import storage_text
 from caffe_dc.stages import encode as encoding
 from test_container import bias, fix_crcs, layer, record_spans
 

@@ -308,7 +308,7 @@ def main():
         env = _env()
         t = time.time()
         try:
-            r = subprocess.run([sys.executable, "-m", "caffe_dc"] + argv, cwd=WORK, stdout=subprocess.PIPE,
+            r = subprocess.run(launcher(argv), cwd=WORK, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, universal_newlines=True, errors="replace", timeout=TIMEOUT,
                                env=env, preexec_fn=nobody if demote else None)
             rc, err = r.returncode, r.stderr
@@ -354,6 +354,33 @@ def main():
         json.dump({"summary": summary, "results": results}, f, indent=1)
     print("wrote %s" % out_json)
     return 0 if summary["exit_2_one_line"] == summary["cases"] and not summary["overwritten_inputs"] else 1
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Caffe-free path (issue 22): the codec commands again, with pycaffe hidden from the child
+# (``sys.modules["caffe"] = None``), as on a machine where only numpy and protobuf are installed.
+NO_CAFFE = "--no-caffe"
+_HIDE_CAFFE = "import sys; sys.modules['caffe'] = None; from caffe_dc.cli import main; sys.exit(main(sys.argv[1:]))"
+_all_cases = cases
+
+
+def launcher(argv):
+    """The child's command line: ``caffe_dc`` as usual, or with pycaffe hidden for a ``--no-caffe`` case."""
+    if argv and argv[0] == NO_CAFFE:
+        return [sys.executable, "-c", _HIDE_CAFFE] + argv[1:]
+    return [sys.executable, "-m", "caffe_dc"] + argv
+
+
+def cases():
+    c = _all_cases()
+    codec = ("encode ", "decode ", "inspect ", "import-net ", "export-net ")
+    c += [("%s %s" % (NO_CAFFE, cmd), demote) for cmd, demote in list(c) if cmd.startswith(codec)]
+    for cmd in ["encode h40.caffemodel -o X.dcz", "encode trunc.caffemodel -o X.dcz", "encode rand.caffemodel",
+                "encode D.prototxt Q.caffemodel F -o X.dcz", "encode text.caffemodel -o X.dcz",
+                "encode varint.caffemodel -o X.dcz"]:
+        c.append(("%s %s" % (NO_CAFFE, cmd), False))
+    return c
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""CLI subcommands of the offline codec: encode, decode, inspect, import-net, export-net."""
+"""CLI subcommands of the offline codec: encode, decode, inspect, import-net, export-net.
+
+None of them needs pycaffe: caffemodels and prototxts are read and written by
+``codec.caffemodel`` and ``codec.caffe_proto``, and a prototxt's blob shapes
+are worked out by ``codec.net_shapes`` (Caffe builds the net only for layer
+types that need it, where Caffe is installed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +42,10 @@ def _index_bits(text: str):
 
 
 def cmd_encode(p):
-    p.add_argument("prototxt", help="the net's prototxt (train_val or deploy) the caffemodel belongs to")
-    p.add_argument("caffemodel", help="a quantized caffemodel (from `caffe-dc quantize`), or any trained one")
+    p.add_argument("inputs", nargs="+", metavar="[PROTOTXT] CAFFEMODEL",
+                   help="the net's prototxt (train_val or deploy; optional: the caffemodel names its layers and "
+                        "their types, and a prototxt only adds a check that the two belong together), then a "
+                        "quantized caffemodel (from `caffe-dc quantize`) or any trained one")
     p.add_argument("-o", "--out", help="output .dcz (default: next to the caffemodel)")
     p.add_argument("--net", help="which of the paper's nets this is (default: guessed from layer names/sizes)")
     p.add_argument("--index-bits", type=layer_values(_index_bits),
@@ -55,16 +63,13 @@ def cmd_encode(p):
         from caffe_dc.stages import encode as encoding
         from caffe_dc.algorithms import quantization
         from caffe_dc.base.fileio import atomic_write
-        from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
+        from caffe_dc.pycaffe import nets
         from caffe_dc.codec.storage_table import storage_text, summary_lines
-        from caffe_dc.pycaffe import nets, validate
 
-        out = _out_path(args.out, args.caffemodel, ".dcz")
-        check_outputs([args.prototxt, args.caffemodel], files=[out, args.json])
-        net_param = load_net_proto(args.prototxt)
-        validate.check_net(net_param, args.prototxt)
-        params = load_params(args.caffemodel)
-        _check_against_prototxt(net_param, params, args.caffemodel)
+        prototxt, caffemodel = _encode_inputs(args.inputs)
+        out = _out_path(args.out, caffemodel, ".dcz")
+        check_outputs([prototxt, caffemodel], files=[out, args.json])
+        params = _load_checked(prototxt, caffemodel)
         net = nets.canonical(args.net) if args.net else encoding.guess_net(params)
         has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
         if not has_cb:
@@ -72,15 +77,15 @@ def cmd_encode(p):
             check_layers(args.density, layers, "--density")
             check_layers(args.bits, layers, "--bits")
             dens, wbits = expand(args.density, layers), expand(args.bits, layers)
-            print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % args.caffemodel)
+            print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % caffemodel)
             params = encoding.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
         elif args.density or args.bits:
             raise InputError("%s is already quantized; --density/--bits apply only to a model without codebooks"
-                             % args.caffemodel)
+                             % caffemodel)
         quantized = [n for n in params if n + "_" + CODEBOOK in params]
         check_layers(args.index_bits, quantized, "--index-bits")
         ib = expand(args.index_bits, quantized)
-        data, stats = encoding.encode_params(params, net, ib, meta={"source": os.path.basename(args.caffemodel)})
+        data, stats = encoding.encode_params(params, net, ib, meta={"source": os.path.basename(caffemodel)})
         atomic_write(out, data)
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):
@@ -92,11 +97,37 @@ def cmd_encode(p):
     return run
 
 
-def _check_against_prototxt(net_param, params, where):
-    """Every parameterised layer of the prototxt must be in the caffemodel with the same blob count."""
-    from caffe_dc.base.layer_policy import PRUNABLE_TYPES
+def _encode_inputs(inputs):
+    """(prototxt or None, caffemodel) from encode's one or two positional arguments."""
+    if len(inputs) > 2:
+        raise InputError("encode takes [PROTOTXT] CAFFEMODEL, got %d files: %s" % (len(inputs), " ".join(inputs)))
+    return (None, inputs[0]) if len(inputs) == 1 else tuple(inputs)
 
-    names = {l.name: l.type for l in net_param.layer}
+
+def _load_checked(prototxt, caffemodel):
+    """The caffemodel's Params; with a prototxt, first checked to belong to it."""
+    from caffe_dc.codec.caffe_proto import load_net_text
+    from caffe_dc.codec.caffemodel import load_params
+    from caffe_dc.pycaffe import validate
+
+    net_param = None
+    if prototxt:
+        net_param = load_net_text(prototxt)
+        validate.check_net(net_param, prototxt, caffe_types=False)
+    params = load_params(caffemodel)
+    if net_param is not None:
+        _check_against_prototxt(net_param, params, caffemodel, prototxt)
+    return params
+
+
+def _check_against_prototxt(net_param, params, where, prototxt):
+    """Every parameterised layer of the prototxt must be in the caffemodel with the same blobs."""
+    from caffe_dc.base.layer_policy import PRUNABLE_TYPES
+    from caffe_dc.codec.caffe_proto import layer_type
+    from caffe_dc.codec.net_shapes import check_params
+    from caffe_dc.pycaffe import validate
+
+    names = {l.name: layer_type(l) for l in (net_param.layer or net_param.layers)}
     for name, t in names.items():
         if t in PRUNABLE_TYPES and name not in params:
             raise InputError("%s has no weights for the prototxt's layer %r: they do not belong together" % (where, name))
@@ -104,14 +135,13 @@ def _check_against_prototxt(net_param, params, where):
         if name in names and names[name] in PRUNABLE_TYPES and lp.type != names[name]:
             raise InputError("%s: layer %r is a %s in the caffemodel but a %s in the prototxt"
                              % (where, name, lp.type, names[name]))
-    # Shapes need Caffe's shape inference; only safe when no data layer would open a missing source
-    # (Caffe aborts the process on that instead of raising).
-    data_layers = [l for l in net_param.layer if l.type in ("Data", "ImageData", "HDF5Data", "WindowData")]
-    if all(os.path.exists(l.data_param.source or l.image_data_param.source or l.hdf5_data_param.source or "/")
-           for l in data_layers):
-        from caffe_dc.pycaffe.solving import check_matches
-
-        check_matches(net_param, {n: lp for n, lp in params.items() if n in names}, where)
+    shapes, unchecked = validate.param_shapes(net_param, prototxt, prototxt, need_all=False)
+    check_params(shapes, {n: lp for n, lp in params.items() if n in names}, where)
+    if unchecked:
+        print("note: the blob shapes of %d layers (%s) were not checked against %s: %s"
+              % (len(unchecked), ", ".join(unchecked), prototxt,
+                 "they need Caffe, which is not importable here" if not validate.caffe_available()
+                 else "Caffe cannot build the net here (a data source is missing)"))
 
 
 def cmd_decode(p):
@@ -125,7 +155,7 @@ def cmd_decode(p):
 
     def run(args):
         from caffe_dc.stages import encode as encoding
-        from caffe_dc.pycaffe.caffemodel import load_params, save_params
+        from caffe_dc.codec.caffemodel import load_params, save_params
 
         out = _out_path(args.out, args.blob, ".caffemodel")
         check_outputs([args.blob, args.verify if isinstance(args.verify, str) else None], files=[out])
@@ -194,12 +224,11 @@ def cmd_import_net(p):
     def run(args):
         from caffe_dc.stages import net_format
         from caffe_dc.base.fileio import atomic_write
-        from caffe_dc.pycaffe import validate
-        from caffe_dc.pycaffe.caffemodel import save_params
+        from caffe_dc.codec.caffemodel import save_params
 
         out = _out_path(args.out, args.netfile, ".caffemodel")
         check_outputs([args.deploy, args.netfile], files=[out, args.dcz])
-        validate.check_prototxt(args.deploy, deploy=True)
+        _check_deploy(args.deploy)
         params = net_format.import_net(args.deploy, args.netfile, codebooks=True)
         save_params(params, out)
         print("imported %s: %d layers, with their codebooks -> %s"
@@ -220,12 +249,19 @@ def cmd_export_net(p):
     p.add_argument("-o", "--out", required=True, help="output .net file")
 
     def run(args):
-        from caffe_dc.pycaffe import validate
         from caffe_dc.stages import net_format
 
         check_outputs([args.deploy, args.caffemodel], files=[args.out])
-        validate.check_prototxt(args.deploy, deploy=True)
+        _check_deploy(args.deploy)
         summary = net_format.export_net(args.deploy, args.caffemodel, args.out)
         print(json.dumps(summary, indent=2, default=str) if not isinstance(summary, str) else summary)
         return 0
     return run
+
+
+def _check_deploy(path: str) -> None:
+    """A deploy prototxt that Caffe would build (``validate.check_net``), read without pycaffe."""
+    from caffe_dc.codec.caffe_proto import load_net_text
+    from caffe_dc.pycaffe import validate
+
+    validate.check_net(load_net_text(path), path, deploy=True, caffe_types=False)

@@ -196,14 +196,9 @@ def test_iters_for(net_param, n_test: int) -> int:
 
 def check_matches(net_param, params: Params, where: str) -> None:
     """Refuse a caffemodel that does not fit the net, before Caffe aborts on it."""
-    shapes = param_shapes(net_param)
-    for name, shp in shapes.items():
-        if name not in params:
-            raise InputError("%s: the net's layer %r has no weights in the caffemodel" % (where, name))
-        got = [tuple(b.shape) for b in params[name].blobs]
-        if [tuple(s) for s in shp] != got[: len(shp)] or len(got) != len(shp):
-            raise InputError("%s: layer %r has blobs %s in the caffemodel but %s in the prototxt"
-                             % (where, name, got, [tuple(s) for s in shp]))
+    from caffe_dc.codec.net_shapes import check_params
+
+    check_params(param_shapes(net_param), params, where)
 
 
 def accuracy_layers(net_param) -> List[Tuple[str, str, str, int]]:

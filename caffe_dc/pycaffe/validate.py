@@ -15,6 +15,7 @@ import os
 from typing import Dict, Optional
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.codec.net_shapes import included  # noqa: F401 (the phase rules; re-exported)
 
 FILE_DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData")
 _TRAIN, _TEST = 0, 1  # caffe_pb2.Phase values
@@ -35,23 +36,6 @@ def layer_types():
             raise InputError("pycaffe is not importable here (%s); run caffe-dc through ./dc" % e)
         _types = frozenset(caffe.layer_type_list())
     return _types
-
-
-def _meets(rule, phase: int) -> bool:
-    """Caffe's NetState rule for the default state of ``phase``: level 0, no stages."""
-    if rule.HasField("phase") and rule.phase != phase:
-        return False
-    if rule.HasField("min_level") and 0 < rule.min_level:
-        return False
-    if rule.HasField("max_level") and 0 > rule.max_level:
-        return False
-    return not len(rule.stage)  # a required stage is never set
-
-
-def included(layer, phase: int) -> bool:
-    if len(layer.include):
-        return any(_meets(r, phase) for r in layer.include)
-    return not any(_meets(r, phase) for r in layer.exclude)
 
 
 def _source(layer) -> Optional[str]:
@@ -75,12 +59,16 @@ def _source_error(layer) -> Optional[str]:
     return None
 
 
-def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] = None) -> None:
-    """Raise InputError for what would make Caffe abort on ``net`` (a NetParameter).
+def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] = None,
+              caffe_types: bool = True) -> None:
+    """Raise InputError for what would make Caffe abort on ``net`` (a NetParameter: pycaffe's, or
+    ``codec.caffe_proto``'s, which has the same field names).
 
     ``deploy``: the net must take its input from ``input``/Input layers, not read a data set.
     ``build_phase``: the net is about to be built in this phase (0 TRAIN, 1 TEST), so the data
-    layers of that phase must find their sources."""
+    layers of that phase must find their sources. ``caffe_types``: check the layer types against
+    this pycaffe's list (importing Caffe, a second); the codec commands leave that to the child
+    that builds the net, when one is built (``param_shapes``)."""
     v1 = not len(net.layer) and len(net.layers)
     layers = list(net.layers if v1 else net.layer)
     if not layers:
@@ -88,7 +76,7 @@ def check_net(net, where: str, deploy: bool = False, build_phase: Optional[int] 
     if len(net.input) and len(net.input_shape) != len(net.input) and len(net.input_dim) != 4 * len(net.input):
         raise InputError("%s: its inputs %s need one input_shape each (or 4 input_dim each)"
                          % (where, ", ".join(net.input)))
-    known = None if v1 else layer_types()
+    known = None if v1 or not caffe_types else layer_types()
     for layer in layers:
         name = layer.name or "(unnamed)"
         if known is not None and layer.type not in known:
@@ -156,12 +144,15 @@ def _check_pool(pp, where: str, name: str) -> None:
         raise InputError("%s: pooling %r has a stride of 0" % (where, name))
 
 
-def net_shapes(net_param, phase: str = "TEST", where: Optional[str] = None) -> Dict[str, list]:
+def net_shapes(net_param, phase: str = "TEST", where: Optional[str] = None, path: Optional[str] = None,
+               caffe_types: bool = True) -> Dict[str, list]:
     """Blob shapes of every parameterised layer, as Caffe infers them, after ``check_net``.
 
     Caffe builds the net in a child process: whatever the checks above miss (shapes that do not
     fit together, say) makes the child abort, and that becomes one InputError here instead of
-    the end of this process."""
+    the end of this process. ``path``: the prototxt ``net_param`` was read from, unchanged, for
+    the child to read whole (``codec.caffe_proto``'s messages hold only a subset of Caffe's fields).
+    The child checks the layer types itself, so ``caffe_types=False`` spares this process pycaffe."""
     import json
     import subprocess
     import sys
@@ -170,31 +161,88 @@ def net_shapes(net_param, phase: str = "TEST", where: Optional[str] = None) -> D
     from google.protobuf import text_format
 
     where = where or "net %s" % (net_param.name or "(unnamed)")
-    check_net(net_param, where, build_phase={"TRAIN": _TRAIN, "TEST": _TEST}[phase])
-    fd, tmp = tempfile.mkstemp(suffix=".prototxt")
-    try:
+    check_net(net_param, where, build_phase={"TRAIN": _TRAIN, "TEST": _TEST}[phase], caffe_types=caffe_types)
+    tmp = None
+    if path is None:
+        fd, tmp = tempfile.mkstemp(suffix=".prototxt")
         with os.fdopen(fd, "w") as f:
             f.write(text_format.MessageToString(net_param))
+    try:
         env = dict(os.environ, GLOG_minloglevel="2", GLOG_logtostderr="1")
-        r = subprocess.run([sys.executable, "-c", _CHILD, tmp, phase], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, errors="replace", env=env)
+        r = subprocess.run([sys.executable, "-c", _CHILD, path or tmp, phase], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, errors="replace", env=env)
     finally:
-        os.unlink(tmp)
+        if tmp:
+            os.unlink(tmp)
     if r.returncode != 0:
         lines = [l for l in r.stderr.splitlines() if l.strip()]
+        ours = [l[len("caffe-dc: "):] for l in lines if l.startswith("caffe-dc: ")]
+        if ours:
+            raise InputError("%s: %s" % (where, ours[0]))
         why = [l.split("] ", 1)[-1] for l in lines if "Check failed" in l or l.startswith(("F", "E"))]
         msg = (why or lines or ["exit status %d" % r.returncode])[0]
         raise InputError("Caffe cannot build %s: %s" % (where, " ".join(msg.split())[:500]))
     return {k: [tuple(s) for s in v] for k, v in json.loads(r.stdout).items()}
 
 
+# The child: parse as Caffe does, name a layer type this Caffe lacks, build, print the shapes.
 _CHILD = """
 import json, sys
 import caffe
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 caffe.set_mode_cpu()
+net = caffe_pb2.NetParameter()
+try:
+    text_format.Merge(open(sys.argv[1], encoding="utf-8").read(), net)
+except text_format.ParseError as e:
+    sys.exit("caffe-dc: does not parse as a Caffe net: " + " ".join(str(e).split()))
+known = set(caffe.layer_type_list())
+for l in net.layer:
+    if l.type not in known:
+        sys.exit("caffe-dc: layer %r has type %r, which this Caffe does not have" % (l.name, l.type))
 net = caffe.Net(sys.argv[1], getattr(caffe, sys.argv[2]))
 print(json.dumps({name: [list(b.data.shape) for b in blobs] for name, blobs in net.params.items()}))
 """
+
+
+def caffe_available() -> bool:
+    """Whether pycaffe is installed, found without importing it (that takes a second)."""
+    import importlib.util
+
+    return importlib.util.find_spec("caffe") is not None
+
+
+def param_shapes(net_param, where: str, path: Optional[str] = None, need_all: bool = True):
+    """(shapes, unchecked) of a net's parameterised layers in the TEST phase.
+
+    ``shapes``: {layer: [blob shapes]}; worked out from the prototxt (``codec.net_shapes``)
+    where every layer's are simple, else from Caffe building the net once in a child process,
+    where Caffe is installed and the net's data sources exist. ``unchecked``: {layer: why} for
+    the layers left out (no Caffe here, or a data source missing); with ``need_all`` that is an
+    InputError instead."""
+    from caffe_dc.codec import net_shapes as own
+
+    try:
+        found = own.param_shapes(net_param, _TEST)
+    except InputError as e:
+        raise InputError("%s: %s" % (where, e))
+    if not found.unknown:
+        return dict(found.params), {}
+    first = next(iter(found.unknown.items()))
+    if caffe_available():
+        try:
+            check_net(net_param, where, build_phase=_TEST, caffe_types=False)
+        except InputError:
+            if need_all:
+                raise
+        else:
+            return net_shapes(net_param, "TEST", where, path, caffe_types=False), {}
+    if need_all:
+        raise InputError("%s: the shapes of layer %r (%s) need Caffe to work out, and %s"
+                         % (where, first[0], first[1], "pycaffe is not importable here" if not caffe_available()
+                            else "the net cannot be built here"))
+    return dict(found.params), dict(found.unknown)
 
 
 def check_prototxt(path: str, deploy: bool = False):

@@ -1,8 +1,9 @@
 """The authors' ``.net`` files against a deploy prototxt: import to a caffemodel, export from one.
 
-The byte format itself is ``codec.han_net``; this module adds what needs
-Caffe: the deploy net's layer shapes (Caffe's own shape inference) and
-caffemodel I/O.
+The byte format itself is ``codec.han_net``; this module adds the deploy
+net's layer shapes (worked out from the prototxt by ``codec.net_shapes``,
+or by Caffe for layer types that needs) and caffemodel I/O. Neither needs
+pycaffe for the usual deploy nets.
 """
 from __future__ import annotations
 
@@ -16,23 +17,24 @@ from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.params import LayerParams
+from caffe_dc.codec.caffe_proto import layer_type, load_net_text
+from caffe_dc.codec.caffemodel import load_params
 from caffe_dc.codec.han_net import code_bits, codebook_for, is_selected, read_net, write_net
-from caffe_dc.pycaffe import solving
-from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params
+from caffe_dc.pycaffe import validate
 
 def deploy_layers(deploy_prototxt: str) -> "collections.OrderedDict[str, Tuple[str, List[tuple]]]":
     """{name: (type, [blob shapes])} of the deploy net's parameterised layers, in net order.
 
-    Shapes need Caffe's own shape inference, so this instantiates the net
-    (GLOG quiet). Every parameterised layer must be one the format stores,
+    Shapes come from the prototxt where its layers' are simple, else from
+    Caffe building the net (``validate.param_shapes``). Every parameterised layer must be one the format stores,
     with a weight and at most a bias; otherwise the file could not describe
     the whole net, and a caffemodel missing a layer would run with Caffe's
     random fillers.
     """
 
-    net_param = load_net_proto(deploy_prototxt)
-    shapes = solving.param_shapes(net_param)
-    types = {l.name: str(l.type) for l in net_param.layer}
+    net_param = load_net_text(deploy_prototxt)
+    shapes, _ = validate.param_shapes(net_param, deploy_prototxt, deploy_prototxt)
+    types = {l.name: layer_type(l) for l in (net_param.layer or net_param.layers)}
     out = collections.OrderedDict()
     for name, blobs in shapes.items():
         if not is_selected(name):
