@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from caffe_dc.codec import model as codec  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.tables import text_table  # noqa: E402
+from caffe_dc.base import provenance  # noqa: E402
 
 # name, type, weight shape, density (paper Table 4), weight bits
 ALEXNET = [
@@ -137,9 +137,8 @@ def main(argv=None):
         "input_mib": {"codes_uint8": mb(tot["weights"]), "weights_float32": mb(4 * tot["weights"])},
         "file_bytes": len(data),
         "sizes": stats.to_dict(),
-        "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "cpus": os.cpu_count(), "machine": platform.machine(),
-                        "load_average_1min": round(os.getloadavg()[0], 2)},
+        # commit, CPU, BLAS and library versions (base.provenance), and how loaded the machine was
+        "environment": dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2)),
     }
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
 

@@ -35,7 +35,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import sys
 import time
 
@@ -50,6 +49,7 @@ from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.codec import han_net  # noqa: E402
 from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.base import provenance  # noqa: E402
 
 
 def resnet_layers(width: float = 0.5):
@@ -160,7 +160,8 @@ def main(argv=None):
         "command": "python3 tools/bench_dense1x1.py --width %g --seed %d --out %s" % (args.width, args.seed, args.out),
         "goals": {"dcz_over_bound_at_most": 0.03, "dcz_vs_net_at_most": 0.8},
         "seconds": round(time.perf_counter() - t0, 2),
-        "environment": {"python": platform.python_version(), "numpy": np.__version__},
+        # commit, CPU, BLAS and library versions (base.provenance), and how loaded the machine was
+        "environment": dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2)),
     }
     result.update(m)
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())

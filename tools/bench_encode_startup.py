@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -98,20 +97,10 @@ def _stats(times):
 
 
 def _environment():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, universal_newlines=True).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"commit": commit, "cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "load_average_1min": round(os.getloadavg()[0], 2),
-            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+    """base.provenance's record (commit, CPU, BLAS, versions) and how loaded the machine was."""
+    from caffe_dc.base import provenance
+
+    return dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2))
 
 
 def main(argv=None):

@@ -26,7 +26,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +38,7 @@ from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.codec import model as codec  # noqa: E402
 from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.base import provenance  # noqa: E402
 
 BITS = 8
 
@@ -139,9 +139,8 @@ def main(argv=None):
         "file_bytes": len(data),
         "rate_pqh": tot["rate_pqh"],
         "sklearn_comparison": sk,
-        "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "cpus": os.cpu_count(), "machine": platform.machine(),
-                        "load_average_1min": round(os.getloadavg()[0], 2)},
+        # commit, CPU, BLAS and library versions (base.provenance), and how loaded the machine was
+        "environment": dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2)),
     }
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     print("SYNTHETIC ResNet-50 x%.2f: %d layers, %.2fM weights, density %.2f, %d bits"
