@@ -19,8 +19,10 @@ from caffe_dc.report import run_report
 from caffe_dc.stages import (caffe_test, choose, control, data, decode, encode, exact_test, prune, quantize, reference,
                              sensitivity)
 
-# What training numbers depend on: the algorithms, the Caffe glue, the nets and presets, the base layer.
-TRAINING = ("base", "algorithms", "pycaffe", "zoo", "stages/run.py")
+# What training numbers depend on: the algorithms, the Caffe glue, the nets and solvers, the base layer. Not
+# the preset schedules: what a stage takes from one is among its inputs, so a preset's new closed-loop
+# setting redoes the pruning, not the reference.
+TRAINING = ("base", "algorithms", "pycaffe", "zoo/prototxt", "zoo/solvers", "stages/run.py")
 # What reads or writes the compressed file depends on the codec as well.
 CODED = TRAINING + ("codec",)
 
@@ -55,7 +57,7 @@ STAGES: Tuple[Stage, ...] = (
     Stage("encode", ("quantize",), encode, CODED),
     Stage("decode", ("encode",), decode, CODED),
     Stage("caffe_test", ("decode",), caffe_test, CODED),
-    Stage("control", ("reference", "choose"), control, TRAINING, folder="control"),
+    Stage("control", ("reference", "choose", "prune"), control, TRAINING, folder="control"),
     Stage("test", ("reference", "prune", "quantize", "decode", "caffe_test", "control"), exact_test, CODED,
           folder="test"),
     Stage("report", ("data", "reference", "sensitivity", "choose", "prune", "quantize", "encode", "decode", "caffe_test",

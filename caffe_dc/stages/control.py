@@ -23,16 +23,22 @@ def wanted(r: Run) -> bool:
     return r.opts.dense_control
 
 
+def _rounds(r: Run) -> int:
+    """As many restarts as the pruning made: the schedule's rounds, or those a closed loop ran."""
+    loop = r.out("prune").get("closed_loop") if r.done("prune") else None
+    return int(loop["rounds_run"]) if loop else r.schedule.rounds
+
+
 def stage_inputs(r: Run) -> dict:
     sch = r.schedule
-    return {"rounds": sch.rounds, "prune_iters": sch.iters_per_round, "quant_iters": sch.finetune_iters,
+    return {"rounds": _rounds(r), "prune_iters": sch.iters_per_round, "quant_iters": sch.finetune_iters,
             "lr_factor": r.lr_factor}
 
 
 def run_stage(r: Run) -> dict:
     sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, r.path("control", "snap")), r.lr_factor)
     sch = r.schedule
-    pieces = [("round %d" % k, sch.iters_per_round) for k in range(1, sch.rounds + 1)]
+    pieces = [("round %d" % k, sch.iters_per_round) for k in range(1, _rounds(r) + 1)]
     pieces.append(("fine-tune", sch.finetune_iters))
     current, result = r.out("reference")["caffemodel"], {}
     for i, (label, iters) in enumerate(pieces, 1):
