@@ -211,11 +211,12 @@ def test_shipped_preset_schedules_load_for_their_nets():
             except InputError:
                 continue
             s = S.load_schedule(path, list(paper.PAPER_DENSITY[net]))
-            assert s.rounds >= 1 and set(s.densities) == set(paper.PAPER_DENSITY[net]), (net, preset)
-    for net in ("lenet-5", "lenet-300-100"):      # made by the chooser, on the validation split
+            # densities for every prunable layer, or a budget from which the run chooses them
+            assert s.rounds >= 1 and (set(s.densities) == set(paper.PAPER_DENSITY[net]) or
+                                      (s.budget and not s.densities)), (net, preset)
+    for net in ("lenet-5", "lenet-300-100"):      # budgets: the run chooses on its own validation split
         s = S.load_schedule(S.builtin(net, "full"), list(paper.PAPER_DENSITY[net]))
-        assert s.source["split"] == "validation" and "target_rate" in s.source["budget"]
-        assert s.reference_iters and s.source["sensitivity"] == "results/sensitivity-%s/sensitivity.json" % net
+        assert s.budget["target_rate"] > 1 and s.reference_iters and s.reference_rule() is not None
 
 
 # ------------------------------------------------------------------ choose on the command line
