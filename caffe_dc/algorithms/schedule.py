@@ -44,7 +44,8 @@ OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every",
             "closed_loop")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
-BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images")
+BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images", "allocation")
+ALLOCATIONS = ("shared_drop", "least_drop")   # stages.choose.Allocation's values
 DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
 
 
@@ -279,6 +280,11 @@ def _budget(v) -> Optional[dict]:
     out = {}
     for k, x in v.items():
         if x is None:
+            continue
+        if k == "allocation":
+            if x not in ALLOCATIONS:
+                raise InputError("budget.allocation must be %s, got %r" % (" or ".join(map(repr, ALLOCATIONS)), x))
+            out[k] = x
             continue
         if k in ("min_rounds", "max_rounds", "images"):
             out[k] = _int(x, "budget.%s" % k, 1)

@@ -109,10 +109,14 @@ def cmd_choose(p):
         c = choose(doc, Budget(args.max_drop, args.target_rate), recipe, expand(args.bits, names), args.sensitivity,
                    curves)
         save_schedule(c.schedule, out)
-        plot(doc, png, chosen=c.final, title="%s: chosen densities marked" % doc.get("net", ""))
+        try:
+            plot(doc, png, chosen=c.final, title="%s: chosen densities marked" % doc.get("net", ""))
+        except ImportError:   # outside the image: the schedule is what matters, the figure is a look at it
+            print("note: matplotlib is not installed (pip install 'caffe-dc[plots]'): no %s" % png)
+            png = None
         print(c.table)
         print("%d rounds (summed drop before retraining per round: %s pp); estimated P+Q rate %.1fx"
               % (c.plan.rounds, ", ".join("%.2f" % (100 * v) for v in c.plan.round_drop), c.rate))
-        print("wrote %s and %s" % (out, png))
+        print("wrote %s" % " and ".join(p for p in (out, png) if p))
         return 0
     return run

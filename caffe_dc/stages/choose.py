@@ -8,8 +8,12 @@ writes the result as a schedule file.
 """
 from __future__ import annotations
 
+import enum
+import math
 import os
 from typing import Callable, Dict, Mapping, NamedTuple, Optional
+
+import numpy as np
 
 from caffe_dc.algorithms import sensitivity as sens
 from caffe_dc.algorithms.schedule import Schedule, from_dict
@@ -26,6 +30,76 @@ class Budget(NamedTuple):
         return {k: v for k, v in self._asdict().items() if v is not None}
 
 
+HULL_POINTS = 256   # densities per layer, log-spaced from the sparsest grid point to 1.0
+
+
+class Allocation(enum.Enum):
+    """How a target rate is shared out among the layers.
+
+    SHARED_DROP
+        Every layer pruned as far as one shared drop allows, the drop each would cost pruned alone
+        (``sensitivity.choose_target_rate``). Simple, but blind to size: a layer of a thousand weights
+        is pruned as hard as one of a quarter million, though its bits hardly count.
+    LEAST_DROP
+        The least summed drop for the size: one price per bit for all layers, each layer at the point
+        of its curve's lower convex hull (in bits against drop) that minimises drop + price x bits,
+        the price bisected until the rate is met, then the last layer to move placed along its hull
+        segment so that the rate is met, not overshot (``least_drop``). The hull, not the raw curve,
+        because curves measured without retraining fall off cliffs and then flatten, and the raw
+        curve would send a layer to the bottom of a cliff in one jump.
+    """
+    SHARED_DROP = "shared_drop"
+    LEAST_DROP = "least_drop"
+
+
+def _hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the lower convex hull of the points (x ascending), left to right."""
+    keep: list = []
+    for i in range(x.size):
+        while len(keep) >= 2:
+            a, b = keep[-2], keep[-1]
+            if (y[b] - y[a]) * (x[i] - x[a]) >= (y[i] - y[a]) * (x[b] - x[a]):
+                keep.pop()
+            else:
+                break
+        keep.append(i)
+    return np.asarray(keep)
+
+
+def least_drop(baseline: float, curves, rate: float, bits: Mapping[str, int], index_bits: int,
+               estimate: Callable[[Mapping[str, float]], float], steps: int = 40) -> Dict[str, float]:
+    """``Allocation.LEAST_DROP``'s final densities reaching ``rate`` as ``estimate`` measures it."""
+    hulls = {}
+    for c in curves:
+        d = np.exp(np.linspace(math.log(float(c.densities[0])), 0.0, HULL_POINTS))
+        size = c.weights * d * (bits[c.name] + index_bits)
+        h = _hull(size, sens.drop_at(c, baseline, d))
+        hulls[c.name] = (d[h], size[h], sens.drop_at(c, baseline, d)[h])
+
+    def at(log_price: float) -> Dict[str, float]:
+        price = math.exp(log_price)
+        return {n: float(d[int(np.argmin(y + price * s))]) for n, (d, s, y) in hulls.items()}
+
+    sparsest = {n: float(h[0][0]) for n, h in hulls.items()}
+    if estimate(sparsest) < rate:
+        raise InputError("a %gx rate is out of reach: every layer at its grid's sparsest density gives %.1fx "
+                         "(measure a sparser grid, or use fewer bits)" % (rate, estimate(sparsest)))
+    lo, hi = math.log(1e-15), math.log(1e3)
+    if estimate(at(lo)) >= rate:
+        return at(lo)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if estimate(at(mid)) >= rate else (mid, hi)
+    dense, sparse = at(lo), at(hi)
+    # between the two prices only the layers at a hull vertex change: slide them along their segments
+    t_lo, t_hi = 0.0, 1.0
+    for _ in range(steps):
+        t = 0.5 * (t_lo + t_hi)
+        mixed = {n: dense[n] ** (1 - t) * sparse[n] ** t for n in dense}
+        t_lo, t_hi = (t_lo, t) if estimate(mixed) >= rate else (t, t_hi)
+    return {n: dense[n] ** (1 - t_hi) * sparse[n] ** t_hi for n in dense}
+
+
 class Recipe(NamedTuple):
     """How the chosen densities are reached and what the schedule records besides them."""
     round_drop_pp: float = 1.0
@@ -37,6 +111,7 @@ class Recipe(NamedTuple):
     index_bits: int = 5
     reference_iters: Optional[int] = None
     snapshot_every: Optional[int] = None
+    allocation: Allocation = Allocation.SHARED_DROP
 
 
 class Choice(NamedTuple):
@@ -66,6 +141,10 @@ def choose(doc: Mapping, budget: Budget, recipe: Recipe = Recipe(), bits: Option
     layer_bits.update(bits or {})
     if budget.max_drop_pp is not None:
         final = sens.choose_max_drop(base, curves, budget.max_drop_pp / 100.0)
+    elif recipe.allocation is Allocation.LEAST_DROP:
+        final = least_drop(base, curves, budget.target_rate, layer_bits, recipe.index_bits,
+                           estimate or (lambda d: sens.estimated_rate(curves, d, layer_bits, recipe.index_bits)),
+                           steps=40 if estimate is None else 24)
     else:
         final = sens.choose_target_rate(base, curves, budget.target_rate, layer_bits, recipe.index_bits,
                                         estimate=estimate, steps=60 if estimate is None else 24)
@@ -123,11 +202,13 @@ def _recipe(r) -> Recipe:
                   min_rounds=int(b.get("min_rounds", Recipe().min_rounds)),
                   max_rounds=int(b.get("max_rounds", Recipe().max_rounds)),
                   iters=d.iters_per_round, finetune_iters=d.finetune_iters, lr_factor=d.lr_factor,
-                  reference_iters=d.reference_iters, snapshot_every=d.snapshot_every)
+                  reference_iters=d.reference_iters, snapshot_every=d.snapshot_every,
+                  allocation=Allocation(b.get("allocation", Allocation.SHARED_DROP.value)))
 
 
 def stage_inputs(r) -> dict:
-    return {"budget": r.budget, "bits": r.declared.bits, "recipe": _recipe(r)._asdict()}
+    return {"budget": r.budget, "bits": r.declared.bits,
+            "recipe": dict(_recipe(r)._asdict(), allocation=_recipe(r).allocation.value)}
 
 
 def run_stage(r) -> dict:

@@ -1,0 +1,52 @@
+"""Sharing a target rate out among the layers (stages/choose.py): no Caffe needed."""
+import numpy as np
+import pytest
+
+from caffe_dc.algorithms import sensitivity as sens
+from caffe_dc.algorithms.schedule import ALLOCATIONS, from_dict
+from caffe_dc.base.errors import InputError
+from caffe_dc.stages import choose as ch
+
+GRID = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+
+
+def curve(name, weights, acc):
+    return sens.Curve(name, "fc", weights, GRID, np.asarray(acc, float))
+
+
+# a big layer that prunes cheaply down to 10%, then falls off a cliff; a small sensitive one
+BIG = curve("big", 200000, [0.10, 0.15, 0.40, 0.86, 0.88, 0.89, 0.90])
+SMALL = curve("small", 1000, [0.10, 0.20, 0.50, 0.70, 0.80, 0.88, 0.90])
+BITS = {"big": 5, "small": 5}
+
+
+def est(d):
+    return sens.estimated_rate([BIG, SMALL], d, BITS)
+
+
+def test_the_lower_hull_is_convex_and_keeps_the_ends():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([5.0, 1.0, 3.0, 0.5, 0.0])
+    h = ch._hull(x, y)
+    assert list(h) == [0, 1, 4]          # (2, 3) and (3, 0.5) lie above the hull
+
+
+def test_least_drop_meets_the_rate_exactly_and_spares_the_small_layer():
+    for rate in (15, 25):
+        d = ch.least_drop(0.9, [BIG, SMALL], rate, BITS, 5, est)
+        assert est(d) == pytest.approx(rate, rel=1e-3)
+        shared = sens.choose_target_rate(0.9, [BIG, SMALL], rate, BITS)
+        assert d["small"] > shared["small"]          # its bits hardly count: it keeps more weights
+        summed = sum(float(sens.drop_at(c, 0.9, d[c.name])) for c in (BIG, SMALL))
+        assert summed <= sum(float(sens.drop_at(c, 0.9, shared[c.name])) for c in (BIG, SMALL)) + 1e-9
+    with pytest.raises(InputError, match="out of reach"):
+        ch.least_drop(0.9, [BIG, SMALL], 10000, BITS, 5, est)
+
+
+def test_the_allocation_is_a_named_budget_option():
+    assert tuple(a.value for a in ch.Allocation) == ALLOCATIONS
+    base = {"rounds": 1, "iters_per_round": 1, "finetune_iters": 1, "lr_factor": 0.1}
+    s = from_dict(dict(base, budget={"target_rate": 20, "allocation": "least_drop"}), ["big"])
+    assert s.budget["allocation"] == "least_drop"
+    with pytest.raises(InputError, match="allocation"):
+        from_dict(dict(base, budget={"target_rate": 20, "allocation": "greedy"}), ["big"])
