@@ -50,3 +50,21 @@ def test_the_allocation_is_a_named_budget_option():
     assert s.budget["allocation"] == "least_drop"
     with pytest.raises(InputError, match="allocation"):
         from_dict(dict(base, budget={"target_rate": 20, "allocation": "greedy"}), ["big"])
+
+
+def test_the_run_follows_the_declared_schedule_with_what_was_chosen():
+    """A declared setting the choice does not read (the closed loop's drop) takes effect when it changes,
+    and a closed loop's cap is raised to the rounds chosen."""
+    from caffe_dc.stages.run import Run, RunOptions
+
+    doc = {"rounds": 3, "iters_per_round": 10, "finetune_iters": 10, "lr_factor": 0.1,
+           "budget": {"target_rate": 20}, "closed_loop": {"max_drop_pp": 1.0, "max_rounds": 4}}
+    chosen = {"rounds": 6, "densities": {"big": [0.5, 0.3, 0.2, 0.15, 0.12, 0.1]}, "bits": {"big": 5}, "source": {}}
+    r = Run(opts=RunOptions(net="lenet-5"), src=None, info=None, preset="full", declared=from_dict(doc, ["big"]),
+            declared_doc=doc, schedule_source="test", run_dir=".", command="", snapshot_every=1, test_iter=1,
+            state={"choose": {"done": True, "schedule": chosen}})
+    got = r.schedule_doc
+    assert got["densities"] == chosen["densities"] and got["rounds"] == 6
+    assert got["closed_loop"] == {"max_drop_pp": 1.0, "max_rounds": 6}
+    r.declared_doc = dict(doc, closed_loop={"max_drop_pp": 2.0, "max_rounds": 20})
+    assert r.schedule_doc["closed_loop"] == {"max_drop_pp": 2.0, "max_rounds": 20}

@@ -229,12 +229,10 @@ def run_stage(r) -> dict:
         estimate = file_rate(ref, dict(sens.default_bits(curves[1]), **bits))
     c = choose(doc, Budget(r.budget.get("max_drop_pp"), r.budget.get("target_rate")), _recipe(r), bits,
                r.out("sensitivity")["sensitivity"], curves, estimate)
-    chosen = dict(r.declared_doc, rounds=c.schedule.rounds, densities=c.schedule.densities, source=c.schedule.source)
-    chosen["bits"] = c.schedule.bits
-    loop = chosen.get("closed_loop")
-    if loop and loop.get("max_rounds", 0) < c.schedule.rounds:
-        # the chooser may plan more rounds than the declared cap; the loop's cap never cuts the plan short
-        chosen["closed_loop"] = dict(loop, max_rounds=c.schedule.rounds)
+    # only what was chosen: the rest of the schedule stays the declared one (``Run.schedule_doc``), so a
+    # setting the choice does not read (a closed loop's drop, the iterations) takes effect when it changes
+    chosen = {"rounds": c.schedule.rounds, "densities": c.schedule.densities, "bits": c.schedule.bits,
+              "source": c.schedule.source}
     print(indent(c.table))
     print("  %d rounds; %s %.1fx" % (c.plan.rounds, "file rate (encoded post hoc)" if estimate else
                                       "estimated P+Q rate", c.rate))

@@ -144,10 +144,15 @@ class Run:
 
     @property
     def schedule_doc(self) -> dict:
-        """The schedule the run follows: the one ``choose`` wrote once it has run, else the declared one."""
-        if self.budget and self.done("choose"):
-            return self.out("choose")["schedule"]
-        return self.declared_doc
+        """The schedule the run follows: the declared one, with what ``choose`` chose once it has run (the
+        rounds, densities, bits), and a closed loop's round cap raised to the chosen rounds if below them."""
+        if not (self.budget and self.done("choose")):
+            return self.declared_doc
+        doc = dict(self.declared_doc, **self.out("choose")["schedule"])
+        loop = doc.get("closed_loop")
+        if loop and loop.get("max_rounds", 0) < doc["rounds"]:
+            doc["closed_loop"] = dict(loop, max_rounds=doc["rounds"])
+        return doc
 
     @property
     def schedule(self):
