@@ -68,3 +68,19 @@ def test_the_run_follows_the_declared_schedule_with_what_was_chosen():
     assert got["closed_loop"] == {"max_drop_pp": 1.0, "max_rounds": 6}
     r.declared_doc = dict(doc, closed_loop={"max_drop_pp": 2.0, "max_rounds": 20})
     assert r.schedule_doc["closed_loop"] == {"max_drop_pp": 2.0, "max_rounds": 20}
+
+
+@pytest.mark.parametrize("allocation", list(ch.Allocation))
+def test_flat_curves_meet_the_rate_instead_of_jumping_to_the_sparsest(allocation):
+    """A net at chance level loses nothing anywhere: every density is 'free', and a budget that moves in
+    jumps would send every layer to the sparsest grid point, far past the rate."""
+    flat = [curve("big", 200000, [0.1] * 7), curve("small", 1000, [0.1] * 7)]
+    bits = {"big": 5, "small": 5}
+
+    def rate_of(d):
+        return sens.estimated_rate(flat, d, bits)
+    if allocation is ch.Allocation.LEAST_DROP:
+        d = ch.least_drop(0.1, flat, 20, bits, 5, rate_of)
+    else:
+        d = sens.choose_target_rate(0.1, flat, 20, bits)
+    assert rate_of(d) == pytest.approx(20, rel=1e-3)

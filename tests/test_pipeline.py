@@ -297,6 +297,21 @@ def test_reproduce_runs_on_user_supplied_idx(tmp_path):
     assert "%d/207 = %.2f%%" % (correct, 100 * correct / 207) in report
 
 
+def test_a_budget_is_chosen_on_the_users_own_validation_split(tmp_path):
+    """The same budget command on another MNIST-format set: sensitivity and choice on that set's val split."""
+    from test_datasets import make_idx_dir
+
+    make_idx_dir(str(tmp_path / "mnist"), n_train=300, n_test=100)
+    out = tmp_path / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--idx", tmp_path / "mnist", "--target-rate", "20",
+                "--out", out, "--data-root", tmp_path / "data", cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    m = json.load(open(str(out / "metrics.json")))
+    sens = json.load(open(str(out / "sensitivity" / "sensitivity.json")))
+    assert sens["lmdb"].endswith(os.path.join("mnist", "val_lmdb")) and sens["images"] == m["data"]["n_val"] == 50
+    assert m["schedule"]["budget"]["target_rate"] == 20 and abs(m["compression"] / 20 - 1) <= 0.1
+
+
 def test_decode_max_weights_limit(quick_run, tmp_path):
     _, out, _ = quick_run
     assert_clean_error(run_cli("decode", out / "model.dcz", "-o", tmp_path / "x.caffemodel", "--max-weights", 1000),

@@ -190,7 +190,23 @@ def choose_target_rate(baseline: float, curves: Sequence[Curve], rate: float, bi
             hi = mid
         else:
             lo = mid
-    return choose_max_drop(baseline, curves, hi)
+    return meet(estimate, rate, choose_max_drop(baseline, curves, lo), choose_max_drop(baseline, curves, hi), steps)
+
+
+def meet(estimate: Callable[[Mapping[str, float]], float], rate: float, denser: Mapping[str, float],
+         sparser: Mapping[str, float], steps: int = 40) -> Dict[str, float]:
+    """Densities between ``denser`` (short of ``rate``, or past it too, then every layer dense is used
+    instead) and ``sparser`` (at or past it), blended geometrically until the rate is met, not overshot:
+    a budget that moves in jumps (flat curves make every density free at once) would overshoot it."""
+    if estimate(denser) >= rate:
+        denser = {n: 1.0 for n in sparser}
+        if estimate(denser) >= rate:
+            return dict(denser)
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        t = 0.5 * (lo + hi)
+        lo, hi = (lo, t) if estimate({n: denser[n] ** (1 - t) * sparser[n] ** t for n in sparser}) >= rate else (t, hi)
+    return {n: float(denser[n] ** (1 - hi) * sparser[n] ** hi) for n in sparser}
 
 
 class Plan(NamedTuple):

@@ -85,19 +85,11 @@ def least_drop(baseline: float, curves, rate: float, bits: Mapping[str, int], in
         raise InputError("a %gx rate is out of reach: every layer at its grid's sparsest density gives %.1fx "
                          "(measure a sparser grid, or use fewer bits)" % (rate, estimate(sparsest)))
     lo, hi = math.log(1e-15), math.log(1e3)
-    if estimate(at(lo)) >= rate:
-        return at(lo)
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if estimate(at(mid)) >= rate else (mid, hi)
-    dense, sparse = at(lo), at(hi)
     # between the two prices only the layers at a hull vertex change: slide them along their segments
-    t_lo, t_hi = 0.0, 1.0
-    for _ in range(steps):
-        t = 0.5 * (t_lo + t_hi)
-        mixed = {n: dense[n] ** (1 - t) * sparse[n] ** t for n in dense}
-        t_lo, t_hi = (t_lo, t) if estimate(mixed) >= rate else (t, t_hi)
-    return {n: dense[n] ** (1 - t_hi) * sparse[n] ** t_hi for n in dense}
+    return sens.meet(estimate, rate, at(lo), at(hi), steps)
 
 
 class Recipe(NamedTuple):
