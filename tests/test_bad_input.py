@@ -157,6 +157,12 @@ CASES = [
     ("encode-unknown-layer", "encode P.prototxt Q.caffemodel -o X.dcz --density ipX=0.5", "ipX", True),
     ("decode-max-weights-0", "decode M.dcz -o X.caffemodel --max-weights 0", "--max-weights", False),
     ("bench-sparse-min-time-nan", "bench-sparse --min-time nan", "--min-time", False),
+    ("reproduce-target-rate-1", "reproduce lenet-5 --target-rate 1", "--target-rate", False),
+    ("compress-target-rate-nan", "compress --solver S.prototxt --weights Q.caffemodel --target-rate nan", "--target-rate",
+     False),
+    ("reproduce-max-drop-negative", "reproduce lenet-5 --max-drop -1", "--max-drop", False),
+    ("reproduce-two-budgets", "reproduce lenet-5 --target-rate 30 --max-drop 1", "not allowed with", False),
+    ("reproduce-budget-and-density", "reproduce lenet-5 --target-rate 30 --density 0.1", "--density", True),
 ]
 
 

@@ -63,6 +63,13 @@ def nonnegative_float(text: str) -> float:
     return v
 
 
+def compression_rate(text: str) -> float:
+    v = _number(text, float)
+    if not v > 1:
+        raise argparse.ArgumentTypeError("a compression rate is > 1 (dense size over compressed), got %r" % text)
+    return v
+
+
 def density(text: str) -> float:
     v = _number(text, float)
     if not 0 < v <= 1:
@@ -166,7 +173,7 @@ def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Di
 def add_budget_args(p) -> None:
     """--target-rate / --max-drop: a budget instead of densities (``reproduce`` and ``compress``)."""
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--target-rate", type=positive_float, metavar="X",
+    b.add_argument("--target-rate", type=compression_rate, metavar="X",
                    help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
                         "measures its reference's per-layer sensitivity on the validation split and chooses densities "
                         "whose encoded file reaches it")
