@@ -259,7 +259,8 @@ def cases():
         add("reproduce lenet-5 --density %s" % v)
     for v in ["0", "13", "-1", "x", "ip1=0", "ip1=13", "ipX=5", "5.5", "1e9"]:
         add("encode D.prototxt Q.caffemodel -o X.dcz --bits %s" % v)
-        add("encode D.prototxt QZ.caffemodel -o X.dcz --index-bits %s" % v)
+        if v not in ("0", "ip1=0"):   # index width 0 is valid: a dense record (format 1.1)
+            add("encode D.prototxt QZ.caffemodel -o X.dcz --index-bits %s" % v)
         add("quantize lenet-5 Q.caffemodel --bits %s" % v)
         add("reproduce lenet-5 --bits %s" % v)
     for v in ["nan", "-1", "x"]:
@@ -375,7 +376,10 @@ def launcher(argv):
 def cases():
     c = _all_cases()
     codec = ("encode ", "decode ", "inspect ", "import-net ", "export-net ")
-    c += [("%s %s" % (NO_CAFFE, cmd), demote) for cmd, demote in list(c) if cmd.startswith(codec)]
+    # Without Caffe there is no registry of layer types to check a prototxt against (forks add their own
+    # layers): an unknown type is accepted there with a note, by design, so that case is Caffe's alone.
+    c += [("%s %s" % (NO_CAFFE, cmd), demote) for cmd, demote in list(c)
+          if cmd.startswith(codec) and not cmd.startswith("encode badtype.prototxt")]
     for cmd in ["encode h40.caffemodel -o X.dcz", "encode trunc.caffemodel -o X.dcz", "encode rand.caffemodel",
                 "encode D.prototxt Q.caffemodel F -o X.dcz", "encode text.caffemodel -o X.dcz",
                 "encode varint.caffemodel -o X.dcz"]:
