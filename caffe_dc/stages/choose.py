@@ -73,8 +73,9 @@ def least_drop(baseline: float, curves, rate: float, bits: Mapping[str, int], in
     for c in curves:
         d = np.exp(np.linspace(math.log(float(c.densities[0])), 0.0, HULL_POINTS))
         size = c.weights * d * (bits[c.name] + index_bits)
-        h = _hull(size, sens.drop_at(c, baseline, d))
-        hulls[c.name] = (d[h], size[h], sens.drop_at(c, baseline, d)[h])
+        drop = sens.drop_at(c, baseline, d)
+        h = _hull(size, drop)
+        hulls[c.name] = (d[h], size[h], drop[h])
 
     def at(log_price: float) -> Dict[str, float]:
         price = math.exp(log_price)
