@@ -196,42 +196,19 @@ class Pipeline:
 
 
 def run_seeds(opts: RunOptions, n: int) -> str:
-    """The same run with ``n`` seeds (seed, seed + 1, ...); writes seeds.md / seeds.json beside them.
+    """The same run with ``n`` seeds (seed, seed + 1, ...); writes seeds.md / seeds.json beside them
+    (``report.seeds``). Returns the summary's path."""
+    from caffe_dc.report import seeds
 
-    One seed's accuracy change rests on a few hundred discordant images; the
-    spread over seeds shows how much of it is the luck of one training run.
-    Returns the summary's path.
-    """
-    from caffe_dc.algorithms import stats
-    from caffe_dc.base.tables import markdown_table
-
-    rows, runs = [], []
+    records, run_dirs = [], []
     for k in range(n):
         seed = opts.seed + k
         pl = Pipeline(opts.replace(seed=seed, out=os.path.join(opts.out, "seed-%d" % seed) if opts.out else None))
         pl.run()
-        with open(os.path.join(pl.run_dir, "metrics.json")) as f:
-            m = json.load(f)
-        runs.append(m)
-        rows.append([seed, pl.run_dir, "%.1fx" % m["compression"], "%+.2f" % m["accuracy_delta_pp"],
-                     "%+.2f" % (100 * m["paired"]["control->compressed"]["diff"]) if "control->compressed"
-                     in m["paired"] else "–"])
-    folder = opts.out or os.path.commonpath([os.path.dirname(r[1]) for r in rows])
-    net = opts.net or opts.solver
-    summary = {"net": net, "seeds": [r[0] for r in rows], "command": command_line()}
-    for key, values in (("compression", [m["compression"] for m in runs]),
-                        ("accuracy_delta_pp", [m["accuracy_delta_pp"] for m in runs])):
-        summary[key] = dict(zip(("mean", "sd"), stats.mean_sd(values)), values=values)
-    lines = ["# %s over %d seeds" % (net, n), "", "Made by `%s`." % summary["command"], "",
-             markdown_table(["seed", "run", "rate", "Δ acc. vs reference (pp)", "Δ acc. vs control (pp)"], rows), "",
-             "Rate %.1fx ± %.1f, accuracy change %+.2f ± %.2f pp (mean ± sd over seeds)."
-             % (summary["compression"]["mean"], summary["compression"]["sd"],
-                summary["accuracy_delta_pp"]["mean"], summary["accuracy_delta_pp"]["sd"]), ""]
-    os.makedirs(folder, exist_ok=True)
-    atomic_write(os.path.join(folder, "seeds.json"), json.dumps(summary, indent=2).encode())
-    path = os.path.join(folder, "seeds.md")
-    atomic_write(path, "\n".join(lines).encode())
-    return path
+        run_dirs.append(pl.run_dir)
+        records.extend(seeds.records_of([os.path.join(pl.run_dir, "metrics.json")]))
+    folder = opts.out or os.path.commonpath([os.path.dirname(d) for d in run_dirs])
+    return seeds.write(folder, records, run_dirs, command_line(), opts.net or opts.solver)
 
 
 def default_run_dir(src, info, preset: str, opts: RunOptions) -> str:
