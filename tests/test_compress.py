@@ -213,8 +213,13 @@ def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
     assert "default" in where and s.iters_per_round == 8 and s.rounds == 3
     assert s.budget["max_drop_pp"] == 0.5 and s.densities == {}
     assert s.bits == {"conv1": 8, "conv2": 8, "conv3": 8, "fc": 5}
+    assert s.closed_loop == schedules.search_loop(0.5)     # and past the chosen densities while the drop holds
     s, _, _ = resolve_schedule(src, sched, opts.replace(target_rate=20.0))
     assert s.budget["target_rate"] == 20.0 and s.densities == {}
+    s, _, _ = resolve_schedule(src, None, opts.replace(target_rate=20.0))   # a rate is where the loop stops
+    assert s.closed_loop == {"max_drop_pp": 0.5, "max_rounds": schedules.SEARCH_ROUNDS}
+    s, _, _ = resolve_schedule(src, sched, opts.replace(max_drop=1.5))
+    assert s.budget["max_drop_pp"] == 1.5 and s.closed_loop == schedules.search_loop(1.5)
     s, _, _ = resolve_schedule(src, sched, opts.replace(bits={"*": 7, "fc": 3}, rounds=2))
     assert s.bits == {"conv1": 7, "conv2": 7, "conv3": 7, "fc": 3} and s.rounds == 2
     from caffe_dc.report.run_report import user_data_note
@@ -294,3 +299,27 @@ def test_a_net_without_data_layers_is_a_clear_error(custom_net, tmp_path):
     assert_clean_error(p, "has no Data layers (it reads its input through Input)", "TRAIN-phase Data layer")
     p = run_cli("compress", "--solver", str(tmp_path / "none.prototxt"), "--weights", ref, cwd=str(tmp_path))
     assert_clean_error(p, "no such solver")
+
+
+def test_max_drop_searches_past_the_chosen_densities_within_the_measured_drop(custom_net, tmp_path):
+    """`compress --max-drop PP`: the sensitivity curves give a first waypoint; the closed loop then goes on
+    past it while the validation drop measured after retraining stays within PP, and keeps the last round
+    that held (60 validation images: one image is 1.67 pp, so the budget here is 5 pp)."""
+    root, solver, ref, test, _ = custom_net
+    out = tmp_path / "run"
+    p = run_cli("compress", "--solver", solver, "--weights", ref, "--test-lmdb", test, "--max-drop", "5",
+                "--out", out, cwd=str(root))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    state = json.load(open(str(out / "pipeline.json")))
+    loop, rounds = state["prune"]["closed_loop"], state["prune"]["rounds"]
+    assert loop["past_targets"] and loop["max_drop_pp"] == 5.0 and loop["stopped"] in ("min_step", "cap")
+    assert 1 <= len(rounds) <= schedules.SEARCH_ROUNDS
+    for r in rounds:
+        assert r["held"] == (r["measured_drop_pp"] <= 5.0)
+    held = [r for r in rounds if r["held"]]
+    if held:    # the file holds the last round that held, the sparsest within the drop
+        assert loop["held_round"] == held[-1]["round"]
+        assert state["prune"]["density"] == pytest.approx(held[-1]["density"])
+        assert held[-1]["density"] == min(r["density"] for r in held)
+    report = (out / "report.md").read_text()
+    assert "searched for the largest rate within the drop" in report

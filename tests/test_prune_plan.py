@@ -114,8 +114,50 @@ def test_schedule_key_is_validated_and_round_trips():
                       ({"max_drop_pp": True, "max_rounds": 6}, "max_drop_pp"),
                       ({"max_drop_pp": 0.5, "max_rounds": 1}, "below rounds"),
                       ({"max_drop_pp": 0.5, "max_rounds": 2.5}, "max_rounds"),
-                      ({"max_drop_pp": 0.5}, "exactly"), ([0.5, 6], "exactly")):
+                      ({"max_drop_pp": 0.5}, "max_rounds"), ([0.5, 6], "max_rounds"),
+                      ({"max_drop_pp": 0.5, "max_rounds": 6, "past_targets": 1}, "past_targets"),
+                      ({"max_drop_pp": 0.5, "max_rounds": 6, "beyond": True}, "optionally")):
         with pytest.raises(InputError) as e:
             from_dict(dict(DOC, closed_loop=bad), ["ip1"], where="s.json")
         msg = str(e.value)
         assert "\n" not in msg and msg.startswith("s.json: closed_loop") and word in msg
+
+
+def test_past_targets_goes_on_while_rounds_hold_and_keeps_the_last_that_held():
+    s = pp.Settings(0.5, 12, past_targets=True)
+    drops = [0.0, 0.1, 0.2]              # to the targets, then past them with slack, steps at most the first
+    p = pp.plan(TARGETS, 2, s, drops)
+    assert [t["progress"] for t in p.tried] == [0.5, 1.0, 1.5]
+    assert p.stopped is None and p.next.progress == 2.0
+    for n, t in TARGETS.items():         # past the targets every layer keeps target ** progress, sparser
+        assert p.next.densities[n] == pytest.approx(t ** 2.0) and p.next.densities[n] < t
+    assert p.next.planned_drop_pp == 0.5   # the whole budget, never more
+    # a round over budget is retried from the last that held at a smaller step, never built on
+    p = pp.plan(TARGETS, 2, s, drops + [0.9])
+    assert p.held_round == 3 and p.held_progress == 1.5 and p.next.start_round == 3
+    assert 1.5 < p.next.progress < p.tried[-1]["progress"]
+
+
+def test_past_targets_ends_at_the_smallest_step_or_the_cap_never_at_the_targets():
+    s = pp.Settings(0.5, 40, past_targets=True)
+    drops, p = [], pp.plan(TARGETS, 2, s, [])
+    while p.next is not None:
+        drops.append(0.0 if p.next.progress <= 3.0 else 0.6)   # holds up to 3x the way, not beyond
+        p = pp.plan(TARGETS, 2, s, drops)
+    assert p.stopped == "min_step" and 2.5 <= p.held_progress <= 3.0
+    assert all(t["held"] == (t["progress"] <= 3.0) for t in p.tried)
+    capped = pp.plan(TARGETS, 2, pp.Settings(0.5, 3, past_targets=True), [0.0, 0.0, 0.0])
+    assert capped.stopped == "cap" and capped.held_progress == 1.5
+    # without it, the same drops stop at the targets
+    assert pp.plan(TARGETS, 2, pp.Settings(0.5, 40), [0.0, 0.0]).stopped == "target"
+
+
+def test_search_loop_is_what_max_drop_declares():
+    from caffe_dc.algorithms import schedule as schedules
+    loop = schedules.search_loop(0.5)
+    assert loop == {"max_drop_pp": 0.5, "max_rounds": schedules.SEARCH_ROUNDS, "past_targets": True}
+    s = from_dict(dict(DOC, closed_loop=loop), ["ip1"])
+    assert s.closed_loop == loop and from_dict(s.to_dict(), ["ip1"]).closed_loop == loop
+    doc = schedules.default_document(1000)
+    assert doc["closed_loop"] == schedules.search_loop(schedules.DEFAULT_MAX_DROP_PP)
+    assert doc["budget"]["max_drop_pp"] == schedules.DEFAULT_MAX_DROP_PP

@@ -37,6 +37,17 @@ are the targets exactly. The loop ends when a round at p = 1 holds, when
 the last round that held: the targets, or the last densities that held
 when the loop stopped short.
 
+**Past the targets** (``Settings.past_targets``, what ``--max-drop`` sets):
+the targets are only a first waypoint and a direction, chosen from curves
+measured without retraining, which overstate what a layer loses once the
+net has retrained. The loop then goes on past p = 1 (layer n keeps
+``target_n ** p``, sparser as p grows), by the same step rule with steps
+no larger than the first (the curves say nothing of what lies past the
+targets), and ends
+only when a round at the smallest step fails or at the cap: the highest
+rate whose measured validation drop after retraining stays within
+``max_drop_pp``, as far as the rounds can find it.
+
 Everything is a pure function of the targets, the settings and the
 measured drops so far, so a resumed run that reads the drops back from its
 rounds' metrics makes the same decisions.
@@ -57,6 +68,7 @@ EPS = 1e-12
 class Settings(NamedTuple):
     max_drop_pp: float   # allowed drop of validation accuracy after retraining, percentage points, > 0
     max_rounds: int      # cap on the rounds run, >= the schedule's rounds
+    past_targets: bool = False   # go on past the targets while rounds hold (the largest rate within the drop)
 
 
 class Step(NamedTuple):
@@ -82,15 +94,24 @@ class Plan(NamedTuple):
 
 def densities_at(targets: Mapping[str, float], progress: float) -> Dict[str, float]:
     """Each layer's kept share at ``progress`` (exactly its target at 1.0)."""
-    return {n: (float(t) if progress >= 1.0 else float(t) ** progress) for n, t in targets.items()}
+    return {n: (float(t) if progress == 1.0 else float(t) ** progress) for n, t in targets.items()}
 
 
 def planned_drop(settings: Settings, progress: float) -> float:
-    return settings.max_drop_pp * progress
+    return settings.max_drop_pp * min(progress, 1.0)
 
 
 def _advance(p: float, step: float) -> float:
-    return 1.0 if p + step >= 1.0 - EPS else p + step
+    """Where a step from ``p`` lands: the targets exactly when it reaches them from below."""
+    return 1.0 if p < 1.0 - EPS and p + step >= 1.0 - EPS else p + step
+
+
+def _limit(step: float, held_p: float, first: float, settings: Settings) -> float:
+    """Below the targets no step overshoots them; past them (if allowed) no step exceeds the first, since
+    the curves that chose the targets say nothing of what lies beyond."""
+    if held_p < 1.0 - EPS or not settings.past_targets:
+        return min(step, 1.0 - held_p) if held_p < 1.0 - EPS else step
+    return min(step, first)
 
 
 def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: Sequence[float]) -> Plan:
@@ -100,7 +121,7 @@ def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: S
     smallest = first * MIN_STEP_SHARE
     held_p, held_r, step, stopped, tried = 0.0, 0, first, None, []
     for r, d in enumerate(drops, 1):
-        step = min(step, 1.0 - held_p)
+        step = _limit(step, held_p, first, settings)
         p = _advance(held_p, step)
         want = planned_drop(settings, p)
         held = d <= settings.max_drop_pp
@@ -109,21 +130,24 @@ def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: S
         if held:
             held_p, held_r = p, r
             factor = min(GROW, max(SHRINK, (settings.max_drop_pp - d) / (settings.max_drop_pp / 2.0)))
-            reach = (1.0 - held_p) / max(1, settings.max_rounds - r)   # what the cap still allows
+            # a step that the cap could not reach the targets at is raised, unless the targets are a waypoint
+            reach = 0.0 if settings.past_targets else (1.0 - held_p) / max(1, settings.max_rounds - r)
             step = max(smallest, step * factor, reach)
         else:
             if step <= smallest + EPS:
                 stopped = "min_step"
             step = max(smallest, step * SHRINK)
-    if stopped is None and held_p >= 1.0:
+    if stopped is None and held_p >= 1.0 and not settings.past_targets:
         stopped = "target"
     if stopped is None and len(drops) >= settings.max_rounds:
         stopped = "cap"
     if stopped is not None:
         return Plan(None, held_r, held_p, stopped, tried)
-    step = min(step, 1.0 - held_p)
+    step = _limit(step, held_p, first, settings)
     p = _advance(held_p, step)
-    left = min(settings.max_rounds - len(drops), int(math.ceil((1.0 - held_p) / step - EPS)))
+    left = settings.max_rounds - len(drops)
+    if held_p < 1.0:
+        left = min(left, int(math.ceil((1.0 - held_p) / step - EPS)))
     nxt = Step(len(drops) + 1, held_r, held_p, p, step, densities_at(targets, p), planned_drop(settings, p), left)
     return Plan(nxt, held_r, held_p, None, tried)
 

@@ -47,6 +47,8 @@ BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images", "allocation")
 ALLOCATIONS = ("shared_drop", "least_drop")   # stages.choose.Allocation's values
 DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
+SEARCH_ROUNDS = 12          # the round cap of a --max-drop search (closed loop past the targets)
+LOOP_KEYS = ("max_drop_pp", "max_rounds", "past_targets")
 
 
 def layer_kind(caffe_type: str) -> str:
@@ -302,16 +304,23 @@ def _budget(v) -> Optional[dict]:
 
 
 def _closed_loop(v, rounds: int) -> dict:
-    """``{"max_drop_pp": > 0, "max_rounds": >= rounds}`` (``algorithms.prune_plan``)."""
-    if not isinstance(v, Mapping) or sorted(v) != ["max_drop_pp", "max_rounds"]:
-        raise InputError("closed_loop must be an object with exactly max_drop_pp and max_rounds, got %r" % (v,))
+    """``{"max_drop_pp": > 0, "max_rounds": >= rounds[, "past_targets": bool]}`` (``algorithms.prune_plan``)."""
+    if not isinstance(v, Mapping) or not {"max_drop_pp", "max_rounds"} <= set(v) <= set(LOOP_KEYS):
+        raise InputError("closed_loop must be an object with max_drop_pp and max_rounds (and optionally "
+                         "past_targets), got %r" % (v,))
+    past = v.get("past_targets", False)
+    if not isinstance(past, bool):
+        raise InputError("closed_loop past_targets must be true or false, got %r" % (past,))
     drop = v["max_drop_pp"]
     if isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not math.isfinite(drop) or not 0 < drop <= 100:
         raise InputError("closed_loop max_drop_pp must be percentage points in (0, 100], got %r" % (drop,))
     cap = _int(v["max_rounds"], "closed_loop max_rounds", 1)
     if cap < rounds:
         raise InputError("closed_loop max_rounds (%d) is below rounds (%d), where the loop starts" % (cap, rounds))
-    return {"max_drop_pp": float(drop), "max_rounds": cap}
+    out = {"max_drop_pp": float(drop), "max_rounds": cap}
+    if past:   # only then: a loop without it reads (and fingerprints) as it always did
+        out["past_targets"] = True
+    return out
 
 
 def _reference_rule(doc, cap: Optional[int]):
@@ -348,11 +357,18 @@ def read_document(path: str) -> dict:
         raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
 
 
+def search_loop(max_drop_pp: float, max_rounds: int = SEARCH_ROUNDS) -> dict:
+    """The closed loop of a ``max_drop_pp`` budget: the chosen densities are a first waypoint, and pruning goes
+    on past them while the measured validation drop after retraining stays within the budget
+    (``prune_plan``, past the targets): the largest rate it finds within the drop, not the curves' guess."""
+    return {"max_drop_pp": float(max_drop_pp), "max_rounds": int(max_rounds), "past_targets": True}
+
+
 def default_document(solver_max_iter: int) -> dict:
     """The schedule of a net of one's own when none is given: a budget, not fixed densities. The run
-    measures its reference's per-layer sensitivity on the validation split and prunes each layer as far
-    as it can while pruning it alone costs at most ``DEFAULT_MAX_DROP_PP`` of validation accuracy;
-    each of the rounds (3 to 10, as the curves need) retrains a fifth of the solver's own max_iter at
+    measures its reference's per-layer sensitivity on the validation split, prunes each layer as far
+    as it can while pruning it alone costs at most ``DEFAULT_MAX_DROP_PP`` of validation accuracy, and
+    then further while the measured drop after retraining stays within it (``search_loop``); each of the rounds (3 to 10, as the curves need) retrains a fifth of the solver's own max_iter at
     a tenth of its learning rate (the paper's LeNet factor); bits are the layer types' defaults
     (``base.layer_policy``)."""
     iters = max(1, int(solver_max_iter) // 5)
@@ -363,7 +379,8 @@ def default_document(solver_max_iter: int) -> dict:
                            "max_iter/5 of your solver at 1/10 of its base_lr"
                            % (DEFAULT_MAX_DROP_PP, ", ".join("%d-bit %s" % (b, k.strip("[]")) for k, b in bits.items())),
             "rounds": 3, "iters_per_round": iters, "finetune_iters": iters, "lr_factor": 0.1,
-            "budget": {"max_drop_pp": DEFAULT_MAX_DROP_PP, "min_rounds": 3, "max_rounds": 10}, "bits": bits}
+            "budget": {"max_drop_pp": DEFAULT_MAX_DROP_PP, "min_rounds": 3, "max_rounds": 10}, "bits": bits,
+            "closed_loop": search_loop(DEFAULT_MAX_DROP_PP)}
 
 
 def builtin(net: str, preset: str = "full") -> str:

@@ -178,5 +178,7 @@ def add_budget_args(p) -> None:
                         "measures its reference's per-layer sensitivity on the validation split and chooses densities "
                         "whose encoded file reaches it")
     b.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
-                   help="a budget instead of densities: prune each layer as far as pruning it alone costs at most PP "
-                        "percentage points of validation accuracy (a net of your own without --schedule: 0.5)")
+                   help="a budget instead of densities: the largest rate within PP percentage points of validation "
+                        "accuracy; each layer is first pruned as far as pruning it alone costs at most PP, then all "
+                        "further, round by round, while the drop measured after retraining stays within PP (a net of "
+                        "your own without --schedule: 0.5)")

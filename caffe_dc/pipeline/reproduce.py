@@ -66,6 +66,12 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
         recipe = {k: v for k, v in (doc.get("budget") or {}).items() if k not in aims}
         doc["budget"] = dict(recipe, **{k: v for k, v in aims.items() if v is not None})
         doc.pop("densities", None)
+        loop = doc.get("closed_loop") if isinstance(doc.get("closed_loop"), dict) else {}
+        if opts.max_drop:   # the largest rate within the drop, as measured after retraining
+            doc["closed_loop"] = schedules.search_loop(opts.max_drop, max(schedules.SEARCH_ROUNDS,
+                                                                          int(loop.get("max_rounds") or 0)))
+        elif loop.get("past_targets"):   # a target rate is where the loop stops
+            doc["closed_loop"] = {k: v for k, v in loop.items() if k != "past_targets"}
     for key, given in (("densities", opts.density), ("bits", opts.bits)):
         if given:
             # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys

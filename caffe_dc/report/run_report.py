@@ -179,6 +179,18 @@ def _stage_list(rec: RunRecord) -> str:
     return markdown_table(["#", "stage", "", "seconds", "fingerprint"], rows)
 
 
+def _loop_outcome(loop: dict) -> str:
+    if loop.get("past_targets"):
+        where = ("%.2f times as far as the chosen densities (each layer keeps its chosen density ** %.2f)"
+                 % (loop["progress"], loop["progress"]) if loop["progress"] >= 1.0 else
+                 "%s of the way to the chosen densities, which did not hold" % pct(loop["progress"]))
+        return ("; it searched for the largest rate within the drop, past the chosen densities if they held, and "
+                "keeps round %d: %s" % (loop["held_round"], where))
+    if loop.get("reached_targets", True):
+        return ""
+    return ", **short of the targets**: the file holds the last round that held"
+
+
 def _rounds(rec: RunRecord) -> list:
     """Pruning round by round, planned against measured (the closed loop's own record, else the open plan's)."""
     prune = rec.state["prune"]
@@ -188,9 +200,8 @@ def _rounds(rec: RunRecord) -> list:
         table = prune_plan.rounds_table(prune["rounds"])
         note = ("Closed loop (`closed_loop` %s): each round's measured drop after retraining, against the reference's "
                 "%s on validation, re-planned the rounds left; it stopped on `%s`%s."
-                % (json.dumps({k: loop.get(k) for k in ("max_drop_pp", "max_rounds")}), pct(ref, 2),
-                   loop.get("stopped"), "" if loop.get("reached_targets", True) else
-                   ", **short of the targets**: the file holds the last round that held"))
+                % (json.dumps({k: loop[k] for k in ("max_drop_pp", "max_rounds", "past_targets") if k in loop}),
+                   pct(ref, 2), loop.get("stopped"), _loop_outcome(loop)))
     else:
         with open(os.path.join(rec.run_dir, "prune", "metrics.json")) as f:
             done = json.load(f)["rounds"]

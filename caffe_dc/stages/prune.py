@@ -247,7 +247,8 @@ def _closed_loop(c: _RoundContext, ref_model: str, ref_acc: float, targets: Dict
     cfg = c.cfg
     if cfg.densities is None:
         raise InputError("a closed-loop schedule needs target densities, not qualities")
-    settings = prune_plan.Settings(float(cfg.closed_loop["max_drop_pp"]), int(cfg.closed_loop["max_rounds"]))
+    settings = prune_plan.Settings(float(cfg.closed_loop["max_drop_pp"]), int(cfg.closed_loop["max_rounds"]),
+                                   bool(cfg.closed_loop.get("past_targets", False)))
     models, rounds = {0: ref_model}, []
     total = sum(c.n_orig.values())
     while True:
