@@ -331,23 +331,51 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
     are refused. Raises a one-line InputError for anything else it cannot run.
     """
     from caffe_dc.pycaffe import datasets
-    pb = caffe_pb2()
     sp = load_solver_proto(solver_path)
-    sdir = os.path.dirname(os.path.abspath(solver_path))
+    param, where, tv_path = _user_train_val(sp, solver_path)
+    sources = _data_sources(param, where, os.path.dirname(tv_path), os.path.dirname(os.path.abspath(solver_path)))
+    n_train = datasets.lmdb_entries(sources["train"])
+    n_val = datasets.lmdb_entries(sources["test"])
+    n_test = None
+    if test_lmdb is not None:
+        test_lmdb = os.path.abspath(test_lmdb)
+        n_test = datasets.lmdb_entries(test_lmdb)
+    check_unshared(param, where)
+    changes = _standard_accuracy_tops(param, where)
+    val, test = _split_nets(param, n_val, test_lmdb, n_test, changes)
+    data_dir = os.path.dirname(sources["train"])
+    name = os.path.basename(data_dir) or os.path.basename(sources["train"])
+    # Without a held-out test LMDB there is no separate validation split: val falls back to the
+    # TEST source (DataInfo.split), as for ImageNet's val LMDB.
+    info = datasets.DataInfo(name, sources["train"], test_lmdb or sources["test"], n_train,
+                             n_test if test_lmdb else n_val, val_lmdb=sources["test"] if test_lmdb else None,
+                             n_val=n_val if test_lmdb else None, source=data_dir)
+    net_name = param.name or os.path.splitext(os.path.basename(tv_path))[0]
+    return NetSource(net_name, val, test, sp, info, paper=False,
+                     origin=(("solver", os.path.abspath(solver_path)), ("train_val", tv_path)), changes=tuple(changes))
+
+
+def _user_train_val(sp, solver_path: str):
+    """(train_val, where it was read, its path) of a user's solver: its ``net:`` file or inline ``net_param``
+    (then moved out of the solver, which the stages give a net file of their own)."""
     if sp.train_net or sp.test_net or sp.HasField("train_net_param") or len(sp.test_net_param):
         raise InputError("%s: give the net as one train_val with `net:` (train_net/test_net pairs are not supported)"
                          % solver_path)
     if sp.HasField("net_param"):
-        param, where = type(sp.net_param)(), solver_path
+        param = type(sp.net_param)()
         param.CopyFrom(sp.net_param)
         sp.ClearField("net_param")
-        tv_path = solver_path
-    elif sp.net:
-        tv_path = _existing(sp.net, sdir)
-        param, where = load_net_proto(tv_path), tv_path
-    else:
-        raise InputError("%s names no net (`net: \"train_val.prototxt\"`)" % solver_path)
-    tdir = os.path.dirname(tv_path)
+        return param, solver_path, solver_path
+    if sp.net:
+        tv_path = _existing(sp.net, os.path.dirname(os.path.abspath(solver_path)))
+        return load_net_proto(tv_path), tv_path, tv_path
+    raise InputError("%s names no net (`net: \"train_val.prototxt\"`)" % solver_path)
+
+
+def _data_sources(param, where: str, tdir: str, sdir: str) -> Dict[str, str]:
+    """{"train", "test"}: the LMDB each phase's one Data layer reads, made absolute in ``param`` (as is a
+    mean file), relative paths resolved beside the train_val, then the solver."""
+    lmdb = caffe_pb2().DataParameter.LMDB
     counts = {"train": [], "test": []}
     for layer in param.layer:
         if layer.type == "Data":
@@ -361,11 +389,10 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
         if len(counts[phase]) != 1:
             raise InputError("%s needs exactly one %s-phase Data layer, found %d" % (where, phase.upper(),
                                                                                      len(counts[phase])))
-    changes = []
     sources = {}
     for phase, (layer,) in counts.items():
         dp = layer.data_param
-        if dp.backend != pb.DataParameter.LMDB:
+        if dp.backend != lmdb:
             raise InputError("%s: Data layer %r reads a LEVELDB; caffe-dc reads LMDBs (`backend: LMDB`)"
                              % (where, layer.name))
         if not dp.source:
@@ -374,17 +401,16 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
         sources[phase] = dp.source
         if layer.transform_param.mean_file:
             layer.transform_param.mean_file = _existing(layer.transform_param.mean_file, tdir, sdir)
-    n_train = datasets.lmdb_entries(sources["train"])
-    n_val = datasets.lmdb_entries(sources["test"])
-    if test_lmdb is not None:
-        test_lmdb = os.path.abspath(test_lmdb)
-        n_test = datasets.lmdb_entries(test_lmdb)
-    check_unshared(param, where)
+    return sources
+
+
+def _standard_accuracy_tops(param, where: str) -> List[str]:
+    """Rename the Accuracy tops to Caffe's usual names, which the stages read (the tops are outputs, so
+    renaming them changes no number); the changes made, as the report lists them."""
     acc = [a for a in accuracy_layers(param) if a[3] == 1]
     if not acc:
         raise InputError("%s has no TEST-phase Accuracy layer (top_k 1) to score the models with" % where)
-    # The stages read the accuracy under Caffe's usual names; the tops are outputs, so renaming
-    # them changes no number.
+    changes = []
     for layer in param.layer:
         if layer.type == "Accuracy" and layer.top and layer.name in [a[0] for a in accuracy_layers(param)]:
             k = int(layer.accuracy_param.top_k or 1)
@@ -392,8 +418,13 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
             if layer.top[0] != want and not any(want in (l.top) for l in param.layer):
                 changes.append("Accuracy layer %r's top %r read as %r" % (layer.name, layer.top[0], want))
                 layer.top[0] = want
-    test_layer = counts["test"][0]
-    batch = int(test_layer.data_param.batch_size)
+    return changes
+
+
+def _split_nets(param, n_val: int, test_lmdb: Optional[str], n_test: Optional[int], changes: List[str]):
+    """(validation net, test net): ``param`` with its TEST Data layer on each split, its batch made to divide
+    the split's size so that each image counts once (the change appended to ``changes``)."""
+    batch = int(data_layers(param)["test"].data_param.batch_size)
     val = type(param)()
     val.CopyFrom(param)
     data_layers(val)["test"].data_param.batch_size = exact_batch(n_val, batch)
@@ -410,16 +441,7 @@ def user_source(solver_path: str, test_lmdb: Optional[str] = None) -> NetSource:
         if b != batch:
             changes.append("TEST batch %d -> %d on the %s split, so that it divides its %d images "
                            "(each counted once)" % (batch, b, what, n))
-    data_dir = os.path.dirname(sources["train"])
-    name = os.path.basename(data_dir) or os.path.basename(sources["train"])
-    # Without a held-out test LMDB there is no separate validation split: val falls back to the
-    # TEST source (DataInfo.split), as for ImageNet's val LMDB.
-    info = datasets.DataInfo(name, sources["train"], test_lmdb or sources["test"], n_train,
-                             n_test if test_lmdb else n_val, val_lmdb=sources["test"] if test_lmdb else None,
-                             n_val=n_val if test_lmdb else None, source=data_dir)
-    net_name = param.name or os.path.splitext(os.path.basename(tv_path))[0]
-    return NetSource(net_name, val, test, sp, info, paper=False,
-                     origin=(("solver", os.path.abspath(solver_path)), ("train_val", tv_path)), changes=tuple(changes))
+    return val, test
 
 
 def solver_changes(before, after) -> List[str]:

@@ -89,12 +89,7 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
         if bad:
             raise InputError("cannot quantize %s: not a compressed layer (%s)" % (", ".join(bad), ", ".join(masked)))
     layers = [n for n in masked if only is None or n in only]
-    types = {l.name: l.type for l in base.layer}
-    bits = {n: layer_policy.default_bits(types[n], src.name if src.paper else None, n) for n in layers}
-    for n, b in (cfg.bits or {}).items():
-        if n not in bits:
-            raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
-        bits[n] = quantization.check_bits(b)
+    bits = _layer_bits(src, layers, cfg.bits)
     init = quantization.Init.parse(cfg.init)
     centroid_grad = quantization.CentroidGrad.parse(cfg.centroid_grad)
     test_iter = solving.test_iters_for(base, info.split("val")[1])
@@ -110,19 +105,7 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
     tv = os.path.join(out_dir, "train_val.prototxt")
     save_net_proto(net, tv)
 
-    init_path = os.path.join(out_dir, "clustered.caffemodel")
-    info_path = os.path.join(out_dir, "clusters.json")
-    if os.path.isfile(init_path) and os.path.isfile(info_path):
-        with open(info_path) as f:
-            linfo = json.load(f)
-    else:
-        qparams, linfo = quantize_params(params, layers, bits, init, cfg.seed)
-        for n in [m for m in masked if m not in layers]:  # float layers keep (or get) a mask: zeros stay zero
-            key = blob_name(n, MASK)
-            if key not in qparams:
-                qparams[key] = LayerParams("Parameter", [(params[n].blobs[0] != 0).astype(np.float32)])
-        save_params(qparams, init_path)
-        atomic_write(info_path, json.dumps(linfo).encode())
+    init_path, linfo = _clustered(params, masked, layers, bits, init, cfg.seed, out_dir)
     pruned_acc = solving.accuracy_of(solving.evaluate(base_path, pruned_model, test_iter, verbose))
     before = solving.accuracy_of(solving.evaluate(tv, init_path, test_iter, verbose))
     if progress:
@@ -139,15 +122,7 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
                        desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose,
                        centroid_grad=centroid_grad)
     after = solving.accuracy_of(hist[-1])
-    qp = load_params(final)
-    rows = []
-    for n in layers:
-        cb = qp[blob_name(n, CODEBOOK)].blobs[0]
-        linfo[n]["codebook_final"] = cb.tolist()
-        linfo[n]["distinct_nonzero"] = int(np.unique(qp[n].blobs[0][qp[n].blobs[0] != 0]).size)
-        r = linfo[n]["rate_formula"]
-        rows.append([n, linfo[n]["kept"], linfo[n]["bits"], linfo[n]["codebook_size"], linfo[n]["distinct_nonzero"],
-                     "%.1fx" % r if r else None])
+    rows = _fine_tuned_rows(load_params(final), layers, linfo)
     metrics = {
         "net": src.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
         "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "accuracy": after,
@@ -156,6 +131,48 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     metrics["table"] = text_table(["layer", "kept", "bits", "codebook", "distinct", "r=nb/(n log2k+kb)"], rows)
     return metrics
+
+
+def _layer_bits(src, layers: List[str], given: Optional[Dict[str, int]]) -> Dict[str, int]:
+    """Each quantized layer's bits: the layer policy's default, or the config's (checked)."""
+    types = {l.name: l.type for l in src.train_val.layer}
+    bits = {n: layer_policy.default_bits(types[n], src.name if src.paper else None, n) for n in layers}
+    for n, b in (given or {}).items():
+        if n not in bits:
+            raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
+        bits[n] = quantization.check_bits(b)
+    return bits
+
+
+def _clustered(params, masked: List[str], layers: List[str], bits: Dict[str, int], init, seed: int,
+               out_dir: str):
+    """(path, per-layer cluster info) of the k-means quantized model fine-tuning starts from; made once,
+    read back on a rerun (k-means on the same weights gives the same codebooks, but need not run twice)."""
+    init_path = os.path.join(out_dir, "clustered.caffemodel")
+    info_path = os.path.join(out_dir, "clusters.json")
+    if os.path.isfile(init_path) and os.path.isfile(info_path):
+        with open(info_path) as f:
+            return init_path, json.load(f)
+    qparams, linfo = quantize_params(params, layers, bits, init, seed)
+    for n in [m for m in masked if m not in layers]:  # float layers keep (or get) a mask: zeros stay zero
+        key = blob_name(n, MASK)
+        if key not in qparams:
+            qparams[key] = LayerParams("Parameter", [(params[n].blobs[0] != 0).astype(np.float32)])
+    save_params(qparams, init_path)
+    atomic_write(info_path, json.dumps(linfo).encode())
+    return init_path, linfo
+
+
+def _fine_tuned_rows(qp, layers: List[str], linfo: dict) -> List[list]:
+    """The console table's rows; adds each layer's final codebook and distinct values to ``linfo``."""
+    rows = []
+    for n in layers:
+        linfo[n]["codebook_final"] = qp[blob_name(n, CODEBOOK)].blobs[0].tolist()
+        linfo[n]["distinct_nonzero"] = int(np.unique(qp[n].blobs[0][qp[n].blobs[0] != 0]).size)
+        r = linfo[n]["rate_formula"]
+        rows.append([n, linfo[n]["kept"], linfo[n]["bits"], linfo[n]["codebook_size"], linfo[n]["distinct_nonzero"],
+                     "%.1fx" % r if r else None])
+    return rows
 
 
 # ---------------------------------------------------------------- the pipeline's stage
