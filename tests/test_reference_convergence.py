@@ -87,7 +87,7 @@ def test_schedule_keys_round_trip_and_fixed_length_stays_as_it_was(tmp_path):
 @pytest.mark.parametrize("net", ["lenet-300-100", "lenet-5"])
 def test_full_presets_train_the_reference_to_convergence_and_quick_ones_do_not(net):
     from caffe_dc.base.paper import PAPER_DENSITY
-    layers = list(PAPER_DENSITY[net])
+    layers = {n: "Convolution" if n.startswith("conv") else "InnerProduct" for n in PAPER_DENSITY[net]}
     full = S.load_schedule(S.builtin(net, "full"), layers)
     rule = full.reference_rule()
     assert rule is not None and rule.max_iters == full.reference_iters >= 10 * rule.eval_every
@@ -237,7 +237,11 @@ def test_reference_anneal_goes_with_the_rule():
 def test_the_full_presets_are_budgets():
     from caffe_dc.algorithms import schedule as sch
 
-    for net, layers in (("lenet-300-100", ["ip1", "ip2", "ip3"]), ("lenet-5", ["conv1", "conv2", "ip1", "ip2"])):
+    fc, conv = "InnerProduct", "Convolution"
+    for net, layers in (("lenet-300-100", {"ip1": fc, "ip2": fc, "ip3": fc}),
+                        ("lenet-5", {"conv1": conv, "conv2": conv, "ip1": fc, "ip2": fc})):
         s = sch.load_schedule(sch.builtin(net, "full"), layers)
         assert s.budget["target_rate"] > 1 and not s.densities
         assert s.reference_rule() is not None and s.reference_anneal and s.closed_loop
+        # the bits chosen on the validation split, by kind (LeNet-5: 5 everywhere, LeNet-300-100: 4)
+        assert s.bits == {n: 5 if net == "lenet-5" else 4 for n in layers}

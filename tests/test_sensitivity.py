@@ -201,6 +201,11 @@ def test_schedule_file_round_trip_and_bad_files(tmp_path):
         S.load_schedule(str(tmp_path / "none.json"), LENET5)
 
 
+def _types(layers):
+    """The paper's nets' prunable layers with their types (a preset may give bits by kind, ``[fc]``)."""
+    return {n: "Convolution" if n.startswith("conv") else "InnerProduct" for n in layers}
+
+
 def test_shipped_preset_schedules_load_for_their_nets():
     from caffe_dc.base import paper
 
@@ -210,12 +215,12 @@ def test_shipped_preset_schedules_load_for_their_nets():
                 path = S.builtin(net, preset)
             except InputError:
                 continue
-            s = S.load_schedule(path, list(paper.PAPER_DENSITY[net]))
+            s = S.load_schedule(path, _types(paper.PAPER_DENSITY[net]))
             # densities for every prunable layer, or a budget from which the run chooses them
             assert s.rounds >= 1 and (set(s.densities) == set(paper.PAPER_DENSITY[net]) or
                                       (s.budget and not s.densities)), (net, preset)
     for net in ("lenet-5", "lenet-300-100"):      # budgets: the run chooses on its own validation split
-        s = S.load_schedule(S.builtin(net, "full"), list(paper.PAPER_DENSITY[net]))
+        s = S.load_schedule(S.builtin(net, "full"), _types(paper.PAPER_DENSITY[net]))
         assert s.budget["target_rate"] > 1 and s.reference_iters and s.reference_rule() is not None
 
 
