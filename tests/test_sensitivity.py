@@ -333,6 +333,7 @@ def test_tiny_net_counts_match_caffe_and_weights_come_back(tiny, tmp_path):
     doc = run_sensitivity(proto, model, lmdb, str(tmp_path), images=50, grid=[0.5, 0.1], progress=False)
     assert (doc["images"], doc["batch"]) == (50, 25)         # 25 divides 50: no image counted twice
     assert [(l["name"], l["kind"]) for l in doc["layers"]] == [("c1", "conv"), ("f1", "fc")]
+    assert {"git_commit", "blas_kernel"} <= set(doc["environment"])    # it names where it was made
     base = caffe_count(proto, model, lmdb, 50, str(tmp_path))
     assert doc["baseline"]["correct"] == base
     params = load_params(model)

@@ -24,6 +24,7 @@ import numpy as np
 from caffe_dc.algorithms import pruning
 from caffe_dc.base.layer_policy import kind as layer_kind
 from caffe_dc.algorithms.sensitivity import density_grid
+from caffe_dc.base import provenance
 from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe import nets, rewrite, solving
 from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, save_net_proto
@@ -197,6 +198,7 @@ def run_sensitivity(net_or_prototxt: str, caffemodel: str, lmdb: str, out_dir: s
         "method": "one layer pruned alone by magnitude (density_mask), no retraining; top-1 counted per image",
         "baseline": {"correct": base, "accuracy": base / n},
         "grid": list(grid), "layers": out_layers, "seconds": round(time.time() - t0, 1),
+        "environment": provenance.environment(),   # the commit and BLAS kernel, as every result file names
     }
 
 
