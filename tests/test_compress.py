@@ -323,3 +323,27 @@ def test_max_drop_searches_past_the_chosen_densities_within_the_measured_drop(cu
         assert held[-1]["density"] == min(r["density"] for r in held)
     report = (out / "report.md").read_text()
     assert "searched for the largest rate within the drop" in report
+
+
+def test_a_collapsed_fine_tuning_keeps_the_clustered_model(custom_net, compressed, tmp_path):
+    """A centroid fine-tuning that diverges (here: the learning rate x 2000) ends far below its clustered
+    start on validation; the stage keeps the clustered model, says so, and records why."""
+    from caffe_dc.stages import quantize
+
+    root, solver, ref, test, _ = custom_net
+    state = json.load(open(str(compressed[0] / "pipeline.json")))
+    cfg = quantize.QuantConfig(bits={"conv1": 4, "conv2": 4, "conv3": 4, "fc": 3}, iters=8, lr_factor=2000.0,
+                               snapshot_every=4)
+    m = quantize.run_quantization(nets.user_source(solver), state["prune"]["caffemodel"], None,
+                                  str(tmp_path / "q"), cfg, progress=False)
+    last = m["history"][-1]["accuracy"]
+    assert quantize.collapsed(m["accuracy_before_finetune"], last), (m["accuracy_before_finetune"], last)
+    assert m["fine_tune_discarded"] and "collapsed" in m["fine_tune_discarded"]
+    assert m["accuracy"] == m["accuracy_before_finetune"]
+    kept = caffemodel.load_params(m["caffemodel"])
+    start = caffemodel.load_params(str(tmp_path / "q" / "clustered.caffemodel"))
+    assert set(kept) == set(start)
+    for k in start:
+        for a, b in zip(kept[k].blobs, start[k].blobs):
+            assert np.array_equal(a, b), k
+    assert not quantize.collapsed(0.90, 0.86) and quantize.collapsed(0.90, 0.84)

@@ -244,6 +244,8 @@ def _settings(rec: RunRecord, stats) -> list:
                                                     ", ".join("%s %s" % (b.name, "raw" if b.stored_raw else b.index_bits)
                                                               for b in stats.quantized)),
              _reference_line(s["reference"]), ""]
+    if s["quantize"].get("fine_tune_discarded"):
+        lines.insert(-1, "- **quantization: %s**" % s["quantize"]["fine_tune_discarded"])
     solver_changes = s["prune"].get("solver_changes")
     if solver_changes is not None:
         lines += ["## What was changed in the net's solver and train_val", "",

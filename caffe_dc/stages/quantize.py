@@ -31,6 +31,17 @@ from caffe_dc.base.tables import text_table
 from caffe_dc.stages.run import Run, indent
 
 
+# A fine-tuning that ends this many points of validation accuracy below its clustered start has
+# diverged (the paper's summed centroid gradients give a cluster of thousands of weights a step
+# thousands of times a weight's): the clustered model is kept instead, and the record says so.
+COLLAPSE_PP = 5.0
+
+
+def collapsed(before: float, after: float) -> bool:
+    """Did the fine-tuning collapse (accuracies as fractions)?"""
+    return 100.0 * (before - after) > COLLAPSE_PP
+
+
 class QuantConfig(NamedTuple):
     bits: Optional[Dict[str, int]] = None       # per layer; default: the paper's for this net
     init: str = "linear"
@@ -122,11 +133,19 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
                        desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose,
                        centroid_grad=centroid_grad)
     after = solving.accuracy_of(hist[-1])
+    discarded = None
+    if collapsed(before, after):
+        discarded = ("the fine-tuning collapsed (validation %.2f%% -> %.2f%%); the clustered model is kept"
+                     % (100 * before, 100 * after))
+        print("  warning: %s (try --centroid-grad mean or a smaller lr_factor)" % discarded)
+        save_params(load_params(init_path), final)
+        after = before
     rows = _fine_tuned_rows(load_params(final), layers, linfo)
     metrics = {
         "net": src.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
         "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "accuracy": after,
         "layers": linfo, "history": hist, "caffemodel": final, "prototxt": tv, "config": cfg._asdict(),
+        "fine_tune_discarded": discarded,
     }
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     metrics["table"] = text_table(["layer", "kept", "bits", "codebook", "distinct", "r=nb/(n log2k+kb)"], rows)
@@ -194,5 +213,5 @@ def run_stage(r: Run) -> dict:
     m = run_quantization(r.src, r.out("prune")["caffemodel"], r.info, r.path("quantize"), cfg, progress=r.progress)
     print(indent(m["table"]))
     return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
-            "accuracy_before_finetune": m["accuracy_before_finetune"],
+            "accuracy_before_finetune": m["accuracy_before_finetune"], "fine_tune_discarded": m["fine_tune_discarded"],
             "bits": {n: v["bits"] for n, v in m["layers"].items()}}
