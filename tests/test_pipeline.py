@@ -409,3 +409,24 @@ def test_a_changed_budget_redoes_choose_and_what_follows_not_the_reference(budge
     assert "[4/12] choose: settings changed: budget; redoing it" in p.stdout
     m = json.load(open(str(run / "metrics.json")))
     assert abs(m["compression"] / 25.0 - 1) <= 0.05, m["compression"]
+
+
+def test_seeds_write_a_summary_of_their_own_runs(tmp_path):
+    """`reproduce --seeds 2`: two runs (seed 1 and 2) in seed-N folders, and seeds.json / seeds.md made from
+    their records: each seed's rate, sha256 and paired change as its run wrote them."""
+    import hashlib
+
+    out = tmp_path / "seeds"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--seeds", "2", "--out", out, "--data-root",
+                tmp_path / "data", cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.load(open(str(out / "seeds.json")))
+    assert s["seeds"] == [1, 2] and [r["run"] for r in s["runs"]] == [str(out / "seed-1"), str(out / "seed-2")]
+    for r in s["runs"]:
+        m = json.load(open(str(out / ("seed-%d" % r["seed"]) / "metrics.json")))
+        blob = (out / ("seed-%d" % r["seed"]) / "model.dcz").read_bytes()
+        assert r["model_sha256"] == m["model_sha256"] == hashlib.sha256(blob).hexdigest()
+        assert r["rate"] == m["compression"] and r["seed"] == m["seed"]
+        assert r["vs_reference"]["diff_pp"] == pytest.approx(100 * m["paired"]["reference->compressed"]["diff"])
+    assert "change_vs_reference_pp" in s and "change_vs_control_pp" not in s   # no --dense-control
+    assert "lenet-300-100 over 2 seeds" in (out / "seeds.md").read_text()

@@ -109,9 +109,9 @@ def _advance(p: float, step: float) -> float:
 def _limit(step: float, held_p: float, first: float, settings: Settings) -> float:
     """Below the targets no step overshoots them; past them (if allowed) no step exceeds the first, since
     the curves that chose the targets say nothing of what lies beyond."""
-    if held_p < 1.0 - EPS or not settings.past_targets:
-        return min(step, 1.0 - held_p) if held_p < 1.0 - EPS else step
-    return min(step, first)
+    if held_p < 1.0 - EPS:
+        return min(step, 1.0 - held_p)
+    return min(step, first) if settings.past_targets else step
 
 
 def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: Sequence[float]) -> Plan:

@@ -368,8 +368,9 @@ def default_document(solver_max_iter: int) -> dict:
     """The schedule of a net of one's own when none is given: a budget, not fixed densities. The run
     measures its reference's per-layer sensitivity on the validation split, prunes each layer as far
     as it can while pruning it alone costs at most ``DEFAULT_MAX_DROP_PP`` of validation accuracy, and
-    then further while the measured drop after retraining stays within it (``search_loop``); each of the rounds (3 to 10, as the curves need) retrains a fifth of the solver's own max_iter at
-    a tenth of its learning rate (the paper's LeNet factor); bits are the layer types' defaults
+    then further while the measured drop after retraining stays within it (``search_loop``); each of
+    the rounds (3 to 10, as the curves need) retrains a fifth of the solver's own max_iter at a tenth
+    of its learning rate (the paper's LeNet factor); bits are the layer types' defaults
     (``base.layer_policy``)."""
     iters = max(1, int(solver_max_iter) // 5)
     bits = {kind_key(k.value): p.default_bits for k, p in layer_policy.KIND_POLICY.items()}

@@ -206,13 +206,13 @@ def run_seeds(opts: RunOptions, n: int) -> str:
     (``report.seeds``). Returns the summary's path."""
     from caffe_dc.report import seeds
 
-    records, run_dirs = [], []
+    run_dirs = []
     for k in range(n):
         seed = opts.seed + k
         pl = Pipeline(opts.replace(seed=seed, out=os.path.join(opts.out, "seed-%d" % seed) if opts.out else None))
         pl.run()
         run_dirs.append(pl.run_dir)
-        records.extend(seeds.records_of([os.path.join(pl.run_dir, "metrics.json")]))
+    records = seeds.records_of([os.path.join(d, "metrics.json") for d in run_dirs])
     folder = opts.out or os.path.commonpath([os.path.dirname(d) for d in run_dirs])
     return seeds.write(folder, records, run_dirs, command_line(), opts.net or opts.solver)
 

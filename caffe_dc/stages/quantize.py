@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Dict, List, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -22,7 +23,7 @@ from caffe_dc.pycaffe import solving
 from caffe_dc.base import layer_policy
 from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
-from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.fileio import atomic_path, atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
 from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe.solving import check_matches
@@ -138,7 +139,8 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
         discarded = ("the fine-tuning collapsed (validation %.2f%% -> %.2f%%); the clustered model is kept"
                      % (100 * before, 100 * after))
         print("  warning: %s (try --centroid-grad mean or a smaller lr_factor)" % discarded)
-        save_params(load_params(init_path), final)
+        with atomic_path(final) as tmp:
+            shutil.copyfile(init_path, tmp)
         after = before
     rows = _fine_tuned_rows(load_params(final), layers, linfo)
     metrics = {
