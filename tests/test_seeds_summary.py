@@ -80,3 +80,16 @@ def test_the_tool_refuses_an_empty_folder(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "summarize_seeds.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", json.dumps({"seed": 1})])
+def test_the_tool_refuses_a_broken_record_in_one_line(tmp_path, text):
+    d = tmp_path / "seed-1"
+    d.mkdir()
+    (d / "metrics.json").write_text(text)
+    (tmp_path / "seed-x").mkdir()                    # not a seed folder: ignored, not a crash
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "summarize_seeds.py"), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "seed-1" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "seeds.json").exists()
