@@ -6,10 +6,10 @@ def load_net(deploy, dcz, phase="TEST", **kwargs):
     """``caffe.Net`` of the prototxt ``deploy`` with the weights of the compressed file ``dcz``.
 
     ``caffe_dc.load_net("deploy.prototxt", "model.dcz")`` decodes in memory;
-    see ``caffe_dc.stages.encode.load_net``. Needs pycaffe, which is imported
+    see ``caffe_dc.pycaffe.dcz.load_net``. Needs pycaffe, which is imported
     only when this is called (``import caffe_dc`` does not import Caffe).
     """
-    from caffe_dc.stages.encode import load_net as load
+    from caffe_dc.pycaffe.dcz import load_net as load
 
     return load(deploy, dcz, phase, **kwargs)
 
@@ -21,8 +21,6 @@ def load_arrays(dcz, max_weights=None):
     blobs such as BatchNorm's), float32, in the net's order. ``max_weights``: refuse a file that
     declares more values than this (default: the decoder's, 2^28).
     """
-    from caffe_dc.stages import encode as encoding
+    from caffe_dc.codec import frontend
 
-    data = encoding.read_blob(dcz)
-    params, _, _ = encoding.decode_bytes(data) if max_weights is None else encoding.decode_bytes(data, max_weights)
-    return {name: list(lp.blobs) for name, lp in params.items()}
+    return frontend.load_arrays(dcz) if max_weights is None else frontend.load_arrays(dcz, max_weights)

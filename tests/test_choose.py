@@ -1,11 +1,11 @@
-"""Sharing a target rate out among the layers (stages/choose.py): no Caffe needed."""
+"""Sharing a target rate out among the layers (algorithms/allocation.py, stages/choose.py): no Caffe needed."""
 import numpy as np
 import pytest
 
+from caffe_dc.algorithms import allocation as ch
 from caffe_dc.algorithms import sensitivity as sens
-from caffe_dc.algorithms.schedule import ALLOCATIONS, from_dict
+from caffe_dc.algorithms.schedule import from_dict
 from caffe_dc.base.errors import InputError
-from caffe_dc.stages import choose as ch
 
 GRID = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 
@@ -44,11 +44,11 @@ def test_least_drop_meets_the_rate_exactly_and_spares_the_small_layer():
 
 
 def test_the_allocation_is_a_named_budget_option():
-    assert tuple(a.value for a in ch.Allocation) == ALLOCATIONS
     base = {"rounds": 1, "iters_per_round": 1, "finetune_iters": 1, "lr_factor": 0.1}
-    s = from_dict(dict(base, budget={"target_rate": 20, "allocation": "least_drop"}), ["big"])
-    assert s.budget["allocation"] == "least_drop"
-    with pytest.raises(InputError, match="allocation"):
+    for a in ch.Allocation:
+        s = from_dict(dict(base, budget={"target_rate": 20, "allocation": a.value}), ["big"])
+        assert ch.Allocation(s.budget["allocation"]) is a
+    with pytest.raises(InputError, match="'shared_drop' or 'least_drop', got 'greedy'"):
         from_dict(dict(base, budget={"target_rate": 20, "allocation": "greedy"}), ["big"])
 
 
@@ -79,8 +79,5 @@ def test_flat_curves_meet_the_rate_instead_of_jumping_to_the_sparsest(allocation
 
     def rate_of(d):
         return sens.estimated_rate(flat, d, bits)
-    if allocation is ch.Allocation.LEAST_DROP:
-        d = ch.least_drop(0.1, flat, 20, bits, 5, rate_of)
-    else:
-        d = sens.choose_target_rate(0.1, flat, 20, bits)
+    d = ch.allocate(allocation, 0.1, flat, 20, bits, sens.INDEX_BITS)
     assert rate_of(d) == pytest.approx(20, rel=1e-3)

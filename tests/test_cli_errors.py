@@ -11,7 +11,7 @@ from caffe_dc import cli
 from caffe_dc.base import provenance
 from caffe_dc.base.errors import InternalError
 from caffe_dc.codec import container
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 
 
 def _lines(text):
@@ -36,7 +36,7 @@ def test_internal_error_says_bug_then_the_details_and_status_1(blob, capsys, mon
     def broken(data, max_weights=None):
         raise InternalError("decoded codes exceed\nthe codebook")
 
-    monkeypatch.setattr(encoding, "decode_bytes", broken)
+    monkeypatch.setattr(frontend, "decode_bytes", broken)
     assert cli.main(["inspect", blob]) == 1
     err = _lines(capsys.readouterr().err)
     assert err[0] == ("caffe-dc inspect: internal error: decoded codes exceed the codebook (this is a bug in "

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
 import bench_dense1x1 as bench  # noqa: E402
-from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.codec import frontend  # noqa: E402
 
 
 def bottleneck(name, cin, mid, cout, project=False):
@@ -65,7 +65,7 @@ def test_auto_widths_store_the_nearly_dense_layers_dense_and_beat_the_papers(fig
     q, m = figures
     assert m["one_by_one_dense_records"] == 9
     assert m["dcz_bytes"] < m["dcz_paper_widths_bytes"]
-    data, stats = encoding.encode_params(q, None)
+    data, stats = frontend.encode_params(q, None)
     assert len(data) == m["dcz_bytes"]      # the default is auto
     t = stats.totals()
     assert np.isclose(m["bound_parts_bytes"]["streams_entropy"], t["entropy_bits"] / 8, atol=0.1)

@@ -15,8 +15,8 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams
 from caffe_dc.cli.args import expand, layer_values
 from caffe_dc.cli.codec import _index_bits
-from caffe_dc.stages import encode as encoding
-from caffe_dc.stages.encode import IndexWidth
+from caffe_dc.codec import frontend
+from caffe_dc.codec.frontend import IndexWidth
 
 
 def quantized(layers, density, bits, seed=0):
@@ -25,7 +25,7 @@ def quantized(layers, density, bits, seed=0):
     for name, ltype, shape in layers:
         params[name] = LayerParams(ltype, [rng.laplace(size=shape).astype(np.float32),
                                            rng.normal(size=shape[0]).astype(np.float32)])
-    return encoding.post_hoc(params, None, density, bits)
+    return frontend.post_hoc(params, None, density, bits)
 
 
 LENET = [("ip1", "InnerProduct", (300, 784)), ("ip2", "InnerProduct", (100, 300)), ("ip3", "InnerProduct", (10, 100))]
@@ -48,13 +48,13 @@ def widths(stats):
 
 
 def size_at(q, net, ib):
-    return len(encoding.encode_params(q, net, ib)[0])
+    return len(frontend.encode_params(q, net, ib)[0])
 
 
 def test_the_default_is_auto_the_smallest_record_per_layer(lenet):
-    data, stats = encoding.encode_params(lenet, "lenet-300-100")
-    assert data == encoding.encode_params(lenet, "lenet-300-100", default=IndexWidth.AUTO)[0]
-    assert data == encoding.encode_params(lenet, "lenet-300-100", {n: None for n, _, _ in LENET})[0]
+    data, stats = frontend.encode_params(lenet, "lenet-300-100")
+    assert data == frontend.encode_params(lenet, "lenet-300-100", default=IndexWidth.AUTO)[0]
+    assert data == frontend.encode_params(lenet, "lenet-300-100", {n: None for n, _, _ in LENET})[0]
     chosen = widths(stats)
     for name, _, _ in LENET:   # no other width of any one layer gives a smaller file
         for ib in range(0, 13):
@@ -63,27 +63,27 @@ def test_the_default_is_auto_the_smallest_record_per_layer(lenet):
 
 def test_paper_gives_back_the_papers_widths(lenet, other):
     for q, net in ((lenet, "lenet-300-100"), (other, None)):
-        data, stats = encoding.encode_params(q, net, default=IndexWidth.PAPER)
+        data, stats = frontend.encode_params(q, net, default=IndexWidth.PAPER)
         want = {n: layer_policy.paper_index_bits(q[n].type, net) for n in widths(stats)}
         assert widths(stats) == want
-        assert data == encoding.encode_params(q, net, want)[0]
-    assert set(widths(encoding.encode_params(lenet, "lenet-300-100", default=IndexWidth.PAPER)[1]).values()) \
+        assert data == frontend.encode_params(q, net, want)[0]
+    assert set(widths(frontend.encode_params(lenet, "lenet-300-100", default=IndexWidth.PAPER)[1]).values()) \
         == {paper.PAPER_INDEX_BITS["lenet-300-100"]}
-    assert widths(encoding.encode_params(other, None, default=IndexWidth.PAPER)[1]) == {"conv1": 8, "conv2": 8, "fc": 5}
+    assert widths(frontend.encode_params(other, None, default=IndexWidth.PAPER)[1]) == {"conv1": 8, "conv2": 8, "fc": 5}
 
 
 def test_auto_is_never_larger_and_stores_a_nearly_dense_layer_dense(lenet, other):
     for q, net in ((lenet, "lenet-300-100"), (other, None)):
-        assert len(encoding.encode_params(q, net)[0]) <= len(encoding.encode_params(q, net, default=IndexWidth.PAPER)[0])
-    assert widths(encoding.encode_params(other, None)[1])["conv2"] == 0
+        assert len(frontend.encode_params(q, net)[0]) <= len(frontend.encode_params(q, net, default=IndexWidth.PAPER)[0])
+    assert widths(frontend.encode_params(other, None)[1])["conv2"] == 0
 
 
 def test_per_layer_values_mix_numbers_and_names(other):
-    _, stats = encoding.encode_params(other, None, {"conv1": IndexWidth.PAPER, "fc": 3})
-    auto = widths(encoding.encode_params(other, None)[1])
+    _, stats = frontend.encode_params(other, None, {"conv1": IndexWidth.PAPER, "fc": 3})
+    auto = widths(frontend.encode_params(other, None)[1])
     assert widths(stats) == {"conv1": 8, "conv2": auto["conv2"], "fc": 3}
     with pytest.raises(InputError, match="not a quantized layer"):
-        encoding.encode_params(other, None, {"conv9": 4})
+        frontend.encode_params(other, None, {"conv9": 4})
 
 
 def test_the_cli_option_parses_numbers_auto_and_paper():

@@ -15,7 +15,7 @@ from caffe_dc.base.params import LayerParams
 from caffe_dc.codec import container
 from caffe_dc.codec import model as codec
 from caffe_dc.codec.storage_table import storage_text
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 from test_container import bias, fix_crcs, layer, record_spans
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -82,11 +82,11 @@ def test_the_pipeline_path_decodes_to_the_quantized_model_minus_helpers():
         params[blob_name(l.name, MASK)] = LayerParams("Parameter", [(l.codes != 0).astype(np.float32)])
         params[blob_name(l.name, CODEBOOK)] = LayerParams("Parameter", [l.codebook])
         params[blob_name(l.name, CODES)] = LayerParams("Parameter", [l.codes.astype(np.float32)])
-    data, stats = encoding.encode_params(params, net="t")
+    data, stats = frontend.encode_params(params, net="t")
     assert [(b.name, b.stored_raw) for b in stats.quantized] == [("conv1", True), ("ip1", False)]
-    decoded, _, meta = encoding.decode_bytes(data)
+    decoded, _, meta = frontend.decode_bytes(data)
     assert meta["version"] == [1, 2] and list(decoded) == ["conv1", "ip1"]
-    assert encoding.verify_equal({n: params[n] for n in ("conv1", "ip1")}, decoded, "decoded") == 36 + 4 + 720 + 20
+    assert frontend.verify_equal({n: params[n] for n in ("conv1", "ip1")}, decoded, "decoded") == 36 + 4 + 720 + 20
 
 
 @settings(max_examples=60, deadline=None)

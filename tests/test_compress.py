@@ -13,7 +13,7 @@ from caffe_dc.algorithms import schedule as schedules  # noqa: E402
 from caffe_dc.base.errors import InputError  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.pycaffe import caffemodel, datasets, nets, rewrite  # noqa: E402
-from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.codec import frontend  # noqa: E402
 from conftest import assert_clean_error, killed_in_chunk, run_cli  # noqa: E402
 
 N_CLASSES = 4
@@ -264,13 +264,13 @@ def test_layer_discovery_grouped_dilated_deconvolution():
     for name, blobs in shapes.items():
         params[name] = LayerParams([l.type for l in net.layer if l.name == name][0],
                                    [rng.randn(*b).astype(np.float32) for b in blobs])
-    q = encoding.post_hoc(params, None, density={n: 0.5 for n in ("g", "dil", "up", "fc")})
-    data, stats = encoding.encode_params(q, "discovery")
+    q = frontend.post_hoc(params, None, density={n: 0.5 for n in ("g", "dil", "up", "fc")})
+    data, stats = frontend.encode_params(q, "discovery")
     assert [b.name for b in stats.quantized] == ["g", "dil", "up", "fc"]
     assert {b.name for b in stats.raw} >= {"bn", "sc"}
-    back, _, _ = encoding.decode_bytes(data)
+    back, _, _ = frontend.decode_bytes(data)
     want = {k: v for k, v in q.items() if not k.endswith(("_codebook", "_codes"))}
-    assert encoding.verify_equal(want, back, "round trip") > 0
+    assert frontend.verify_equal(want, back, "round trip") > 0
 
 
 def test_shared_parameters_are_refused_naming_the_layers(custom_net, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("caffe")
 
 from caffe_dc.pycaffe import caffemodel  # noqa: E402
-from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.codec import frontend  # noqa: E402
 from caffe_dc.pycaffe import nets  # noqa: E402
 from caffe_dc.pycaffe import solving  # noqa: E402
 from conftest import assert_clean_error, run_cli  # noqa: E402
@@ -20,7 +20,7 @@ def quantized_lenet5(path, bits):
     params = {n: caffemodel.LayerParams("Convolution" if n.startswith("conv") else "InnerProduct",
                                         [(rs.laplace(size=s) * 0.05).astype(np.float32) for s in shp])
               for n, shp in shapes.items()}
-    q = encoding.post_hoc(params, "lenet-5", bits=bits)
+    q = frontend.post_hoc(params, "lenet-5", bits=bits)
     caffemodel.save_params(q, path)
     return deploy, {n: q[n].blobs for n in shapes}
 

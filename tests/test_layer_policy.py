@@ -11,7 +11,7 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.base.limits import MAX_BITS
 from caffe_dc.base.params import LayerParams
 from caffe_dc.cli import build_parser
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 
 TYPES = ("Convolution", "Deconvolution", "InnerProduct")
 
@@ -27,7 +27,7 @@ def test_a_layer_type_gets_the_same_default_bits_on_every_path(ltype):
     # the post-hoc encoder
     rng = np.random.default_rng(0)
     params = collections.OrderedDict(d=LayerParams(ltype, [rng.standard_normal((4, 4, 3, 3)).astype(np.float32)]))
-    assert _quantized_bits(encoding.post_hoc(params, None), "d") == want
+    assert _quantized_bits(frontend.post_hoc(params, None), "d") == want
     # the chooser
     curve = sensitivity.Curve("d", layer_policy.kind(ltype), 144, np.array([0.5, 1.0]), np.array([0.9, 0.9]))
     assert sensitivity.default_bits([curve]) == {"d": want}

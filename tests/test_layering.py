@@ -13,8 +13,8 @@ algorithms, not the reverse), and neither they nor ``base`` import pycaffe
 Every module belongs to a layer: only ``caffe_dc/__init__.py`` and
 ``caffe_dc/__main__.py`` stand outside, and they rank as high as the
 highest layer they import (``caffe_dc`` re-exports ``load_net`` from
-``stages``, so ``from caffe_dc import load_net`` is an upward edge from
-anything below ``stages``). A package's ``__init__`` is the module named
+``pycaffe``, so ``from caffe_dc import load_net`` is an upward edge from
+anything below ``pycaffe``). A package's ``__init__`` is the module named
 by the package, so ``from caffe_dc.base import errors`` depends on
 ``caffe_dc/base/__init__.py`` too, and cycles through it are cycles. A
 dynamic import of a computed name cannot be checked, so it is refused.
@@ -194,8 +194,8 @@ def test_the_tree_keeps_the_contract():
 
 
 def test_the_package_root_ranks_with_what_it_reexports():
-    # caffe_dc/__init__.py's load_net comes from stages: below stages, `from caffe_dc import load_net` points up
-    assert _ranks(import_graph())[ROOT] == RANK["stages"]
+    # caffe_dc/__init__.py's load_net comes from pycaffe: below pycaffe, `from caffe_dc import load_net` points up
+    assert _ranks(import_graph())[ROOT] == RANK["pycaffe"]
 
 
 # ============================================================================ mutations it must catch

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from caffe_dc.codec import model as codec
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 from caffe_dc.base import paper
 from caffe_dc.algorithms import pruning
 from caffe_dc.pipeline import storage
@@ -91,7 +91,7 @@ def test_densities_bits_and_bit_exact_decode(which, request):
     net = r.summary["net"]
     layers = storage.net_layers(net, r.summary["shrink"])
     assert [l["name"] for l in r.summary["layers"]] == [l.name for l in layers]
-    params, stats, meta = encoding.decode_bytes(r.blob)        # decode again, independently
+    params, stats, meta = frontend.decode_bytes(r.blob)        # decode again, independently
     assert meta["meta"]["weights"] == storage.SYNTHETIC and meta["meta"]["paper_net"] == net
     for l, lr in zip(layers, r.summary["layers"]):
         w = params[l.name].blobs[0]
@@ -157,7 +157,7 @@ def test_summary_and_written_files(alex8, tmp_path):
     assert all("paper" not in b for b in doc["breakdown"])   # shrunk: the paper's sizes do not apply
     md = open(paths["markdown"]).read()
     assert "synthetic weights" in md and "| fc6 |" in md
-    params, _, _ = encoding.decode_bytes(open(paths["blob"], "rb").read())
+    params, _, _ = frontend.decode_bytes(open(paths["blob"], "rb").read())
     assert list(params) == [l["name"] for l in doc["layers"]]
 
 

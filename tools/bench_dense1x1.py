@@ -17,7 +17,7 @@ the ``.net`` format selects them (``conv`` or ``fc`` in the name).
 
 Figures, per layer and in total:
 
-* ``dcz``: the ``.dcz`` file (``stages.encode.encode_params``, default
+* ``dcz``: the ``.dcz`` file (``codec.frontend.encode_params``, default
   index widths: auto), and with the paper's widths (``--index-bits paper``:
   8 conv / 5 fc for a net that is not the paper's) for comparison;
 * ``bound``: the zero-order entropy bound of the stored code and gap
@@ -48,7 +48,7 @@ from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.codec import han_net  # noqa: E402
-from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.codec import frontend  # noqa: E402
 from caffe_dc.base import provenance  # noqa: E402
 
 
@@ -91,24 +91,24 @@ def build(layers, seed: int = 0):
 
 
 def quantized_net(layers, seed: int = 0):
-    """The synthetic net of ``layers`` pruned and quantized post hoc (``stages.encode.post_hoc``)."""
+    """The synthetic net of ``layers`` pruned and quantized post hoc (``codec.frontend.post_hoc``)."""
     params, density, bits = build(layers, seed)
-    return encoding.post_hoc(params, None, density, bits)
+    return frontend.post_hoc(params, None, density, bits)
 
 
 def net_bytes(q) -> int:
     """Size of the quantized net ``q`` in the authors' ``.net`` format."""
     layers = [(n, q[blob_name(n, CODEBOOK)].blobs[0], q[blob_name(n, CODES)].blobs[0].astype(np.uint8),
-               q[n].blobs[1]) for n in encoding.compressible(q)]
+               q[n].blobs[1]) for n in frontend.compressible(q)]
     return len(han_net.write_net(layers))
 
 
 def measure(q) -> dict:
     """The figures of the docstring for a quantized net ``q``; the ``.dcz`` is checked to decode bit for bit."""
-    data, stats = encoding.encode_params(q, None)
-    paper_bytes = len(encoding.encode_params(q, None, default=encoding.IndexWidth.PAPER)[0])
-    back, _, _ = encoding.decode_bytes(data)
-    layers = encoding.compressible(q)
+    data, stats = frontend.encode_params(q, None)
+    paper_bytes = len(frontend.encode_params(q, None, default=frontend.IndexWidth.PAPER)[0])
+    back, _, _ = frontend.decode_bytes(data)
+    layers = frontend.compressible(q)
     exact = all(np.array_equal(back[n].blobs[0], q[n].blobs[0]) for n in layers)
     t = stats.totals()
     codebooks = sum(b.codebook_bits for b in stats.quantized) / 8

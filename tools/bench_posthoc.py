@@ -4,8 +4,8 @@
 What ``caffe-dc encode`` does with a caffemodel that has no codebooks:
 magnitude pruning to a density (``--density``, default 1.0: nothing pruned,
 every weight goes through k-means), k-means quantization of every conv and
-fc layer at 8 bits (``stages.encode.post_hoc``), then the encoder
-(``stages.encode.encode_params``: codebook/codes check, relative-index
+fc layer at 8 bits (``codec.frontend.post_hoc``), then the encoder
+(``codec.frontend.encode_params``: codebook/codes check, relative-index
 entries, Huffman coding). The model has the layer shapes of ResNet-50 at
 half width (53 convolutions and the classifier, ~6.4M weights, the
 projection shortcuts included); weights are i.i.d. Laplace with a He-like
@@ -37,7 +37,7 @@ from caffe_dc.algorithms import quantization  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.codec import model as codec  # noqa: E402
-from caffe_dc.stages import encode as encoding  # noqa: E402
+from caffe_dc.codec import frontend  # noqa: E402
 from caffe_dc.base import provenance  # noqa: E402
 
 BITS = 8
@@ -91,18 +91,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     params = build(args.width, args.seed)
-    layers = encoding.compressible(params)
+    layers = frontend.compressible(params)
     n_weights = sum(params[n].blobs[0].size for n in layers)
     bits = {n: BITS for n in layers}
     dens = {n: args.density for n in layers} if args.density < 1.0 else None
 
     with Clock() as t_q:
-        q = encoding.post_hoc(params, None, dens, bits)
+        q = frontend.post_hoc(params, None, dens, bits)
     with Clock() as t_e:
-        data, stats = encoding.encode_params(q, None, None)
+        data, stats = frontend.encode_params(q, None, None)
     total = (t_q.wall + t_e.wall, t_q.cpu + t_e.cpu)
     with Clock() as t_d:
-        back, _, _ = encoding.decode_bytes(data)
+        back, _, _ = frontend.decode_bytes(data)
     exact = all(np.array_equal(back[n].blobs[0], q[n].blobs[0]) for n in layers)
 
     with Clock() as km:   # the k-means share, again on its own

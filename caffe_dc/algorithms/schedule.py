@@ -26,6 +26,7 @@ import numbers
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from caffe_dc.algorithms.allocation import Allocation
 from caffe_dc.algorithms.early_stopping import EarlyStopping
 from caffe_dc.algorithms.pruning import iterative_schedule
 from caffe_dc.algorithms.quantization import CentroidGrad
@@ -45,7 +46,6 @@ OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every",
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images", "allocation")
-ALLOCATIONS = ("shared_drop", "least_drop")   # stages.choose.Allocation's values
 DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
 SEARCH_ROUNDS = 12          # the round cap of a --max-drop search (closed loop past the targets)
 LOOP_KEYS = ("max_drop_pp", "max_rounds", "past_targets")
@@ -284,8 +284,9 @@ def _budget(v) -> Optional[dict]:
         if x is None:
             continue
         if k == "allocation":
-            if x not in ALLOCATIONS:
-                raise InputError("budget.allocation must be %s, got %r" % (" or ".join(map(repr, ALLOCATIONS)), x))
+            names = [a.value for a in Allocation]
+            if x not in names:
+                raise InputError("budget.allocation must be %s, got %r" % (" or ".join(map(repr, names)), x))
             out[k] = x
             continue
         if k in ("min_rounds", "max_rounds", "images"):

@@ -25,7 +25,7 @@ def _out_path(out, inp, suffix):
 def _index_bits(text: str):
     """An --index-bits value: a width 0..MAX_BITS (0: dense), or a named choice (``encode.IndexWidth``)."""
     from caffe_dc.base.limits import MAX_BITS
-    from caffe_dc.stages.encode import IndexWidth
+    from caffe_dc.codec.frontend import IndexWidth
 
     t = text.strip()
     try:
@@ -60,7 +60,7 @@ def cmd_encode(p):
     p.add_argument("--json", help="also write the size figures as JSON here")
 
     def run(args):
-        from caffe_dc.stages import encode as encoding
+        from caffe_dc.codec import frontend
         from caffe_dc.algorithms import quantization
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.pycaffe import nets
@@ -70,22 +70,22 @@ def cmd_encode(p):
         out = _out_path(args.out, caffemodel, ".dcz")
         check_outputs([prototxt, caffemodel], files=[out, args.json])
         params = _load_checked(prototxt, caffemodel)
-        net = nets.canonical(args.net) if args.net else encoding.guess_net(params)
+        net = nets.canonical(args.net) if args.net else frontend.guess_net(params)
         has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
         if not has_cb:
-            layers = encoding.compressible(params)
+            layers = frontend.compressible(params)
             check_layers(args.density, layers, "--density")
             check_layers(args.bits, layers, "--bits")
             dens, wbits = expand(args.density, layers), expand(args.bits, layers)
             print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % caffemodel)
-            params = encoding.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
+            params = frontend.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
         elif args.density or args.bits:
             raise InputError("%s is already quantized; --density/--bits apply only to a model without codebooks"
                              % caffemodel)
         quantized = [n for n in params if n + "_" + CODEBOOK in params]
         check_layers(args.index_bits, quantized, "--index-bits")
         ib = expand(args.index_bits, quantized)
-        data, stats = encoding.encode_params(params, net, ib, meta={"source": os.path.basename(caffemodel)})
+        data, stats = frontend.encode_params(params, net, ib, meta={"source": os.path.basename(caffemodel)})
         atomic_write(out, data)
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):
@@ -154,23 +154,23 @@ def cmd_decode(p):
                    help="refuse files that declare more values than this (default 2^28, about twice VGG-16)")
 
     def run(args):
-        from caffe_dc.stages import encode as encoding
+        from caffe_dc.codec import frontend
         from caffe_dc.codec.caffemodel import load_params, save_params
 
         out = _out_path(args.out, args.blob, ".caffemodel")
         check_outputs([args.blob, args.verify if isinstance(args.verify, str) else None], files=[out])
-        params, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob), args.max_weights)
+        params, stats, meta = frontend.decode_bytes(frontend.read_blob(args.blob), args.max_weights)
         save_params(params, out, name=meta.get("net") or "caffe-dc")
         n = sum(b.size for lp in params.values() for b in lp.blobs)
         print("decoded %s: %d layers, %d values -> %s" % (args.blob, len(params), n, out))
         if args.verify:
             back = load_params(out)
-            checked = encoding.verify_equal(params, back, out)
+            checked = frontend.verify_equal(params, back, out)
             print("verify: %s reads back bit-identical to the blob (%d values)" % (out, checked))
             if isinstance(args.verify, str):
                 ref = load_params(args.verify)
                 ref = {k: v for k, v in ref.items() if not is_helper(k)}
-                checked = encoding.verify_equal(ref, params, "decoded vs %s" % args.verify)
+                checked = frontend.verify_equal(ref, params, "decoded vs %s" % args.verify)
                 print("verify: bit-identical to %s (%d values)" % (args.verify, checked))
         return 0
     return run
@@ -181,13 +181,13 @@ def cmd_inspect(p):
     p.add_argument("--json", help="also write the figures as JSON here")
 
     def run(args):
-        from caffe_dc.stages import encode as encoding
+        from caffe_dc.codec import frontend
         from caffe_dc.base import paper
         from caffe_dc.base.fileio import atomic_write
         from caffe_dc.codec.storage_table import storage_text, summary_lines
 
         check_outputs([args.blob], files=[args.json])
-        _, stats, meta = encoding.decode_bytes(encoding.read_blob(args.blob))
+        _, stats, meta = frontend.decode_bytes(frontend.read_blob(args.blob))
         net = (meta.get("meta") or {}).get("paper_net")
         if net is None and meta.get("net") in paper.TABLE1:
             net = meta.get("net")
@@ -234,9 +234,9 @@ def cmd_import_net(p):
         print("imported %s: %d layers, with their codebooks -> %s"
               % (args.netfile, sum(not is_helper(n) for n in params), out))
         if args.dcz:
-            from caffe_dc.stages import encode as encoding
+            from caffe_dc.codec import frontend
 
-            data, stats = encoding.encode_params(params, encoding.guess_net(params), None)
+            data, stats = frontend.encode_params(params, frontend.guess_net(params), None)
             atomic_write(args.dcz, data)
             print("wrote %s (%d bytes)" % (args.dcz, len(data)))
         return 0

@@ -76,11 +76,11 @@ def fc_cases(params, net: str, source: str, names: Optional[Sequence[str]] = Non
 
 def cases_from_blob(path: str) -> List[Case]:
     """The fc layers of a ``.dcz`` blob, e.g. one written by ``caffe-dc storage``."""
-    from caffe_dc.stages import encode as encoding
+    from caffe_dc.codec import frontend
 
-    params, _, meta = encoding.decode_bytes(encoding.read_blob(path))
+    params, _, meta = frontend.decode_bytes(frontend.read_blob(path))
     m = meta.get("meta") or {}
-    net = m.get("paper_net") or encoding.guess_net(params) or meta.get("net") or "unknown"
+    net = m.get("paper_net") or frontend.guess_net(params) or meta.get("net") or "unknown"
     source = "%s (%s)" % (m["weights"], os.path.basename(path)) if m.get("weights") else os.path.basename(path)
     return fc_cases(params, net, source)
 

@@ -66,7 +66,7 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.pycaffe import nets
 from caffe_dc.report import storage as storage_report
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 
 CONV, FC = "Convolution", "InnerProduct"
 SYNTHETIC = "synthetic weights"
@@ -368,7 +368,7 @@ def _verify(expected: Params, decoded: Params, net: str) -> int:
     extra = [n for n in decoded if n not in expected]
     if extra:
         raise InputError("decoded blob has unexpected layers %s" % extra)
-    return encoding.verify_equal(expected, decoded, "decoded %s vs quantized" % net)
+    return frontend.verify_equal(expected, decoded, "decoded %s vs quantized" % net)
 
 
 def run_storage(net: str, weights: Optional[str] = None, seed: int = DEFAULT_SEED, shrink: int = 1,
@@ -402,14 +402,14 @@ def run_storage(net: str, weights: Optional[str] = None, seed: int = DEFAULT_SEE
 
     ib = paper.PAPER_INDEX_BITS[net]
     meta = {"weights": label, "seed": int(seed), "shrink": int(shrink)}
-    (blob, stats), seconds["encode"] = _timed(encoding.encode_params, qparams, net, {l.name: ib for l in layers},
+    (blob, stats), seconds["encode"] = _timed(frontend.encode_params, qparams, net, {l.name: ib for l in layers},
                                               meta=meta)
     rss["after_encode"] = peak_rss_mb()
     expected = collections.OrderedDict((l.name, qparams[l.name]) for l in layers)
     del qparams                                  # codes and codebooks: the blob has them now
     say("encode   %d layers, index bits %d -> %d bytes  %.2f s" % (len(layers), ib, len(blob), seconds["encode"]))
 
-    (decoded, _, _), seconds["decode"] = _timed(encoding.decode_bytes, blob)
+    (decoded, _, _), seconds["decode"] = _timed(frontend.decode_bytes, blob)
     rss["after_decode"] = peak_rss_mb()
     say("decode   %d bytes -> %d layers  %.2f s" % (len(blob), len(decoded), seconds["decode"]))
 

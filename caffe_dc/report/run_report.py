@@ -7,7 +7,7 @@ import json
 import os
 
 from caffe_dc.codec import model as codec
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 from caffe_dc.report import figures
 from caffe_dc.base import paper
 from caffe_dc.base.blobs import CODEBOOK, blob_name
@@ -262,7 +262,7 @@ def write_report(rec: RunRecord) -> str:
     """report.md, its figures and metrics.json in the run folder; returns report.md's path."""
     s, net, d = rec.state, rec.net, rec.run_dir
     paper_net = net if rec.paper else None
-    _, stats = codec.decode_model_report(encoding.read_blob(s["encode"]["blob"]))
+    _, stats = codec.decode_model_report(frontend.read_blob(s["encode"]["blob"]))
     t = stats.totals()
     test = s["test"]["models"]
     sizes = _sizes(stats)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from caffe_dc.base.blobs import is_helper
 from caffe_dc.base.errors import InternalError
 from caffe_dc.pycaffe.caffemodel import load_params, save_params
-from caffe_dc.stages import encode as encoding
+from caffe_dc.codec import frontend
 from caffe_dc.stages.run import Run
 
 
@@ -13,12 +13,12 @@ def stage_inputs(r: Run) -> dict:
 
 
 def run_stage(r: Run) -> dict:
-    params, _, _ = encoding.decode_bytes(encoding.read_blob(r.out("encode")["blob"]))
+    params, _, _ = frontend.decode_bytes(frontend.read_blob(r.out("encode")["blob"]))
     out = r.path("decoded.caffemodel")
     save_params(params, out, name=r.src.name)
     quant = {k: v for k, v in load_params(r.out("quantize")["caffemodel"]).items() if not is_helper(k)}
     try:
-        n = encoding.verify_equal(quant, load_params(out), "decoded.caffemodel vs the quantized model")
+        n = frontend.verify_equal(quant, load_params(out), "decoded.caffemodel vs the quantized model")
     except Exception as e:   # our own file, just written: a mismatch is a bug in the codec, not bad input
         raise InternalError(str(e)) from e
     print("  %s: %d values, bit-identical to the quantized model" % (out, n))
