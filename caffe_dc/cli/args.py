@@ -63,6 +63,21 @@ def nonnegative_float(text: str) -> float:
     return v
 
 
+def margin_pp(text: str) -> float:
+    v = _number(text, float)
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError("a margin is in percentage points, 0 <= PP < 100, got %r" % text)
+    return v
+
+
+def add_margin_arg(p) -> None:
+    """--margin PP: the non-inferiority margin of every "no loss" claim (docs/statistics.md)."""
+    p.add_argument("--margin", type=margin_pp, metavar="PP",
+                   help="non-inferiority margin: 'no loss' only when the 95%% interval of the change lies above -PP "
+                        "(default: a tenth of the reference's validation error, between 0.2 and 1 pp; "
+                        "docs/statistics.md)")
+
+
 def compression_rate(text: str) -> float:
     v = _number(text, float)
     if not v > 1:

@@ -5,7 +5,7 @@ import json
 import os
 
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import add_budget_args, bits, density, layer_values, positive_int
+from caffe_dc.cli.args import add_budget_args, add_margin_arg, bits, density, layer_values, positive_int
 from caffe_dc.algorithms.cluster_config import Init, choices
 
 
@@ -21,6 +21,7 @@ def cmd_compress(p):
                    help="held-out test split for the final figures (default: the TEST Data layer's source, "
                         "and the report says there was no separate test split)")
     add_budget_args(p)
+    add_margin_arg(p)
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations")
     p.add_argument("--out", help="run folder (default: runs/compress-<net>-<hash of the inputs>)")
@@ -39,7 +40,7 @@ def cmd_compress(p):
         opts = RunOptions(solver=args.solver, test_lmdb=args.test_lmdb, weights=args.weights, schedule=args.schedule,
                           density=args.density, bits=args.bits, init=args.init, seed=args.seed, out=args.out,
                           dense_control=args.dense_control, target_rate=args.target_rate,
-                          max_drop=args.max_drop, rounds=args.rounds, prune_iters=args.prune_iters,
+                          max_drop=args.max_drop, margin=args.margin, rounds=args.rounds, prune_iters=args.prune_iters,
                           quant_iters=args.quant_iters)
         check_outputs([args.solver, args.weights, args.schedule, args.test_lmdb], folders=[args.out])
         pl = Pipeline(opts)

@@ -6,8 +6,8 @@ import os
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import (add_budget_args, add_data_args, bits, check_layers, data_info, data_options, density, expand, layer_values,
-                               positive_float, positive_int)
+from caffe_dc.cli.args import (add_budget_args, add_data_args, add_margin_arg, bits, check_layers, data_info,
+                               data_options, density, expand, layer_values, positive_float, positive_int)
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
@@ -140,6 +140,7 @@ def cmd_reproduce(p):
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
     add_budget_args(p)
+    add_margin_arg(p)
     p.add_argument("--dense-control", action="store_true",
                    help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
                         "can tell what compression costs from what the extra training gains")
@@ -170,7 +171,7 @@ def cmd_reproduce(p):
         opts = RunOptions(net=spec.name, weights=args.weights, schedule=args.schedule, quick=args.quick,
                           density=expand(args.density, layers), bits=expand(args.bits, layers), init=args.init,
                           seed=args.seed, out=args.out, dense_control=args.dense_control, target_rate=args.target_rate,
-                          max_drop=args.max_drop, data=data_options(args),
+                          max_drop=args.max_drop, margin=args.margin, data=data_options(args),
                           imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
                           ref_iters=args.ref_iters, rounds=args.rounds, prune_iters=args.prune_iters,
                           quant_iters=args.quant_iters, batch=args.batch, test_batch=args.test_batch, crop=args.crop)

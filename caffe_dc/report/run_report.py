@@ -59,13 +59,10 @@ def _kn(r) -> str:
 
 
 def _paired_line(label: str, c) -> str:
-    verdict = {stats.LOSS: "a loss: the whole interval lies below 0, and McNemar's exact test agrees",
-               stats.GAIN: "a gain: the whole interval lies above 0, and McNemar's exact test agrees",
-               stats.NO_DIFFERENCE: "no loss: the interval includes 0 (no measurable difference; "
-                                    "docs/statistics.md)"}[stats.verdict(c)]
-    return ("%s: **%+.2f pp**, 95%% CI [%+.2f, %+.2f] pp (%d images right only before, %d only after; "
-            "McNemar exact p = %.3g) — %s." % (label, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"],
-                                               c["only_a"], c["only_b"], c["mcnemar_p"], verdict))
+    return ("%s: **%+.2f pp**, 95%% CI [%+.2f, %+.2f] pp (Tango's score interval; %d images right only before, %d only "
+            "after; McNemar exact p = %.3g) — %s (docs/statistics.md)."
+            % (label, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"], c["only_a"], c["only_b"],
+               c["mcnemar_p"], stats.claim(c)))
 
 
 def _sizes(stats) -> list:

@@ -1,8 +1,11 @@
 """Stage ``test``: every model on the test split, each image exactly once, image by image.
 
 Exact counts k/n with Wilson intervals, per-image correctness saved for the
-paired comparisons (reference -> compressed, dense control -> compressed),
-and a cross-check against ``caffe test``'s figure for the decoded model.
+paired comparisons (reference -> compressed, dense control -> compressed;
+``test/NAME_correct.npy``, ``stats.pack_correct``, so that every comparison can
+be recomputed from the run folder: tools/recheck_claims.py), the comparisons
+at the run's non-inferiority margin, and a cross-check against ``caffe
+test``'s figure for the decoded model.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 
 from caffe_dc.algorithms import stats
 from caffe_dc.base.errors import InternalError
+from caffe_dc.base.fileio import atomic_path
 from caffe_dc.pycaffe import solving
 from caffe_dc.stages.run import Run
 
@@ -22,7 +26,15 @@ def models(r: Run) -> list:
 
 
 def stage_inputs(r: Run) -> dict:
-    return {"models": models(r)}
+    return {"models": models(r), "margin_pp": r.opts.margin}
+
+
+def margin(r: Run) -> float:
+    """The non-inferiority margin (a fraction): ``--margin`` if given, else the rule on the reference's
+    validation accuracy (``stats.default_margin``), known before the test split is read."""
+    if r.opts.margin is not None:
+        return r.opts.margin / 100.0
+    return stats.default_margin(r.out("reference")["accuracy"])
 
 
 def run_stage(r: Run) -> dict:
@@ -33,7 +45,9 @@ def run_stage(r: Run) -> dict:
         res = solving.score_exact(r.test_path, r.out(name)["caffemodel"], n_test)
         per[name] = res.pop("per_image")
         per5 = res.pop("per_image_top5", None)
-        np.save(r.path("test", "%s_correct.npy" % name), np.packbits(per[name]))
+        with atomic_path(r.path("test", "%s_correct.npy" % name)) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, stats.pack_correct(per[name]))
         res["wilson"] = stats.wilson(res["correct"], res["n"])
         if per5 is not None:
             res["wilson_top5"] = stats.wilson(res["correct_top5"], res["n_top5"])
@@ -44,11 +58,12 @@ def run_stage(r: Run) -> dict:
     if abs(caffe_acc - out["models"]["decode"]["accuracy"]) > 1e-4:
         raise InternalError("`caffe test` scored the decoded model %.6f but the exact count is %d/%d"
                             % (caffe_acc, out["models"]["decode"]["correct"], n_test))
-    out["paired"] = {"reference->compressed": stats.paired(per["reference"], per["decode"])}
+    m = margin(r)
+    out["paired"] = {"reference->compressed": stats.paired(per["reference"], per["decode"], margin=m)}
     if "control" in per:
-        out["paired"]["control->compressed"] = stats.paired(per["control"], per["decode"])
+        out["paired"]["control->compressed"] = stats.paired(per["control"], per["decode"], margin=m)
     for key, c in out["paired"].items():
-        print("  %s: %+.2f pp (95%% CI %+.2f to %+.2f), %d vs %d discordant images, McNemar p = %.3g"
+        print("  %s: %+.2f pp (95%% CI %+.2f to %+.2f), %d vs %d discordant images, McNemar p = %.3g: %s"
               % (key, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"], c["only_a"], c["only_b"],
-                 c["mcnemar_p"]))
+                 c["mcnemar_p"], stats.claim(c)))
     return out

@@ -48,6 +48,7 @@ class RunOptions:
     dense_control: bool = False
     target_rate: Optional[float] = None     # a budget: the file's rate to reach ...
     max_drop: Optional[float] = None        # ... or the largest validation drop (pp) a layer may cost
+    margin: Optional[float] = None          # non-inferiority margin (pp); None: stats.default_margin
     data: DataOptions = DataOptions()
     imagenet_train: Optional[str] = None
     imagenet_val: Optional[str] = None
