@@ -9,10 +9,7 @@ the seeds share; without them it is bounded from the counts, and the summary say
 
     python3 tools/summarize_seeds.py results/seeds-lenet-300-100 [--margin PP]
 """
-import argparse
-import glob
 import os
-import re
 import shlex
 import sys
 
@@ -33,15 +30,10 @@ def main() -> int:
     ap.add_argument("folder", help="folder holding seed-N/metrics.json")
     add_margin_arg(ap)
     a = ap.parse_args()
-    found = {}
-    for p in glob.glob(os.path.join(a.folder, "seed-*", "metrics.json")):
-        m = re.fullmatch(r"seed-(\d+)", os.path.basename(os.path.dirname(p)))
-        if m:
-            found[int(m.group(1))] = p
-    paths = [found[k] for k in sorted(found)]
-    if not paths:
+    runs = seeds.seed_runs(a.folder)
+    if not runs:
         return fail("no seed-N/metrics.json under %s" % a.folder)
-    records, runs = [], [os.path.dirname(p) for p in paths]
+    records, paths = [], [os.path.join(r, "metrics.json") for r in runs]
     for p in paths:
         try:
             records.extend(seeds.records_of([p]))

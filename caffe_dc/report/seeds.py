@@ -19,8 +19,10 @@ writes the summary.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -213,6 +215,16 @@ def markdown(s: Mapping) -> str:
                                                                             ", ".join(map(str, missing))))]
     lines.append("")
     return "\n".join(lines)
+
+
+def seed_runs(folder: str) -> List[str]:
+    """The seed-N run folders (each with a metrics.json) of a seeds folder, by seed."""
+    found = {}
+    for p in glob.glob(os.path.join(folder, "seed-*", "metrics.json")):
+        m = re.fullmatch(r"seed-(\d+)", os.path.basename(os.path.dirname(p)))
+        if m:
+            found[int(m.group(1))] = os.path.dirname(p)
+    return [found[k] for k in sorted(found)]
 
 
 def records_of(paths: Sequence[str]) -> List[Dict]:
