@@ -163,6 +163,8 @@ CASES = [
     ("reproduce-max-drop-negative", "reproduce lenet-5 --max-drop -1", "--max-drop", False),
     ("reproduce-two-budgets", "reproduce lenet-5 --target-rate 30 --max-drop 1", "not allowed with", False),
     ("reproduce-budget-and-density", "reproduce lenet-5 --target-rate 30 --density 0.1", "--density", True),
+    ("reproduce-margin-negative", "reproduce lenet-5 --margin -0.1", "--margin", False),
+    ("compress-margin-100", "compress --solver S.prototxt --weights Q.caffemodel --margin 100", "--margin", False),
 ]
 
 

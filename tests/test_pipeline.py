@@ -77,6 +77,15 @@ def test_reproduce_quick_end_to_end(quick_run):
     for png in ("weights_before_after_pruning.png", "codebook.png", "size_waterfall.png"):
         assert os.path.getsize(str(out / png)) > 5000
         assert png in report
+    # every claim names its margin (the default rule on the reference's validation accuracy), and the run
+    # folder's comparisons recompute from its own per-image files
+    from caffe_dc.algorithms import stats
+    for c in m["paired"].values():
+        assert c["margin"] == stats.default_margin(state["reference"]["accuracy"])
+        assert c["verdict"] == stats.verdict(c) and stats.claim(c) in report
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "recheck_claims.py"), str(out), "--strict"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "4 checks: 4 ok" in r.stdout, r.stdout + r.stderr
 
 
 def test_decoded_weights_bit_exact_and_decode_verify(quick_run, tmp_path):
@@ -120,6 +129,20 @@ def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_p
     state = json.load(open(str(run / "pipeline.json")))
     assert set(state["quantize"]["bits"].values()) == {5}
     assert os.path.getsize(str(run / "model.dcz")) < os.path.getsize(str(out / "model.dcz"))
+
+
+def test_a_margin_redoes_only_the_verdicts(quick_run, tmp_path):
+    root, out, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(str(out), str(run))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--margin", "0.5", "--out", run,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "[11/12] test: settings changed: margin_pp; redoing it" in p.stdout
+    assert p.stdout.count("done before with the same inputs, skipping") == 8   # all but these two and the skipped
+    m = json.load(open(str(run / "metrics.json")))
+    assert {c["margin"] for c in m["paired"].values()} == {0.005}
+    assert "0.50 pp" in (run / "report.md").read_text()
 
 
 def test_default_run_folder_names_what_distinguishes_the_run():

@@ -272,7 +272,7 @@ def claim(cmp: Mapping) -> str:
     m = 100 * cmp["margin"]
     v = verdict(cmp)
     if v == GAIN:
-        return "a gain: the whole interval lies above 0"
+        return "a gain: the whole interval lies above 0 (so no loss at the margin of %.2f pp either)" % m
     if v == NO_LOSS:
         return ("no loss at a margin of %.2f pp: the interval's lower bound lies above -%.2f pp%s"
                 % (m, m, " (measurably below, by less than the margin)" if cmp["diff_high"] < 0 else ""))
