@@ -114,13 +114,20 @@ def test_rerun_skips_finished_stages(quick_run):
     assert os.path.getmtime(str(out / "model.dcz")) == before
 
 
-def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_path):
+def _rerun_copy(quick_run, tmp_path, *options):
+    """The quick run copied to tmp_path/run and run again there with ``options`` added: (folder, process)."""
     root, out, _ = quick_run
     run = tmp_path / "run"
     shutil.copytree(str(out), str(run))
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--bits", "5", "--out", run,
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", *options, "--out", run,
                 "--data-root", root / "data", cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
+    return run, p
+
+
+def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_path):
+    out = quick_run[1]
+    run, p = _rerun_copy(quick_run, tmp_path, "--bits", "5")
     for stage in ("data", "reference", "prune", "control"):
         assert "] %s: done before with the same inputs, skipping" % stage in p.stdout
     assert "[6/12] quantize: settings changed: bits; redoing it" in p.stdout
@@ -132,12 +139,7 @@ def test_rerun_with_changed_settings_redoes_the_affected_stages(quick_run, tmp_p
 
 
 def test_a_margin_redoes_only_the_verdicts(quick_run, tmp_path):
-    root, out, _ = quick_run
-    run = tmp_path / "run"
-    shutil.copytree(str(out), str(run))
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--margin", "0.5", "--out", run,
-                "--data-root", root / "data", cwd=str(root))
-    assert p.returncode == 0, p.stderr[-2000:]
+    run, p = _rerun_copy(quick_run, tmp_path, "--margin", "0.5")
     assert "[11/12] test: settings changed: margin_pp; redoing it" in p.stdout
     assert p.stdout.count("done before with the same inputs, skipping") == 8   # all but these two and the skipped
     m = json.load(open(str(run / "metrics.json")))

@@ -81,7 +81,8 @@ def test_the_mean_over_seeds_from_counts_and_from_per_image_files(tmp_path):
         c = np.array([r["paired"][key]["only_b"] for r in recs])
         o = stats.over_seeds(N, c - b, c + b)
         got = s["over_seeds_vs_" + name]
-        assert got["diff_pp"] == pytest.approx(100 * o["diff"]) and got["high_pp"] == pytest.approx(100 * o["diff_high"])
+        assert got["diff_pp"] == pytest.approx(100 * o["diff"])
+        assert got["high_pp"] == pytest.approx(100 * o["diff_high"])
         assert got["shared_test_sampling"] == "bounded from the counts" and got["margin_pp"] == pytest.approx(0.2)
         assert got["verdict"] == stats.verdict({"diff_low": o["diff_low"], "diff_high": o["diff_high"],
                                                 "margin": 0.002})

@@ -25,7 +25,7 @@ def test_quantiles_against_closed_forms():
     assert stats.normal_quantile(0.975) == pytest.approx(stats.Z95, rel=1e-15)
     assert stats.normal_quantile(0.5) == pytest.approx(0.0, abs=1e-15)
     assert stats.t_quantile(0.975, 1) == pytest.approx(math.tan(0.475 * math.pi), rel=1e-13)   # Cauchy
-    a = 0.95                                                                                  # df 2: a sqrt(2 / (1 - a^2))
+    a = 0.95                                                  # df 2: a sqrt(2 / (1 - a^2))
     assert stats.t_quantile(0.975, 2) == pytest.approx(a * math.sqrt(2 / (1 - a * a)), rel=1e-13)
     t3 = stats.t_quantile(0.975, 3)            # df 3: F(t) = 1/2 + (t / (sqrt(3) (1 + t^2/3)) + atan(t / sqrt(3))) / pi
     assert 0.5 + (t3 / (math.sqrt(3) * (1 + t3 * t3 / 3)) + math.atan(t3 / math.sqrt(3))) / math.pi == \

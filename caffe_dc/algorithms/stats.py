@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
