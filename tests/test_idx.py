@@ -5,12 +5,20 @@ import numpy as np
 import pytest
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.pycaffe.idx import load_idx, load_split, parse_idx
+from caffe_dc.base.idx import encode_idx, load_idx, load_split, parse_idx
 
 
-def idx_bytes(arr, magic_type=0x08):
-    arr = np.asarray(arr, dtype=np.uint8)
-    return struct.pack(">HBB", 0, magic_type, arr.ndim) + struct.pack(">%dI" % arr.ndim, *arr.shape) + arr.tobytes()
+def idx_bytes(arr):
+    return encode_idx(np.asarray(arr, dtype=np.uint8))
+
+
+def test_encode_idx_writes_mnists_headers():
+    # MNIST's published layout: big-endian magic 2051 (images) / 2049 (labels), the count, then rows and columns
+    imgs = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28).astype(np.uint8)
+    assert encode_idx(imgs) == struct.pack(">IIII", 2051, 2, 28, 28) + imgs.tobytes()
+    assert encode_idx(np.array([7, 1, 9], np.uint8)) == struct.pack(">II", 2049, 3) + b"\x07\x01\x09"
+    with pytest.raises(ValueError):
+        encode_idx(np.zeros(3, np.float32))
 
 
 def test_parse_images_and_labels_round_trip():

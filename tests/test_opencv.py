@@ -18,7 +18,7 @@ cv2 = pytest.importorskip("cv2")
 if int(cv2.__version__.split(".")[0]) >= 5 or not hasattr(cv2, "dnn"):
     pytest.skip("OpenCV %s has no Caffe importer (it is in 4.x)" % cv2.__version__, allow_module_level=True)
 
-from caffe_dc.pycaffe import idx  # noqa: E402  (numpy only: the IDX reader)
+from caffe_dc.base import idx  # noqa: E402  (numpy only: the IDX reader)
 from conftest import REPO, run_cli  # noqa: E402
 from test_caffe_free import cli_without_caffe  # noqa: E402
 
@@ -85,8 +85,8 @@ def test_committed_results_score_the_same_in_opencv(net, tmp_path):
 def test_quick_run_scores_the_same_in_opencv(tmp_path):
     pytest.importorskip("caffe")
     out = tmp_path / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data-root", tmp_path / "data",
-                cwd=str(tmp_path))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--out", out, "--data", "fashion-mnist",
+                "--data-root", tmp_path / "data", cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     _caffe_agrees(*_check_run("lenet-300-100", str(out), tmp_path))
 

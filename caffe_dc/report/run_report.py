@@ -9,7 +9,7 @@ import os
 from caffe_dc.codec import model as codec
 from caffe_dc.codec import frontend
 from caffe_dc.report import figures
-from caffe_dc.base import paper
+from caffe_dc.base import mnist, paper
 from caffe_dc.base.blobs import CODEBOOK, blob_name
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params
@@ -28,14 +28,15 @@ def dataset_note(info) -> str:
     sizes = "%d training images (%d for training, %d held out for validation) and %d test images" % (
         n_train_all, info.n_train, info.n_val or 0, info.n_test) if info.has_val else \
         "%d training and %d validation/test images" % (info.n_train, info.n_test)
-    whole = FULL_SIZES.get(info.name) == (n_train_all, info.n_test)
+    canonical = mnist.is_canonical(info.checksums)
+    whole = FULL_SIZES.get("mnist" if canonical else info.name) == (n_train_all, info.n_test)
     if info.name == "fashion-mnist":
         what = ("Fashion-MNIST (Debian's `dataset-fashion-mnist`)%s: same format as MNIST but a much harder task "
                 "(a LeNet reaches ~89-91%% rather than ~99%%), so accuracies are not comparable with the paper's "
                 "MNIST figures; the comparison that matters is reference vs compressed on the same images."
                 % ("" if whole else ", a subset"))
-    elif info.name == "mnist" and whole:
-        what = "MNIST, the paper's data set."
+    elif canonical and whole:
+        what = "MNIST, the paper's data set (the four published files, md5-checked; from %s)." % info.source
     else:
         what = "%s (MNIST format%s), not the paper's data set." % (info.name, "" if whole else ", a subset")
     return "%s %s." % (what, sizes[0].upper() + sizes[1:])
@@ -318,7 +319,7 @@ def _write_metrics(rec: RunRecord, stats, sizes: list, env: dict) -> None:
                "schedule": rec.schedule_doc, "schedule_source": rec.schedule_source,
                "command": rec.command, "seed": rec.seed, "val_seed": 0,
                "data": {"name": rec.info.name, "n_train": rec.info.n_train, "n_val": rec.info.n_val,
-                        "n_test": rec.info.n_test},
+                        "n_test": rec.info.n_test, "source": rec.info.source, "checksums": rec.info.checksums},
                "reference_accuracy": ref_acc, "final_accuracy": final_acc,
                "reference_test": dict(test["reference"]), "final_test": dict(test["decode"]),
                "paired": s["test"]["paired"],

@@ -11,7 +11,9 @@ from caffe_dc.stages.run import Run
 
 
 def stage_inputs(r: Run) -> dict:
-    out = dict(r.info._asdict())
+    # The images are named by their checksums: where they were read from is recorded, not an input, so the
+    # same MNIST fetched another way (another mirror, the wheel) does not redo the run.
+    out = {k: v for k, v in r.info._asdict().items() if k != "source"}
     if not r.src.paper:
         # A user's files are inputs too: a changed net, solver or LMDB redoes everything.
         out["net"] = fingerprint([str(r.src.train_val), str(r.src.solver), list(r.src.changes)])
@@ -20,4 +22,4 @@ def stage_inputs(r: Run) -> dict:
 
 
 def run_stage(r: Run) -> dict:
-    return stage_inputs(r)
+    return dict(stage_inputs(r), source=r.info.source)

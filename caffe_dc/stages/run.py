@@ -21,6 +21,7 @@ from caffe_dc.base.errors import InputError
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
     """Where the MNIST-format images come from (``reproduce``; see ``cli.args.add_data_args``)."""
+    data: Optional[str] = None      # a built-in set: MNIST (None) or "fashion-mnist"
     idx: Optional[str] = None
     name: Optional[str] = None
     download: Optional[str] = None

@@ -8,6 +8,7 @@ likely a wrong or damaged file than a new data set.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 import zlib
@@ -20,17 +21,38 @@ UBYTE = 0x08
 _MAX_ELEMENTS = 1 << 31  # refuse headers that would have us allocate more than 2 GB
 
 
+# The files of an MNIST-format set, by split: each name may also end in .gz, or spell "-idx" as ".idx".
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+STEMS = tuple(stem for pair in SPLITS.values() for stem in pair)
+
+
+def gunzip(raw: bytes, name: str, limit: int | None = None) -> bytes:
+    """``raw`` decompressed, with a damaged stream, or one longer than ``limit`` bytes, named as the user's error."""
+    try:
+        if limit is None:
+            return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            out = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError("%s: corrupt or truncated gzip data (%s)" % (name, e))
+    if len(out) > limit:
+        raise InputError("%s: more than %d bytes uncompressed, far more than expected" % (name, limit))
+    return out
+
+
+def idx_payload(raw: bytes, name: str) -> bytes:
+    """The IDX bytes of a file's contents, gzip or not."""
+    return gunzip(raw, name) if raw[:2] == b"\x1f\x8b" else raw
+
+
 def read_idx_bytes(path: str) -> bytes:
     if not os.path.isfile(path):
         raise InputError("no such IDX file: %s" % path)
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise InputError("%s: corrupt or truncated gzip data (%s)" % (path, e))
-    return raw
+        return idx_payload(f.read(), path)
 
 
 def parse_idx(data: bytes, name: str = "IDX data", ndim: int | None = None) -> np.ndarray:
@@ -63,16 +85,29 @@ def parse_idx(data: bytes, name: str = "IDX data", ndim: int | None = None) -> n
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def encode_idx(arr: np.ndarray) -> bytes:
+    """The IDX bytes of a uint8 array: what ``parse_idx`` reads back (MNIST's own files are exactly this)."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim == 0:
+        raise ValueError("IDX holds uint8 arrays of at least one dimension, not %s %s" % (arr.dtype, arr.shape))
+    return struct.pack(">HBB", 0, UBYTE, arr.ndim) + struct.pack(">%dI" % arr.ndim, *arr.shape) + arr.tobytes()
+
+
 def load_idx(path: str, ndim: int | None = None) -> np.ndarray:
     return parse_idx(read_idx_bytes(path), path, ndim)
 
 
-def load_split(images_path: str, labels_path: str) -> tuple:
-    """Images (N, H, W) and labels (N,) of one split, checked against each other."""
-    images = load_idx(images_path, ndim=3)
-    labels = load_idx(labels_path, ndim=1)
+def split_arrays(images_data: bytes, labels_data: bytes, images_name: str, labels_name: str) -> tuple:
+    """Images (N, H, W) and labels (N,) of one split from its two files' bytes, checked against each other."""
+    images = parse_idx(images_data, images_name, ndim=3)
+    labels = parse_idx(labels_data, labels_name, ndim=1)
     if images.shape[0] != labels.shape[0]:
-        raise InputError("%s has %d images but %s has %d labels" % (images_path, images.shape[0], labels_path, labels.shape[0]))
+        raise InputError("%s has %d images but %s has %d labels" % (images_name, images.shape[0], labels_name, labels.shape[0]))
     if labels.size and labels.max() > 9:
-        raise InputError("%s: label %d outside 0..9" % (labels_path, int(labels.max())))
+        raise InputError("%s: label %d outside 0..9" % (labels_name, int(labels.max())))
     return images, labels
+
+
+def load_split(images_path: str, labels_path: str) -> tuple:
+    """Images (N, H, W) and labels (N,) of one split's two files."""
+    return split_arrays(read_idx_bytes(images_path), read_idx_bytes(labels_path), images_path, labels_path)
