@@ -63,7 +63,7 @@ def test_reproduce_quick_end_to_end(quick_run):
     assert (m["data"]["n_train"], m["data"]["n_val"], m["data"]["n_test"]) == (55000, 5000, 10000)
     assert state["data"]["checksums"] == mnist.CANONICAL_MD5 and state["data"]["source"] == m["data"]["source"]
     report = open(str(out / "report.md")).read()
-    assert "MNIST, the paper's data set (the four published files, md5-checked; from %s)" % m["data"]["source"] in report
+    assert "MNIST, the paper's data set: the four published files, md5-checked, from %s." % m["data"]["source"] in report
     assert "| paper (MNIST) | 1.64% → 1.58% | 1070 KB → 27 KB | 40x |" in report
     # the dense control: the reference retrained as the compressed net was (2 rounds x 500 + 500), no masks
     assert state["control"]["iters"] == 1500 and state["control"]["restarts"] == 3
@@ -154,6 +154,29 @@ def test_a_margin_redoes_only_the_verdicts(quick_run, tmp_path):
     m = json.load(open(str(run / "metrics.json")))
     assert {c["margin"] for c in m["paired"].values()} == {0.005}
     assert "0.50 pp" in (run / "report.md").read_text()
+
+
+def test_mnist_from_a_mirror_and_given_with_idx_is_the_same_data(quick_run, tmp_path, monkeypatch):
+    """The published files from a mirror (the files the quick run fetched, served over loopback) pass the md5s;
+    the same files given with --idx are recognised as MNIST and reuse its LMDBs, recorded with their source."""
+    from test_datasets import _serve
+
+    root, _, _ = quick_run
+    cache, data = root / "data" / datasets.MNIST_CACHE, tmp_path / "d"
+    url, server = _serve(cache)
+    try:
+        monkeypatch.setenv("CAFFE_DC_MNIST_URL", url)
+        p = run_cli("data", "--download", "mnist", "--data-root", data, "--limit", 100)
+    finally:
+        server.shutdown()
+    assert p.returncode == 0, p.stdout + p.stderr
+    meta = json.load(open(str(data / "mnist-100" / "meta.json")))
+    assert meta["source"] == "the published files from " + url and meta["checksums"] == mnist.CANONICAL_MD5
+    for stem in STEMS:
+        assert read_idx_bytes(str(data / datasets.MNIST_CACHE / (stem + ".gz"))) == \
+            read_idx_bytes(str(cache / (stem + ".gz")))
+    p = run_cli("data", "--idx", cache, "--data-root", data, "--limit", 100)
+    assert p.returncode == 0 and "data: reusing %s" % (data / "mnist-100") in p.stdout, p.stdout + p.stderr
 
 
 def test_default_run_folder_names_what_distinguishes_the_run():

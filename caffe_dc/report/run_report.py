@@ -36,7 +36,7 @@ def dataset_note(info) -> str:
                 "MNIST figures; the comparison that matters is reference vs compressed on the same images."
                 % ("" if whole else ", a subset"))
     elif canonical and whole:
-        what = "MNIST, the paper's data set (the four published files, md5-checked; from %s)." % info.source
+        what = "MNIST, the paper's data set: the four published files, md5-checked, from %s." % info.source
     else:
         what = "%s (MNIST format%s), not the paper's data set." % (info.name, "" if whole else ", a subset")
     return "%s %s." % (what, sizes[0].upper() + sizes[1:])
