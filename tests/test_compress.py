@@ -315,7 +315,7 @@ def test_max_drop_searches_past_the_chosen_densities_within_the_measured_drop(cu
     assert loop["past_targets"] and loop["max_drop_pp"] == 5.0 and loop["stopped"] in ("min_step", "cap")
     assert 1 <= len(rounds) <= schedules.SEARCH_ROUNDS
     for r in rounds:
-        assert r["held"] == (r["measured_drop_pp"] <= 5.0)
+        assert r["held"] == (r["drop_bound_pp"] <= 5.0)
     held = [r for r in rounds if r["held"]]
     if held:    # the file holds the last round that held, the sparsest within the drop
         assert loop["held_round"] == held[-1]["round"]

@@ -53,3 +53,61 @@ def test_a_layer_the_budget_leaves_dense_is_quantized_and_the_rate_is_met(dense_
         assert storage[n]["kind"] == "quantized" and storage[n]["weight_bits"] == bits
         w = decoded[n].blobs[0]
         assert np.count_nonzero(w) == w.size and np.unique(w).size <= 2 ** bits
+
+
+LOOP = {"max_drop_pp": 1.0, "max_rounds": 4}
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory):
+    """The quick preset with an early-stopped reference (its kept model is the best of its evaluations) and a
+    closed loop; snapshots every 100 iterations, so a fine-tuning killed midway resumes from one."""
+    root = tmp_path_factory.mktemp("method_loop")
+    with open(builtin("lenet-300-100", "quick")) as f:
+        doc = json.load(f)
+    doc.update(reference_iters=6000, reference_eval_every=250, reference_patience=2, snapshot_every=100,
+               closed_loop=LOOP)
+    sched = root / "schedule.json"
+    sched.write_text(json.dumps(doc))
+    out = root / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root, sched, out, p
+
+
+def test_the_loop_measures_against_the_references_last_evaluation(loop_run):
+    _, _, out, p = loop_run
+    state = json.load(open(str(out / "pipeline.json")))
+    ref, loop = state["reference"], state["prune"]["closed_loop"]
+    best = max(acc for _, acc in ref["evaluations"])
+    assert ref["accuracy"] == best   # kept: the best of its evaluations
+    assert ref["stopped_at"] > ref["best_iter"], "the reference stopped at its best: the test tests nothing (%s)" % ref
+    figure = loop["reference_figure"]
+    assert figure["accuracy"] == ref["evaluations"][-1][1] <= best and "last validation evaluation" in figure["what"]
+    assert loop["reference_model_accuracy"] == pytest.approx(best)
+    for r in state["prune"]["rounds"]:
+        rm = json.load(open(str(out / "prune" / ("round%d" % r["round"]) / "metrics.json")))
+        assert rm["reference_accuracy"] == figure["accuracy"]
+        assert r["measured_drop_pp"] == pytest.approx(100 * (figure["accuracy"] - r["accuracy"]), abs=1e-4)
+    assert "judged by the upper bound of its 95% paired interval" in (out / "report.md").read_text()
+
+
+def test_the_loop_holds_a_round_by_the_bound_of_its_paired_validation_interval(loop_run):
+    from caffe_dc.algorithms import stats
+    from caffe_dc.pycaffe import solving
+
+    _, _, out, _ = loop_run
+    state = json.load(open(str(out / "pipeline.json")))
+    n_val = json.load(open(str(out / "metrics.json")))["data"]["n_val"]
+    ref = solving.score_exact(str(out / "prune" / "base_train_val.prototxt"), state["reference"]["caffemodel"], n_val)
+    for r in state["prune"]["rounds"]:
+        rdir = out / "prune" / ("round%d" % r["round"])
+        got = solving.score_exact(str(rdir / "train_val.prototxt"), str(rdir / "retrained.caffemodel"), n_val)
+        cmp = stats.paired(ref["per_image"], got["per_image"], margin=LOOP["max_drop_pp"] / 100)
+        rec = json.load(open(str(rdir / "metrics.json")))["paired_vs_reference"]
+        assert (rec["n"], rec["only_a"], rec["only_b"]) == (n_val, cmp["only_a"], cmp["only_b"])
+        assert r["drop_bound_pp"] == pytest.approx(r["measured_drop_pp"] + 100 * (cmp["diff"] - cmp["diff_low"]))
+        assert r["held"] == (r["drop_bound_pp"] <= LOOP["max_drop_pp"])
+        if cmp["only_a"] + cmp["only_b"]:
+            assert r["drop_bound_pp"] > r["measured_drop_pp"]

@@ -96,10 +96,10 @@ def test_every_plan_respects_targets_cap_and_is_deterministic():
 
 def test_rounds_table_is_markdown():
     rows = [{"round": 1, "start_round": 0, "planned_density": 0.3, "density": 0.3001, "planned_drop_pp": 0.25,
-             "measured_drop_pp": 0.4, "accuracy": 0.91, "held": True}]
+             "measured_drop_pp": 0.4, "drop_bound_pp": 0.75, "accuracy": 0.91, "held": True}]
     t = pp.rounds_table(rows).splitlines()
     assert t[0].startswith("| round | from round | planned density |")
-    assert t[2] == "| 1 | 0 | 30.00% | 30.01% | 0.25 | 0.40 | 91.00% | yes |"
+    assert t[2] == "| 1 | 0 | 30.00% | 30.01% | 0.25 | 0.40 | 0.75 | 91.00% | yes |"
 
 
 DOC = {"rounds": 2, "iters_per_round": 10, "finetune_iters": 0, "lr_factor": 0.1, "densities": {"*": 0.1}}
@@ -161,3 +161,47 @@ def test_search_loop_is_what_max_drop_declares():
     doc = schedules.default_document(1000)
     assert doc["closed_loop"] == schedules.search_loop(schedules.DEFAULT_MAX_DROP_PP)
     assert doc["budget"]["max_drop_pp"] == schedules.DEFAULT_MAX_DROP_PP
+
+
+# ---------------------------------------------------------------- what the prune stage feeds the plan
+
+def test_the_loop_measures_against_the_references_last_evaluation_not_its_best():
+    from caffe_dc.stages.prune import baseline
+
+    evals = [[1000, 0.871], [2000, 0.884], [3000, 0.879], [4000, 0.882]]
+    stopped = {"accuracy": 0.884, "rule": "early stopping", "evaluations": evals, "best_iter": 2000}
+    b = baseline(stopped)
+    assert b.accuracy == 0.882 and "last validation evaluation" in b.what and "4000" in b.what
+    annealed = dict(stopped, accuracy=0.893, anneal={"accuracy": 0.893, "evaluations": [[1000, 0.893], [2000, 0.89]]})
+    b = baseline(annealed)
+    assert b.accuracy == 0.89 and "annealing" in b.what
+    for rule in ("fixed: 2000 iterations", "given weights"):   # not chosen on validation: its own figure
+        b = baseline({"accuracy": 0.9, "rule": rule, "evaluations": None})
+        assert b.accuracy == 0.9 and rule in b.what
+
+
+def test_a_drop_is_judged_by_the_bound_of_its_paired_interval():
+    import numpy as np
+
+    from caffe_dc.algorithms import stats
+    from caffe_dc.stages.prune import judged_drop
+
+    rng = np.random.RandomState(0)
+    ref = rng.rand(5000) < 0.9
+    rnd = ref.copy()
+    rnd[rng.choice(np.flatnonzero(ref), 70, replace=False)] = False   # 70 images lost, 60 won: a 0.2 pp drop
+    rnd[rng.choice(np.flatnonzero(~ref), 60, replace=False)] = True
+    j = judged_drop(ref.mean(), ref, rnd, 0.5)
+    cmp = stats.paired(ref, rnd, margin=0.005)
+    assert j["measured_drop_pp"] == pytest.approx(100 * (ref.mean() - rnd.mean()))
+    # against the reference model's own figure the bound is the interval's far end, well above the point
+    assert j["drop_bound_pp"] == pytest.approx(-100 * cmp["diff_low"])
+    assert j["drop_bound_pp"] > j["measured_drop_pp"] + 0.3
+    # against a lower (unbiased) figure, both move down by the difference
+    lower = judged_drop(ref.mean() - 0.002, ref, rnd, 0.5)
+    assert lower["drop_bound_pp"] == pytest.approx(j["drop_bound_pp"] - 0.2)
+    assert lower["measured_drop_pp"] == pytest.approx(j["measured_drop_pp"] - 0.2)
+    same = judged_drop(ref.mean(), ref, ref, 0.5)              # no image changed: little noise to allow for
+    assert 0 < same["drop_bound_pp"] < 0.1 and same["paired_vs_reference"]["only_a"] == 0
+    # a loop at a 0.5 pp budget holds on the point drop here but not on the bound
+    assert j["measured_drop_pp"] <= 0.5 < j["drop_bound_pp"]

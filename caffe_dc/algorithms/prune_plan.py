@@ -11,7 +11,8 @@ open loop's geometric plan, ``pruning.iterative_schedule``). The plan
 allows a drop of ``max_drop_pp * p`` percentage points of validation
 accuracy after retraining, against the reference's: a share of the budget
 in proportion to the progress made. After a round that reached p with a
-measured drop D:
+drop D (the drop the caller judges by: the prune stage gives the upper bound
+of the drop's paired interval on the validation split, ``stages.prune.judged_drop``):
 
 * D <= max_drop_pp: the round *holds*; the next step is the last one times
   the slack left, (max_drop_pp - D) / (max_drop_pp / 2), clamped to
@@ -45,11 +46,13 @@ net has retrained. The loop then goes on past p = 1 (layer n keeps
 no larger than the first (the curves say nothing of what lies past the
 targets), and ends
 only when a round at the smallest step fails or at the cap: the highest
-rate whose measured validation drop after retraining stays within
-``max_drop_pp``, as far as the rounds can find it.
+rate whose judged validation drop after retraining stays within
+``max_drop_pp``, as far as the rounds can find it. A search keeps the last
+round that held, so with point drops it would stop where the noise of the
+validation split happened to read low; judged by a bound, it does not.
 
 Everything is a pure function of the targets, the settings and the
-measured drops so far, so a resumed run that reads the drops back from its
+judged drops so far, so a resumed run that reads the drops back from its
 rounds' metrics makes the same decisions.
 """
 from __future__ import annotations
@@ -115,7 +118,7 @@ def _limit(step: float, held_p: float, first: float, settings: Settings) -> floa
 
 
 def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: Sequence[float]) -> Plan:
-    """Replay the loop over the measured ``drops`` (percentage points after retraining, round 1 first)
+    """Replay the loop over the judged ``drops`` (percentage points after retraining, round 1 first)
     and say what comes next. ``rounds``: the schedule's, which sets the first step."""
     first = 1.0 / rounds
     smallest = first * MIN_STEP_SHARE
@@ -155,8 +158,8 @@ def plan(targets: Mapping[str, float], rounds: int, settings: Settings, drops: S
 def rounds_table(rounds: Sequence[Mapping]) -> str:
     """The prune stage's ``rounds`` record as Markdown: planned against measured, round by round."""
     head = ["round", "from round", "planned density", "density", "planned drop (pp)", "measured drop (pp)",
-            "val accuracy", "held"]
+            "drop bound (pp)", "val accuracy", "held"]
     rows = [[r["round"], r["start_round"], "%.2f%%" % (100 * r["planned_density"]), "%.2f%%" % (100 * r["density"]),
-             "%.2f" % r["planned_drop_pp"], "%.2f" % r["measured_drop_pp"], "%.2f%%" % (100 * r["accuracy"]),
-             "yes" if r["held"] else "no"] for r in rounds]
+             "%.2f" % r["planned_drop_pp"], "%.2f" % r["measured_drop_pp"], "%.2f" % r["drop_bound_pp"],
+             "%.2f%%" % (100 * r["accuracy"]), "yes" if r["held"] else "no"] for r in rounds]
     return markdown_table(head, rows)

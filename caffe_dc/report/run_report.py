@@ -196,10 +196,12 @@ def _rounds(rec: RunRecord) -> list:
     if prune.get("rounds"):
         loop = prune.get("closed_loop") or {}
         table = prune_plan.rounds_table(prune["rounds"])
-        note = ("Closed loop (`closed_loop` %s): each round's measured drop after retraining, against the reference's "
-                "%s on validation, re-planned the rounds left; it stopped on `%s`%s."
+        figure = loop.get("reference_figure") or {"accuracy": ref, "what": "the reference's validation accuracy"}
+        note = ("Closed loop (`closed_loop` %s): each round's drop after retraining, measured against %s (%s) and "
+                "judged by the upper bound of its 95%% paired interval on validation, re-planned the rounds left; "
+                "it stopped on `%s`%s."
                 % (json.dumps({k: loop[k] for k in ("max_drop_pp", "max_rounds", "past_targets") if k in loop}),
-                   pct(ref, 2), loop.get("stopped"), _loop_outcome(loop)))
+                   figure["what"], pct(figure["accuracy"], 2), loop.get("stopped"), _loop_outcome(loop)))
     else:
         with open(os.path.join(rec.run_dir, "prune", "metrics.json")) as f:
             done = json.load(f)["rounds"]

@@ -12,6 +12,12 @@ validation drops measured so far; each round's plan and measurement are in
 its ``round<r>/metrics.json``, and the plan is replayed from those, so a
 resumed run makes the same decisions. The stage's output then carries the
 rounds, planned against measured.
+
+A round's drop is measured against an unbiased figure of the reference
+(``Baseline``: its last validation evaluation, not the best-of one it was
+kept for, which reads high by about the split's noise), and the loop judges
+it by the upper bound of its paired interval on the validation split, so a
+search does not stop where the noise happened to read low.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_dc.pycaffe import nets
-from caffe_dc.algorithms import prune_plan, pruning
+from caffe_dc.algorithms import prune_plan, pruning, stats
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import MASK, blob_name
@@ -87,6 +93,26 @@ def layer_rows(params: Params, layers: List[str], paper: Mapping[str, float]) ->
     return rows
 
 
+class Baseline(NamedTuple):
+    """The validation accuracy a closed loop measures its drops against, and what it is (recorded)."""
+    accuracy: float
+    what: str
+
+
+def baseline(reference: Mapping) -> Baseline:
+    """The reference stage's last validation evaluation (of its annealing, when it annealed). An early-stopped
+    reference is the best of its evaluations, so its own figure is a maximum over noisy readings and reads high
+    by about the split's noise; the last evaluation was not chosen on it. A fixed-length or given reference was
+    not chosen on validation, so its own figure is that evaluation."""
+    stage = reference.get("anneal") or reference
+    if stage.get("evaluations"):
+        it, acc = stage["evaluations"][-1]
+        return Baseline(float(acc), "the reference's last validation evaluation (%s, iteration %d)"
+                        % ("annealing" if "anneal" in reference else "training", it))
+    return Baseline(float(reference["accuracy"]), "the reference's validation accuracy (%s: not chosen on validation)"
+                    % reference["rule"])
+
+
 class _RoundContext(NamedTuple):
     base: object
     shapes: Dict[str, tuple]
@@ -94,17 +120,19 @@ class _RoundContext(NamedTuple):
     n_orig: Dict[str, int]
     solver0: object
     test_iter: int
+    n_val: int
     cfg: PruneConfig
     progress: bool
     verbose: bool
 
 
 def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], want: Optional[Dict[str, float]],
-           rdir: str, of: str, plan: Optional[dict] = None) -> Tuple[dict, str]:
+           rdir: str, of: str, plan: Optional[dict] = None, ref_correct=None) -> Tuple[dict, str]:
     """Round ``r``: prune ``current`` further (``masks`` updated in place) to the densities ``want`` (None: the
     config's qualities), retrain; its metrics and model. A round whose retrained model exists is read back
     instead. ``of``: the round count as printed; ``plan``: the closed loop's plan of this round, recorded with
-    the drop measured against its ``reference_accuracy``."""
+    the drop measured against its ``reference_accuracy`` (``judged_drop``; ``ref_correct()``: the reference's
+    per-image validation correctness)."""
     cfg = c.cfg
     done = os.path.join(rdir, "retrained.caffemodel")
     rmeta = os.path.join(rdir, "metrics.json")
@@ -146,14 +174,31 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
           "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
           "history": hist}
     if plan is not None:
-        rm.update(plan, measured_drop_pp=100 * (plan["reference_accuracy"] - rm["accuracy"]))
+        scored = solving.score_exact(tv, done, c.n_val)["per_image"]
+        rm.update(plan, **judged_drop(plan["reference_accuracy"], ref_correct(), scored,
+                                      cfg.closed_loop["max_drop_pp"]))
     atomic_write(rmeta, json.dumps(rm, indent=2).encode())
     return rm, done
 
 
+def judged_drop(baseline_accuracy: float, ref_correct, round_correct, max_drop_pp: float) -> dict:
+    """A round's drop in points against ``baseline_accuracy`` (``measured_drop_pp``), and the bound the closed loop
+    judges it by (``drop_bound_pp``): that drop plus the lower half-width of the paired interval of the round's
+    per-image validation correctness against the reference model's (its verdict recorded at the loop's budget as
+    margin). The point drop reads low about as often as high; stopping at the last round whose point held would
+    stop where the noise happened to read low."""
+    cmp = stats.paired(ref_correct, round_correct, margin=max_drop_pp / 100.0)
+    point = 100.0 * (float(baseline_accuracy) - cmp["b_correct"] / cmp["n"])
+    return {"measured_drop_pp": point, "drop_bound_pp": point + 100.0 * (cmp["diff"] - cmp["diff_low"]),
+            "paired_vs_reference": {k: cmp[k] for k in ("n", "only_a", "only_b", "diff", "diff_low", "diff_high",
+                                                         "margin", "verdict")}}
+
+
 def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
-                layers: Optional[List[str]] = None, progress: bool = True, verbose: bool = False) -> dict:
-    """``net``: a registry name (read on ``info``) or a ``nets.NetSource`` (any net)."""
+                layers: Optional[List[str]] = None, progress: bool = True, verbose: bool = False,
+                ref_baseline: Optional[Baseline] = None) -> dict:
+    """``net``: a registry name (read on ``info``) or a ``nets.NetSource`` (any net); ``ref_baseline``: what a
+    closed loop measures its drops against (default: the reference model's own validation accuracy)."""
     src = nets.source(net, info)
     info = src.info
     if cfg.rounds < 1:
@@ -174,7 +219,8 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
         pruning.validate_density(v) if cfg.densities is not None else pruning.validate_quality(v)
     layers = [n for n in layers if n in targets]
     shapes = {n: params[n].blobs[0].shape for n in layers}
-    test_iter = solving.test_iters_for(base, info.split("val")[1])
+    n_val = info.split("val")[1]
+    test_iter = solving.test_iters_for(base, n_val)
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
     ref_metrics = solving.evaluate(base_path, ref_model, test_iter, verbose)
@@ -183,10 +229,12 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
     solver0 = src.solver_for(base_path, os.path.join(out_dir, "snap"))
 
     n_orig = {n: params[n].blobs[0].size for n in layers}
-    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, cfg, progress, verbose)
+    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, n_val, cfg, progress, verbose)
     ref_acc = solving.accuracy_of(ref_metrics)
     if cfg.closed_loop is not None:
-        rounds, current, loop = _closed_loop(ctx, ref_model, ref_acc, targets, out_dir)
+        figure = ref_baseline or Baseline(ref_acc, "the reference model's validation accuracy")
+        rounds, current, loop = _closed_loop(ctx, ref_model, base_path, figure, targets, out_dir)
+        loop.update(reference_figure=figure._asdict(), reference_model_accuracy=ref_acc)
     else:
         (rounds, current), loop = _open_loop(ctx, ref_model, params, targets, out_dir), None
     last = rounds[-1] if loop is None else _held(rounds, loop, layers, ref_acc)
@@ -240,24 +288,31 @@ def _open_loop(c: _RoundContext, ref_model: str, params: Params, targets, out_di
     return rounds, current
 
 
-def _closed_loop(c: _RoundContext, ref_model: str, ref_acc: float, targets: Dict[str, float],
+def _closed_loop(c: _RoundContext, ref_model: str, ref_net: str, figure: Baseline, targets: Dict[str, float],
                  out_dir: str) -> Tuple[List[dict], str, dict]:
-    """Rounds planned one at a time from the drops measured so far (``prune_plan``); each starts from the
-    last round that held. Returns the rounds run, the model of the last that held, and the loop's summary."""
+    """Rounds planned one at a time from the drops judged so far (``prune_plan``, ``judged_drop``); each starts
+    from the last round that held. Returns the rounds run, the model of the last that held, and the loop's
+    summary."""
     cfg = c.cfg
     if cfg.densities is None:
         raise InputError("a closed-loop schedule needs target densities, not qualities")
     settings = prune_plan.Settings(float(cfg.closed_loop["max_drop_pp"]), int(cfg.closed_loop["max_rounds"]),
                                    bool(cfg.closed_loop.get("past_targets", False)))
-    models, rounds = {0: ref_model}, []
+    models, rounds, ref_correct = {0: ref_model}, [], []
+
+    def correct():   # the reference scored once, when a round first needs it (a resumed loop may not)
+        if not ref_correct:
+            ref_correct.append(solving.score_exact(ref_net, ref_model, c.n_val)["per_image"])
+        return ref_correct[0]
+
     total = sum(c.n_orig.values())
     while True:
-        pl = prune_plan.plan(targets, cfg.rounds, settings, [rm["measured_drop_pp"] for rm in rounds])
+        pl = prune_plan.plan(targets, cfg.rounds, settings, [rm["drop_bound_pp"] for rm in rounds])
         st = pl.next
         if st is None:
             break
         start = models[st.start_round]
-        planned = {"reference_accuracy": ref_acc, "start_round": st.start_round, "progress": st.progress,
+        planned = {"reference_accuracy": figure.accuracy, "start_round": st.start_round, "progress": st.progress,
                    "step": st.step, "planned_layer_density": st.densities,
                    "planned_density": sum(st.densities[n] * c.n_orig[n] for n in c.layers) / total,
                    "planned_drop_pp": st.planned_drop_pp}
@@ -266,9 +321,12 @@ def _closed_loop(c: _RoundContext, ref_model: str, ref_acc: float, targets: Dict
                   % (st.round, st.start_round, st.start_progress, st.progress, st.rounds_left))
         rdir = os.path.join(out_dir, "round%d" % st.round)
         rm, models[st.round] = _round(c, st.round, start, masks_of(load_params(start), c.layers), st.densities, rdir,
-                                      " (closed loop, at most %d)" % settings.max_rounds, planned)
+                                      " (closed loop, at most %d)" % settings.max_rounds, planned, correct)
         if rm.get("progress") != st.progress or rm.get("start_round") != st.start_round:
             raise InternalError("%s was planned differently from the replayed plan" % rdir)
+        if c.progress:
+            print("  closed loop: round %d drops %.2f pp against %s (%.2f%%); at most %.2f pp by its paired interval"
+                  % (st.round, rm["measured_drop_pp"], figure.what, 100 * figure.accuracy, rm["drop_bound_pp"]))
         rounds.append(rm)
     for rm, t in zip(rounds, pl.tried):
         rm["held"] = t["held"]
@@ -290,7 +348,7 @@ def _held(rounds: List[dict], loop: dict, layers: List[str], ref_acc: float) -> 
 def loop_rounds(rounds: List[dict]) -> List[dict]:
     """The closed loop's rounds, planned against measured (what the stage outputs and ``rounds_table`` reads)."""
     keys = ("round", "start_round", "planned_density", "density", "planned_drop_pp", "measured_drop_pp",
-            "accuracy", "held")
+            "drop_bound_pp", "accuracy", "held")
     return [{k: rm[k] for k in keys} for rm in rounds]
 
 
@@ -313,7 +371,8 @@ def run_stage(r: Run) -> dict:
     cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
                       lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities,
                       closed_loop=sch.closed_loop)
-    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.path("prune"), cfg, progress=r.progress)
+    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.path("prune"), cfg, progress=r.progress,
+                    ref_baseline=baseline(r.out("reference")))
     print(indent(m["table"]))
     written = load_solver_proto(r.path("prune", "round1", "retrain", "solver.prototxt"))
     out = {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
