@@ -111,3 +111,51 @@ def test_the_loop_holds_a_round_by_the_bound_of_its_paired_validation_interval(l
         assert r["held"] == (r["drop_bound_pp"] <= LOOP["max_drop_pp"])
         if cmp["only_a"] + cmp["only_b"]:
             assert r["drop_bound_pp"] > r["measured_drop_pp"]
+
+
+def test_the_fine_tuning_keeps_its_best_validation_evaluation(loop_run):
+    from caffe_dc.pycaffe import solving
+    from caffe_dc.stages.quantize import FINETUNE_EVALS
+
+    _, _, out, _ = loop_run
+    state = json.load(open(str(out / "pipeline.json")))
+    q = state["quantize"]
+    hist = json.load(open(str(out / "quantize" / "metrics.json")))["history"]
+    evals = [(0, q["accuracy_before_finetune"])] + [(h["iter"], h["accuracy"]) for h in hist]
+    assert len(hist) == FINETUNE_EVALS and q["accuracy_last"] == hist[-1]["accuracy"]
+    best_acc = max(a for _, a in evals)
+    assert q["accuracy"] == pytest.approx(best_acc) and q["best_iter"] == next(i for i, a in evals if a == best_acc)
+    n_val = json.load(open(str(out / "metrics.json")))["data"]["n_val"]
+    kept = solving.score_exact(q["prototxt"], q["caffemodel"], n_val)   # the file is the model of that evaluation
+    assert kept["accuracy"] == pytest.approx(q["accuracy"], abs=0.5 / n_val)
+
+
+def test_a_fine_tuning_killed_midway_resumes_to_the_same_file(loop_run, tmp_path, monkeypatch):
+    """Killed in the fine-tuning's sixth piece (after the snapshot at 200 and a saved best): the rerun resumes
+    and ends in the very model.dcz of the run that was never killed."""
+    from caffe_dc.pipeline.reproduce import Pipeline
+    from caffe_dc.pycaffe import solving
+    from caffe_dc.stages.run import DataOptions, RunOptions
+
+    root, sched, out, _ = loop_run
+    first = json.load(open(str(out / "pipeline.json")))
+    opts = RunOptions(net="lenet-300-100", quick=True, schedule=str(sched), out=str(tmp_path / "run"),
+                      data=DataOptions(data_root=str(root / "data")))
+    real_run, pieces = solving.run, []
+
+    def run(*a, **k):
+        if k.get("desc") == "quantize":
+            pieces.append(k.get("span"))
+            if len(pieces) == 6:
+                raise KeyboardInterrupt
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(solving, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(opts, progress=False).run()
+    assert os.path.isfile(str(tmp_path / "run" / "quantize" / "retrain" / "snap_iter_200.solverstate"))
+    Pipeline(opts, progress=False).run()
+    assert pieces[6][0] == 200    # resumed from the snapshot, not from the start
+    again = json.load(open(str(tmp_path / "run" / "pipeline.json")))
+    assert again["quantize"]["best_iter"] == first["quantize"]["best_iter"]
+    assert (tmp_path / "run" / "model.dcz").read_bytes() == (out / "model.dcz").read_bytes()

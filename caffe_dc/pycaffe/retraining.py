@@ -18,6 +18,7 @@ import re
 import shutil
 from typing import Callable, Dict, List, Optional
 
+from caffe_dc.algorithms.early_stopping import EarlyStopping
 from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.pycaffe import caffemodel
 from caffe_dc.pycaffe import solving
@@ -137,6 +138,8 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
         n = min(step, remaining)
         history.extend(solving.run(solver, n, test_iter, test_every=0 if on_eval else test_every, desc=desc,
                                    progress=progress, span=(solver.iter, iters)))
+        if on_eval:
+            hooks.sync_blobs()   # a best it saves is then exactly codebook[codes], as a snapshot is
         keep = on_eval(solver, history) if on_eval else None
         remaining = iters - solver.iter
         due = not on_eval or (snapshot_every and solver.iter // snapshot_every > (solver.iter - n) // snapshot_every)
@@ -186,3 +189,45 @@ def _prune_snapshots(prefix: str, keep: Optional[int]) -> None:
         m = re.search(r"_iter_(\d+)\.(solverstate|caffemodel)$", p)
         if m and (keep is None or int(m.group(1)) != keep):
             os.unlink(p)
+
+
+def evaluations(history) -> list:
+    """[[iteration, validation accuracy], ...] of a training's test history."""
+    out = []
+    for h in history:
+        acc = solving.accuracy_of(h)
+        if acc is None:
+            raise InputError("early stopping needs the net's accuracy on the validation split; its TEST outputs "
+                             "are %s" % ", ".join(sorted(k for k in h if k != "iter")))
+        out.append([h["iter"], acc])
+    return out
+
+
+class KeepBest:
+    """``retrain``'s ``on_eval`` for early stopping (reference training) and for keeping the best of a
+    fine-tuning: save each new best's weights, and name the best file when the rule stops. A best file
+    is kept until a snapshot no longer needs it: a run resumed from the newest snapshot replays from
+    there, so it needs the best as of that snapshot and rewrites (same bytes) any newer one."""
+
+    def __init__(self, rule: EarlyStopping, out_dir: str):
+        self.rule, self.out_dir = rule, out_dir
+
+    def path(self, it: int) -> str:
+        return os.path.join(self.out_dir, "best_iter_%d.caffemodel" % it)
+
+    def __call__(self, solver, history) -> Optional[str]:
+        evals = evaluations(history)
+        d = self.rule.decide(evals)
+        if d.best_iter == solver.iter:
+            solving.save_net(solver.net, self.path(solver.iter))
+            snap = latest_snapshot(os.path.join(self.out_dir, "snap"))
+            at_snap = int(re.search(r"_iter_(\d+)\.solverstate$", snap).group(1)) if snap else 0
+            needed = self.rule.decide([e for e in evals if e[0] <= at_snap]).best_iter
+            self.clear(keep=(d.best_iter, needed))
+        return self.path(d.best_iter) if d.stop else None
+
+    def clear(self, keep=()) -> None:
+        for p in glob.glob(os.path.join(self.out_dir, "best_iter_*.caffemodel")):
+            m = re.search(r"_iter_(\d+)\.caffemodel$", p)
+            if m and int(m.group(1)) not in keep:
+                os.unlink(p)

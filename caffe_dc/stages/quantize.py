@@ -18,6 +18,7 @@ import numpy as np
 
 from caffe_dc.pycaffe import nets
 from caffe_dc.algorithms import quantization
+from caffe_dc.algorithms.early_stopping import EarlyStopping
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
 from caffe_dc.base import layer_policy
@@ -27,15 +28,17 @@ from caffe_dc.base.fileio import atomic_path, atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
 from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe.solving import check_matches
-from caffe_dc.pycaffe.retraining import retrain
+from caffe_dc.pycaffe.retraining import KeepBest, evaluations, retrain
 from caffe_dc.base.tables import text_table
 from caffe_dc.stages.run import Run, indent
 
 
 # A fine-tuning that ends this many points of validation accuracy below its clustered start has
 # diverged (the paper's summed centroid gradients give a cluster of thousands of weights a step
-# thousands of times a weight's): the clustered model is kept instead, and the record says so.
+# thousands of times a weight's); the best evaluation is kept anyway, this only names the failure.
 COLLAPSE_PP = 5.0
+# Validation evaluations over a fine-tuning, evenly spaced; the best is kept (the clustered start included).
+FINETUNE_EVALS = 10
 
 
 def collapsed(before: float, after: float) -> bool:
@@ -88,8 +91,8 @@ def quantize_params(params: Params, layers: List[str], bits: Mapping[str, int], 
 def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfig,
                      progress: bool = True, verbose: bool = False, only: Optional[List[str]] = None) -> dict:
     """Quantize and fine-tune the pruned layers and those ``cfg.bits`` names; ``only`` restricts quantization
-    to those layers (the rest stay float, still masked), as in the paper's conv-vs-fc bits study. ``net``: a registry name (read on
-    ``info``) or a ``nets.NetSource`` (any net)."""
+    to those layers (the rest stay float, still masked), as in the paper's conv-vs-fc bits study. ``net``: a
+    registry name (read on ``info``) or a ``nets.NetSource`` (any net)."""
     src = nets.source(net, info)
     info = src.info
     os.makedirs(out_dir, exist_ok=True)
@@ -104,7 +107,6 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
     layers = [n for n in masked if only is None or n in only]
     bits = _layer_bits(src, layers, cfg.bits)
     init = quantization.Init.parse(cfg.init)
-    centroid_grad = quantization.CentroidGrad.parse(cfg.centroid_grad)
     test_iter = solving.test_iters_for(base, info.split("val")[1])
     base_path = os.path.join(out_dir, "base_train_val.prototxt")
     save_net_proto(base, base_path)
@@ -126,33 +128,64 @@ def run_quantization(net, pruned_model: str, info, out_dir: str, cfg: QuantConfi
               % (init.name.lower(), 100 * before, 100 * pruned_acc))
     final = os.path.join(out_dir, "quantized.caffemodel")
     sp = rewrite.retrain_solver(solver0, cfg.lr_factor)
-    if os.path.isfile(final) and os.path.isfile(os.path.join(out_dir, "metrics.json")):
-        with open(os.path.join(out_dir, "metrics.json")) as f:
-            old = json.load(f)
-        hist = old["history"]
-    else:
-        hist = retrain(tv, sp, init_path, os.path.join(out_dir, "retrain"), cfg.iters, test_iter, final,
-                       desc="quantize", snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose,
-                       centroid_grad=centroid_grad)
-    after = solving.accuracy_of(hist[-1])
-    discarded = None
-    if collapsed(before, after):
-        discarded = ("the fine-tuning collapsed (validation %.2f%% -> %.2f%%); the clustered model is kept"
-                     % (100 * before, 100 * after))
-        print("  warning: %s (try --centroid-grad mean or a smaller lr_factor)" % discarded)
-        with atomic_path(final) as tmp:
-            shutil.copyfile(init_path, tmp)
-        after = before
+    hist, kept = _fine_tune(tv, sp, init_path, out_dir, cfg, test_iter, final, before, progress, verbose)
     rows = _fine_tuned_rows(load_params(final), layers, linfo)
     metrics = {
         "net": src.name, "dataset": info.name, "pruned_caffemodel": pruned_model, "init": init.name.lower(),
-        "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "accuracy": after,
-        "layers": linfo, "history": hist, "caffemodel": final, "prototxt": tv, "config": cfg._asdict(),
-        "fine_tune_discarded": discarded,
+        "accuracy_pruned": pruned_acc, "accuracy_before_finetune": before, "layers": linfo, "history": hist,
+        "caffemodel": final, "prototxt": tv, "config": cfg._asdict(),
     }
+    metrics.update(kept)
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     metrics["table"] = text_table(["layer", "kept", "bits", "codebook", "distinct", "r=nb/(n log2k+kb)"], rows)
     return metrics
+
+
+def fine_tune_rule(iters: int) -> Optional[EarlyStopping]:
+    """The fine-tuning's evaluations on the validation split: ``FINETUNE_EVALS`` of them, evenly spaced, never
+    stopping early (a patience past any count of evaluations); None for no fine-tuning."""
+    if iters < 1:
+        return None
+    return EarlyStopping(-(-iters // FINETUNE_EVALS), iters + 1, iters)
+
+
+def _fine_tune(tv: str, sp, init_path: str, out_dir: str, cfg: QuantConfig, test_iter: int, final: str,
+               before: float, progress: bool, verbose: bool):
+    """Train the centroids from the clustered model ``init_path`` to ``final``, keeping the best validation
+    evaluation, the clustered start included (so a fine-tuning that made things worse, or diverged, is not
+    kept). Returns the test history and {accuracy, accuracy_last, best_iter, fine_tune_discarded}. A finished
+    fine-tuning (``final`` and its metrics written) is read back and decided again from its history."""
+    rule = fine_tune_rule(cfg.iters)
+    if os.path.isfile(final) and os.path.isfile(os.path.join(out_dir, "metrics.json")):
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            hist = json.load(f)["history"]
+    else:
+        work = os.path.join(out_dir, "retrain")
+        keeper = KeepBest(rule, work) if rule else None
+        hist = retrain(tv, sp, init_path, work, cfg.iters, test_iter, final, desc="quantize",
+                       snapshot_every=cfg.snapshot_every, progress=progress, verbose=verbose,
+                       centroid_grad=quantization.CentroidGrad.parse(cfg.centroid_grad),
+                       eval_every=rule.eval_every if rule else 0, on_eval=keeper)
+        if keeper:
+            keeper.clear()
+    last = solving.accuracy_of(hist[-1])
+    if rule is None:
+        return hist, {"accuracy": last, "accuracy_last": last, "best_iter": 0, "fine_tune_discarded": None}
+    d = rule.decide(evaluations(hist))
+    out = {"accuracy": d.best, "accuracy_last": last, "best_iter": d.best_iter, "fine_tune_discarded": None}
+    if d.best <= before:   # a tie is no progress (the rule's own): the start, which took no training, is kept
+        why = ("collapsed (validation %.2f%% -> %.2f%%)" % (100 * before, 100 * last) if collapsed(before, last) else
+               "did not beat its clustered start on validation (%.2f%%; its best %.2f%%)"
+               % (100 * before, 100 * d.best))
+        out.update(accuracy=before, best_iter=0, fine_tune_discarded="the fine-tuning %s; the clustered model is kept"
+                   % why)
+        print("  warning: %s (try --centroid-grad mean or a smaller lr_factor)" % out["fine_tune_discarded"])
+        with atomic_path(final) as tmp:
+            shutil.copyfile(init_path, tmp)
+    elif progress:
+        print("  fine-tuning: val accuracy %.2f%% at iteration %d, the best of %d evaluations (last %.2f%%)"
+              % (100 * d.best, d.best_iter, len(hist), 100 * last))
+    return hist, out
 
 
 def _layer_bits(src, layers: List[str], given: Optional[Dict[str, int]]) -> Dict[str, int]:
@@ -217,4 +250,5 @@ def run_stage(r: Run) -> dict:
     print(indent(m["table"]))
     return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
             "accuracy_before_finetune": m["accuracy_before_finetune"], "fine_tune_discarded": m["fine_tune_discarded"],
+            "best_iter": m["best_iter"], "accuracy_last": m["accuracy_last"],
             "bits": {n: v["bits"] for n, v in m["layers"].items()}}

@@ -9,17 +9,14 @@ reference when the rule stops the run.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from typing import Optional
 
 from caffe_dc.algorithms.early_stopping import EarlyStopping
-from caffe_dc.base.errors import InputError
 from caffe_dc.pycaffe import nets
 from caffe_dc.pycaffe import retraining
 from caffe_dc.pycaffe import solving
@@ -59,7 +56,7 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     caffe = solving.import_caffe(verbose)
     t0 = time.time()
     model = os.path.join(out_dir, "%s.caffemodel" % spec.name)
-    keeper = _KeepBest(rule, out_dir) if rule is not None else None
+    keeper = retraining.KeepBest(rule, out_dir) if rule is not None else None
     # The solver's own snapshot interval becomes the resume point: a rerun after a kill goes on
     # from the newest snapshot rather than from iteration 0.
     history = retraining.retrain(tv_path, sp, None, out_dir, sp.max_iter, titer, model,
@@ -69,10 +66,10 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     final = history[-1]
     stop = {"stopped_at": final["iter"], "best_iter": None, "rule": "fixed: %d iterations" % sp.max_iter}
     if keeper is not None:
-        d = rule.decide(evaluations(history))
+        d = rule.decide(retraining.evaluations(history))
         final = next(h for h in history if h["iter"] == d.best_iter)
         stop = {"stopped_at": d.last_iter, "best_iter": d.best_iter, "rule": rule.describe(), "stop_reason": d.reason,
-                "early_stopping": rule.to_dict(), "evaluations": evaluations(history)}
+                "early_stopping": rule.to_dict(), "evaluations": retraining.evaluations(history)}
         keeper.clear()
     metrics = {
         "net": spec.name, "dataset": info.name, "iters": final["iter"], "seed": seed,
@@ -84,48 +81,6 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     metrics.update(stop)
     atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2).encode())
     return metrics
-
-
-def evaluations(history) -> list:
-    """[[iteration, validation accuracy], ...] of a training's test history."""
-    out = []
-    for h in history:
-        acc = solving.accuracy_of(h)
-        if acc is None:
-            raise InputError("early stopping needs the net's accuracy on the validation split; its TEST outputs "
-                             "are %s" % ", ".join(sorted(k for k in h if k != "iter")))
-        out.append([h["iter"], acc])
-    return out
-
-
-class _KeepBest:
-    """``retrain``'s ``on_eval`` for early stopping: save each new best's weights, and name the best
-    file when the rule stops. A best file is kept until a snapshot no longer needs it: a run resumed
-    from the newest snapshot replays from there, so it needs the best as of that snapshot and
-    rewrites (same bytes) any newer one."""
-
-    def __init__(self, rule: EarlyStopping, out_dir: str):
-        self.rule, self.out_dir = rule, out_dir
-
-    def path(self, it: int) -> str:
-        return os.path.join(self.out_dir, "best_iter_%d.caffemodel" % it)
-
-    def __call__(self, solver, history) -> Optional[str]:
-        evals = evaluations(history)
-        d = self.rule.decide(evals)
-        if d.best_iter == solver.iter:
-            solving.save_net(solver.net, self.path(solver.iter))
-            snap = retraining.latest_snapshot(os.path.join(self.out_dir, "snap"))
-            at_snap = int(re.search(r"_iter_(\d+)\.solverstate$", snap).group(1)) if snap else 0
-            needed = self.rule.decide([e for e in evals if e[0] <= at_snap]).best_iter
-            self.clear(keep=(d.best_iter, needed))
-        return self.path(d.best_iter) if d.stop else None
-
-    def clear(self, keep=()) -> None:
-        for p in glob.glob(os.path.join(self.out_dir, "best_iter_*.caffemodel")):
-            m = re.search(r"_iter_(\d+)\.caffemodel$", p)
-            if m and int(m.group(1)) not in keep:
-                os.unlink(p)
 
 
 def environment(caffe=None) -> dict:
@@ -154,18 +109,18 @@ def anneal(r: Run, start: str, rule: EarlyStopping) -> dict:
 
     out_dir = r.path("reference", "anneal")
     sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, os.path.join(out_dir, "snap")), r.lr_factor)
-    keeper = _KeepBest(rule, out_dir)
+    keeper = retraining.KeepBest(rule, out_dir)
     final = r.path("reference", "annealed.caffemodel")
     history = retraining.retrain(r.base_path, sp, start, out_dir, rule.max_iters, r.test_iter, final,
                                  desc="reference, annealed", snapshot_every=r.snapshot_every, progress=r.progress,
                                  eval_every=rule.eval_every, on_eval=keeper)
-    d = rule.decide(evaluations(history))
+    d = rule.decide(retraining.evaluations(history))
     keeper.clear()
     best = next(h for h in history if h["iter"] == d.best_iter)
     print("  annealed at lr x %g: val accuracy %.2f%% at iteration %d, the best; stopped at %d (%s)"
           % (r.lr_factor, 100 * solving.accuracy_of(best), d.best_iter, d.last_iter, d.reason))
     return {"caffemodel": final, "accuracy": solving.accuracy_of(best), "best_iter": d.best_iter,
-            "stopped_at": d.last_iter, "stop_reason": d.reason, "evaluations": evaluations(history)}
+            "stopped_at": d.last_iter, "stop_reason": d.reason, "evaluations": retraining.evaluations(history)}
 
 
 def run_stage(r: Run) -> dict:
