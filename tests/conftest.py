@@ -46,6 +46,20 @@ def run_cli(*args, cwd=None, timeout=600):
                           timeout=timeout, env=env)
 
 
+def quick_run_with(root, doc, name="run", data="fashion-mnist"):
+    """`reproduce lenet-300-100 --quick --data DATA` under the schedule ``doc`` (written beside the run), data in
+    root/data; (schedule path, run folder, process), the run checked to have succeeded."""
+    import json
+
+    sched = root / ("%s.json" % name)
+    sched.write_text(json.dumps(doc))
+    out = root / name
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out, "--data", data,
+                "--data-root", root / "data", cwd=str(root))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return sched, out, p
+
+
 def killed_in_chunk(monkeypatch, n):
     """Make ``solving.run`` (one piece of training between snapshots) raise on its n-th call, as a
     kill would stop a run; returns the list of calls made, which keeps counting after the kill."""

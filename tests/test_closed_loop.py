@@ -12,7 +12,7 @@ from caffe_dc.algorithms import prune_plan  # noqa: E402
 from caffe_dc.algorithms import schedule as schedules  # noqa: E402
 from caffe_dc.pycaffe import caffemodel  # noqa: E402
 from caffe_dc.pycaffe import datasets  # noqa: E402
-from conftest import killed_in_chunk, run_cli  # noqa: E402
+from conftest import killed_in_chunk, quick_run_with  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
 
@@ -24,12 +24,7 @@ def loop_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("closed_loop")
     doc = schedules.read_document(schedules.builtin("lenet-300-100", "quick"))
     doc.update(iters_per_round=200, snapshot_every=100, finetune_iters=100, reference_iters=1000, closed_loop=LOOP)
-    sched = root / "closed.json"
-    sched.write_text(json.dumps(doc))
-    out = root / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out, "--data", "fashion-mnist",
-                "--data-root", root / "data", cwd=str(root))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    sched, out, p = quick_run_with(root, doc)
     return root, sched, out, doc, p
 
 

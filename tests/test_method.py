@@ -11,7 +11,7 @@ from caffe_dc.algorithms.schedule import builtin  # noqa: E402
 from caffe_dc.base.blobs import CODEBOOK, blob_name  # noqa: E402
 from caffe_dc.pycaffe import caffemodel  # noqa: E402
 from caffe_dc.pycaffe import datasets  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from conftest import quick_run_with  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
 
@@ -27,13 +27,7 @@ def dense_layer_run(tmp_path_factory):
         doc = json.load(f)
     del doc["densities"]
     doc["budget"] = {"target_rate": RATE, "allocation": "least_drop"}
-    sched = root / "schedule.json"
-    sched.write_text(json.dumps(doc))
-    out = root / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out,
-                "--data-root", root / "data", cwd=str(root))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return out
+    return quick_run_with(root, doc)[1]
 
 
 def test_a_layer_the_budget_leaves_dense_is_quantized_and_the_rate_is_met(dense_layer_run):
@@ -67,13 +61,7 @@ def loop_run(tmp_path_factory):
         doc = json.load(f)
     doc.update(reference_iters=6000, reference_eval_every=250, reference_patience=2, snapshot_every=100,
                closed_loop=LOOP)
-    sched = root / "schedule.json"
-    sched.write_text(json.dumps(doc))
-    out = root / "run"
-    p = run_cli("reproduce", "lenet-300-100", "--quick", "--schedule", sched, "--out", out,
-                "--data-root", root / "data", cwd=str(root))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return root, sched, out, p
+    return (root,) + quick_run_with(root, doc)
 
 
 def test_the_loop_measures_against_the_references_last_evaluation(loop_run):
@@ -140,7 +128,7 @@ def test_a_fine_tuning_killed_midway_resumes_to_the_same_file(loop_run, tmp_path
     root, sched, out, _ = loop_run
     first = json.load(open(str(out / "pipeline.json")))
     opts = RunOptions(net="lenet-300-100", quick=True, schedule=str(sched), out=str(tmp_path / "run"),
-                      data=DataOptions(data_root=str(root / "data")))
+                      data=DataOptions(data="fashion-mnist", data_root=str(root / "data")))
     real_run, pieces = solving.run, []
 
     def run(*a, **k):
