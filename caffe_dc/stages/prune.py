@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -127,7 +127,8 @@ class _RoundContext(NamedTuple):
 
 
 def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], want: Optional[Dict[str, float]],
-           rdir: str, of: str, plan: Optional[dict] = None, ref_correct=None) -> Tuple[dict, str]:
+           rdir: str, of: str, plan: Optional[dict] = None,
+           ref_correct: Optional[Callable[[], np.ndarray]] = None) -> Tuple[dict, str]:
     """Round ``r``: prune ``current`` further (``masks`` updated in place) to the densities ``want`` (None: the
     config's qualities), retrain; its metrics and model. A round whose retrained model exists is read back
     instead. ``of``: the round count as printed; ``plan``: the closed loop's plan of this round, recorded with

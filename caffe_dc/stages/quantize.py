@@ -35,7 +35,8 @@ from caffe_dc.stages.run import Run, indent
 
 # A fine-tuning that ends this many points of validation accuracy below its clustered start has
 # diverged (the paper's summed centroid gradients give a cluster of thousands of weights a step
-# thousands of times a weight's); the best evaluation is kept anyway, this only names the failure.
+# thousands of times a weight's); the best evaluation, the clustered start included, is what is kept,
+# so such a fine-tuning never is, and this names why.
 COLLAPSE_PP = 5.0
 # Validation evaluations over a fine-tuning, evenly spaced; the best is kept (the clustered start included).
 FINETUNE_EVALS = 10
