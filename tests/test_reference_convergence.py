@@ -246,3 +246,43 @@ def test_the_full_presets_are_budgets():
         assert s.reference_rule() is not None and s.reference_anneal and s.closed_loop
         # the bits chosen on the validation split, by kind (LeNet-5: 5 everywhere, LeNet-300-100: 4)
         assert s.bits == {n: 5 if net == "lenet-5" else 4 for n in layers}
+
+
+RECIPE = {"base_lr": 0.05, "lr_policy": "multistep", "gamma": 0.1, "stepvalue": [20, 30]}
+
+
+def test_reference_solver_round_trips_and_changes_the_reference_stage_inputs(tmp_path):
+    s = S.from_dict(quick_doc(reference_iters=40, reference_solver=RECIPE), LENET_300)
+    assert s.reference_solver == {"base_lr": 0.05, "lr_policy": "multistep", "gamma": 0.1, "stepvalue": [20, 30]}
+    again = S.load_schedule(S.save_schedule(s, str(tmp_path / "s.json")), LENET_300)
+    assert again.reference_solver == s.reference_solver
+    assert S.from_dict(quick_doc(), LENET_300).reference_solver is None
+    assert "reference_solver" not in S.from_dict(quick_doc(), LENET_300).to_dict()
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({}, "reference_solver must be an object of solver fields"),
+    ({"base_lr": 0.05, "max_iter": 10}, "reference_solver must be an object of solver fields"),
+    ({"lr_policy": "cosine"}, "reference_solver.lr_policy must be one of"),
+    ({"lr_policy": "multistep"}, "lr_policy multistep needs stepvalue"),
+    ({"stepvalue": [30, 20]}, "reference_solver.stepvalue must be increasing"),
+    ({"stepvalue": 20}, "reference_solver.stepvalue must be an integer >= 1"),
+    ({"base_lr": 0}, "reference_solver.base_lr must be > 0"),
+    ({"base_lr": float("nan")}, "reference_solver.base_lr must be a finite number"),
+    ({"gamma": True}, "reference_solver.gamma must be a finite number"),
+])
+def test_bad_reference_solver_is_one_error(recipe, message):
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        S.from_dict(quick_doc(reference_iters=40, reference_solver=recipe), LENET_300)
+
+
+def test_a_reference_trains_with_the_schedules_solver_fields(small_data):
+    from caffe_dc.pycaffe.caffemodel import load_solver_proto
+    from caffe_dc.stages import reference
+    root, info = small_data
+    m = reference.train_reference("lenet-300-100", info, str(root / "recipe"), iters=40, progress=False,
+                                  solver_fields=S.from_dict(quick_doc(reference_iters=40, reference_solver=RECIPE),
+                                                            LENET_300).reference_solver)
+    sp = load_solver_proto(os.path.join(os.path.dirname(m["caffemodel"]), "solver.prototxt"))
+    assert sp.base_lr == pytest.approx(0.05) and (sp.lr_policy, list(sp.stepvalue), sp.max_iter) == ("multistep", [20, 30], 40)
+    assert m["iters"] == 40

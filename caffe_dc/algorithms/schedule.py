@@ -42,13 +42,19 @@ ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters",
             "reference_eval_every", "reference_patience", "reference_anneal", "centroid_grad", "source", "budget",
-            "closed_loop")
+            "closed_loop", "reference_solver")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images", "allocation")
 DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
 SEARCH_ROUNDS = 12          # the round cap of a --max-drop search (closed loop past the targets)
 LOOP_KEYS = ("max_drop_pp", "max_rounds", "past_targets")
+# The reference's own learning-rate recipe (Caffe SolverParameter fields), where the net's solver is kept
+# for retraining: a reference trained to convergence, while pruning and fine-tuning keep the solver they
+# were tuned with (lr_factor x its base_lr, its policy).
+REFERENCE_SOLVER_KEYS = ("base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "momentum",
+                         "weight_decay")
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
 
 def layer_kind(caffe_type: str) -> str:
@@ -95,6 +101,7 @@ class Schedule:
         # with the rule: once it stops, the reference goes on at the retraining rate (lr x lr_factor) under
         # the same rule, so the dense control measures compression, not a late learning-rate decay
         self.reference_anneal = False
+        self.reference_solver: Optional[dict] = None   # REFERENCE_SOLVER_KEYS overriding the net's solver
 
     def reference_rule(self) -> Optional[EarlyStopping]:
         """The reference's early-stopping rule, or None for a fixed ``reference_iters``."""
@@ -125,6 +132,8 @@ class Schedule:
             out.update(reference_eval_every=self.reference_eval_every, reference_patience=self.reference_patience)
         if self.reference_anneal:
             out["reference_anneal"] = True
+        if self.reference_solver:
+            out["reference_solver"] = dict(self.reference_solver)
         if self.centroid_grad != CentroidGrad.SUM.value:
             out["centroid_grad"] = self.centroid_grad
         spec = self.spec or {}
@@ -263,6 +272,8 @@ def _from_dict(doc, lmap) -> Schedule:
     if anneal and every is None:
         raise InputError("reference_anneal needs the early-stopping rule (reference_eval_every, reference_patience)")
     out.reference_anneal = anneal
+    if doc.get("reference_solver") is not None:
+        out.reference_solver = _reference_solver(doc["reference_solver"])
     return out
 
 
@@ -321,6 +332,36 @@ def _closed_loop(v, rounds: int) -> dict:
     out = {"max_drop_pp": float(drop), "max_rounds": cap}
     if past:   # only then: a loop without it reads (and fingerprints) as it always did
         out["past_targets"] = True
+    return out
+
+
+def _reference_solver(v) -> dict:
+    """``reference_solver``: Caffe solver fields (``REFERENCE_SOLVER_KEYS``) for the reference's training only."""
+    if not isinstance(v, Mapping) or not v or not set(v) <= set(REFERENCE_SOLVER_KEYS):
+        raise InputError("reference_solver must be an object of solver fields among %s, got %r"
+                         % (", ".join(REFERENCE_SOLVER_KEYS), v))
+    out = {}
+    for k, x in v.items():
+        what = "reference_solver.%s" % k
+        if k == "lr_policy":
+            if x not in LR_POLICIES:
+                raise InputError("%s must be one of %s, got %r" % (what, ", ".join(LR_POLICIES), x))
+            out[k] = x
+        elif k == "stepsize":
+            out[k] = _int(x, what, 1)
+        elif k == "stepvalue":
+            steps = [_int(i, what, 1) for i in (x if isinstance(x, list) else [None])]
+            if steps != sorted(set(steps)):
+                raise InputError("%s must be increasing iterations, got %r" % (what, x))
+            out[k] = steps
+        else:
+            if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x < 0:
+                raise InputError("%s must be a finite number >= 0, got %r" % (what, x))
+            out[k] = float(x)
+    if out.get("base_lr", 1.0) <= 0:
+        raise InputError("reference_solver.base_lr must be > 0, got %r" % out["base_lr"])
+    if out.get("lr_policy") == "multistep" and "stepvalue" not in out:
+        raise InputError("reference_solver: lr_policy multistep needs stepvalue (the iterations where lr drops)")
     return out
 
 

@@ -31,11 +31,13 @@ from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
 def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional[int] = None,
                     seed: int = 1, test_every: int = 0, progress: bool = True, verbose: bool = False,
                     batch: Optional[int] = None, test_batch: Optional[int] = None, base_lr: Optional[float] = None,
-                    snapshot_every: Optional[int] = None, rule: Optional[EarlyStopping] = None) -> dict:
+                    snapshot_every: Optional[int] = None, rule: Optional[EarlyStopping] = None,
+                    solver_fields: Optional[dict] = None) -> dict:
     """Train ``net_name`` from scratch on ``info``; write caffemodel + metrics.json in ``out_dir``.
 
     ``rule`` trains until validation accuracy stops improving, at most ``rule.max_iters``
-    (``iters`` and ``test_every`` are then unused) and keeps the best model."""
+    (``iters`` and ``test_every`` are then unused) and keeps the best model. ``solver_fields`` (a
+    schedule's ``reference_solver``) override the net's solver for this training only."""
     spec = nets.get(net_name)
     os.makedirs(out_dir, exist_ok=True)
     # Tested on the validation split while training: the test split is kept for the final figures.
@@ -45,7 +47,7 @@ def train_reference(net_name: str, info: DataInfo, out_dir: str, iters: Optional
     tv_path = os.path.join(out_dir, "train_val.prototxt")
     save_net_proto(net_param, tv_path)
     titer = solving.test_iters_for(net_param, n_eval)
-    overrides = dict(test_iter=titer, random_seed=seed)
+    overrides = dict(solver_fields or {}, test_iter=titer, random_seed=seed)
     if rule is not None:
         overrides["max_iter"] = rule.check().max_iters
     elif iters is not None:
@@ -98,6 +100,8 @@ def stage_inputs(r: Run) -> dict:
         inputs["ref_early_stopping"] = rule.to_dict()
     if r.schedule.reference_anneal:
         inputs["ref_anneal_lr_factor"] = r.lr_factor
+    if r.schedule.reference_solver:
+        inputs["ref_solver"] = r.schedule.reference_solver
     return inputs
 
 
@@ -138,7 +142,8 @@ def run_stage(r: Run) -> dict:
                 "iters": 0, "source": given, "stopped_at": None, "best_iter": None, "rule": "given weights"}
     rule = r.schedule.reference_rule()
     m = train_reference(r.src.name, r.info, r.path("reference"), iters=r.ref_iters, seed=r.opts.seed,
-                        test_every=max(r.ref_iters // 5, 1), progress=r.progress, rule=rule)
+                        test_every=max(r.ref_iters // 5, 1), progress=r.progress, rule=rule,
+                        solver_fields=r.schedule.reference_solver)
     if rule is None:
         print("  reference val accuracy %.2f%% after %d iterations" % (100 * m["accuracy"], m["iters"]))
     else:
