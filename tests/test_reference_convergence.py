@@ -85,13 +85,17 @@ def test_schedule_keys_round_trip_and_fixed_length_stays_as_it_was(tmp_path):
 
 
 @pytest.mark.parametrize("net", ["lenet-300-100", "lenet-5"])
-def test_full_presets_train_the_reference_to_convergence_and_quick_ones_do_not(net):
+def test_full_presets_train_the_reference_by_a_decaying_recipe_and_quick_ones_do_not(net):
     from caffe_dc.base.paper import PAPER_DENSITY
     layers = {n: "Convolution" if n.startswith("conv") else "InnerProduct" for n in PAPER_DENSITY[net]}
     full = S.load_schedule(S.builtin(net, "full"), layers)
-    rule = full.reference_rule()
-    assert rule is not None and rule.max_iters == full.reference_iters >= 10 * rule.eval_every
-    assert S.load_schedule(S.builtin(net, "quick"), layers).reference_rule() is None
+    # a learning-rate recipe that ends an order of magnitude or more below where it starts, far from the start
+    recipe = full.reference_solver
+    assert recipe["lr_policy"] == "multistep" and recipe["gamma"] ** len(recipe["stepvalue"]) <= 0.01
+    assert recipe["stepvalue"][-1] < full.reference_iters and full.reference_iters >= 10 * recipe["stepvalue"][0] // 5
+    assert full.reference_rule() is None
+    quick = S.load_schedule(S.builtin(net, "quick"), layers)
+    assert quick.reference_rule() is None and quick.reference_solver is None
 
 
 @pytest.mark.parametrize("extra, message", [
