@@ -273,7 +273,7 @@ def _from_dict(doc, lmap) -> Schedule:
         raise InputError("reference_anneal needs the early-stopping rule (reference_eval_every, reference_patience)")
     out.reference_anneal = anneal
     if doc.get("reference_solver") is not None:
-        out.reference_solver = _reference_solver(doc["reference_solver"])
+        out.reference_solver = check_reference_solver(doc["reference_solver"])
     return out
 
 
@@ -335,7 +335,7 @@ def _closed_loop(v, rounds: int) -> dict:
     return out
 
 
-def _reference_solver(v) -> dict:
+def check_reference_solver(v) -> dict:
     """``reference_solver``: Caffe solver fields (``REFERENCE_SOLVER_KEYS``) for the reference's training only."""
     if not isinstance(v, Mapping) or not v or not set(v) <= set(REFERENCE_SOLVER_KEYS):
         raise InputError("reference_solver must be an object of solver fields among %s, got %r"
