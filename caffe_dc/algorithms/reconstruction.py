@@ -1,0 +1,228 @@
+"""Layer-wise reconstruction without retraining: refit what pruning keeps so the layer still does its job.
+
+A pruned and quantized layer is asked to reproduce, on calibration inputs,
+the outputs of the dense layer it replaces. Pure numpy, everything through
+second moments of the layer's input patches:
+
+* ``Moments`` accumulates, batch by batch, the Gram matrix of the patches the
+  compressed net feeds the layer (``X_c``; its prefix already compressed),
+  their cross product with the patches the dense net feeds it (``X_d``), and
+  their sums. For a convolution a patch is an im2col row (``im2col``: stride,
+  pad, dilation, one Gram per group); an InnerProduct is the 1x1 case, one
+  row per image.
+* ``refit``: for each output channel, the ridge least-squares weights on its
+  kept support (and its bias) that best reproduce ``X_d w_dense + b_dense``
+  from ``X_c``; the ridge pulls towards the pruned dense weights, so an
+  ill-determined direction keeps its magnitude-pruned value rather than
+  blowing up. One batched solve for all channels (L-OBS's closed-form update,
+  Dong et al. 2017, restricted to the kept support as in OBC, Frantar and
+  Alistarh 2022; with X_c != X_d the refit also absorbs the earlier layers'
+  error, as AdaRound's layer-wise objective does, Nagel et al. 2020).
+* ``correct_bias``: the bias that, for the layer's final (quantized)
+  weights, makes the mean output equal the dense layer's: the least-squares
+  bias for fixed weights (bias correction, Nagel et al. 2019).
+
+Shapes: a convolution's weights are (out, in / group, kh, kw) (Caffe's), an
+InnerProduct's (out, in); moments are float64.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+RIDGE = 1e-3          # the ridge, as a share of the mean diagonal of the Gram matrix
+SOLVE_BYTES = 64 << 20  # memory for the stacked per-channel systems solved at once
+
+
+class Geometry(NamedTuple):
+    """How a layer reads its input: a convolution's window, or the 1x1 case (``Geometry.dense()``).
+
+    ``fc`` layers take each image's whole input as one patch (``axis`` 1 flattening, Caffe's
+    default); a convolution's patches follow Caffe's im2col order (channel, kernel row, kernel column)."""
+    kernel: Tuple[int, int] = (1, 1)
+    stride: Tuple[int, int] = (1, 1)
+    pad: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    group: int = 1
+    fc: bool = False
+
+    @classmethod
+    def dense(cls) -> "Geometry":
+        return cls(fc=True)
+
+
+def out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
+    """Patches of a batch, (group, rows, columns): one row per image (fc) or per output position.
+
+    ``x``: (N, C, H, W) for a convolution, (N, ...) for an fc layer. Columns of group ``j`` are its
+    C/group channels' windows in the order of the weights' (in / group, kh, kw) axes, so a channel's
+    output is ``cols[j] @ w[o].ravel()``.
+    """
+    x = np.asarray(x)
+    if g.fc:
+        return x.reshape(1, x.shape[0], -1)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.pad, g.dilation
+    ho, wo = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else np.ascontiguousarray(x)
+    s = xp.strides
+    # a read-only view (N, C, kh, kw, Ho, Wo): window offsets step by dilation, positions by stride
+    v = as_strided(xp, (n, c, kh, kw, ho, wo), (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw),
+                   writeable=False)
+    cg = c // g.group
+    v = v.reshape(n, g.group, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4)
+    return v.reshape(g.group, n * ho * wo, cg * kh * kw)
+
+
+class Moments:
+    """Second moments of one layer's input patches, accumulated over calibration batches.
+
+    ``add(xc, xd)``: the layer's inputs in the compressed net and in the dense net for the same images
+    (``xd`` None: the same as ``xc``, a layer whose prefix is still dense).
+    """
+
+    def __init__(self, geometry: Geometry):
+        self.g = geometry
+        self.n = 0
+        self.hc = self.cross = self.sc = self.sd = None
+
+    def add(self, xc: np.ndarray, xd: Optional[np.ndarray] = None) -> None:
+        pc = im2col(np.asarray(xc, dtype=np.float64), self.g)
+        pd = pc if xd is None else im2col(np.asarray(xd, dtype=np.float64), self.g)
+        if pd.shape != pc.shape:
+            raise ValueError("compressed and dense inputs differ in shape: %s vs %s" % (pc.shape, pd.shape))
+        hc = np.matmul(pc.transpose(0, 2, 1), pc)
+        cross = hc if xd is None else np.matmul(pc.transpose(0, 2, 1), pd)
+        if self.hc is None:
+            self.hc, self.cross = hc, cross.copy()
+            self.sc, self.sd = pc.sum(axis=1), pd.sum(axis=1)
+        else:
+            self.hc += hc
+            self.cross += cross
+            self.sc += pc.sum(axis=1)
+            self.sd += pd.sum(axis=1)
+        self.n += pc.shape[1]
+
+    def _check(self, w: np.ndarray) -> Tuple[int, int]:
+        if self.hc is None:
+            raise ValueError("no calibration inputs were added")
+        groups, d = self.hc.shape[0], self.hc.shape[1]
+        out = w.shape[0]
+        if out % groups or int(np.prod(w.shape[1:])) != d:
+            raise ValueError("weights of shape %s do not match %d groups of %d-value patches" % (w.shape, groups, d))
+        return groups, out // groups
+
+    def output_error(self, w: np.ndarray, b: Optional[np.ndarray], w_ref: np.ndarray,
+                     b_ref: Optional[np.ndarray]) -> np.ndarray:
+        """Per output channel, the mean squared difference between ``X_c w + b`` and ``X_d w_ref + b_ref``.
+
+        From the moments alone; it also needs ``X_d``'s own Gram, which ``add`` does not keep, so it is
+        exact only when the inputs were the same (``xd`` None): the tests' measure of a refit."""
+        groups, per = self._check(w)
+        wc = np.asarray(w, np.float64).reshape(groups, per, -1)
+        wr = np.asarray(w_ref, np.float64).reshape(groups, per, -1)
+        e = wc - wr
+        quad = np.einsum("gpi,gij,gpj->gp", e, self.hc, e)
+        db = np.zeros((groups, per)) if b is None else (np.asarray(b, np.float64) - (0 if b_ref is None else b_ref)).reshape(groups, per)
+        lin = 2 * db * np.einsum("gpi,gi->gp", e, self.sc)
+        return ((quad + lin) / self.n + db ** 2).ravel()
+
+
+def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: np.ndarray,
+          ridge: float = RIDGE) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(weights, bias): each output channel's kept weights (``mask`` True) and bias refitted.
+
+    Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w_S|^2`` over the kept support S of each
+    channel (the bias unpenalised; absent if ``b_dense`` is None), ``lam = ridge`` times the mean
+    diagonal of the group's Gram matrix. Pruned weights stay exactly 0. The channels are solved as
+    stacked systems padded to the largest support (padding rows are the identity with a zero
+    right-hand side, so they solve to 0), in chunks of ``SOLVE_BYTES``.
+    """
+    w_dense = np.asarray(w_dense)
+    groups, per = m._check(w_dense)
+    d = m.hc.shape[1]
+    wd = w_dense.reshape(groups, per, d).astype(np.float64)
+    keep = np.asarray(mask, bool).reshape(groups, per, d)
+    has_b = b_dense is not None
+    bd = np.asarray(b_dense, np.float64).reshape(groups, per) if has_b else None
+    out_w = np.zeros_like(wd)
+    out_b = bd.copy() if has_b else None
+    kmax = int(keep.sum(axis=2).max()) + has_b
+    if kmax == 0:
+        return out_w.reshape(w_dense.shape).astype(np.float32), None
+    for gi in range(groups):
+        # moments with the bias as a column of ones: [X, 1]^T [X, 1], [X_c, 1]^T [X_d, 1]
+        h = m.hc[gi]
+        c = m.cross[gi]
+        lam = ridge * float(np.trace(h)) / d if d else 0.0
+        if has_b:
+            h = np.block([[h, m.sc[gi][:, None]], [m.sc[gi][None, :], np.array([[m.n]], float)]])
+            c = np.block([[c, m.sc[gi][:, None]], [m.sd[gi][None, :], np.array([[m.n]], float)]])
+            targets = np.concatenate([wd[gi], bd[gi][:, None]], axis=1)    # (per, d + 1)
+            support = np.concatenate([keep[gi], np.ones((per, 1), bool)], axis=1)
+            penal = np.concatenate([np.full(d, lam), [0.0]])
+        else:
+            targets, support, penal = wd[gi], keep[gi], np.full(d, lam)
+        rhs_all = targets @ c.T                      # row p: (X_c^T X_d) w_p for channel p
+        chunk = max(1, SOLVE_BYTES // (8 * kmax * kmax))
+        for lo in range(0, per, chunk):
+            sup = support[lo:lo + chunk]
+            idx, valid = _padded_support(sup, kmax)
+            a = h[idx[:, :, None], idx[:, None, :]]
+            rows = np.arange(idx.shape[0])[:, None]
+            a[:, np.arange(kmax), np.arange(kmax)] += penal[idx]
+            r = rhs_all[lo:lo + chunk][rows, idx] + penal[idx] * targets[lo:lo + chunk][rows, idx]
+            pad = ~valid
+            a[pad[:, :, None] | pad[:, None, :]] = 0.0
+            a[:, np.arange(kmax), np.arange(kmax)] += pad     # identity on the padding
+            r[pad] = 0.0
+            sol = np.linalg.solve(a, r[..., None])[..., 0]
+            full = np.zeros((idx.shape[0], targets.shape[1]))
+            np.put_along_axis(full, idx, np.where(valid, sol, 0.0), axis=1)
+            full[~sup] = 0.0
+            out_w[gi, lo:lo + chunk] = full[:, :d]
+            if has_b:
+                out_b[gi, lo:lo + chunk] = full[:, d]
+    w = out_w.reshape(w_dense.shape).astype(np.float32)
+    return w, (out_b.ravel().astype(np.float32) if has_b else None)
+
+
+def _padded_support(support: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(indices (rows, k), valid (rows, k)): each row's True columns first, padded with its other columns.
+
+    The padding indices are real columns (distinct from the row's support), so the stacked matrices
+    stay well-formed before their padding is replaced by the identity."""
+    order = np.argsort(~support, axis=1, kind="stable")[:, :k]
+    valid = np.take_along_axis(support, order, axis=1)
+    return order, valid
+
+
+def correct_bias(m: Moments, w: np.ndarray, w_dense: np.ndarray, b_dense: np.ndarray) -> np.ndarray:
+    """The bias that makes the mean of ``X_c w + b`` equal the mean of ``X_d w_dense + b_dense``, per channel."""
+    groups, per = m._check(np.asarray(w))
+    wq = np.asarray(w, np.float64).reshape(groups, per, -1)
+    wd = np.asarray(w_dense, np.float64).reshape(groups, per, -1)
+    mean_d = np.einsum("gpi,gi->gp", wd, m.sd) / m.n
+    mean_c = np.einsum("gpi,gi->gp", wq, m.sc) / m.n
+    return (np.asarray(b_dense, np.float64).reshape(groups, per) + mean_d - mean_c).ravel().astype(np.float32)
+
+
+def conv_geometry(kernel: Sequence[int], stride: Sequence[int] = (1, 1), pad: Sequence[int] = (0, 0),
+                  dilation: Sequence[int] = (1, 1), group: int = 1) -> Geometry:
+    pair = lambda v: (int(v[0]), int(v[-1])) if len(v) else None
+    return Geometry(pair(kernel), pair(stride) or (1, 1), pair(pad) or (0, 0), pair(dilation) or (1, 1), int(group))
+
+
+def rows_per_image(g: Geometry, shape: Sequence[int]) -> int:
+    """How many patch rows one image of input ``shape`` (C, H, W) gives."""
+    if g.fc:
+        return 1
+    return out_size(shape[-2], g.kernel[0], g.stride[0], g.pad[0], g.dilation[0]) * \
+        out_size(shape[-1], g.kernel[1], g.stride[1], g.pad[1], g.dilation[1])
+
