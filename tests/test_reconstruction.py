@@ -72,14 +72,15 @@ def test_refit_recovers_the_dense_outputs_exactly_when_the_support_can_carry_the
 
 
 @pytest.mark.parametrize("g", GEOMETRIES[1:3])
-def test_refit_is_the_ridge_least_squares_solution_for_a_grouped_dilated_convolution(g):
+@pytest.mark.parametrize("share", [0.4, 0.85])   # solved on the kept support / on the pruned set
+def test_refit_is_the_ridge_least_squares_solution_for_a_grouped_dilated_convolution(g, share):
     """Stationarity on the kept support: X_S^T (X_c v + beta - y) + lam (v - w_S) = 0, bias residual 0."""
     rng = np.random.default_rng(2)
     xd = rng.normal(size=(3, 6, 10, 9))
     xc = xd + 0.3 * rng.normal(size=xd.shape)          # the compressed prefix feeds a perturbed input
     w = rng.normal(size=(4, 6 // g.group) + g.kernel)
     b = rng.normal(size=4)
-    mask = rng.random(w.shape) < 0.4
+    mask = rng.random(w.shape) < share
     m = rc.Moments(g)
     m.add(xc, xd)
     ridge = 0.05

@@ -138,11 +138,14 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
           ridge: float = RIDGE) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(weights, bias): each output channel's kept weights (``mask`` True) and bias refitted.
 
-    Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w_S|^2`` over the kept support S of each
-    channel (the bias unpenalised; absent if ``b_dense`` is None), ``lam = ridge`` times the mean
-    diagonal of the group's Gram matrix. Pruned weights stay exactly 0. The channels are solved as
-    stacked systems padded to the largest support (padding rows are the identity with a zero
-    right-hand side, so they solve to 0), in chunks of ``SOLVE_BYTES``.
+    Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w|^2`` over the ``v`` that are 0 off the
+    channel's kept support (the bias unpenalised; absent if ``b_dense`` is None), ``lam = ridge`` times
+    the mean diagonal of the group's Gram matrix; pruned weights come out exactly 0.
+
+    With ``A`` the system's matrix, a channel is solved on whichever is smaller: its kept support
+    S (``A_SS v_S = r_S``), or its pruned set P, from the unconstrained optimum ``u = A^-1 r`` (Optimal
+    Brain Surgeon's removal of several weights at once: ``v = u - A^-1_{:P} (A^-1_PP)^-1 u_P``), so a
+    dense or a sparse layer costs little. The channels' small systems are stacked and solved together.
     """
     w_dense = np.asarray(w_dense)
     groups, per = m._check(w_dense)
@@ -153,54 +156,62 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     bd = np.asarray(b_dense, np.float64).reshape(groups, per) if has_b else None
     out_w = np.zeros_like(wd)
     out_b = bd.copy() if has_b else None
-    kmax = int(keep.sum(axis=2).max()) + has_b
-    if kmax == 0:
-        return out_w.reshape(w_dense.shape).astype(np.float32), None
     for gi in range(groups):
         # moments with the bias as a column of ones: [X, 1]^T [X, 1], [X_c, 1]^T [X_d, 1]
-        h = m.hc[gi]
-        c = m.cross[gi]
+        h, c = m.hc[gi], m.cross[gi]
         lam = ridge * float(np.trace(h)) / d if d else 0.0
+        penal = np.full(d, lam)
+        targets, support = wd[gi], keep[gi]
         if has_b:
             h = np.block([[h, m.sc[gi][:, None]], [m.sc[gi][None, :], np.array([[m.n]], float)]])
             c = np.block([[c, m.sc[gi][:, None]], [m.sd[gi][None, :], np.array([[m.n]], float)]])
-            targets = np.concatenate([wd[gi], bd[gi][:, None]], axis=1)    # (per, d + 1)
-            support = np.concatenate([keep[gi], np.ones((per, 1), bool)], axis=1)
-            penal = np.concatenate([np.full(d, lam), [0.0]])
-        else:
-            targets, support, penal = wd[gi], keep[gi], np.full(d, lam)
-        rhs_all = targets @ c.T                      # row p: (X_c^T X_d) w_p for channel p
-        chunk = max(1, SOLVE_BYTES // (8 * kmax * kmax))
-        for lo in range(0, per, chunk):
-            sup = support[lo:lo + chunk]
-            idx, valid = _padded_support(sup, kmax)
-            a = h[idx[:, :, None], idx[:, None, :]]
-            rows = np.arange(idx.shape[0])[:, None]
-            a[:, np.arange(kmax), np.arange(kmax)] += penal[idx]
-            r = rhs_all[lo:lo + chunk][rows, idx] + penal[idx] * targets[lo:lo + chunk][rows, idx]
-            pad = ~valid
-            a[pad[:, :, None] | pad[:, None, :]] = 0.0
-            a[:, np.arange(kmax), np.arange(kmax)] += pad     # identity on the padding
-            r[pad] = 0.0
-            sol = np.linalg.solve(a, r[..., None])[..., 0]
-            full = np.zeros((idx.shape[0], targets.shape[1]))
-            np.put_along_axis(full, idx, np.where(valid, sol, 0.0), axis=1)
-            full[~sup] = 0.0
-            out_w[gi, lo:lo + chunk] = full[:, :d]
-            if has_b:
-                out_b[gi, lo:lo + chunk] = full[:, d]
+            targets = np.concatenate([targets, bd[gi][:, None]], axis=1)    # (per, d + 1)
+            support = np.concatenate([support, np.ones((per, 1), bool)], axis=1)
+            penal = np.append(penal, 0.0)
+        a = h + np.diag(penal)
+        rhs = targets @ c.T + penal * targets       # row p: X_c^T X_d w_p + lam w_p
+        sol = np.zeros_like(targets)
+        n_kept = support.sum(axis=1)
+        small = n_kept <= support.shape[1] - n_kept
+        if small.any():
+            sol[small] = _stacked_solve(a, support[small], rhs[small])
+        if (~small).any():
+            ainv = np.linalg.inv(a)
+            u = rhs[~small] @ ainv                   # A is symmetric
+            z = _stacked_solve(ainv, ~support[~small], u)
+            sol[~small] = u - z @ ainv
+        sol[~support] = 0.0
+        out_w[gi] = sol[:, :d]
+        if has_b:
+            out_b[gi] = sol[:, d]
     w = out_w.reshape(w_dense.shape).astype(np.float32)
     return w, (out_b.ravel().astype(np.float32) if has_b else None)
 
 
-def _padded_support(support: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(indices (rows, k), valid (rows, k)): each row's True columns first, padded with its other columns.
+def _stacked_solve(a: np.ndarray, sets: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Row p: the solution of ``a[S_p, S_p] x = rhs[p, S_p]`` placed at S_p (``sets[p]`` True), 0 elsewhere.
 
-    The padding indices are real columns (distinct from the row's support), so the stacked matrices
-    stay well-formed before their padding is replaced by the identity."""
-    order = np.argsort(~support, axis=1, kind="stable")[:, :k]
-    valid = np.take_along_axis(support, order, axis=1)
-    return order, valid
+    The systems are padded to the largest set with the identity (a zero right-hand side there) and
+    solved as one stack, in chunks of ``SOLVE_BYTES``."""
+    out = np.zeros((sets.shape[0], a.shape[0]))
+    k = int(sets.sum(axis=1).max()) if sets.size else 0
+    if k == 0:
+        return out
+    chunk = max(1, SOLVE_BYTES // (8 * k * k))
+    diag = np.arange(k)
+    for lo in range(0, sets.shape[0], chunk):
+        s = sets[lo:lo + chunk]
+        # each row's set first, padded with its other indices (real ones, so the gather is well-formed)
+        idx = np.argsort(~s, axis=1, kind="stable")[:, :k]
+        valid = np.take_along_axis(s, idx, axis=1)
+        sub = a[idx[:, :, None], idx[:, None, :]]
+        pad = ~valid
+        sub[pad[:, :, None] | pad[:, None, :]] = 0.0
+        sub[:, diag, diag] += pad
+        r = np.where(valid, np.take_along_axis(rhs[lo:lo + chunk], idx, axis=1), 0.0)
+        x = np.linalg.solve(sub, r[..., None])[..., 0]
+        np.put_along_axis(out[lo:lo + chunk], idx, np.where(valid, x, 0.0), axis=1)
+    return out
 
 
 def correct_bias(m: Moments, w: np.ndarray, w_dense: np.ndarray, b_dense: np.ndarray) -> np.ndarray:

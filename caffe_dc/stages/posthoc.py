@@ -1,0 +1,295 @@
+"""Post-hoc compression with calibration images: densities and bits chosen by measurement, layers refitted.
+
+``encode --calib DATA`` with ``--max-drop PP`` or ``--target-rate X``:
+
+1. The calibration images are split, seeded: the *choosing* part on which
+   every choice is made and every layer refitted, and the *held-out* part,
+   read once at the end for the reported drop and its interval.
+2. Sensitivity: each compressible layer alone is pruned to each density of a
+   grid, refitted to the dense layer's outputs (``algorithms.reconstruction``),
+   k-means quantized and bias-corrected; the choosing part's top-1 accuracy
+   (with labels) or agreement with the dense net (without) gives a curve per
+   layer, the curves ``algorithms.sensitivity`` and the chooser read.
+3. A candidate rate is shared out among the layers by the chooser's
+   least-drop allocation with the real encoder's file sizes (``choose``),
+   and the whole net is compressed at those densities layer by layer in net
+   order, each refit seeing the already compressed layers before it
+   (``compress``). Its drop is measured on the choosing part.
+4. ``--max-drop``: the largest candidate rate whose drop *bound* on the
+   choosing part (the paired interval's bound, ``algorithms.stats``) stays
+   within the budget, so that the noise of a few hundred images counts
+   against the rate, not against the budget. ``--target-rate``: the
+   allocation for that rate.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from caffe_dc.algorithms import pruning, quantization
+from caffe_dc.algorithms import reconstruction as rc
+from caffe_dc.algorithms import sensitivity as sens
+from caffe_dc.algorithms import stats
+from caffe_dc.base import layer_policy
+from caffe_dc.base.errors import InputError
+from caffe_dc.base.params import LayerParams, Params
+from caffe_dc.codec.caffe_proto import layer_type
+
+GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.06, 0.04, 0.025)
+HOLDOUT = 0.5              # share of the calibration images held out for the report
+CHOICE_ALPHA = 0.32        # the choice's bound: one-sided ~84%, the drop plus about one standard error
+REPORT_ALPHA = stats.ALPHA
+MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
+CANDIDATES = 10            # candidate rates of the --max-drop search, before refining
+REFINE = 3
+
+
+class Layer(NamedTuple):
+    name: str
+    type: str
+    kind: str
+    geometry: Optional[rc.Geometry]   # None: no refit (a Deconvolution, an N-d convolution): pruned and quantized only
+    transpose: bool                   # an InnerProduct with transposed weights (in, out)
+
+
+def layers_of(net_param, params: Params) -> List[Layer]:
+    """The compressible layers in net order, with how each reads its input."""
+    out = []
+    for l in net_param.layer:
+        t = layer_type(l)
+        if not layer_policy.is_prunable(t) or l.name not in params or any(o.name == l.name for o in out):
+            continue
+        geom, transpose = None, False
+        if t == "InnerProduct":
+            ip = l.inner_product_param
+            if int(ip.axis) in (1, -3):
+                geom, transpose = rc.Geometry.dense(), bool(ip.transpose)
+        elif t == "Convolution" and params[l.name].blobs[0].ndim == 4 and int(l.convolution_param.axis) == 1:
+            cp = l.convolution_param
+            two = lambda rep, h, w, has, d: (int(h), int(w)) if has else (tuple(int(v) for v in rep) * 2)[:2] if len(rep) else (d, d)
+            geom = rc.Geometry(two(cp.kernel_size, cp.kernel_h, cp.kernel_w, cp.HasField("kernel_h"), 1),
+                               two(cp.stride, cp.stride_h, cp.stride_w, cp.HasField("stride_h"), 1),
+                               two(cp.pad, cp.pad_h, cp.pad_w, cp.HasField("pad_h"), 0),
+                               two(cp.dilation, 0, 0, False, 1), int(cp.group))
+        out.append(Layer(l.name, t, layer_policy.kind(t), geom, transpose))
+    if not out:
+        raise InputError("the net has no Convolution or InnerProduct layers to compress")
+    return out
+
+
+def top1_correct(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image, Caffe's Accuracy rule: no class scores strictly above the label's."""
+    s = scores.reshape(scores.shape[0], -1)
+    if labels.min() < 0 or labels.max() >= s.shape[1]:
+        raise InputError("calibration labels run outside the net's %d classes (%d..%d)"
+                         % (s.shape[1], labels.min(), labels.max()))
+    return (s > s[np.arange(s.shape[0]), labels][:, None]).sum(axis=1) == 0
+
+
+class Compressed(NamedTuple):
+    params: Params                     # the dense params with each layer quantized, codebooks attached
+    correct: np.ndarray                # per choosing image
+
+
+class Session:
+    """One net and its calibration images: the dense reference, refits, compressions and their scores."""
+
+    def __init__(self, fwd, params: Params, layers: Sequence[Layer], images: np.ndarray,
+                 labels: Optional[np.ndarray], choose: np.ndarray, held: np.ndarray, ridge: float = rc.RIDGE):
+        self.fwd, self.dense, self.layers, self.x = fwd, params, list(layers), images
+        self.choose, self.held, self.ridge = choose, held, ridge
+        dense_scores = self.scores(np.arange(images.shape[0]))
+        self.dense_top1 = dense_scores.argmax(axis=1)
+        self.labels = labels if labels is not None else self.dense_top1
+        self.agreement = labels is None
+        self.dense_correct = top1_correct(dense_scores, self.labels)
+        need = sum(int(np.prod(a.shape)) * 4 for a in self.fwd.inputs(images[:1], [l.name for l in self.layers]).values())
+        if need * len(choose) > MAX_CACHE_BYTES:
+            raise InputError("the layers' inputs for %d calibration images take %.1f GB: use fewer images"
+                             % (len(choose), need * len(choose) / 1e9))
+        self.dense_inputs = self._inputs(choose, [l.name for l in self.layers])
+        self.dense_moments = {}
+        for l in self.layers:
+            if l.geometry is not None:
+                m = rc.Moments(l.geometry)
+                for x in self._chunks(self.dense_inputs[l.name]):
+                    m.add(x)
+                self.dense_moments[l.name] = m
+
+    # -- the net on arrays
+
+    def _batches(self, idx: np.ndarray):
+        b = self.fwd.batch
+        for lo in range(0, len(idx), b):
+            part = self.x[idx[lo:lo + b]]
+            n = part.shape[0]
+            if n < b:   # the net's batch is fixed: pad with copies, read back only the real images
+                part = np.concatenate([part, np.repeat(part[-1:], b - n, axis=0)])
+            yield part, n
+
+    def _chunks(self, a: np.ndarray, rows: int = 256):
+        for lo in range(0, a.shape[0], rows):
+            yield a[lo:lo + rows]
+
+    def scores(self, idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.fwd.scores(x)[:n] for x, n in self._batches(idx)])
+
+    def _inputs(self, idx: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
+        parts: Dict[str, list] = {n: [] for n in names}
+        for x, n in self._batches(idx):
+            for k, v in self.fwd.inputs(x, names).items():
+                parts[k].append(v[:n].astype(np.float32))
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def correct(self, idx: np.ndarray) -> np.ndarray:
+        return top1_correct(self.scores(idx), self.labels[idx])
+
+    def _set(self, name: str, blobs) -> None:
+        self.fwd.set(name, blobs)
+
+    def restore(self) -> None:
+        for l in self.layers:
+            self._set(l.name, self.dense[l.name].blobs)
+
+    # -- one layer
+
+    def compress_layer(self, layer: Layer, m: Optional[rc.Moments], density: float, bits: int):
+        """(weights, bias or None, codebook, codes): pruned, refitted, quantized, bias-corrected."""
+        blobs = self.dense[layer.name].blobs
+        w = blobs[0].T if layer.transpose else blobs[0]
+        b = blobs[1] if len(blobs) > 1 else None
+        mask = pruning.density_mask(w, density)
+        if m is None:
+            wr = np.where(mask, w, np.float32(0))
+        else:
+            wr, _ = rc.refit(m, w, b, mask, self.ridge)
+        cb, codes = quantization.quantize_layer(wr, bits)
+        wq = cb[codes]
+        bq = b if (m is None or b is None) else rc.correct_bias(m, wq, w, b)
+        if layer.transpose:
+            wq, codes = wq.T.copy(), codes.T.copy()
+        return wq, bq, cb, codes
+
+    # -- the choices
+
+    def curves(self, grid: Sequence[float], bits: Mapping[str, int], progress=None) -> List[sens.Curve]:
+        """Each layer alone compressed at each density of ``grid``, scored on the choosing part."""
+        out = []
+        dens = sorted(set(grid))
+        for l in self.layers:
+            acc = []
+            for d in dens:
+                wq, bq, _, _ = self.compress_layer(l, self.dense_moments.get(l.name), d, bits[l.name])
+                self._set(l.name, [wq] + ([bq] if bq is not None else []) + list(self.dense[l.name].blobs[2:]))
+                acc.append(float(self.correct(self.choose).mean()))
+            self._set(l.name, self.dense[l.name].blobs)
+            out.append(sens.Curve(l.name, l.kind, int(self.dense[l.name].blobs[0].size), np.asarray(dens), np.asarray(acc)))
+            if progress:
+                progress("  %-10s %-4s %d bits: %s" % (l.name, l.kind, bits[l.name], "  ".join(
+                    "%g%% %.2f" % (100 * d, 100 * a) for d, a in zip(dens, acc) if d in (1.0, 0.25, 0.09, 0.04))))
+        return out
+
+    def compress(self, densities: Mapping[str, float], bits: Mapping[str, int]) -> Compressed:
+        """The whole net, layer by layer in order; each refit sees the compressed layers before it."""
+        out: Params = type(self.dense)(self.dense)
+        changed = False
+        try:
+            for l in self.layers:
+                m = None
+                if l.geometry is not None:
+                    if not changed:
+                        m = self.dense_moments[l.name]
+                    else:
+                        m = rc.Moments(l.geometry)
+                        xc = self._inputs(self.choose, [l.name])[l.name]
+                        for lo in range(0, xc.shape[0], 256):
+                            m.add(xc[lo:lo + 256], self.dense_inputs[l.name][lo:lo + 256])
+                wq, bq, cb, codes = self.compress_layer(l, m, densities[l.name], bits[l.name])
+                blobs = [wq] + ([bq] if bq is not None else []) + list(self.dense[l.name].blobs[2:])
+                self._set(l.name, blobs)
+                out[l.name] = LayerParams(self.dense[l.name].type, blobs)
+                quantization.attach_codebook(out, l.name, cb, codes)
+                changed = True
+            return Compressed(out, self.correct(self.choose))
+        finally:
+            self.restore()
+
+    def score(self, params: Params, idx: np.ndarray) -> np.ndarray:
+        for l in self.layers:
+            self._set(l.name, params[l.name].blobs)
+        try:
+            return self.correct(idx)
+        finally:
+            self.restore()
+
+
+def split(n: int, holdout: float, seed: int = 0):
+    """(choosing indices, held-out indices), a seeded permutation, both ascending."""
+    perm = np.random.RandomState(seed).permutation(n)
+    k = int(round(n * holdout))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def drop_bound(cmp: Mapping[str, float]) -> float:
+    """The drop's upper bound, in points: minus the lower bound of compressed - dense."""
+    return -100.0 * cmp["diff_low"]
+
+
+class Candidate(NamedTuple):
+    target: float
+    densities: Dict[str, float]
+    compressed: Compressed
+    cmp: dict                  # paired comparison on the choosing part, at CHOICE_ALPHA
+
+
+def choose_rate(s: Session, curves, bits: Mapping[str, int], estimate, max_drop: Optional[float],
+                target: Optional[float], progress=None) -> (Candidate, List[Candidate], bool):
+    """(the chosen candidate, every candidate tried, whether the budget was met)."""
+    from caffe_dc.stages.choose import least_drop
+
+    base = float(s.dense_correct[s.choose].mean())
+    tried: List[Candidate] = []
+
+    def attempt(rate: float) -> Candidate:
+        dens = least_drop(base, curves, rate, bits, sens.INDEX_BITS, estimate, steps=24)
+        c = s.compress(dens, bits)
+        cmp = stats.paired(s.dense_correct[s.choose], c.correct, CHOICE_ALPHA)
+        cand = Candidate(rate, dens, c, cmp)
+        tried.append(cand)
+        if progress:
+            progress("  candidate %.1fx: drop %+.2f pp on the choosing part, bound %.2f pp"
+                     % (rate, -100 * cmp["diff"], drop_bound(cmp)))
+        return cand
+
+    if target is not None:
+        c = attempt(target)
+        return c, tried, True
+    lo = estimate({c.name: 1.0 for c in curves}) * 1.001
+    hi = estimate({c.name: float(c.densities[0]) for c in curves}) * 0.999
+    ok = lambda c: drop_bound(c.cmp) <= max_drop + 1e-9
+    best, fail = None, None
+    for r in np.exp(np.linspace(math.log(lo), math.log(hi), CANDIDATES)):
+        c = attempt(float(r))
+        if ok(c):
+            best, fail = c, None
+        elif best is not None or fail is None:
+            fail = fail or c
+            if best is not None and len([t for t in tried if t.target > best.target]) >= 2:
+                break
+    if best is None:
+        closest = min(tried, key=lambda c: drop_bound(c.cmp))
+        return closest, tried, False
+    upper = min([t.target for t in tried if t.target > best.target] or [hi])
+    lo_r = best.target
+    for _ in range(REFINE):
+        mid = math.sqrt(lo_r * upper)
+        c = attempt(mid)
+        if ok(c):
+            best, lo_r = c, mid
+        else:
+            upper = mid
+    return best, tried, True
