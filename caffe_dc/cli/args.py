@@ -100,6 +100,28 @@ def bits(text: str) -> int:
     return v
 
 
+def share(text: str) -> float:
+    v = _number(text, float)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError("a share is a fraction in (0, 1), got %r" % text)
+    return v
+
+
+def _listed(value: Callable[[str], object]) -> Callable[[str], tuple]:
+    """'4,5' -> (4, 5), each part read by ``value``."""
+    def parse(text: str) -> tuple:
+        parts = [t for t in text.split(",") if t.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError("an empty list")
+        return tuple(value(t) for t in parts)
+    parse.__name__ = "list"
+    return parse
+
+
+bits_list = _listed(bits)
+float_list = _listed(lambda t: _number(t, float))
+
+
 def layer_values(value: Callable[[str], object]) -> Callable[[str], Dict[str, object]]:
     """A ``type=`` for 'ip1=0.08,ip2=0.09' -> {'ip1': 0.08, 'ip2': 0.09}; a bare value applies to every
     layer ('*') that has no value of its own, whichever order they come in. Each value goes through

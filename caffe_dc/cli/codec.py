@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 
-from caffe_dc.cli.args import bits, check_layers, density, expand, layer_values, positive_int
+from caffe_dc.cli.args import (bits, bits_list, check_layers, compression_rate, density, expand, float_list,
+                               int_at_least, layer_values, nonnegative_float, positive_float, positive_int, share)
 from caffe_dc.base.blobs import CODEBOOK, is_helper
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
@@ -57,7 +58,28 @@ def cmd_encode(p):
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
     g.add_argument("--bits", type=layer_values(bits), help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
     g.add_argument("--init", default="linear", choices=choices(Init))
-    p.add_argument("--json", help="also write the size figures as JSON here")
+    c = p.add_argument_group("calibration: measure the cost on a few images, choose within a budget, refit each "
+                             "layer to the dense one (docs/post-hoc.md; needs pycaffe or OpenCV 4.x)")
+    c.add_argument("--calib", metavar="DATA", help="an IDX pair (a folder, or the images file), an LMDB of Datum "
+                   "records, or a folder of images; labels optional")
+    c.add_argument("--calib-images", type=int_at_least(100), default=1000, metavar="N",
+                   help="images taken from DATA, a seeded sample (default 1000)")
+    c.add_argument("--holdout", type=share, default=0.5, help="share of them held out for the report (default 0.5)")
+    c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
+                   help="the largest rate whose top-1 accuracy drop on the choosing part stays within PP points")
+    c.add_argument("--max-disagreement", type=nonnegative_float, metavar="PP",
+                   help="the same with top-1 disagreement with the uncompressed model (no labels needed)")
+    c.add_argument("--target-rate", type=compression_rate, metavar="X", help="the file's compression rate to reach")
+    c.add_argument("--best-effort", action="store_true", help="write the closest file when the budget cannot be met")
+    c.add_argument("--bits-options", type=bits_list, default=(4,), metavar="B[,B...]",
+                   help="weight bits tried for every layer when --bits is not given (default 4)")
+    c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
+                   "multiply by this (e.g. 0.00390625 for bytes to [0, 1))")
+    c.add_argument("--mean", type=float_list, metavar="V[,V...]", help="... subtract these per-channel means first")
+    c.add_argument("--mean-file", help="... or this binaryproto mean image")
+    c.add_argument("--crop", type=positive_int, help="... centre crop to this size")
+    c.add_argument("--rgb", action="store_true", help="images in a folder are fed as RGB (default Caffe's BGR)")
+    p.add_argument("--json", help="also write the size figures (and the calibration's) as JSON here")
 
     def run(args):
         from caffe_dc.codec import frontend
@@ -68,20 +90,37 @@ def cmd_encode(p):
 
         prototxt, caffemodel = _encode_inputs(args.inputs)
         out = _out_path(args.out, caffemodel, ".dcz")
-        check_outputs([prototxt, caffemodel], files=[out, args.json])
+        check_outputs([prototxt, caffemodel, args.calib, args.mean_file], files=[out, args.json])
+        budget = [o for o, v in (("--max-drop", args.max_drop), ("--max-disagreement", args.max_disagreement),
+                                 ("--target-rate", args.target_rate)) if v is not None]
+        if len(budget) > 1:
+            raise InputError("give one budget, not %s" % " and ".join(budget))
+        if (budget or args.best_effort) and not args.calib:
+            raise InputError("%s measures on calibration images: give them with --calib DATA"
+                             % (budget[0] if budget else "--best-effort"))
+        if budget and args.density:
+            raise InputError("%s chooses the densities: drop --density" % budget[0])
+        if args.calib and not prototxt:
+            raise InputError("--calib runs the net: give its prototxt before the caffemodel")
         params = _load_checked(prototxt, caffemodel)
         net = nets.canonical(args.net) if args.net else frontend.guess_net(params)
         has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
+        calib_doc = None
+        if has_cb and (args.density or args.bits or args.calib):
+            raise InputError("%s is already quantized; --density/--bits/--calib apply only to a model without "
+                             "codebooks" % caffemodel)
         if not has_cb:
             layers = frontend.compressible(params)
             check_layers(args.density, layers, "--density")
             check_layers(args.bits, layers, "--bits")
             dens, wbits = expand(args.density, layers), expand(args.bits, layers)
-            print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % caffemodel)
-            params = frontend.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
-        elif args.density or args.bits:
-            raise InputError("%s is already quantized; --density/--bits apply only to a model without codebooks"
-                             % caffemodel)
+            if args.calib:
+                params, calib_doc = _calibrated(args, prototxt, params, net, dens, wbits, out)
+                if calib_doc is None:
+                    return 2
+            else:
+                print("no codebooks in %s: pruning and quantizing post hoc (no retraining)" % caffemodel)
+                params = frontend.post_hoc(params, net, dens, wbits, quantization.Init.parse(args.init))
         quantized = [n for n in params if n + "_" + CODEBOOK in params]
         check_layers(args.index_bits, quantized, "--index-bits")
         ib = expand(args.index_bits, quantized)
@@ -91,10 +130,52 @@ def cmd_encode(p):
         for line in summary_lines(stats, net):
             print(line)
         print("wrote %s (%d bytes)" % (out, len(data)))
+        if not has_cb and calib_doc is None:
+            print("accuracy was not measured: pruning and quantizing without retraining costs accuracy; give "
+                  "calibration images (--calib DATA, a few hundred, labels optional) to measure it, with "
+                  "--max-drop PP to choose the densities within a budget")
         if args.json:
-            atomic_write(args.json, json.dumps(stats.to_dict(), indent=2).encode())
+            doc = stats.to_dict()
+            if calib_doc is not None:
+                doc["calibration"] = calib_doc
+            atomic_write(args.json, json.dumps(doc, indent=2).encode())
         return 0
     return run
+
+
+def _calibrated(args, prototxt, params, net, dens, wbits, out):
+    """(quantized params, the calibration's JSON section), chosen and measured on --calib; (None, None)
+    when the budget is not met and --best-effort was not given (one line said why)."""
+    import sys
+    import tempfile
+
+    from caffe_dc.base import paper
+    from caffe_dc.codec.caffe_proto import load_net_text
+    from caffe_dc.pycaffe import calibration
+    from caffe_dc.stages import posthoc
+
+    net_param = load_net_text(prototxt)
+    given = {k: getattr(args, k) for k in ("scale", "mean_file", "crop") if getattr(args, k) is not None}
+    if args.mean:
+        given["mean_values"] = tuple(args.mean)
+    prep = calibration.preprocess_from(net_param, calibration.Preprocess(rgb=args.rgb, **given), list(given))
+    calib = calibration.load(args.calib, net_param, calibration.net_input_shape(net_param), prep, args.calib_images)
+    budget = args.max_drop is not None or args.max_disagreement is not None or args.target_rate is not None
+    if not budget and not dens:
+        dens = dict(paper.PAPER_DENSITY.get(net, {})) if net else {}
+    opts = posthoc.Options(max_drop=args.max_drop, max_disagreement=args.max_disagreement,
+                           target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
+                           bits_options=tuple(args.bits_options), holdout=args.holdout, images=args.calib_images,
+                           best_effort=args.best_effort)
+    with tempfile.TemporaryDirectory(prefix="caffe-dc-calib-") as work:
+        res = posthoc.run_calibrated(net_param, params, calib, opts, work)
+    for line in res.lines:
+        print(line)
+    if not res.met and not args.best_effort:
+        sys.stderr.write("the budget cannot be met: %s; nothing written (--best-effort writes the closest)\n"
+                         % res.lines[-1].split(": ", 1)[1])
+        return None, None
+    return res.params, res.doc
 
 
 def _encode_inputs(inputs):

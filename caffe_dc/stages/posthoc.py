@@ -293,3 +293,134 @@ def choose_rate(s: Session, curves, bits: Mapping[str, int], estimate, max_drop:
         else:
             upper = mid
     return best, tried, True
+
+
+# ---------------------------------------------------------------- encode --calib
+
+class Options(NamedTuple):
+    max_drop: Optional[float] = None        # points of top-1 accuracy (needs labels)
+    max_disagreement: Optional[float] = None  # points of top-1 disagreement with the dense net
+    target_rate: Optional[float] = None
+    density: Optional[Mapping[str, float]] = None   # given densities instead of a budget
+    bits: Optional[Mapping[str, int]] = None
+    bits_options: Sequence[int] = (4,)
+    holdout: float = HOLDOUT
+    images: int = 1000
+    ridge: float = rc.RIDGE
+    seed: int = 0
+    best_effort: bool = False
+
+
+class Result(NamedTuple):
+    params: Params        # quantized, codebooks attached: what encode writes
+    doc: dict             # the calibration section of --json
+    met: bool             # the budget was met (always True without one)
+    lines: List[str]      # the report
+
+
+def _paired(a, b, alpha: float) -> dict:
+    return stats.paired(a, b, alpha=alpha)
+
+
+def _pp(x: float) -> str:
+    return "%+.2f" % (100 * x)
+
+
+def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: str, progress=print) -> Result:
+    """Choose, compress and measure (module docstring); nothing is written here."""
+    from caffe_dc.pycaffe import calibration
+    from caffe_dc.stages.choose import file_rate
+
+    t0 = time.time()
+    agreement = opts.max_drop is None and (opts.max_disagreement is not None or calib.labels is None)
+    if opts.max_drop is not None and calib.labels is None:
+        raise InputError("--max-drop is in points of top-1 accuracy and needs labelled calibration data, and %s "
+                         "has no labels: use --max-disagreement PP (top-1 disagreement with the uncompressed "
+                         "model) or --target-rate X" % calib.source)
+    layers = layers_of(net_param, params)
+    n = calib.images.shape[0]
+    choose_idx, held_idx = split(n, opts.holdout, opts.seed)
+    if min(len(choose_idx), len(held_idx)) < calibration.MIN_IMAGES // 2:
+        raise InputError("a %.2f holdout of %d images leaves %d to choose on and %d to report on: both need %d"
+                         % (opts.holdout, n, len(choose_idx), len(held_idx), calibration.MIN_IMAGES // 2))
+    batch = min(100, len(choose_idx))
+    fwd = calibration.forward_for(net_param, (batch,) + tuple(calib.images.shape[1:]), params, work_dir)
+    s = Session(fwd, params, layers, calib.images, None if agreement else calib.labels, choose_idx, held_idx,
+                opts.ridge)
+    measure = "top-1 agreement with the uncompressed model" if agreement else "top-1 accuracy"
+    progress("calibration: %d images from %s (%s), %d to choose on, %d held out; measuring %s; dense: %.2f%%"
+             % (n, calib.source, calib.kind, len(choose_idx), len(held_idx), measure,
+                100 * s.dense_correct[choose_idx].mean()))
+    budget = opts.max_drop if opts.max_drop is not None else opts.max_disagreement
+    options = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in opts.bits_options]
+    best = None
+    for bits in options:
+        bits = {l.name: int(bits.get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
+        if opts.density is not None:
+            dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
+            c = s.compress(dens, bits)
+            cand = Candidate(None, dens, c, _paired(s.dense_correct[choose_idx], c.correct, CHOICE_ALPHA))
+            tried, met = [cand], True
+        else:
+            progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
+                     % "/".join(sorted({str(b) for b in bits.values()})))
+            curves = s.curves(GRID, bits, progress)
+            estimate = file_rate(params, bits)
+            try:
+                cand, tried, met = choose_rate(s, curves, bits, estimate, budget, opts.target_rate, progress)
+            except InputError as e:
+                if not opts.best_effort:
+                    raise
+                progress("  %s; --best-effort: the sparsest" % e)
+                cand, tried, met = choose_rate(s, curves, bits, estimate, budget,
+                                               estimate({c.name: float(c.densities[0]) for c in curves}), progress)
+                met = False
+        data_rate = _file_rate(cand.compressed.params)
+        key = (met, data_rate if met else -drop_bound(cand.cmp))
+        if best is None or key > best[0]:
+            best = (key, cand, bits, met, data_rate)
+    _, cand, bits, met, rate = best
+    held_dense = s.dense_correct[held_idx]
+    held_comp = s.score(cand.compressed.params, held_idx)
+    held = _paired(held_dense, held_comp, REPORT_ALPHA)
+    what = "disagreement" if agreement else "drop"
+    rows = [{"layer": l.name, "type": l.type, "weights": int(params[l.name].blobs[0].size),
+             "density": round(float(cand.densities[l.name]), 5), "bits": int(bits[l.name]),
+             "refit": l.geometry is not None} for l in layers]
+    doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
+           "choosing_images": int(len(choose_idx)), "held_out_images": int(len(held_idx)), "seed": opts.seed,
+           "measure": "agreement" if agreement else "accuracy",
+           "budget": {k: v for k, v in (("max_drop_pp", opts.max_drop), ("max_disagreement_pp", opts.max_disagreement),
+                                        ("target_rate", opts.target_rate)) if v is not None},
+           "met": bool(met), "rate": round(rate, 3), "layers": rows,
+           "choosing": {"dense": float(s.dense_correct[choose_idx].mean()),
+                        "compressed": float(cand.compressed.correct.mean()),
+                        "drop_pp": round(-100 * cand.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(cand.cmp), 3),
+                        "alpha": CHOICE_ALPHA},
+           "held_out": {"dense": float(held_dense.mean()), "compressed": float(held_comp.mean()),
+                        "drop_pp": round(-100 * held["diff"], 3),
+                        "drop_interval_pp": [round(-100 * held["diff_high"], 3), round(-100 * held["diff_low"], 3)],
+                        "comparison": held},
+           "candidates": [{"target": None if t.target is None else round(t.target, 2),
+                           "drop_pp": round(-100 * t.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(t.cmp), 3)}
+                          for t in tried],
+           "ridge": opts.ridge, "seconds": round(time.time() - t0, 1)}
+    from caffe_dc.base.tables import pct, text_table
+
+    lines = [text_table(["layer", "type", "weights", "density", "bits", "refit"],
+                        [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"],
+                          "yes" if r["refit"] else "no"] for r in rows])]
+    lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]"
+                 % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
+                    _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"])))
+    if budget is not None:
+        lines.append("budget: %s <= %g pp on the choosing part (bound %.2f pp): %s"
+                     % (what, budget, drop_bound(cand.cmp), "met" if met else "NOT met"))
+    return Result(cand.compressed.params, doc, bool(met), lines)
+
+
+def _file_rate(q: Params) -> float:
+    from caffe_dc.stages import encode as encoding
+
+    data, st = encoding.encode_params(q, None, meta={})
+    return st.totals()["original_bits"] / 8.0 / len(data)
