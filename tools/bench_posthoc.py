@@ -19,6 +19,12 @@ bit-exact round trip of the file. ``--sklearn`` also times scikit-learn's KMeans
 layer, as the quantizer ran before ``quantization.lloyd_1d``.
 
     ./dc dev python3 /src/tools/bench_posthoc.py [--out runs/bench/posthoc.json] [--density D]
+
+With ``--calib``, it times ``encode --calib`` on a real net instead and scores the written file on a
+test split (``calibrated``):
+
+    ./dc dev python3 /src/tools/bench_posthoc.py PROTOTXT MODEL --calib DATA [--images N] \\
+        [--test TEST_IMAGES_IDX] [--out F] [encode's options, e.g. --max-drop 0.5]
 """
 from __future__ import annotations
 
@@ -81,7 +87,85 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
 
 
+def calibrated(args) -> int:
+    """``encode --calib`` timed end to end through the CLI, then the written file scored on a test split.
+
+    The file is decoded and run beside the dense model on every test image (pycaffe or OpenCV, as the
+    calibration ran); the exact drop, its paired interval, and whether it lies in the interval the
+    encoder reported on its held-out calibration part, go to the JSON with the timings."""
+    import subprocess
+    import tempfile
+
+    from caffe_dc.algorithms import stats
+    from caffe_dc.codec.caffe_proto import load_net_text
+    from caffe_dc.codec.caffemodel import load_params
+    from caffe_dc.pycaffe import calibration
+    from caffe_dc.stages import posthoc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dcz, js = os.path.join(tmp, "model.dcz"), os.path.join(tmp, "model.json")
+        cmd = [sys.executable, "-m", "caffe_dc", "encode", args.prototxt, args.caffemodel, "--calib", args.calib,
+               "--calib-images", str(args.images), "-o", dcz, "--json", js] + args.encode_args
+        with Clock() as t:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        print(p.stdout)
+        if p.returncode:
+            return p.returncode
+        child = os.times()
+        doc = json.load(open(js))
+        q, _, _ = encoding.decode_bytes(open(dcz, "rb").read())
+        size = os.path.getsize(dcz)
+    cal = doc["calibration"]
+    result = {"command": cmd[2:], "seconds": {"wall": round(t.wall, 2), "cpu": round(child.children_user + child.children_system, 2)},
+              "file_bytes": size, "rate": cal["rate"], "calibration": cal,
+              "environment": dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2))}
+    if args.test:
+        net_param = load_net_text(args.prototxt)
+        prep = calibration.preprocess_from(net_param, calibration.Preprocess(), [])
+        raw, labels, _ = calibration.read(args.test)
+        x = calibration.transform(raw, prep)
+        params = load_params(args.caffemodel)
+        with tempfile.TemporaryDirectory() as tmp:
+            fwd = calibration.forward_for(net_param, (100,) + x.shape[1:], params, tmp)
+            layers = posthoc.layers_of(net_param, params)
+            correct = []
+            for model in (params, q):
+                for l in layers:
+                    fwd.set(l.name, model[l.name].blobs)
+                sc = np.concatenate([fwd.scores(np.concatenate([x[i:i + 100], np.repeat(x[-1:], max(0, i + 100 - len(x)), 0)]))[:min(100, len(x) - i)]
+                                     for i in range(0, len(x), 100)])
+                correct.append(posthoc.top1_correct(sc, labels))
+        cmp = stats.paired(correct[0], correct[1])
+        lo, hi = cal["held_out"]["drop_interval_pp"]
+        drop = -100 * cmp["diff"]
+        result["test"] = {"data": os.path.abspath(args.test), "images": int(len(labels)),
+                          "dense": float(correct[0].mean()), "compressed": float(correct[1].mean()),
+                          "drop_pp": round(drop, 3), "drop_interval_pp": [round(-100 * cmp["diff_high"], 3),
+                                                                          round(-100 * cmp["diff_low"], 3)],
+                          "in_held_out_interval": bool(lo <= drop <= hi)}
+        print("test: dense %.2f%%, compressed %.2f%%: drop %.2f pp (held-out interval [%.2f, %.2f]: %s)"
+              % (100 * correct[0].mean(), 100 * correct[1].mean(), drop, lo, hi,
+                 "inside" if lo <= drop <= hi else "OUTSIDE"))
+    atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
+    print("%.1fx, %.1f s wall, %.1f s cpu; wrote %s" % (cal["rate"], t.wall, result["seconds"]["cpu"], args.out))
+    return 0
+
+
 def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--calib" in argv:
+        ap = argparse.ArgumentParser(description=calibrated.__doc__.split("\n\n")[0])
+        ap.add_argument("prototxt")
+        ap.add_argument("caffemodel")
+        ap.add_argument("--calib", required=True)
+        ap.add_argument("--images", type=int, default=1000)
+        ap.add_argument("--test", help="a labelled test split (IDX images file, LMDB) to score the file on")
+        ap.add_argument("--out", default="runs/bench/posthoc-calib.json")
+        args, rest = ap.parse_known_args(argv)
+        args.encode_args = rest
+        return calibrated(args)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench/posthoc.json")
     ap.add_argument("--width", type=float, default=0.5, help="channel width of ResNet-50 (0.5: ~6.4M weights)")

@@ -91,10 +91,12 @@ class Moments:
         self.g = geometry
         self.n = 0
         self.hc = self.cross = self.sc = self.sd = None
+        self.exact = True        # every batch came with xd None: the compressed inputs are the dense ones
 
     def add(self, xc: np.ndarray, xd: Optional[np.ndarray] = None) -> None:
         pc = im2col(np.asarray(xc, dtype=np.float64), self.g)
         pd = pc if xd is None else im2col(np.asarray(xd, dtype=np.float64), self.g)
+        self.exact = self.exact and xd is None
         if pd.shape != pc.shape:
             raise ValueError("compressed and dense inputs differ in shape: %s vs %s" % (pc.shape, pd.shape))
         hc = np.matmul(pc.transpose(0, 2, 1), pc)

@@ -125,6 +125,8 @@ def cmd_encode(p):
         check_layers(args.index_bits, quantized, "--index-bits")
         ib = expand(args.index_bits, quantized)
         data, stats = frontend.encode_params(params, net, ib, meta={"source": os.path.basename(caffemodel)})
+        if calib_doc is not None:   # the file's own rate (the chooser's was without this header)
+            calib_doc["rate"] = round(stats.totals()["original_bits"] / 8.0 / len(data), 3)
         atomic_write(out, data)
         print(storage_text(stats, net))
         for line in summary_lines(stats, net):

@@ -39,7 +39,7 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.codec.caffe_proto import layer_type
 
-GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13, 0.09, 0.06, 0.04, 0.025)
+GRID = (1.0, 0.35, 0.22, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025)
 HOLDOUT = 0.5              # share of the calibration images held out for the report
 CHOICE_ALPHA = 0.32        # the choice's bound: one-sided ~84%, the drop plus about one standard error
 REPORT_ALPHA = stats.ALPHA
@@ -163,7 +163,7 @@ class Session:
         w = blobs[0].T if layer.transpose else blobs[0]
         b = blobs[1] if len(blobs) > 1 else None
         mask = pruning.density_mask(w, density)
-        if m is None:
+        if m is None or (mask.all() and m.exact):   # nothing pruned, inputs as the dense net's: w is the fit
             wr = np.where(mask, w, np.float32(0))
         else:
             wr, _ = rc.refit(m, w, b, mask, self.ridge)
@@ -329,8 +329,6 @@ def _pp(x: float) -> str:
 def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: str, progress=print) -> Result:
     """Choose, compress and measure (module docstring); nothing is written here."""
     from caffe_dc.pycaffe import calibration
-    from caffe_dc.stages.choose import file_rate
-
     t0 = time.time()
     agreement = opts.max_drop is None and (opts.max_disagreement is not None or calib.labels is None)
     if opts.max_drop is not None and calib.labels is None:
@@ -365,7 +363,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
             progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
                      % "/".join(sorted({str(b) for b in bits.values()})))
             curves = s.curves(GRID, bits, progress)
-            estimate = file_rate(params, bits)
+            estimate = SizeTable(params, layers, bits, GRID)
             try:
                 cand, tried, met = choose_rate(s, curves, bits, estimate, budget, opts.target_rate, progress)
             except InputError as e:
@@ -417,6 +415,40 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
         lines.append("budget: %s <= %g pp on the choosing part (bound %.2f pp): %s"
                      % (what, budget, drop_bound(cand.cmp), "met" if met else "NOT met"))
     return Result(cand.compressed.params, doc, bool(met), lines)
+
+
+class SizeTable:
+    """The real encoder's file size for any densities, from one encoding per grid density.
+
+    Every layer is pruned to each density of ``grid`` and quantized (``encode.post_hoc``), the net
+    encoded, and each layer's record size read from the file's figures; a layer's record at another
+    density is read between its grid points (linear in log-density), the rest of the file (biases,
+    header) is what it was. Records are independent of each other, so the sum is the file, to the
+    difference the refit's values make to the Huffman codes; about 200 encodings that a search would
+    make are replaced by a lookup."""
+
+    def __init__(self, params: Params, layers: Sequence[Layer], bits: Mapping[str, int], grid: Sequence[float]):
+        from caffe_dc.stages import encode as encoding
+
+        self.grid = np.asarray(sorted(set(grid)))
+        sizes = {l.name: [] for l in layers}
+        fixed = []
+        for d in self.grid:
+            q = encoding.post_hoc(params, None, density={l.name: float(d) for l in layers}, bits=bits)
+            data, st = encoding.encode_params(q, None, meta={})
+            per = {b.name: b.pqh_bits / 8.0 for b in st.quantized}
+            for l in layers:
+                sizes[l.name].append(per[l.name])
+            fixed.append(len(data) - sum(per.values()))
+            self.dense_bytes = st.totals()["original_bits"] / 8.0
+        self.sizes = {n: np.asarray(v) for n, v in sizes.items()}
+        self.fixed = max(fixed)
+
+    def __call__(self, densities: Mapping[str, float]) -> float:
+        x = np.log(self.grid)
+        total = self.fixed + sum(float(np.interp(math.log(min(max(densities[n], self.grid[0]), 1.0)), x, v))
+                                 for n, v in self.sizes.items())
+        return self.dense_bytes / total
 
 
 def _file_rate(q: Params) -> float:

@@ -1,0 +1,257 @@
+"""encode --calib: calibration data, preprocessing, the net fed arrays, bad input, and (with pycaffe) the whole path."""
+import gzip
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+pytest.importorskip("google.protobuf")
+
+from caffe_dc.base.errors import InputError  # noqa: E402
+from caffe_dc.base.params import LayerParams  # noqa: E402
+from caffe_dc.codec import caffe_proto, caffemodel  # noqa: E402
+from caffe_dc.codec.caffe_proto import layer_type  # noqa: E402
+from caffe_dc.pycaffe import calibration as cal  # noqa: E402
+from conftest import REPO, assert_clean_error  # noqa: E402
+from test_caffe_free import cli_without_caffe  # noqa: E402
+
+NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 10 dim: 1 dim: 8 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 6 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 dilation: 2 group: 2 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv2" top: "ip1" inner_product_param { num_output: 40 } }
+layer { name: "relu3" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 10 } }
+"""
+
+
+def write_idx(path, a):
+    a = np.asarray(a, np.uint8)
+    data = struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(">%dI" % a.ndim, *a.shape) + a.tobytes()
+    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
+        f.write(data)
+
+
+def tiny_model(tmp_path, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"conv1": (6, 1, 3, 3), "conv2": (6, 3, 3, 3), "ip1": (40, 6 * 4 * 4), "ip2": (10, 40)}
+    params = {}
+    for n, s in shapes.items():
+        params[n] = LayerParams("Convolution" if n.startswith("conv") else "InnerProduct",
+                                [(rng.normal(size=s) / np.sqrt(np.prod(s[1:]))).astype(np.float32),
+                                 (0.1 * rng.normal(size=s[0])).astype(np.float32)])
+    proto = tmp_path / "deploy.prototxt"
+    proto.write_text(NET)
+    model = tmp_path / "tiny.caffemodel"
+    caffemodel.save_params(params, str(model))
+    return str(proto), str(model), params
+
+
+def data_folder(tmp_path, n=300, size=8, labels=True, name="data"):
+    d = tmp_path / name
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    write_idx(str(d / "train-images-idx3-ubyte.gz"), rng.integers(0, 256, size=(n, size, size)))
+    if labels:
+        write_idx(str(d / "train-labels-idx1-ubyte.gz"), rng.integers(0, 10, size=n))
+    return str(d)
+
+
+# ---------------------------------------------------------------- data and preprocessing (no Caffe)
+
+def test_an_idx_folder_gives_a_seeded_sample_with_the_labels_of_its_images(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    i = np.arange(500)
+    x = np.stack([i // 256, i % 256, i % 7, i % 3], axis=1).reshape(500, 2, 2)   # every image distinct
+    y = np.arange(500) % 10
+    write_idx(str(d / "train-images-idx3-ubyte"), x)
+    write_idx(str(d / "train-labels-idx1-ubyte"), y)
+    write_idx(str(d / "t10k-images-idx3-ubyte"), x[:5])      # the test split is not taken
+    a, b, kind = cal.read(str(d), limit=120, seed=3)
+    assert kind == "idx" and a.shape == (120, 1, 2, 2) and b.shape == (120,)
+    rows = [int(np.flatnonzero((x == im[0]).all(axis=(1, 2)))[0]) for im in a]
+    assert len(set(rows)) == 120 and np.array_equal(b, y[rows])   # each image keeps its own label
+    assert np.array_equal(cal.read(str(d), limit=120, seed=3)[0], a)
+    assert not np.array_equal(cal.read(str(d), limit=120, seed=4)[0], a)
+
+
+def test_transform_is_caffes_test_phase_crop_mean_scale():
+    x = np.arange(2 * 3 * 5 * 6, dtype=np.float32).reshape(2, 3, 5, 6)
+    p = cal.Preprocess(scale=0.5, mean_values=(1.0, 2.0, 3.0), crop=3)
+    got = cal.transform(x, p)
+    want = (x[:, :, 1:4, 1:4] - np.array([1, 2, 3], np.float32).reshape(1, 3, 1, 1)) * 0.5
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError, match="2 mean values for 3-channel"):
+        cal.transform(x, cal.Preprocess(mean_values=(1.0, 2.0)))
+
+
+def test_preprocessing_comes_from_the_prototxt_and_options_fill_what_it_does_not_say():
+    tv = caffe_proto.load_net_text(os.path.join(REPO, "prototxt", "lenet5_train_val.prototxt"))
+    p = cal.preprocess_from(tv, cal.Preprocess(mean_values=(10.0,)), ["mean_values"])
+    assert p.scale == pytest.approx(1 / 256) and p.mean_values == (10.0,)
+    with pytest.raises(InputError, match="contradicts the prototxt"):
+        cal.preprocess_from(tv, cal.Preprocess(scale=1.0), ["scale"])
+    deploy = caffe_proto.load_net_text(os.path.join(REPO, "prototxt", "lenet5_deploy.prototxt"))
+    assert cal.preprocess_from(deploy, cal.Preprocess(scale=2.0), ["scale"]).scale == 2.0
+    assert cal.net_input_shape(deploy) == (1, 28, 28) and cal.net_input_shape(tv) is None
+
+
+def test_the_net_fed_arrays_has_one_input_and_no_data_or_label_layers():
+    tv = caffe_proto.load_net_text(os.path.join(REPO, "prototxt", "lenet5_train_val.prototxt"))
+    net, top = cal.input_net(tv, (7, 1, 28, 28))
+    types = [layer_type(l) for l in net.layer]
+    assert types[0] == "Input" and list(net.layer[0].input_param.shape[0].dim) == [7, 1, 28, 28]
+    assert top == "data" and net.layer[0].top[0] == "data"
+    assert not {"Data", "Accuracy", "SoftmaxWithLoss"} & set(types)
+    assert [l.name for l in net.layer[1:]] == [l.name for l in tv.layer if layer_type(l) in
+                                                ("Convolution", "Pooling", "InnerProduct", "ReLU")]
+
+
+def test_layers_of_reads_each_convolutions_window():
+    from caffe_dc.stages import posthoc
+
+    net = caffe_proto.parse_net_text(NET, "tiny")
+    shapes = {"conv1": (6, 1, 3, 3), "conv2": (6, 3, 3, 3), "ip1": (40, 96), "ip2": (10, 40)}
+    params = {n: LayerParams("Convolution" if n[0] == "c" else "InnerProduct", [np.zeros(s, np.float32)])
+              for n, s in shapes.items()}
+    ls = {l.name: l for l in posthoc.layers_of(net, params)}
+    g = ls["conv2"].geometry
+    assert (g.kernel, g.stride, g.pad, g.dilation, g.group) == ((3, 3), (1, 1), (1, 1), (2, 2), 2)
+    assert ls["ip1"].geometry.fc and list(ls) == ["conv1", "conv2", "ip1", "ip2"]
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
+
+def _bad(tmp_path, *args, fragment):
+    proto, model, _ = tiny_model(tmp_path)
+    out = tmp_path / "out.dcz"
+    p = cli_without_caffe("encode", *[a.replace("PROTO", proto).replace("MODEL", model) for a in args], "-o", out)
+    assert p.returncode == 2
+    assert_clean_error(p, fragment)
+    assert not out.exists()
+
+
+def test_a_budget_without_calibration_data_is_refused(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--max-drop", "0.5", fragment="--max-drop measures on calibration images")
+
+
+def test_calibration_without_the_prototxt_is_refused(tmp_path):
+    _bad(tmp_path, "MODEL", "--calib", data_folder(tmp_path), fragment="give its prototxt")
+
+
+def test_fewer_than_100_images_are_refused(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path, n=60), fragment="at least 100")
+
+
+def test_calibration_images_of_the_wrong_shape_are_refused(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path, size=10), fragment="the net takes 1x8x8")
+
+
+def test_a_drop_budget_needs_labels(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path, labels=False), "--max-drop", "1",
+         fragment="needs labelled calibration data")
+
+
+def test_two_budgets_are_refused(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path), "--max-drop", "1", "--target-rate", "5",
+         fragment="give one budget")
+
+
+def test_without_caffe_or_opencv_calibration_says_what_it_needs(tmp_path):
+    if cal._cv2() is not None:
+        pytest.skip("OpenCV is importable here: calibration runs on it (tested below)")
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path), "--target-rate", "3",
+         fragment="it needs pycaffe")
+
+
+def test_lossy_output_without_calibration_says_accuracy_was_not_measured(tmp_path):
+    proto, model, _ = tiny_model(tmp_path)
+    p = cli_without_caffe("encode", proto, model, "--density", "0.5", "-o", tmp_path / "x.dcz")
+    assert p.returncode == 0, p.stderr
+    assert "accuracy was not measured" in p.stdout and "--calib DATA" in p.stdout
+
+
+# ---------------------------------------------------------------- the whole path, on a forward pass
+
+def _forward_available():
+    from caffe_dc.pycaffe.validate import caffe_available
+
+    return caffe_available() or cal._cv2() is not None
+
+
+needs_forward = pytest.mark.skipif(not _forward_available(), reason="needs pycaffe or OpenCV 4.x")
+
+
+def _labelled_by_the_net(tmp_path, proto, model, n=400):
+    """An IDX pair whose labels are the dense net's own top-1 (so the dense net is right on every image)."""
+    from caffe_dc.pycaffe import calibration
+
+    d = data_folder(tmp_path, n=n, labels=False, name="calib")
+    net = caffe_proto.load_net_text(proto)
+    x, _, _ = calibration.read(d)
+    fwd = calibration.forward_for(net, (n,) + x.shape[1:], caffemodel.load_params(model), str(tmp_path))
+    top = fwd.scores(x.astype(np.float32) / 255).argmax(axis=1)
+    write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), top)
+    return d
+
+
+@needs_forward
+def test_encode_calib_meets_a_target_rate_and_reports_the_held_out_drop(tmp_path, cli):
+    proto, model, params = tiny_model(tmp_path)
+    d = _labelled_by_the_net(tmp_path, proto, model)
+    out, js = tmp_path / "t.dcz", tmp_path / "t.json"
+    p = cli("encode", proto, model, "--calib", d, "--scale", 1 / 255, "--target-rate", "6", "--bits-options", "5",
+            "-o", out, "--json", js)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(js.read_text())
+    c = doc["calibration"]
+    assert c["images"] == 400 and c["choosing_images"] == 200 and c["held_out_images"] == 200
+    assert c["measure"] == "accuracy" and c["held_out"]["dense"] == 1.0
+    lo, hi = c["held_out"]["drop_interval_pp"]
+    assert lo <= c["held_out"]["drop_pp"] <= hi
+    assert c["rate"] == pytest.approx(doc["totals"]["original_bits"] / 8 / out.stat().st_size, rel=1e-3)
+    assert c["rate"] >= 5.5
+    assert [r["layer"] for r in c["layers"]] == ["conv1", "conv2", "ip1", "ip2"] and all(r["refit"] for r in c["layers"])
+    assert "held out (200 images, top-1 accuracy)" in p.stdout
+
+
+@needs_forward
+def test_an_unmeetable_budget_writes_nothing_unless_best_effort(tmp_path, cli):
+    proto, model, _ = tiny_model(tmp_path)
+    d = _labelled_by_the_net(tmp_path, proto, model)
+    out = tmp_path / "u.dcz"
+    args = ["encode", proto, model, "--calib", d, "--scale", 1 / 255, "--max-drop", "0", "--bits-options", "1",
+            "-o", out]
+    p = cli(*args)
+    assert p.returncode == 2 and not out.exists(), p.stdout + p.stderr
+    assert_clean_error(p, "the budget cannot be met")
+    p = cli(*args, "--best-effort")
+    assert p.returncode == 0 and out.exists(), p.stderr
+    assert "NOT met" in p.stdout
+
+
+@needs_forward
+def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_path):
+    """The same densities and bits: layer-wise reconstruction (each layer seeing the compressed ones before it)
+    keeps more of the dense net's top-1 than magnitude pruning and k-means alone."""
+    from caffe_dc.stages import encode as encoding
+    from caffe_dc.stages import posthoc
+
+    proto, model, params = tiny_model(tmp_path)
+    net = caffe_proto.load_net_text(proto)
+    x = np.random.default_rng(5).random((400, 1, 8, 8)).astype(np.float32)
+    fwd = cal.forward_for(net, (100, 1, 8, 8), params, str(tmp_path))
+    idx = np.arange(400)
+    s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:200], idx[200:])
+    dens = {"conv1": 0.6, "conv2": 0.3, "ip1": 0.15, "ip2": 0.3}
+    bits = {n: 3 for n in dens}
+    refit = s.score(s.compress(dens, bits).params, idx[200:]).mean()
+    plain = s.score(encoding.post_hoc(params, None, dens, bits), idx[200:]).mean()
+    assert refit > plain + 0.05, (refit, plain)
