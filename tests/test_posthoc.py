@@ -241,7 +241,7 @@ def test_an_unmeetable_budget_writes_nothing_unless_best_effort(tmp_path, cli):
 def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_path):
     """The same densities and bits: layer-wise reconstruction (each layer seeing the compressed ones before it)
     keeps more of the dense net's top-1 than magnitude pruning and k-means alone."""
-    from caffe_dc.stages import encode as encoding
+    from caffe_dc.codec import frontend
     from caffe_dc.stages import posthoc
 
     proto, model, params = tiny_model(tmp_path)
@@ -253,5 +253,5 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     dens = {"conv1": 0.6, "conv2": 0.3, "ip1": 0.15, "ip2": 0.3}
     bits = {n: 3 for n in dens}
     refit = s.score(s.compress(dens, bits).params, idx[200:]).mean()
-    plain = s.score(encoding.post_hoc(params, None, dens, bits), idx[200:]).mean()
+    plain = s.score(frontend.post_hoc(params, None, dens, bits), idx[200:]).mean()
     assert refit > plain + 0.05, (refit, plain)

@@ -114,7 +114,7 @@ def calibrated(args) -> int:
             return p.returncode
         child = os.times()
         doc = json.load(open(js))
-        q, _, _ = encoding.decode_bytes(open(dcz, "rb").read())
+        q, _, _ = frontend.decode_bytes(open(dcz, "rb").read())
         size = os.path.getsize(dcz)
     cal = doc["calibration"]
     result = {"command": cmd[2:], "seconds": {"wall": round(t.wall, 2), "cpu": round(child.children_user + child.children_system, 2)},
