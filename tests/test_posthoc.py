@@ -255,3 +255,55 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     refit = s.score(s.compress(dens, bits).params, idx[200:]).mean()
     plain = s.score(frontend.post_hoc(params, None, dens, bits), idx[200:]).mean()
     assert refit > plain + 0.05, (refit, plain)
+
+
+BN_NET = """name: "bn"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 5 dim: 2 dim: 9 dim: 9 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 2 dilation: 2 group: 2 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" top: "sum" }
+layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc" inner_product_param { num_output: 7 } }
+"""
+
+
+@pytest.mark.skipif(not (cal._cv2() is not None and __import__("caffe_dc.pycaffe.validate", fromlist=["x"]).caffe_available()),
+                    reason="compares pycaffe with OpenCV: needs both")
+def test_opencv_feeds_each_layer_what_caffe_does_batchnorm_and_a_residual_sum_included(tmp_path):
+    rng = np.random.default_rng(7)
+    params = {"conv1": LayerParams("Convolution", [rng.normal(size=(4, 2, 3, 3)).astype(np.float32)]),
+              "bn1": LayerParams("BatchNorm", [rng.normal(size=4).astype(np.float32),
+                                               rng.random(4).astype(np.float32) + 0.5, np.array([1.0], np.float32)]),
+              "sc1": LayerParams("Scale", [rng.random(4).astype(np.float32) + 0.5, rng.normal(size=4).astype(np.float32)]),
+              "conv2": LayerParams("Convolution", [rng.normal(size=(4, 2, 3, 3)).astype(np.float32),
+                                                   rng.normal(size=4).astype(np.float32)]),
+              "fc": LayerParams("InnerProduct", [rng.normal(size=(7, 324)).astype(np.float32),
+                                                 rng.normal(size=7).astype(np.float32)])}
+    net = caffe_proto.parse_net_text(BN_NET, "bn")
+    x = rng.random((5, 2, 9, 9)).astype(np.float32)
+    names = ["conv1", "conv2", "fc"]
+    a = cal.CaffeForward(net, x.shape, params, str(tmp_path))
+    b = cal.OpenCVForward(net, x.shape, params, str(tmp_path))
+    for fwd in (a, b):   # a changed weight must reach the fused net too
+        fwd.set("conv1", [params["conv1"].blobs[0] * 0.5])
+    ia, ib = a.inputs(x, names), b.inputs(x, names)
+    for n in names:
+        np.testing.assert_allclose(ia[n], ib[n], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.scores(x), b.scores(x), rtol=1e-4, atol=1e-4)
+    assert np.abs(ia["fc"]).max() > 0
+
+
+@pytest.mark.skipif(cal._cv2() is None, reason="needs OpenCV 4.x")
+def test_without_caffe_calibration_runs_on_opencv(tmp_path):
+    proto, model, _ = tiny_model(tmp_path)
+    d = _labelled_by_the_net(tmp_path, proto, model)
+    out, js = tmp_path / "o.dcz", tmp_path / "o.json"
+    p = cli_without_caffe("encode", proto, model, "--calib", d, "--scale", 1 / 255, "--target-rate", "5", "-o", out,
+                          "--json", js)
+    assert p.returncode == 0, p.stderr
+    c = json.loads(js.read_text())["calibration"]
+    assert c["held_out"]["dense"] == 1.0 and c["rate"] > 4.5

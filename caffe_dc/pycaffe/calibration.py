@@ -379,13 +379,15 @@ class CaffeForward(Forward):
     def inputs(self, x: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
         self.net.blobs[self.data].data[...] = x
         out = {}
-        order = [n for n, _, _, _ in self.layers]
+        # Caffe's own layer list: it has the Split layers Caffe inserts where a blob feeds several layers
+        order = list(self.net._layer_names)
+        bottoms = {n: b[0] for n, _, b, _ in self.layers if b}
         done = 0                                   # layers order[:done] have run on this batch
         for i in sorted(order.index(n) for n in names):
             if i > done:
                 self.net.forward(start=order[done], end=order[i - 1])
                 done = i
-            out[order[i]] = self.net.blobs[self.layers[i][2][0]].data.copy()
+            out[order[i]] = self.net.blobs[bottoms[order[i]]].data.copy()
         return out
 
     def scores(self, x: np.ndarray) -> np.ndarray:
@@ -393,11 +395,66 @@ class CaffeForward(Forward):
         return self.net.forward()[self.output].reshape(x.shape[0], -1).copy()
 
 
+class OpenCVForward(Forward):
+    """The same on OpenCV 4.x's own Caffe importer (``cv2.dnn``), for a machine without Caffe.
+
+    OpenCV fuses layers (a BatchNorm and Scale into the convolution before them) when it first
+    runs a net, and a parameter set afterwards would not reach the fused copy; so the net is read
+    afresh from the prototxt and a caffemodel of the current weights whenever they have changed."""
+
+    def __init__(self, net_param, shape, params, work_dir: str):
+        from google.protobuf import text_format
+
+        super().__init__(net_param, shape, params)
+        self.cv2 = _cv2()
+        self.work = work_dir
+        self.prototxt = os.path.join(work_dir, "calibration_net.prototxt")
+        with open(self.prototxt, "w") as f:
+            f.write(text_format.MessageToString(self.param))
+        self.params = dict(params)
+        self.net = None
+
+    def set(self, layer: str, blobs) -> None:
+        from caffe_dc.base.params import LayerParams
+
+        self.params[layer] = LayerParams(self.params[layer].type, [np.asarray(b, np.float32) for b in blobs])
+        self.net = None
+
+    def _net(self):
+        if self.net is None:
+            from caffe_dc.codec.caffemodel import save_params
+
+            model = os.path.join(self.work, "calibration.caffemodel")
+            save_params(self.params, model)
+            self.net = self.cv2.dnn.readNetFromCaffe(self.prototxt, model)
+            self.net.setPreferableBackend(self.cv2.dnn.DNN_BACKEND_OPENCV)
+        return self.net
+
+    def _outputs(self, x: np.ndarray, layers: Sequence[str]) -> List[np.ndarray]:
+        net = self._net()
+        net.setInput(np.ascontiguousarray(x, np.float32))
+        return [np.asarray(o) for o in net.forward(list(layers))]
+
+    def inputs(self, x: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
+        bottoms = {n: [l for l in self.layers if l[0] == n][0][2][0] for n in names}
+        writers = {n: self.writer_before(n, b) for n, b in bottoms.items()}
+        inner = [n for n in names if writers[n] != self.layers[0][0]]   # the first reads the input itself
+        outs = dict(zip(inner, self._outputs(x, [writers[n] for n in inner]) if inner else []))
+        return {n: np.array(outs[n] if n in outs else x, np.float32).reshape((x.shape[0],) + (outs[n].shape[1:] if n in outs else x.shape[1:]))
+                for n in names}
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        last = [l[0] for l in self.layers if self.output in l[3]][-1]
+        return self._outputs(x, [last])[0].reshape(x.shape[0], -1).copy()
+
+
 def forward_for(net_param, shape, params, work_dir: str) -> Forward:
     """pycaffe where it is importable, else OpenCV's dnn; neither: a one-line refusal."""
     from caffe_dc.pycaffe.validate import caffe_available
 
-    if caffe_available():
+    if caffe_available() and os.environ.get("CAFFE_DC_CALIB_BACKEND") != "opencv":
         return CaffeForward(net_param, shape, params, work_dir)
+    if _cv2() is not None:
+        return OpenCVForward(net_param, shape, params, work_dir)
     raise InputError("calibration runs the net: it needs pycaffe (the image, ./dc) or OpenCV 4.x "
                      "(opencv-python-headless<5), and neither is importable here")
