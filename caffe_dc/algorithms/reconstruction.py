@@ -94,21 +94,23 @@ class Moments:
         self.exact = True        # every batch came with xd None: the compressed inputs are the dense ones
 
     def add(self, xc: np.ndarray, xd: Optional[np.ndarray] = None) -> None:
-        pc = im2col(np.asarray(xc, dtype=np.float64), self.g)
-        pd = pc if xd is None else im2col(np.asarray(xd, dtype=np.float64), self.g)
+        # float32 products (the activations are float32 anyway), accumulated in float64 across batches
+        pc = im2col(np.asarray(xc, dtype=np.float32), self.g)
+        pd = pc if xd is None else im2col(np.asarray(xd, dtype=np.float32), self.g)
         self.exact = self.exact and xd is None
         if pd.shape != pc.shape:
             raise ValueError("compressed and dense inputs differ in shape: %s vs %s" % (pc.shape, pd.shape))
-        hc = np.matmul(pc.transpose(0, 2, 1), pc)
-        cross = hc if xd is None else np.matmul(pc.transpose(0, 2, 1), pd)
+        hc = np.matmul(pc.transpose(0, 2, 1), pc).astype(np.float64)
+        cross = hc if xd is None else np.matmul(pc.transpose(0, 2, 1), pd).astype(np.float64)
+        sc = pc.sum(axis=1, dtype=np.float64)
+        sd = sc if xd is None else pd.sum(axis=1, dtype=np.float64)
         if self.hc is None:
-            self.hc, self.cross = hc, cross.copy()
-            self.sc, self.sd = pc.sum(axis=1), pd.sum(axis=1)
+            self.hc, self.cross, self.sc, self.sd = hc, cross.copy(), sc, sd.copy()
         else:
             self.hc += hc
             self.cross += cross
-            self.sc += pc.sum(axis=1)
-            self.sd += pd.sum(axis=1)
+            self.sc += sc
+            self.sd += sd
         self.n += pc.shape[1]
 
     def _check(self, w: np.ndarray) -> Tuple[int, int]:

@@ -273,23 +273,89 @@ def drop_bound(cmp: Mapping[str, float]) -> float:
 
 
 class Candidate(NamedTuple):
-    target: float
+    target: Optional[float]
     densities: Dict[str, float]
+    bits: Dict[str, int]
     compressed: Compressed
     cmp: dict                  # paired comparison on the choosing part, at CHOICE_ALPHA
 
 
-def choose_rate(s: Session, curves, bits: Mapping[str, int], estimate, max_drop: Optional[float],
-                target: Optional[float], progress=None) -> (Candidate, List[Candidate], bool):
+class Menu:
+    """Each layer's choices of (density, bits) as one curve the chooser's allocation reads.
+
+    A layer measured at several bit widths has one sensitivity curve and one size row per width.
+    Merged, the layer's axis is its record's size as a share ``p`` of its largest (the densest
+    point at the most bits): at each ``p`` the width whose density for that size costs the least
+    divergence (``drop_curve``'s conservative reading of each curve). The allocation
+    (``allocation.least_drop``) then trades bytes between layers as it trades densities, with
+    each curve's ``weights`` set so that its size formula gives the record's bytes (8 bits a byte,
+    no index bits), and ``config`` turns its answer back into densities and bits."""
+
+    POINTS = 64
+
+    def __init__(self, layers: Sequence[Layer], curves: Mapping[int, List[sens.Curve]],
+                 tables: Mapping[int, "SizeTable"]):
+        self.tables, self.layers = tables, list(layers)
+        self.curves, self.pick = [], {}
+        for i, l in enumerate(self.layers):
+            opts = []
+            for b, cs in sorted(curves.items()):   # b: a key of ``tables``, one set of widths
+                c, t = cs[i], tables[b]
+                size = np.maximum.accumulate(t.sizes[l.name])          # bytes at t.grid, ascending density
+                opts.append((b, np.log(c.densities), np.log(np.maximum(size, 1e-9)), sens.drop_curve(c, 0.0)))
+            top = max(o[2][-1] for o in opts)
+            p = np.exp(np.linspace(min(o[2][0] for o in opts) - top, 0.0, self.POINTS))
+            best = np.full(p.size, np.inf)
+            bits = np.zeros(p.size, int)        # the key of the table (the widths) picked at each point
+            dens = np.ones(p.size)
+            for b, x, ls, drop in opts:
+                want = np.log(p) + top
+                fits = want >= ls[0] - 1e-12
+                d = np.interp(want, ls, x)                                # log-density of that size (<= 0)
+                y = np.interp(d, x, drop)
+                better = fits & (y < best - 1e-15)
+                best[better], bits[better], dens[better] = y[better], b, np.exp(d[better])
+            self.pick[l.name] = (p, bits, dens)
+            self.curves.append(sens.Curve(l.name, l.kind, int(round(math.exp(top))), p, -best))
+        self.size_bits = {l.name: 8 for l in self.layers}
+
+    def config(self, shares: Mapping[str, float]):
+        """(densities, bits) for each layer's size share ``p``: the pick at the nearest point at or below it."""
+        dens, bits = {}, {}
+        for n, v in shares.items():
+            p, keys, _ = self.pick[n]
+            i = max(0, int(np.searchsorted(p, v * (1 + 1e-9), side="right")) - 1)
+            t = self.tables[int(keys[i])]
+            bits[n] = t.bits[n]
+            # the density whose record is exactly this share of the largest, at the picked width
+            ls = np.log(np.maximum(np.maximum.accumulate(t.sizes[n]), 1e-9))
+            top = math.log(self.curves[[c.name for c in self.curves].index(n)].weights)
+            dens[n] = float(min(1.0, np.exp(np.interp(math.log(v) + top, ls, np.log(t.grid)))))
+        return dens, bits
+
+    def estimate(self, shares: Mapping[str, float]) -> float:
+        total = max(t.fixed for t in self.tables.values())
+        for n, v in shares.items():
+            p, keys, _ = self.pick[n]
+            i = max(0, int(np.searchsorted(p, v * (1 + 1e-9), side="right")) - 1)
+            t = self.tables[int(keys[i])]
+            total += t.layer_bytes(n, self.config({n: v})[0][n])
+        return next(iter(self.tables.values())).dense_bytes / total
+
+
+def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optional[float],
+                progress=None) -> (Candidate, List[Candidate], bool):
     """(the chosen candidate, every candidate tried, whether the budget was met)."""
     base = 0.0   # the curves' scores are minus a divergence from the dense net (Session.curves)
     tried: List[Candidate] = []
+    curves = menu.curves
 
     def attempt(rate: float) -> Candidate:
-        dens = least_drop(base, curves, rate, bits, sens.INDEX_BITS, estimate, steps=24)
+        shares = least_drop(base, curves, rate, menu.size_bits, 0, menu.estimate, steps=24)
+        dens, bits = menu.config(shares)
         c = s.compress(dens, bits)
         cmp = stats.paired(s.dense_correct[s.choose], c.correct, CHOICE_ALPHA)
-        cand = Candidate(rate, dens, c, cmp)
+        cand = Candidate(rate, dens, bits, c, cmp)
         tried.append(cand)
         if progress:
             progress("  candidate %.1fx: drop %+.2f pp on the choosing part, bound %.2f pp"
@@ -299,8 +365,8 @@ def choose_rate(s: Session, curves, bits: Mapping[str, int], estimate, max_drop:
     if target is not None:
         c = attempt(target)
         return c, tried, True
-    lo = estimate({c.name: 1.0 for c in curves}) * 1.001
-    hi = estimate({c.name: float(c.densities[0]) for c in curves}) * 0.999
+    lo = menu.estimate({c.name: 1.0 for c in curves}) * 1.001
+    hi = menu.estimate({c.name: float(c.densities[0]) for c in curves}) * 0.999
     ok = lambda c: drop_bound(c.cmp) <= max_drop + 1e-9
     # ascending until the first failure: a pass beyond it would be read off noise (the drop grows with the rate)
     best, upper = None, hi
@@ -379,34 +445,34 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
              % (n, calib.source, calib.kind, len(choose_idx), len(held_idx), measure,
                 100 * s.dense_correct[choose_idx].mean()))
     budget = opts.max_drop if opts.max_drop is not None else opts.max_disagreement
-    options = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in opts.bits_options]
-    best = None
-    for bits in options:
-        bits = {l.name: int(bits.get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
-        if opts.density is not None:
-            dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
-            c = s.compress(dens, bits)
-            cand = Candidate(None, dens, c, _paired(s.dense_correct[choose_idx], c.correct, CHOICE_ALPHA))
-            tried, met = [cand], True
-        else:
+    if opts.density is not None:
+        bits = {l.name: int((opts.bits or {}).get(l.name, opts.bits_options[0] if not opts.bits else
+                                                   layer_policy.kind_bits(l.kind))) for l in layers}
+        dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
+        c = s.compress(dens, bits)
+        cand = Candidate(None, dens, bits, c, _paired(s.dense_correct[choose_idx], c.correct, CHOICE_ALPHA))
+        tried, met = [cand], True
+    else:
+        widths = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in sorted(set(opts.bits_options))]
+        curves, tables = {}, {}
+        for key, given in enumerate(widths):
+            bits = {l.name: int(given.get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
             progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
-                     % "/".join(sorted({str(b) for b in bits.values()})))
-            curves = s.curves(GRID, bits, progress)
-            estimate = SizeTable(params, layers, bits, GRID)
-            try:
-                cand, tried, met = choose_rate(s, curves, bits, estimate, budget, opts.target_rate, progress)
-            except InputError as e:
-                if not opts.best_effort:
-                    raise
-                progress("  %s; --best-effort: the sparsest" % e)
-                cand, tried, met = choose_rate(s, curves, bits, estimate, budget,
-                                               estimate({c.name: float(c.densities[0]) for c in curves}), progress)
-                met = False
-        data_rate = _file_rate(cand.compressed.params)
-        key = (met, data_rate if met else -drop_bound(cand.cmp))
-        if best is None or key > best[0]:
-            best = (key, cand, bits, met, data_rate)
-    _, cand, bits, met, rate = best
+                     % ("/".join(sorted({str(v) for v in bits.values()}))))
+            curves[key] = s.curves(GRID, bits, progress)
+            tables[key] = SizeTable(params, layers, bits, GRID)
+        menu = Menu(layers, curves, tables)
+        try:
+            cand, tried, met = choose_rate(s, menu, budget, opts.target_rate, progress)
+        except InputError as e:
+            if not opts.best_effort:
+                raise
+            progress("  %s; --best-effort: the sparsest" % e)
+            cand, tried, met = choose_rate(s, menu, budget, menu.estimate(
+                {c.name: float(c.densities[0]) for c in menu.curves}), progress)
+            met = False
+    rate = _file_rate(cand.compressed.params)
+    bits = cand.bits
     held_dense = s.dense_correct[held_idx]
     held_comp = s.score(cand.compressed.params, held_idx)
     held = _paired(held_dense, held_comp, REPORT_ALPHA)
@@ -457,6 +523,7 @@ class SizeTable:
     make are replaced by a lookup."""
 
     def __init__(self, params: Params, layers: Sequence[Layer], bits: Mapping[str, int], grid: Sequence[float]):
+        self.bits = dict(bits)
         self.grid = np.asarray(sorted(set(grid)))
         sizes = {l.name: [] for l in layers}
         fixed = []
@@ -471,11 +538,8 @@ class SizeTable:
         self.sizes = {n: np.asarray(v) for n, v in sizes.items()}
         self.fixed = max(fixed)
 
-    def __call__(self, densities: Mapping[str, float]) -> float:
-        x = np.log(self.grid)
-        total = self.fixed + sum(float(np.interp(math.log(min(max(densities[n], self.grid[0]), 1.0)), x, v))
-                                 for n, v in self.sizes.items())
-        return self.dense_bytes / total
+    def layer_bytes(self, name: str, density: float) -> float:
+        return float(np.interp(math.log(min(max(density, self.grid[0]), 1.0)), np.log(self.grid), self.sizes[name]))
 
 
 def _file_rate(q: Params) -> float:
