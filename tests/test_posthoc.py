@@ -212,14 +212,15 @@ def test_encode_calib_meets_a_target_rate_and_reports_the_held_out_drop(tmp_path
     assert p.returncode == 0, p.stderr
     doc = json.loads(js.read_text())
     c = doc["calibration"]
-    assert c["images"] == 400 and c["choosing_images"] == 200 and c["held_out_images"] == 200
+    assert c["images"] == 400 and c["held_out_images"] == 120
+    assert c["fitting_images"] == 140 and c["choosing_images"] == 140
     assert c["measure"] == "accuracy" and c["held_out"]["dense"] == 1.0
     lo, hi = c["held_out"]["drop_interval_pp"]
     assert lo <= c["held_out"]["drop_pp"] <= hi
     assert c["rate"] == pytest.approx(doc["totals"]["original_bits"] / 8 / out.stat().st_size, rel=1e-3)
     assert c["rate"] >= 5.5
     assert [r["layer"] for r in c["layers"]] == ["conv1", "conv2", "ip1", "ip2"] and all(r["refit"] for r in c["layers"])
-    assert "held out (200 images, top-1 accuracy)" in p.stdout
+    assert "held out (120 images, top-1 accuracy)" in p.stdout
 
 
 @needs_forward
@@ -249,7 +250,7 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     x = np.random.default_rng(5).random((400, 1, 8, 8)).astype(np.float32)
     fwd = cal.forward_for(net, (100, 1, 8, 8), params, str(tmp_path))
     idx = np.arange(400)
-    s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:200], idx[200:])
+    s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:150], idx[150:200], idx[200:])
     dens = {"conv1": 0.6, "conv2": 0.3, "ip1": 0.15, "ip2": 0.3}
     bits = {n: 3 for n in dens}
     refit = s.score(s.compress(dens, bits).params, idx[200:]).mean()

@@ -64,7 +64,8 @@ def cmd_encode(p):
                    "records, or a folder of images; labels optional")
     c.add_argument("--calib-images", type=int_at_least(100), default=1000, metavar="N",
                    help="images taken from DATA, a seeded sample (default 1000)")
-    c.add_argument("--holdout", type=share, default=0.5, help="share of them held out for the report (default 0.5)")
+    c.add_argument("--holdout", type=share, default=0.3, help="share of them held out for the report (default 0.3; "
+                   "the rest is halved: one half to refit the layers on, the other to choose on)")
     c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
                    help="the largest rate whose top-1 accuracy drop on the choosing part stays within PP points")
     c.add_argument("--max-disagreement", type=nonnegative_float, metavar="PP",
