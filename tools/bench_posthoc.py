@@ -136,7 +136,7 @@ def calibrated(args) -> int:
                 sc = np.concatenate([fwd.scores(np.concatenate([x[i:i + 100], np.repeat(x[-1:], max(0, i + 100 - len(x)), 0)]))[:min(100, len(x) - i)]
                                      for i in range(0, len(x), 100)])
                 correct.append(posthoc.top1_correct(sc, labels))
-        cmp = stats.paired(correct[0], correct[1])
+        cmp = stats.paired(correct[0], correct[1], cal["held_out"]["comparison"]["margin"])
         lo, hi = cal["held_out"]["drop_interval_pp"]
         drop = -100 * cmp["diff"]
         result["test"] = {"data": os.path.abspath(args.test), "images": int(len(labels)),

@@ -43,8 +43,7 @@ from caffe_dc.codec.caffe_proto import layer_type
 
 GRID = (1.0, 0.35, 0.22, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025)
 HOLDOUT = 0.3              # share of the calibration images held out for the report
-CHOICE_ALPHA = 0.32        # the choosing part's paired comparison, as recorded
-CHOICE_Z = 1.0             # the choice's bound: the drop plus one standard error (one-sided ~84%)
+CHOICE_ALPHA = 0.32        # the choice reads the bound of a 68% interval: one-sided 84%, about one standard error
 REPORT_ALPHA = stats.ALPHA
 MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 10            # candidate rates of the --max-drop search, before refining
@@ -268,16 +267,10 @@ def split(n: int, holdout: float, seed: int = 0):
 
 
 def drop_bound(cmp: Mapping[str, float]) -> float:
-    """The drop's upper bound, in points, for the choice: the unconditional paired bound at ``CHOICE_Z``.
-
-    ``stats.paired``'s exact interval conditions on the number of discordant images, so when every
-    one of them is a loss its bound is the observed drop itself, and a lucky candidate passes on
-    noise. The choice reads the normal approximation of the unconditional (score) bound instead,
-    ``(b - c + z sqrt(b + c + z^2)) / n``: a few hundred images then cost the rate, not the budget,
-    and no flip at all still leaves ``z^2 / n`` of doubt."""
-    b, c, n = cmp["only_a"], cmp["only_b"], cmp["n"]
-    z = CHOICE_Z
-    return 100.0 * (b - c + z * math.sqrt(b + c + z * z)) / n
+    """The drop's upper bound, in points: minus the lower end of the paired interval (Tango's score
+    interval, which does not condition on the number of discordant images, so that a few hundred
+    images cost the rate, not the budget, and no flip at all still leaves some doubt)."""
+    return -100.0 * cmp["diff_low"]
 
 
 class Candidate(NamedTuple):
@@ -354,6 +347,7 @@ class Menu:
 def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optional[float],
                 progress=None) -> (Candidate, List[Candidate], bool):
     """(the chosen candidate, every candidate tried, whether the budget was met)."""
+    margin = min(0.99, (max_drop or 0.0) / 100.0)
     base = 0.0   # the curves' scores are minus a divergence from the dense net (Session.curves)
     tried: List[Candidate] = []
     curves = menu.curves
@@ -362,7 +356,7 @@ def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optio
         shares = least_drop(base, curves, rate, menu.size_bits, 0, menu.estimate, steps=24)
         dens, bits = menu.config(shares)
         c = s.compress(dens, bits)
-        cmp = stats.paired(s.dense_correct[s.choose], c.correct, CHOICE_ALPHA)
+        cmp = _paired(s.dense_correct[s.choose], c.correct, margin, CHOICE_ALPHA)
         cand = Candidate(rate, dens, bits, c, cmp)
         tried.append(cand)
         if progress:
@@ -421,8 +415,8 @@ class Result(NamedTuple):
     lines: List[str]      # the report
 
 
-def _paired(a, b, alpha: float) -> dict:
-    return stats.paired(a, b, alpha=alpha)
+def _paired(a, b, margin: float, alpha: float) -> dict:
+    return stats.paired(a, b, margin, alpha)
 
 
 def _pp(x: float) -> str:
@@ -459,7 +453,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
                                                    layer_policy.kind_bits(l.kind))) for l in layers}
         dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
         c = s.compress(dens, bits)
-        cand = Candidate(None, dens, bits, c, _paired(s.dense_correct[choose_idx], c.correct, CHOICE_ALPHA))
+        cand = Candidate(None, dens, bits, c, _paired(s.dense_correct[choose_idx], c.correct, 0.0, CHOICE_ALPHA))
         tried, met = [cand], True
     else:
         widths = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in sorted(set(opts.bits_options))]
@@ -484,7 +478,9 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     bits = cand.bits
     held_dense = s.dense_correct[held_idx]
     held_comp = s.score(cand.compressed.params, held_idx)
-    held = _paired(held_dense, held_comp, REPORT_ALPHA)
+    # the verdict's margin: the budget, or the project's default from the dense net's accuracy
+    margin = budget / 100.0 if budget is not None else stats.default_margin(float(s.dense_correct[choose_idx].mean()))
+    held = _paired(held_dense, held_comp, min(margin, 0.99), REPORT_ALPHA)
     what = "disagreement" if agreement else "drop"
     rows = [{"layer": l.name, "type": l.type, "weights": int(params[l.name].blobs[0].size),
              "density": round(float(cand.densities[l.name]), 5), "bits": int(bits[l.name]),
@@ -498,7 +494,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
            "choosing": {"dense": float(s.dense_correct[choose_idx].mean()),
                         "compressed": float(cand.compressed.correct.mean()),
                         "drop_pp": round(-100 * cand.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(cand.cmp), 3),
-                        "bound_z": CHOICE_Z},
+                        "alpha": CHOICE_ALPHA},
            "held_out": {"dense": float(held_dense.mean()), "compressed": float(held_comp.mean()),
                         "drop_pp": round(-100 * held["diff"], 3),
                         "drop_interval_pp": [round(-100 * held["diff_high"], 3), round(-100 * held["diff_low"], 3)],
@@ -512,9 +508,10 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     lines = [text_table(["layer", "type", "weights", "density", "bits", "refit"],
                         [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"],
                           "yes" if r["refit"] else "no"] for r in rows])]
-    lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]"
-                 % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
-                    _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"])))
+    lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]; "
+                 "%s" % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
+                         _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"]),
+                         stats.claim(held)))
     if budget is not None:
         lines.append("budget: %s <= %g pp on the choosing part (bound %.2f pp): %s"
                      % (what, budget, drop_bound(cand.cmp), "met" if met else "NOT met"))
