@@ -253,7 +253,7 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:150], idx[150:200], idx[200:])
     dens = {"conv1": 0.6, "conv2": 0.3, "ip1": 0.15, "ip2": 0.3}
     bits = {n: 3 for n in dens}
-    refit = s.score(s.compress(dens, bits).params, idx[200:]).mean()
+    refit = s.score(s.compress(dens, bits), idx[200:]).mean()
     plain = s.score(frontend.post_hoc(params, None, dens, bits), idx[200:]).mean()
     assert refit > plain + 0.05, (refit, plain)
 
