@@ -72,8 +72,9 @@ def cmd_encode(p):
                    help="the same with top-1 disagreement with the uncompressed model (no labels needed)")
     c.add_argument("--target-rate", type=compression_rate, metavar="X", help="the file's compression rate to reach")
     c.add_argument("--best-effort", action="store_true", help="write the closest file when the budget cannot be met")
-    c.add_argument("--bits-options", type=bits_list, default=(4,), metavar="B[,B...]",
-                   help="weight bits tried for every layer when --bits is not given (default 4)")
+    c.add_argument("--bits-options", type=bits_list, default=(3, 4, 5), metavar="B[,B...]",
+                   help="weight bits measured for every layer when --bits is not given; each layer gets the width "
+                        "that costs least for its size (default 3,4,5)")
     c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
                    "multiply by this (e.g. 0.00390625 for bytes to [0, 1))")
     c.add_argument("--mean", type=float_list, metavar="V[,V...]", help="... subtract these per-channel means first")

@@ -123,7 +123,8 @@ class Session:
         self.agreement = labels is None
         self.dense_correct = top1_correct(dense_scores, self.labels)
         self.pool = np.sort(np.concatenate([fit, choose]))
-        need = sum(int(np.prod(a.shape)) * 4 for a in self.fwd.inputs(images[:1], [l.name for l in self.layers]).values())
+        first = next(self._batches(self.pool[:1]))[0]
+        need = sum(int(np.prod(a.shape[1:])) * 4 for a in self.fwd.inputs(first, [l.name for l in self.layers]).values())
         if need * len(self.pool) > MAX_CACHE_BYTES:
             raise InputError("the layers' inputs for %d calibration images take %.1f GB: use fewer images"
                              % (len(self.pool), need * len(self.pool) / 1e9))
@@ -417,7 +418,7 @@ class Options(NamedTuple):
     target_rate: Optional[float] = None
     density: Optional[Mapping[str, float]] = None   # given densities instead of a budget
     bits: Optional[Mapping[str, int]] = None
-    bits_options: Sequence[int] = (4,)
+    bits_options: Sequence[int] = (3, 4, 5)
     holdout: float = HOLDOUT
     images: int = 1000
     ridge: float = rc.RIDGE
