@@ -127,6 +127,16 @@ def test_layers_of_reads_each_convolutions_window():
     assert ls["ip1"].geometry.fc and list(ls) == ["conv1", "conv2", "ip1", "ip2"]
 
 
+def test_the_budget_reads_the_drops_through_a_monotone_fit():
+    from caffe_dc.stages.posthoc import isotonic
+
+    assert isotonic([0.1, 0.5, 0.3, 0.2, 0.9]) == pytest.approx([0.1, 1 / 3, 1 / 3, 1 / 3, 0.9])
+    assert isotonic([0.0, 0.2, 0.4]) == [0.0, 0.2, 0.4]
+    y = np.random.default_rng(0).random(30)
+    f = np.asarray(isotonic(y))
+    assert np.all(np.diff(f) >= -1e-12) and f.sum() == pytest.approx(y.sum())
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
 
 def _bad(tmp_path, *args, fragment):

@@ -165,8 +165,13 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
     prep = calibration.preprocess_from(net_param, calibration.Preprocess(rgb=args.rgb, **given), list(given))
     calib = calibration.load(args.calib, net_param, calibration.net_input_shape(net_param), prep, args.calib_images)
     budget = args.max_drop is not None or args.max_disagreement is not None or args.target_rate is not None
-    if not budget and not dens:
-        dens = dict(paper.PAPER_DENSITY.get(net, {})) if net else {}
+    if not budget:   # the densities and bits post hoc compression would use, refitted and measured
+        from caffe_dc.base import layer_policy
+        from caffe_dc.codec import frontend
+
+        dens = dens or (dict(paper.PAPER_DENSITY.get(net, {})) if net else {})
+        wbits = dict({n: layer_policy.default_bits(lp.type, net, n) for n, lp in params.items()
+                      if n in frontend.compressible(params)}, **(wbits or {}))
     opts = posthoc.Options(max_drop=args.max_drop, max_disagreement=args.max_disagreement,
                            target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
                            bits_options=tuple(args.bits_options), holdout=args.holdout, images=args.calib_images,

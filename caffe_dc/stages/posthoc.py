@@ -387,27 +387,43 @@ def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optio
         return c, tried, True
     lo = menu.estimate({c.name: 1.0 for c in curves}) * 1.001
     hi = menu.estimate({c.name: float(c.densities[0]) for c in curves}) * 0.999
-    ok = lambda c: drop_bound(c.cmp) <= max_drop + 1e-9
-    # ascending until the first failure: a pass beyond it would be read off noise (the drop grows with the rate)
-    best, upper = None, hi
+
+    def chosen():
+        """The largest rate tried whose bound, read through the monotone fit over all rates tried, is in budget."""
+        order = sorted(tried, key=lambda c: c.target)
+        fitted = isotonic([drop_bound(c.cmp) for c in order])
+        ok = [c for c, f in zip(order, fitted) if f <= max_drop + 1e-9]
+        return (ok[-1] if ok else None), order
+
     for r in np.exp(np.linspace(math.log(lo), math.log(hi), CANDIDATES)):
-        c = attempt(float(r))
-        if not ok(c):
-            upper = c.target
-            break
-        best = c
+        attempt(float(r))
+    best, order = chosen()
     if best is None:
-        closest = min(tried, key=lambda c: drop_bound(c.cmp))
-        return closest, tried, False
-    lo_r = best.target
+        return min(tried, key=lambda c: drop_bound(c.cmp)), tried, False
     for _ in range(REFINE):
-        mid = math.sqrt(lo_r * upper)
-        c = attempt(mid)
-        if ok(c):
-            best, lo_r = c, mid
-        else:
-            upper = mid
+        above = [c.target for c in order if c.target > best.target]
+        if not above:
+            break
+        attempt(math.sqrt(best.target * above[0]))
+        best, order = chosen()
     return best, tried, True
+
+
+def isotonic(y: Sequence[float]) -> List[float]:
+    """The non-decreasing sequence nearest to ``y`` in least squares (pool adjacent violators).
+
+    A candidate's drop is measured on a few hundred images, so drops read along the rates go up and
+    down by an image or two; the drop itself only grows with the rate. A budget read on the raw
+    drops stops at the first unlucky rate, or passes a lucky one past it; read on this fit, a
+    rate passes when the rates around it, pooled, stay within the budget."""
+    blocks: List[List[float]] = []          # [sum, count]
+    for v in y:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s_, n_ = blocks.pop()
+            blocks[-1][0] += s_
+            blocks[-1][1] += n_
+    return [b[0] / b[1] for b in blocks for _ in range(int(b[1]))]
 
 
 # ---------------------------------------------------------------- encode --calib
@@ -467,8 +483,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
                 100 * s.dense_correct[choose_idx].mean()))
     budget = opts.max_drop if opts.max_drop is not None else opts.max_disagreement
     if opts.density is not None:
-        bits = {l.name: int((opts.bits or {}).get(l.name, opts.bits_options[0] if not opts.bits else
-                                                   layer_policy.kind_bits(l.kind))) for l in layers}
+        bits = {l.name: int((opts.bits or {}).get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
         dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
         correct = s.cross_fit(dens, bits)
         cand = Candidate(None, dens, bits, correct, _paired(s.dense_correct[s.pool], correct, 0.0, CHOICE_ALPHA))
