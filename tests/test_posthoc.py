@@ -15,7 +15,7 @@ from caffe_dc.codec import caffe_proto, caffemodel  # noqa: E402
 from caffe_dc.codec.caffe_proto import layer_type  # noqa: E402
 from caffe_dc.pycaffe import calibration as cal  # noqa: E402
 from conftest import REPO, assert_clean_error  # noqa: E402
-from test_caffe_free import cli_without_caffe  # noqa: E402
+from test_caffe_free import BN_NET, bn_params, cli_without_caffe  # noqa: E402
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 10 dim: 1 dim: 8 dim: 8 } } }
@@ -135,6 +135,38 @@ def test_the_budget_reads_the_drops_through_a_monotone_fit():
     y = np.random.default_rng(0).random(30)
     f = np.asarray(isotonic(y))
     assert np.all(np.diff(f) >= -1e-12) and f.sum() == pytest.approx(y.sum())
+
+
+def _table(bits, grid, sizes, fixed=100.0, dense=1e6):
+    from caffe_dc.stages.posthoc import SizeTable
+
+    t = SizeTable.__new__(SizeTable)
+    t.bits, t.grid, t.sizes, t.fixed, t.dense_bytes = bits, np.asarray(grid), sizes, fixed, dense
+    return t
+
+
+def test_the_menu_picks_per_layer_the_width_that_costs_least_for_its_size():
+    """Layer a: 3 bits is as good as 5 at every density and its records are 0.6 the size, so 3 bits wins
+    everywhere; layer b: 3 bits ruins it (a large divergence), so 5 bits wins wherever 5 bits fits."""
+    from caffe_dc.algorithms import sensitivity as sens
+    from caffe_dc.stages import posthoc
+
+    grid = [0.05, 0.1, 0.3, 1.0]
+    layers = [posthoc.Layer(n, "InnerProduct", "fc", None, False) for n in "ab"]
+    kl = np.array([0.5, 0.2, 0.05, 0.0])
+    curves = {0: [sens.Curve("a", "fc", 1000, np.asarray(grid), -kl), sens.Curve("b", "fc", 1000, np.asarray(grid), -kl - 1)],
+              1: [sens.Curve("a", "fc", 1000, np.asarray(grid), -kl), sens.Curve("b", "fc", 1000, np.asarray(grid), -kl)]}
+    size5 = np.array([400.0, 800.0, 2400.0, 8000.0])
+    tables = {0: _table({"a": 3, "b": 3}, grid, {"a": 0.6 * size5, "b": 0.6 * size5}),
+              1: _table({"a": 5, "b": 5}, grid, {"a": size5, "b": size5})}
+    menu = posthoc.Menu(layers, curves, tables)
+    dens, bits = menu.config({"a": 0.3, "b": 0.3})
+    assert bits == {"a": 3, "b": 5}
+    assert dens["b"] == pytest.approx(0.3)                          # 30% of the largest record at 5 bits
+    assert dens["a"] == pytest.approx(0.5, rel=0.05)                # the same bytes buy more weights at 3 bits
+    rate = menu.estimate({"a": 0.3, "b": 0.3})
+    assert rate == pytest.approx(1e6 / (100 + 0.3 * 8000 + 0.3 * 8000), rel=0.02)
+    assert menu.estimate({"a": 0.1, "b": 0.1}) > rate
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
@@ -268,34 +300,13 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     assert refit > plain + 0.05, (refit, plain)
 
 
-BN_NET = """name: "bn"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 5 dim: 2 dim: 9 dim: 9 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-        convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
-layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
-layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
-        convolution_param { num_output: 4 kernel_size: 3 pad: 2 dilation: 2 group: 2 } }
-layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" top: "sum" }
-layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc" inner_product_param { num_output: 7 } }
-"""
-
-
 @pytest.mark.skipif(not (cal._cv2() is not None and __import__("caffe_dc.pycaffe.validate", fromlist=["x"]).caffe_available()),
                     reason="compares pycaffe with OpenCV: needs both")
-def test_opencv_feeds_each_layer_what_caffe_does_batchnorm_and_a_residual_sum_included(tmp_path):
-    rng = np.random.default_rng(7)
-    params = {"conv1": LayerParams("Convolution", [rng.normal(size=(4, 2, 3, 3)).astype(np.float32)]),
-              "bn1": LayerParams("BatchNorm", [rng.normal(size=4).astype(np.float32),
-                                               rng.random(4).astype(np.float32) + 0.5, np.array([1.0], np.float32)]),
-              "sc1": LayerParams("Scale", [rng.random(4).astype(np.float32) + 0.5, rng.normal(size=4).astype(np.float32)]),
-              "conv2": LayerParams("Convolution", [rng.normal(size=(4, 2, 3, 3)).astype(np.float32),
-                                                   rng.normal(size=4).astype(np.float32)]),
-              "fc": LayerParams("InnerProduct", [rng.normal(size=(7, 324)).astype(np.float32),
-                                                 rng.normal(size=7).astype(np.float32)])}
+def test_opencv_feeds_each_layer_what_caffe_does_batchnorm_a_residual_sum_and_a_concat_included(tmp_path):
+    params = bn_params()
+    params["conv1_bn"].blobs[1][...] = np.abs(params["conv1_bn"].blobs[1]) + 0.5    # variances
     net = caffe_proto.parse_net_text(BN_NET, "bn")
-    x = rng.random((5, 2, 9, 9)).astype(np.float32)
+    x = np.random.default_rng(7).random((2, 3, 15, 15)).astype(np.float32)
     names = ["conv1", "conv2", "fc"]
     a = cal.CaffeForward(net, x.shape, params, str(tmp_path))
     b = cal.OpenCVForward(net, x.shape, params, str(tmp_path))

@@ -555,12 +555,12 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
 class SizeTable:
     """The real encoder's file size for any densities, from one encoding per grid density.
 
-    Every layer is pruned to each density of ``grid`` and quantized (``encode.post_hoc``), the net
+    Every layer is pruned to each density of ``grid`` and quantized (``frontend.post_hoc``), the net
     encoded, and each layer's record size read from the file's figures; a layer's record at another
-    density is read between its grid points (linear in log-density), the rest of the file (biases,
+    density is read between its grid points (``layer_bytes``), the rest of the file (biases,
     header) is what it was. Records are independent of each other, so the sum is the file, to the
     difference the refit's values make to the Huffman codes; about 200 encodings that a search would
-    make are replaced by a lookup."""
+    make are replaced by a lookup (``layer_bytes``)."""
 
     def __init__(self, params: Params, layers: Sequence[Layer], bits: Mapping[str, int], grid: Sequence[float]):
         self.bits = dict(bits)
@@ -579,7 +579,10 @@ class SizeTable:
         self.fixed = max(fixed)
 
     def layer_bytes(self, name: str, density: float) -> float:
-        return float(np.interp(math.log(min(max(density, self.grid[0]), 1.0)), np.log(self.grid), self.sizes[name]))
+        """The record's bytes at ``density``, read between grid points as a power of the density (the
+        size of a record is about proportional to its kept weights), as ``Menu`` reads it back."""
+        x = math.log(min(max(density, self.grid[0]), 1.0))
+        return float(np.exp(np.interp(x, np.log(self.grid), np.log(np.maximum(self.sizes[name], 1e-9)))))
 
 
 def _file_rate(q: Params) -> float:
