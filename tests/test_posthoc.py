@@ -255,7 +255,7 @@ def test_encode_calib_meets_a_target_rate_and_reports_the_held_out_drop(tmp_path
     doc = json.loads(js.read_text())
     c = doc["calibration"]
     assert c["images"] == 400 and c["held_out_images"] == 120
-    assert c["fitting_images"] == 140 and c["choosing_images"] == 140
+    assert c["choosing_images"] == 280 and c["folds"] == 3
     assert c["measure"] == "accuracy" and c["held_out"]["dense"] == 1.0
     lo, hi = c["held_out"]["drop_interval_pp"]
     assert lo <= c["held_out"]["drop_pp"] <= hi
@@ -292,7 +292,7 @@ def test_refit_in_order_agrees_with_the_dense_net_better_than_plain_pruning(tmp_
     x = np.random.default_rng(5).random((400, 1, 8, 8)).astype(np.float32)
     fwd = cal.forward_for(net, (100, 1, 8, 8), params, str(tmp_path))
     idx = np.arange(400)
-    s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:150], idx[150:200], idx[200:])
+    s = posthoc.Session(fwd, params, posthoc.layers_of(net, params), x, None, idx[:200], idx[200:])
     dens = {"conv1": 0.6, "conv2": 0.3, "ip1": 0.15, "ip2": 0.3}
     bits = {n: 3 for n in dens}
     refit = s.score(s.compress(dens, bits), idx[200:]).mean()

@@ -75,6 +75,8 @@ def cmd_encode(p):
     c.add_argument("--bits-options", type=bits_list, default=(3, 4, 5), metavar="B[,B...]",
                    help="weight bits measured for every layer when --bits is not given; each layer gets the width "
                         "that costs least for its size (default 3,4,5)")
+    c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
+                   help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
     c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
                    "multiply by this (e.g. 0.00390625 for bytes to [0, 1))")
     c.add_argument("--mean", type=float_list, metavar="V[,V...]", help="... subtract these per-channel means first")
@@ -175,7 +177,8 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
     opts = posthoc.Options(max_drop=args.max_drop, max_disagreement=args.max_disagreement,
                            target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
                            bits_options=tuple(args.bits_options), holdout=args.holdout, images=args.calib_images,
-                           best_effort=args.best_effort)
+                           best_effort=args.best_effort,
+                           **({"ridge": args.ridge} if args.ridge is not None else {}))
     with tempfile.TemporaryDirectory(prefix="caffe-dc-calib-") as work:
         res = posthoc.run_calibrated(net_param, params, calib, opts, work)
     for line in res.lines:
