@@ -75,6 +75,9 @@ def cmd_encode(p):
     c.add_argument("--bits-options", type=bits_list, default=(3, 4, 5), metavar="B[,B...]",
                    help="weight bits measured for every layer when --bits is not given; each layer gets the width "
                         "that costs least for its size (default 3,4,5)")
+    c.add_argument("--folds", type=positive_int, default=None, metavar="K",
+                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one "
+                        "(default 3); 1 scores the refits on their own images, which flatters them")
     c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
                    help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
     c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
@@ -178,7 +181,7 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
                            target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
                            bits_options=tuple(args.bits_options), holdout=args.holdout, images=args.calib_images,
                            best_effort=args.best_effort,
-                           **({"ridge": args.ridge} if args.ridge is not None else {}))
+                           **{k: getattr(args, k) for k in ("ridge", "folds") if getattr(args, k) is not None})
     with tempfile.TemporaryDirectory(prefix="caffe-dc-calib-") as work:
         res = posthoc.run_calibrated(net_param, params, calib, opts, work)
     for line in res.lines:

@@ -123,7 +123,7 @@ class Session:
         perm = np.random.RandomState(seed + 1).permutation(self.pool)
         self.folds = [np.sort(f) for f in np.array_split(perm, folds)]
         self.choose = self.folds[0]
-        self.fit = np.sort(np.concatenate(self.folds[1:]))
+        self.fit = self._others(0)
         choose = self.choose
         dense_scores = self.scores(np.arange(images.shape[0]))
         self.dense_p = probabilities(dense_scores[choose])
@@ -138,6 +138,11 @@ class Session:
                              % (len(self.pool), need * len(self.pool) / 1e9))
         self.dense_inputs = self._inputs(self.pool, [l.name for l in self.layers])
         self._moments: Dict[tuple, rc.Moments] = {}
+
+    def _others(self, i: int) -> np.ndarray:
+        """The images every fold but the ``i``-th holds; with one fold, that fold itself (scored in sample)."""
+        rest = [f for j, f in enumerate(self.folds) if j != i]
+        return np.sort(np.concatenate(rest)) if rest else self.folds[i]
 
     def _rows(self, idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.pool, idx)
@@ -271,8 +276,7 @@ class Session:
         """Per image of both folds (in ``pool`` order): correct when compressed with the other fold's refits."""
         correct = np.zeros(len(self.pool), bool)
         for i, score in enumerate(self.folds):
-            fit = np.sort(np.concatenate([f for j, f in enumerate(self.folds) if j != i]))
-            correct[self._rows(score)] = self.score(self.compress(densities, bits, fit), score)
+            correct[self._rows(score)] = self.score(self.compress(densities, bits, self._others(i)), score)
         return correct
 
     def score(self, params: Params, idx: np.ndarray) -> np.ndarray:
@@ -445,6 +449,7 @@ class Options(NamedTuple):
     holdout: float = HOLDOUT
     images: int = 1000
     ridge: float = rc.RIDGE
+    folds: int = FOLDS
     seed: int = 0
     best_effort: bool = False
 
@@ -476,17 +481,17 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     layers = layers_of(net_param, params)
     n = calib.images.shape[0]
     pool_idx, held_idx = split(n, opts.holdout, opts.seed)
-    if min(len(pool_idx) // FOLDS, len(held_idx)) < calibration.MIN_IMAGES // 4:
+    if min(len(pool_idx) // opts.folds, len(held_idx)) < calibration.MIN_IMAGES // 4:
         raise InputError("a %.2f holdout of %d images leaves %d to refit and choose on (in %d folds) and %d to "
                          "report on: a fold and the held-out part each need %d"
-                         % (opts.holdout, n, len(pool_idx), FOLDS, len(held_idx), calibration.MIN_IMAGES // 4))
-    batch = min(100, len(pool_idx) // FOLDS)
+                         % (opts.holdout, n, len(pool_idx), opts.folds, len(held_idx), calibration.MIN_IMAGES // 4))
+    batch = min(100, len(pool_idx) // opts.folds)
     fwd = calibration.forward_for(net_param, (batch,) + tuple(calib.images.shape[1:]), params, work_dir)
     s = Session(fwd, params, layers, calib.images, None if agreement else calib.labels, pool_idx, held_idx,
-                opts.ridge)
+                opts.ridge, opts.folds, opts.seed)
     measure = "top-1 agreement with the uncompressed model" if agreement else "top-1 accuracy"
     progress("calibration: %d images from %s (%s), %d to refit and choose on (%d folds), %d held out; measuring "
-             "%s; dense: %.2f%%" % (n, calib.source, calib.kind, len(pool_idx), FOLDS, len(held_idx), measure,
+             "%s; dense: %.2f%%" % (n, calib.source, calib.kind, len(pool_idx), opts.folds, len(held_idx), measure,
                                     100 * s.dense_correct[pool_idx].mean()))
     budget = opts.max_drop if opts.max_drop is not None else opts.max_disagreement
     if opts.density is not None:
@@ -527,7 +532,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
              "density": round(float(cand.densities[l.name]), 5), "bits": int(bits[l.name]),
              "refit": l.geometry is not None} for l in layers]
     doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
-           "choosing_images": int(len(pool_idx)), "folds": FOLDS, "held_out_images": int(len(held_idx)), "seed": opts.seed,
+           "choosing_images": int(len(pool_idx)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
            "measure": "agreement" if agreement else "accuracy",
            "budget": {k: v for k, v in (("max_drop_pp", opts.max_drop), ("max_disagreement_pp", opts.max_disagreement),
                                         ("target_rate", opts.target_rate)) if v is not None},
