@@ -255,7 +255,7 @@ def test_encode_calib_meets_a_target_rate_and_reports_the_held_out_drop(tmp_path
     doc = json.loads(js.read_text())
     c = doc["calibration"]
     assert c["images"] == 400 and c["held_out_images"] == 120
-    assert c["choosing_images"] == 280 and c["folds"] == 3
+    assert c["choosing_images"] == 280 and c["folds"] == 1
     assert c["measure"] == "accuracy" and c["held_out"]["dense"] == 1.0
     lo, hi = c["held_out"]["drop_interval_pp"]
     assert lo <= c["held_out"]["drop_pp"] <= hi
@@ -271,7 +271,7 @@ def test_an_unmeetable_budget_writes_nothing_unless_best_effort(tmp_path, cli):
     d = _labelled_by_the_net(tmp_path, proto, model)
     out = tmp_path / "u.dcz"
     args = ["encode", proto, model, "--calib", d, "--scale", 1 / 255, "--max-drop", "0", "--bits-options", "1",
-            "-o", out]
+            "--folds", "2", "-o", out]
     p = cli(*args)
     assert p.returncode == 2 and not out.exists(), p.stdout + p.stderr
     assert_clean_error(p, "the budget cannot be met")

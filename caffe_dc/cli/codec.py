@@ -76,8 +76,8 @@ def cmd_encode(p):
                    help="weight bits measured for every layer when --bits is not given; each layer gets the width "
                         "that costs least for its size (default 3,4,5)")
     c.add_argument("--folds", type=positive_int, default=None, metavar="K",
-                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one "
-                        "(default 3); 1 scores the refits on their own images, which flatters them")
+                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one; "
+                        "1 (the default) scores the refits on their own images (docs/post-hoc.md: which to use)")
     c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
                    help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
     c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
