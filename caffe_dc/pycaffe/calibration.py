@@ -109,7 +109,10 @@ def _read_idx(images_path: str):
 
 def _read_lmdb(path: str):
     """Datum records (channels 1, height 2, width 3, data 4, label 5, float_data 6, encoded 7), no Caffe."""
-    import lmdb
+    try:
+        import lmdb
+    except ImportError:
+        raise InputError("%s is an LMDB: reading it needs the lmdb package (pip install lmdb)" % path)
 
     from caffe_dc.codec.caffemodel import fields
 

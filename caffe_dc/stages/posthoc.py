@@ -126,6 +126,7 @@ class Session:
         self.folds = [np.sort(f) for f in np.array_split(perm, folds)]
         self.choose = self.folds[0]
         self.fit = self._others(0)
+        self.scoring = "in sample" if folds == 1 else "cross-fitted over %d folds" % folds
         choose = self.choose
         dense_scores = self.scores(np.arange(images.shape[0]))
         self.dense_p = probabilities(dense_scores[choose])
@@ -391,8 +392,8 @@ def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optio
         cand = Candidate(rate, dens, bits, correct, cmp)
         tried.append(cand)
         if progress:
-            progress("  candidate %.1fx: drop %+.2f pp on the calibration folds (cross-fitted), bound %.2f pp"
-                     % (rate, -100 * cmp["diff"], drop_bound(cmp)))
+            progress("  candidate %.1fx: drop %+.2f pp on the %d calibration images (%s), bound %.2f pp"
+                     % (rate, -100 * cmp["diff"], len(s.pool), s.scoring, drop_bound(cmp)))
         return cand
 
     if target is not None:
@@ -540,7 +541,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
                                         ("target_rate", opts.target_rate)) if v is not None},
            "met": bool(met), "rate": round(rate, 3), "layers": rows,
            "choosing": {"images": int(len(s.pool)), "dense": float(s.dense_correct[s.pool].mean()),
-                        "compressed": float(cand.correct.mean()), "cross_fitted": True,
+                        "compressed": float(cand.correct.mean()), "scoring": s.scoring,
                         "drop_pp": round(-100 * cand.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(cand.cmp), 3),
                         "alpha": CHOICE_ALPHA},
            "held_out": {"dense": float(held_dense.mean()), "compressed": float(held_comp.mean()),
@@ -561,8 +562,8 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
                          _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"]),
                          stats.claim(held)))
     if budget is not None:
-        lines.append("budget: %s <= %g pp on the calibration folds, cross-fitted (bound %.2f pp): %s"
-                     % (what, budget, drop_bound(cand.cmp), "met" if met else "NOT met"))
+        lines.append("budget: %s <= %g pp on the %d calibration images, %s (bound %.2f pp): %s"
+                     % (what, budget, len(s.pool), s.scoring, drop_bound(cand.cmp), "met" if met else "NOT met"))
     return Result(final, doc, bool(met), lines)
 
 
