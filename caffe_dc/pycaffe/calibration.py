@@ -91,7 +91,7 @@ def _idx_images(folder: str) -> Optional[str]:
 
 
 def _read_idx(images_path: str):
-    from caffe_dc.pycaffe.idx import load_idx
+    from caffe_dc.base.idx import load_idx
 
     x = load_idx(images_path)
     if x.ndim not in (3, 4):
