@@ -329,3 +329,33 @@ def test_without_caffe_calibration_runs_on_opencv(tmp_path):
     assert p.returncode == 0, p.stderr
     c = json.loads(js.read_text())["calibration"]
     assert c["held_out"]["dense"] == 1.0 and c["rate"] > 4.5
+
+
+@pytest.mark.skipif(cal._cv2() is None, reason="reads a folder of images: needs OpenCV")
+def test_an_unreadable_image_is_refused(tmp_path):
+    cv2 = cal._cv2()
+    d = tmp_path / "images"
+    d.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(120):
+        cv2.imwrite(str(d / ("%03d.png" % i)), rng.integers(0, 256, size=(8, 8), dtype=np.uint8))
+    (d / "zz-broken.png").write_bytes(b"not a png at all")
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", str(d), "--target-rate", "3", "--calib-images", "200",
+         fragment="cannot read image")
+
+
+POSTHOC_RESULTS = os.path.join(REPO, "results", "post-hoc")
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "lenet-5-calibrated-on-test", "tiny_resnet"])
+def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held_out_interval(name):
+    """The committed runs of tools/bench_posthoc.py (docs/post-hoc.md): the exact test drop within the budget,
+    inside the interval the encoder reported on its held-out calibration images, rate and file as recorded."""
+    doc = json.load(open(os.path.join(POSTHOC_RESULTS, name + ".json")))
+    cal_doc, test = doc["calibration"], doc["test"]
+    lo, hi = cal_doc["held_out"]["drop_interval_pp"]
+    drop = 100 * (test["dense"] - test["compressed"])
+    assert drop == pytest.approx(test["drop_pp"], abs=1e-3)
+    assert lo <= drop <= hi and test["in_held_out_interval"]
+    assert cal_doc["met"] and drop <= cal_doc["budget"]["max_drop_pp"]
+    assert doc["rate"] == pytest.approx(cal_doc["rate"]) and test["images"] >= 9000
