@@ -179,7 +179,7 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
                       if n in frontend.compressible(params)}, **(wbits or {}))
     opts = posthoc.Options(max_drop=args.max_drop, max_disagreement=args.max_disagreement,
                            target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
-                           bits_options=tuple(args.bits_options), holdout=args.holdout, images=args.calib_images,
+                           bits_options=tuple(args.bits_options), holdout=args.holdout,
                            best_effort=args.best_effort,
                            **{k: getattr(args, k) for k in ("ridge", "folds") if getattr(args, k) is not None})
     with tempfile.TemporaryDirectory(prefix="caffe-dc-calib-") as work:

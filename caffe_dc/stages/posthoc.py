@@ -450,7 +450,6 @@ class Options(NamedTuple):
     bits: Optional[Mapping[str, int]] = None
     bits_options: Sequence[int] = (3, 4, 5)
     holdout: float = HOLDOUT
-    images: int = 1000
     ridge: float = rc.RIDGE
     folds: int = FOLDS
     seed: int = 0
