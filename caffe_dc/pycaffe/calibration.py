@@ -22,7 +22,6 @@ importer (``cv2.dnn``); without either, calibration is refused in one line.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np

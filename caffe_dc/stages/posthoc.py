@@ -45,6 +45,7 @@ GRID = (1.0, 0.35, 0.22, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025)
 HOLDOUT = 0.3              # share of the calibration images held out for the report
 CHOICE_ALPHA = 0.5         # the choice reads the bound of a 50% interval: one-sided 75%
 REPORT_ALPHA = stats.ALPHA
+MEASURES = {False: "top-1 accuracy", True: "top-1 agreement with the uncompressed model"}   # by agreement
 MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 1                  # cross-fitting folds of the images not held out (Session; 1: scored in sample)
@@ -491,7 +492,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     fwd = calibration.forward_for(net_param, (batch,) + tuple(calib.images.shape[1:]), params, work_dir)
     s = Session(fwd, params, layers, calib.images, None if agreement else calib.labels, pool_idx, held_idx,
                 opts.ridge, opts.folds, opts.seed)
-    measure = "top-1 agreement with the uncompressed model" if agreement else "top-1 accuracy"
+    measure = MEASURES[agreement]
     progress("calibration: %d images from %s (%s), %d to refit and choose on (%d folds), %d held out; measuring "
              "%s; dense: %.2f%%" % (n, calib.source, calib.kind, len(pool_idx), opts.folds, len(held_idx), measure,
                                     100 * s.dense_correct[pool_idx].mean()))
@@ -521,48 +522,8 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
             cand, tried, met = choose_rate(s, menu, budget, menu.estimate(
                 {c.name: float(c.densities[0]) for c in menu.curves}), progress)
             met = False
-    final = s.compress(cand.densities, cand.bits)   # refitted on both folds
-    rate = _file_rate(final)
-    bits = cand.bits
-    held_dense = s.dense_correct[held_idx]
-    held_comp = s.score(final, held_idx)
-    # the verdict's margin: the budget, or the project's default from the dense net's accuracy
-    margin = budget / 100.0 if budget is not None else stats.default_margin(float(s.dense_correct[pool_idx].mean()))
-    held = _paired(held_dense, held_comp, min(margin, 0.99), REPORT_ALPHA)
-    what = "disagreement" if agreement else "drop"
-    rows = [{"layer": l.name, "type": l.type, "weights": int(params[l.name].blobs[0].size),
-             "density": round(float(cand.densities[l.name]), 5), "bits": int(bits[l.name]),
-             "refit": l.geometry is not None} for l in layers]
-    doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
-           "choosing_images": int(len(pool_idx)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
-           "measure": "agreement" if agreement else "accuracy",
-           "budget": {k: v for k, v in (("max_drop_pp", opts.max_drop), ("max_disagreement_pp", opts.max_disagreement),
-                                        ("target_rate", opts.target_rate)) if v is not None},
-           "met": bool(met), "rate": round(rate, 3), "layers": rows,
-           "choosing": {"images": int(len(s.pool)), "dense": float(s.dense_correct[s.pool].mean()),
-                        "compressed": float(cand.correct.mean()), "scoring": s.scoring,
-                        "drop_pp": round(-100 * cand.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(cand.cmp), 3),
-                        "alpha": CHOICE_ALPHA},
-           "held_out": {"dense": float(held_dense.mean()), "compressed": float(held_comp.mean()),
-                        "drop_pp": round(-100 * held["diff"], 3),
-                        "drop_interval_pp": [round(-100 * held["diff_high"], 3), round(-100 * held["diff_low"], 3)],
-                        "comparison": held},
-           "candidates": [{"target": None if t.target is None else round(t.target, 2),
-                           "drop_pp": round(-100 * t.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(t.cmp), 3)}
-                          for t in tried],
-           "ridge": opts.ridge, "seconds": round(time.time() - t0, 1)}
-    from caffe_dc.base.tables import pct, text_table
-
-    lines = [text_table(["layer", "type", "weights", "density", "bits", "refit"],
-                        [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"],
-                          "yes" if r["refit"] else "no"] for r in rows])]
-    lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]; "
-                 "%s" % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
-                         _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"]),
-                         stats.claim(held)))
-    if budget is not None:
-        lines.append("budget: %s <= %g pp on the %d calibration images, %s (bound %.2f pp): %s"
-                     % (what, budget, len(s.pool), s.scoring, drop_bound(cand.cmp), "met" if met else "NOT met"))
+    final = s.compress(cand.densities, cand.bits)   # refitted on the whole pool
+    doc, lines = _report(s, calib, opts, params, layers, cand, tried, final, met, agreement, budget, t0)
     return Result(final, doc, bool(met), lines)
 
 
@@ -597,6 +558,55 @@ class SizeTable:
         size of a record is about proportional to its kept weights), as ``Menu`` reads it back."""
         x = math.log(min(max(density, self.grid[0]), 1.0))
         return float(np.exp(np.interp(x, np.log(self.grid), np.log(np.maximum(self.sizes[name], 1e-9)))))
+
+
+def _report(s: Session, calib, opts: Options, params: Params, layers: Sequence[Layer], cand: Candidate,
+            tried: Sequence[Candidate], final: Params, met: bool, agreement: bool, budget: Optional[float],
+            t0: float):
+    """(the calibration's JSON section, the report's lines): the choice, and the file scored on the held-out part."""
+    held_idx, pool_idx, n = s.held, s.pool, calib.images.shape[0]
+    measure = MEASURES[agreement]
+    rate = _file_rate(final)
+    held_dense = s.dense_correct[held_idx]
+    held_comp = s.score(final, held_idx)
+    # the verdict's margin: the budget, or the project's default from the dense net's accuracy
+    margin = budget / 100.0 if budget is not None else stats.default_margin(float(s.dense_correct[pool_idx].mean()))
+    held = _paired(held_dense, held_comp, min(margin, 0.99), REPORT_ALPHA)
+    what = "disagreement" if agreement else "drop"
+    rows = [{"layer": l.name, "type": l.type, "weights": int(params[l.name].blobs[0].size),
+             "density": round(float(cand.densities[l.name]), 5), "bits": int(cand.bits[l.name]),
+             "refit": l.geometry is not None} for l in layers]
+    doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
+           "choosing_images": int(len(pool_idx)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
+           "measure": "agreement" if agreement else "accuracy",
+           "budget": {k: v for k, v in (("max_drop_pp", opts.max_drop), ("max_disagreement_pp", opts.max_disagreement),
+                                        ("target_rate", opts.target_rate)) if v is not None},
+           "met": bool(met), "rate": round(rate, 3), "layers": rows,
+           "choosing": {"images": int(len(s.pool)), "dense": float(s.dense_correct[s.pool].mean()),
+                        "compressed": float(cand.correct.mean()), "scoring": s.scoring,
+                        "drop_pp": round(-100 * cand.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(cand.cmp), 3),
+                        "alpha": CHOICE_ALPHA},
+           "held_out": {"dense": float(held_dense.mean()), "compressed": float(held_comp.mean()),
+                        "drop_pp": round(-100 * held["diff"], 3),
+                        "drop_interval_pp": [round(-100 * held["diff_high"], 3), round(-100 * held["diff_low"], 3)],
+                        "comparison": held},
+           "candidates": [{"target": None if t.target is None else round(t.target, 2),
+                           "drop_pp": round(-100 * t.cmp["diff"], 3), "drop_bound_pp": round(drop_bound(t.cmp), 3)}
+                          for t in tried],
+           "ridge": opts.ridge, "seconds": round(time.time() - t0, 1)}
+    from caffe_dc.base.tables import pct, text_table
+
+    lines = [text_table(["layer", "type", "weights", "density", "bits", "refit"],
+                        [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"],
+                          "yes" if r["refit"] else "no"] for r in rows])]
+    lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]; "
+                 "%s" % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
+                         _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"]),
+                         stats.claim(held)))
+    if budget is not None:
+        lines.append("budget: %s <= %g pp on the %d calibration images, %s (bound %.2f pp): %s"
+                     % (what, budget, len(s.pool), s.scoring, drop_bound(cand.cmp), "met" if met else "NOT met"))
+    return doc, lines
 
 
 def _file_rate(q: Params) -> float:
