@@ -58,34 +58,7 @@ def cmd_encode(p):
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
     g.add_argument("--bits", type=layer_values(bits), help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
     g.add_argument("--init", default="linear", choices=choices(Init))
-    c = p.add_argument_group("calibration: measure the cost on a few images, choose within a budget, refit each "
-                             "layer to the dense one (docs/post-hoc.md; needs pycaffe or OpenCV 4.x)")
-    c.add_argument("--calib", metavar="DATA", help="an IDX pair (a folder, or the images file), an LMDB of Datum "
-                   "records, or a folder of images; labels optional")
-    c.add_argument("--calib-images", type=int_at_least(100), default=1000, metavar="N",
-                   help="images taken from DATA, a seeded sample (default 1000)")
-    c.add_argument("--holdout", type=share, default=0.3, help="share of them held out for the report (default 0.3; "
-                   "the rest is halved: one half to refit the layers on, the other to choose on)")
-    c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
-                   help="the largest rate whose top-1 accuracy drop on the choosing part stays within PP points")
-    c.add_argument("--max-disagreement", type=nonnegative_float, metavar="PP",
-                   help="the same with top-1 disagreement with the uncompressed model (no labels needed)")
-    c.add_argument("--target-rate", type=compression_rate, metavar="X", help="the file's compression rate to reach")
-    c.add_argument("--best-effort", action="store_true", help="write the closest file when the budget cannot be met")
-    c.add_argument("--bits-options", type=bits_list, default=(3, 4, 5), metavar="B[,B...]",
-                   help="weight bits measured for every layer when --bits is not given; each layer gets the width "
-                        "that costs least for its size (default 3,4,5)")
-    c.add_argument("--folds", type=positive_int, default=None, metavar="K",
-                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one; "
-                        "1 (the default) scores the refits on their own images (docs/post-hoc.md: which to use)")
-    c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
-                   help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
-    c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
-                   "multiply by this (e.g. 0.00390625 for bytes to [0, 1))")
-    c.add_argument("--mean", type=float_list, metavar="V[,V...]", help="... subtract these per-channel means first")
-    c.add_argument("--mean-file", help="... or this binaryproto mean image")
-    c.add_argument("--crop", type=positive_int, help="... centre crop to this size")
-    c.add_argument("--rgb", action="store_true", help="images in a folder are fed as RGB (default Caffe's BGR)")
+    _add_calibration_args(p)
     p.add_argument("--json", help="also write the size figures (and the calibration's) as JSON here")
 
     def run(args):
@@ -98,17 +71,7 @@ def cmd_encode(p):
         prototxt, caffemodel = _encode_inputs(args.inputs)
         out = _out_path(args.out, caffemodel, ".dcz")
         check_outputs([prototxt, caffemodel, args.calib, args.mean_file], files=[out, args.json])
-        budget = [o for o, v in (("--max-drop", args.max_drop), ("--max-disagreement", args.max_disagreement),
-                                 ("--target-rate", args.target_rate)) if v is not None]
-        if len(budget) > 1:
-            raise InputError("give one budget, not %s" % " and ".join(budget))
-        if (budget or args.best_effort) and not args.calib:
-            raise InputError("%s measures on calibration images: give them with --calib DATA"
-                             % (budget[0] if budget else "--best-effort"))
-        if budget and args.density:
-            raise InputError("%s chooses the densities: drop --density" % budget[0])
-        if args.calib and not prototxt:
-            raise InputError("--calib runs the net: give its prototxt before the caffemodel")
+        _check_calibration_args(args, prototxt)
         params = _load_checked(prototxt, caffemodel)
         net = nets.canonical(args.net) if args.net else frontend.guess_net(params)
         has_cb = any(n.endswith("_" + CODEBOOK) for n in params)
@@ -150,6 +113,53 @@ def cmd_encode(p):
             atomic_write(args.json, json.dumps(doc, indent=2).encode())
         return 0
     return run
+
+
+def _add_calibration_args(p) -> None:
+    """encode's calibration options (docs/post-hoc.md)."""
+    c = p.add_argument_group("calibration: measure the cost on a few images, choose within a budget, refit each "
+                             "layer to the dense one (docs/post-hoc.md; needs pycaffe or OpenCV 4.x)")
+    c.add_argument("--calib", metavar="DATA", help="an IDX pair (a folder, or the images file), an LMDB of Datum "
+                   "records, or a folder of images; labels optional")
+    c.add_argument("--calib-images", type=int_at_least(100), default=1000, metavar="N",
+                   help="images taken from DATA, a seeded sample (default 1000)")
+    c.add_argument("--holdout", type=share, default=0.3, help="share of them held out for the report (default 0.3; "
+                   "the rest is halved: one half to refit the layers on, the other to choose on)")
+    c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
+                   help="the largest rate whose top-1 accuracy drop on the choosing part stays within PP points")
+    c.add_argument("--max-disagreement", type=nonnegative_float, metavar="PP",
+                   help="the same with top-1 disagreement with the uncompressed model (no labels needed)")
+    c.add_argument("--target-rate", type=compression_rate, metavar="X", help="the file's compression rate to reach")
+    c.add_argument("--best-effort", action="store_true", help="write the closest file when the budget cannot be met")
+    c.add_argument("--bits-options", type=bits_list, default=(3, 4, 5), metavar="B[,B...]",
+                   help="weight bits measured for every layer when --bits is not given; each layer gets the width "
+                        "that costs least for its size (default 3,4,5)")
+    c.add_argument("--folds", type=positive_int, default=None, metavar="K",
+                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one; "
+                        "1 (the default) scores the refits on their own images (docs/post-hoc.md: which to use)")
+    c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
+                   help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
+    c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "
+                   "multiply by this (e.g. 0.00390625 for bytes to [0, 1))")
+    c.add_argument("--mean", type=float_list, metavar="V[,V...]", help="... subtract these per-channel means first")
+    c.add_argument("--mean-file", help="... or this binaryproto mean image")
+    c.add_argument("--crop", type=positive_int, help="... centre crop to this size")
+    c.add_argument("--rgb", action="store_true", help="images in a folder are fed as RGB (default Caffe's BGR)")
+
+
+def _check_calibration_args(args, prototxt) -> None:
+    """The calibration options that do not go together, refused before anything is read."""
+    budget = [o for o, v in (("--max-drop", args.max_drop), ("--max-disagreement", args.max_disagreement),
+                             ("--target-rate", args.target_rate)) if v is not None]
+    if len(budget) > 1:
+        raise InputError("give one budget, not %s" % " and ".join(budget))
+    if (budget or args.best_effort) and not args.calib:
+        raise InputError("%s measures on calibration images: give them with --calib DATA"
+                         % (budget[0] if budget else "--best-effort"))
+    if budget and args.density:
+        raise InputError("%s chooses the densities: drop --density" % budget[0])
+    if args.calib and not prototxt:
+        raise InputError("--calib runs the net: give its prototxt before the caffemodel")
 
 
 def _calibrated(args, prototxt, params, net, dens, wbits, out):
