@@ -1,25 +1,25 @@
 """Post-hoc compression with calibration images: densities and bits chosen by measurement, layers refitted.
 
-``encode --calib DATA`` with ``--max-drop PP`` or ``--target-rate X``:
+``encode --calib DATA`` (docs/post-hoc.md):
 
-1. The calibration images are split, seeded: the *choosing* part on which
-   every choice is made and every layer refitted, and the *held-out* part,
-   read once at the end for the reported drop and its interval.
-2. Sensitivity: each compressible layer alone is pruned to each density of a
-   grid, refitted to the dense layer's outputs (``algorithms.reconstruction``),
-   k-means quantized and bias-corrected; the choosing part's top-1 accuracy
-   (with labels) or agreement with the dense net (without) gives a curve per
-   layer, the curves ``algorithms.sensitivity`` and the chooser read.
-3. A candidate rate is shared out among the layers by the chooser's
-   least-drop allocation with the real encoder's file sizes (``choose``),
-   and the whole net is compressed at those densities layer by layer in net
-   order, each refit seeing the already compressed layers before it
-   (``compress``). Its drop is measured on the choosing part.
-4. ``--max-drop``: the largest candidate rate whose drop *bound* on the
-   choosing part (the paired interval's bound, ``algorithms.stats``) stays
-   within the budget, so that the noise of a few hundred images counts
-   against the rate, not against the budget. ``--target-rate``: the
-   allocation for that rate.
+1. The calibration images are split, seeded: the *pool*, on which every layer
+   is refitted and every choice scored (``Session``; in sample, or cross-fitted
+   over folds), and the *held-out* part, read once at the end for the reported
+   drop, its interval and verdict.
+2. Sensitivity (``Session.curves``): each compressible layer alone is pruned to
+   each density of a grid at each bit width, refitted to the dense layer's
+   outputs (``algorithms.reconstruction``), k-means quantized and
+   bias-corrected; its KL divergence from the dense net gives a curve per
+   layer and width.
+3. ``Menu`` merges each layer's widths into one curve over its record's size
+   (the real encoder's, ``SizeTable``), and the chooser's ``least_drop``
+   allocation shares a candidate rate out among the layers. The whole net is
+   then compressed layer by layer in net order, each refit seeing the already
+   compressed layers before it (``Session.compress``), and scored in top-1.
+4. ``--max-drop`` / ``--max-disagreement`` (``choose_rate``): the largest
+   candidate rate whose drop *bound* (Tango's interval, ``stats.paired``), read
+   through a monotone fit over the rates tried, stays within the budget.
+   ``--target-rate``: the allocation for that rate. ``--density``: as given.
 """
 from __future__ import annotations
 
