@@ -137,3 +137,47 @@ def test_cli_bench_sparse_on_a_blob(tmp_path):
     doc = json.loads((out / "bench_sparse.json").read_text())
     assert doc["batches"] == [1, 4] and len(doc["rows"]) == 6
     assert doc["rows"][1]["paper"] is None          # batch 4 is not in Table 8
+
+
+def _record(kind, shape):
+    """A one-layer blob holding an InnerProduct weight of ``shape`` as record ``kind`` (issue 30)."""
+    from caffe_dc.codec import container
+
+    rng = np.random.default_rng(7)
+    codes = (rng.integers(0, 4, size=shape) * (rng.random(shape) < 0.5)).astype(np.int64)
+    book = np.array([0.0, 0.5, -0.25, 1.5], np.float32)
+    if kind == "quantized":
+        blob = container.QuantizedBlob("ip1", "InnerProduct", 0, book, codes, 2, None)
+    else:
+        blob = container.RawBlob("ip1", "InnerProduct", 0, book[codes], quantized=kind == "quantized-raw")
+    data, _ = container.write("tiny", [blob, container.RawBlob("ip1", "InnerProduct", 1, np.ones(3, np.float32))])
+    return data, book[codes]
+
+
+@pytest.mark.parametrize("kind", ["quantized", "raw", "quantized-raw"])
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (2, 3, 2, 2)], ids=lambda s: "x".join(map(str, s)) or "scalar")
+def test_every_record_that_decode_accepts_is_benchmarked(tmp_path, kind, shape):
+    """A scalar raw blob died with an IndexError (issue 30): every kind and rank decode reads is timed, as
+    the (outputs, inputs) matrix Caffe reads the weights as."""
+    from caffe_dc.stages import encode as encoding
+
+    data, weights = _record(kind, shape)
+    path = tmp_path / "r.dcz"
+    path.write_bytes(data)
+    params, _, _ = encoding.decode_bytes(data)
+    assert np.array_equal(params["ip1"].blobs[0], weights)
+    (case,) = sparse_bench.cases_from_blob(str(path))
+    assert case.weights.ndim == 2 and case.weights.shape[0] == (shape[0] if shape else 1)
+    assert np.array_equal(case.weights.ravel(), weights.ravel())
+    res = sparse_bench.run_bench([case], (1, 2), threads=1, log=lambda s: None, **FAST)
+    assert [r["agree"] for r in res["rows"]] == [True, True]
+
+
+def test_cli_bench_sparse_on_a_scalar_raw_blob(tmp_path):
+    data, _ = _record("raw", ())
+    blob = tmp_path / "s.dcz"
+    blob.write_bytes(data)
+    assert run_cli("decode", blob, "-o", tmp_path / "s.caffemodel").returncode == 0
+    proc = run_cli("bench-sparse", "--blob", blob, "--batches", "1", "--min-time", "0", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "b" / "bench_sparse.json").read_text())["rows"][0]["shape"] == [1, 1]

@@ -70,7 +70,10 @@ def fc_cases(params, net: str, source: str, names: Optional[Sequence[str]] = Non
         if w.size == 0:
             raise InputError("layer %r of %s holds no weights (shape %s): nothing to benchmark"
                              % (n, source, "x".join(map(str, w.shape)) or "()"))
-        out.append(Case(net, n, np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32), source))
+        # (outputs, inputs flattened), as Caffe reads an InnerProduct's weights; a scalar record has no
+        # axes at all: it is one output of one input.
+        rows = w.shape[0] if w.ndim else 1
+        out.append(Case(net, n, np.ascontiguousarray(w.reshape(rows, -1), dtype=np.float32), source))
     return out
 
 
