@@ -493,3 +493,34 @@ def test_seeds_write_a_summary_of_their_own_runs(tmp_path):
         assert r["vs_reference"]["diff_pp"] == pytest.approx(100 * m["paired"]["reference->compressed"]["diff"])
     assert "change_vs_reference_pp" in s and "change_vs_control_pp" not in s   # no --dense-control
     assert "lenet-300-100 over 2 seeds" in (out / "seeds.md").read_text()
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_is_unharmed(quick_run, tmp_path):
+    """Two runs into one folder (issue 30): the second exits 2 at once with one line naming the first, and
+    the first finishes with the model.dcz it makes alone (``quick_run``, the same command elsewhere)."""
+    import hashlib
+
+    root, out, _ = quick_run
+    run = tmp_path / "run"
+    args = ["reproduce", "lenet-300-100", "--quick", "--dense-control", "--out", run, "--data-root", root / "data"]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    first = subprocess.Popen([sys.executable, "-m", "caffe_dc"] + list(map(str, args)), cwd=str(root), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        lock = run / ".caffe-dc.lock"
+        deadline = time.time() + 120
+        while not (lock.exists() and '"pid": %d' % first.pid in lock.read_text()):
+            assert first.poll() is None and time.time() < deadline, "the first run never took its folder"
+            time.sleep(0.2)
+        t0 = time.time()
+        second = run_cli(*(args + ["--density", "ip1=0.04"]), cwd=str(root))
+        assert time.time() - t0 < 30
+        assert_clean_error(second, "in use by another run", "pid %d" % first.pid)
+        assert second.returncode == 2
+        stdout, stderr = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    digest = [hashlib.sha256((d / "model.dcz").read_bytes()).hexdigest() for d in (out, run)]
+    assert digest[0] == digest[1]

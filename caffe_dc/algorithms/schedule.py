@@ -55,6 +55,8 @@ LOOP_KEYS = ("max_drop_pp", "max_rounds", "past_targets")
 REFERENCE_SOLVER_KEYS = ("base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "momentum",
                          "weight_decay")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+MAX_ITERS = (1 << 31) - 1   # Caffe's iteration counters are int32
+MAX_ROUNDS = 1000           # each round retrains: far past any schedule, short of a list that fills memory
 
 
 def layer_kind(caffe_type: str) -> str:
@@ -156,16 +158,45 @@ class Schedule:
 # ---------------------------------------------------------------------------
 # validation
 
-def _int(v, what: str, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-        raise InputError("%s must be an integer >= %d, got %r" % (what, lo, v))
-    return int(v)
+def shown(v) -> str:
+    """``v`` for a one-line message: short, and never the thousand digits of a huge JSON integer (whose
+    ``repr`` Python 3.11 refuses past 4,300 digits)."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v) >= 10 ** 18:
+        return "an integer of about %d digits" % int(abs(v).bit_length() * math.log10(2) + 1)
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def number(v, what: str, integer: bool = False, lo=None, hi=None, rule: str = "") -> Union[int, float]:
+    """The one conversion every number of a schedule goes through: a JSON number (not a bool, not a
+    string), finite as a float (an integer of 400 digits is not: ``float()`` overflows on it), integral
+    if ``integer``, and in [``lo``, ``hi``]; anything else is one line naming the key ``what``. ``rule``
+    says what the range means, e.g. "in (0, 1] (the kept share of weights)"."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral if integer else numbers.Real):
+        raise InputError("%s must be %s%s, got %s" % (what, kind, rule and " " + rule, shown(v)))
+    try:
+        f = float(v)
+    except OverflowError:
+        raise InputError("%s is too large (%s)" % (what, shown(v)))
+    if not math.isfinite(f):
+        raise InputError("%s must be a finite number, got %s" % (what, shown(v)))
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rule = rule or ("in %s..%s" % (lo, hi) if lo is not None and hi is not None else
+                        ">= %s" % lo if lo is not None else "<= %s" % hi)
+        raise InputError("%s must be %s %s, got %s" % (what, kind, rule, shown(v)))
+    return int(v) if integer else f
+
+
+def _int(v, what: str, lo: int, hi: int = MAX_ITERS) -> int:
+    return number(v, what, integer=True, lo=lo, hi=hi)
 
 
 def _density(v, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0.0 < v <= 1.0:
-        raise InputError("%s must be a density in (0, 1] (the kept share of weights), got %r" % (what, v))
-    return float(v)
+    d = number(v, what, rule="in (0, 1] (the kept share of weights)", hi=1.0)
+    if not d > 0:
+        raise InputError("%s must be a number in (0, 1] (the kept share of weights), got %s" % (what, shown(v)))
+    return d
 
 
 def _resolve(table: Mapping[str, object], layers: Mapping[str, Optional[str]], what: str) -> Dict[str, object]:
@@ -230,15 +261,15 @@ def _from_dict(doc, lmap) -> Schedule:
     if missing:
         raise InputError("missing %s" % ", ".join(missing))
     if doc.get("format", FORMAT) != FORMAT:
-        raise InputError("format is %r, not %r" % (doc["format"], FORMAT))
+        raise InputError("format is %s, not %r" % (shown(doc["format"]), FORMAT))
     if doc.get("version", VERSION) != VERSION:
-        raise InputError("version %r; this caffe-dc reads version %d" % (doc["version"], VERSION))
-    rounds = _int(doc["rounds"], "rounds", 1)
+        raise InputError("version %s; this caffe-dc reads version %d" % (shown(doc["version"]), VERSION))
+    rounds = _int(doc["rounds"], "rounds", 1, MAX_ROUNDS)
     iters = _int(doc["iters_per_round"], "iters_per_round", 1)
     ft = _int(doc["finetune_iters"], "finetune_iters", 0)
-    lr = doc["lr_factor"]
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise InputError("lr_factor must be a number > 0, got %r" % (lr,))
+    lr = number(doc["lr_factor"], "lr_factor", rule="> 0")
+    if not lr > 0:
+        raise InputError("lr_factor must be a number > 0, got %s" % shown(doc["lr_factor"]))
     snap = doc.get("snapshot_every")
     snap = None if snap is None else _int(snap, "snapshot_every", 1)
     ref = doc.get("reference_iters")
@@ -246,19 +277,18 @@ def _from_dict(doc, lmap) -> Schedule:
     every, patience = _reference_rule(doc, ref)
     grad = doc.get("centroid_grad", CentroidGrad.SUM.value)
     if grad not in [m.value for m in CentroidGrad]:
-        raise InputError("centroid_grad must be %s, got %r" % (" or ".join('"%s"' % m.value for m in CentroidGrad), grad))
+        raise InputError("centroid_grad must be %s, got %s" % (" or ".join('"%s"' % m.value for m in CentroidGrad),
+                                                                shown(grad)))
     dens = {n: _round_list(v, rounds, "densities[%r]" % n)
             for n, v in _resolve(doc.get("densities") or {}, lmap, "densities").items()}
     bits = None
     if doc.get("bits") is not None:
         bits = {}
         for n, v in _resolve(doc["bits"], lmap, "bits").items():
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= MAX_BITS:
-                raise InputError("bits[%r] must be an integer in 1..%d, got %r" % (n, MAX_BITS, v))
-            bits[n] = int(v)
+            bits[n] = number(v, "bits[%r]" % n, integer=True, lo=1, hi=MAX_BITS)
     for k in ("net", "description"):
         if doc.get(k) is not None and not isinstance(doc[k], str):
-            raise InputError("%s must be a string, got %r" % (k, doc[k]))
+            raise InputError("%s must be a string, got %s" % (k, shown(doc[k])))
     spec = {"densities": dict(doc.get("densities") or {})}
     if doc.get("bits") is not None:
         spec["bits"] = dict(doc["bits"])
@@ -268,7 +298,7 @@ def _from_dict(doc, lmap) -> Schedule:
         out.closed_loop = _closed_loop(doc["closed_loop"], rounds)
     anneal = doc.get("reference_anneal", False)
     if not isinstance(anneal, bool):
-        raise InputError("reference_anneal must be true or false, got %r" % (anneal,))
+        raise InputError("reference_anneal must be true or false, got %s" % shown(anneal))
     if anneal and every is None:
         raise InputError("reference_anneal needs the early-stopping rule (reference_eval_every, reference_patience)")
     out.reference_anneal = anneal
@@ -283,7 +313,7 @@ def _budget(v) -> Optional[dict]:
     if v is None:
         return None
     if not isinstance(v, Mapping):
-        raise InputError("budget must be an object such as {\"target_rate\": 40}, got %r" % (v,))
+        raise InputError("budget must be an object such as {\"target_rate\": 40}, got %s" % shown(v))
     unknown = sorted(set(v) - set(BUDGET_KEYS))
     if unknown:
         raise InputError("budget: unknown key %s (known: %s)" % (", ".join(map(repr, unknown)), ", ".join(BUDGET_KEYS)))
@@ -297,19 +327,17 @@ def _budget(v) -> Optional[dict]:
         if k == "allocation":
             names = [a.value for a in Allocation]
             if x not in names:
-                raise InputError("budget.allocation must be %s, got %r" % (" or ".join(map(repr, names)), x))
+                raise InputError("budget.allocation must be %s, got %s" % (" or ".join(map(repr, names)), shown(x)))
             out[k] = x
             continue
         if k in ("min_rounds", "max_rounds", "images"):
-            out[k] = _int(x, "budget.%s" % k, 1)
+            out[k] = _int(x, "budget.%s" % k, 1, MAX_ROUNDS if k != "images" else MAX_ITERS)
             continue
-        if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
-            raise InputError("budget.%s must be a finite number, got %r" % (k, x))
-        low_ok = {"target_rate": x > 1, "max_drop_pp": x >= 0, "round_drop_pp": x > 0}[k]
-        if not low_ok:
-            raise InputError("budget.%s must be %s, got %r" % (k, {"target_rate": "> 1", "max_drop_pp": ">= 0",
-                                                                    "round_drop_pp": "> 0"}[k], x))
-        out[k] = float(x)
+        rule = {"target_rate": "> 1", "max_drop_pp": ">= 0", "round_drop_pp": "> 0"}[k]
+        x = number(x, "budget.%s" % k, rule=rule)
+        if not {"target_rate": x > 1, "max_drop_pp": x >= 0, "round_drop_pp": x > 0}[k]:
+            raise InputError("budget.%s must be a number %s, got %s" % (k, rule, shown(v[k])))
+        out[k] = x
     if out.get("min_rounds", 1) > out.get("max_rounds", out.get("min_rounds", 1)):
         raise InputError("budget: min_rounds %d > max_rounds %d" % (out["min_rounds"], out["max_rounds"]))
     return out
@@ -319,17 +347,18 @@ def _closed_loop(v, rounds: int) -> dict:
     """``{"max_drop_pp": > 0, "max_rounds": >= rounds[, "past_targets": bool]}`` (``algorithms.prune_plan``)."""
     if not isinstance(v, Mapping) or not {"max_drop_pp", "max_rounds"} <= set(v) <= set(LOOP_KEYS):
         raise InputError("closed_loop must be an object with max_drop_pp and max_rounds (and optionally "
-                         "past_targets), got %r" % (v,))
+                         "past_targets), got %s" % shown(v))
     past = v.get("past_targets", False)
     if not isinstance(past, bool):
-        raise InputError("closed_loop past_targets must be true or false, got %r" % (past,))
-    drop = v["max_drop_pp"]
-    if isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not math.isfinite(drop) or not 0 < drop <= 100:
-        raise InputError("closed_loop max_drop_pp must be percentage points in (0, 100], got %r" % (drop,))
-    cap = _int(v["max_rounds"], "closed_loop max_rounds", 1)
+        raise InputError("closed_loop past_targets must be true or false, got %s" % shown(past))
+    drop = number(v["max_drop_pp"], "closed_loop max_drop_pp", hi=100, rule="in (0, 100] (percentage points)")
+    if not drop > 0:
+        raise InputError("closed_loop max_drop_pp must be a number in (0, 100] (percentage points), got %s"
+                         % shown(v["max_drop_pp"]))
+    cap = _int(v["max_rounds"], "closed_loop max_rounds", 1, MAX_ROUNDS)
     if cap < rounds:
         raise InputError("closed_loop max_rounds (%d) is below rounds (%d), where the loop starts" % (cap, rounds))
-    out = {"max_drop_pp": float(drop), "max_rounds": cap}
+    out = {"max_drop_pp": drop, "max_rounds": cap}
     if past:   # only then: a loop without it reads (and fingerprints) as it always did
         out["past_targets"] = True
     return out
@@ -338,28 +367,26 @@ def _closed_loop(v, rounds: int) -> dict:
 def check_reference_solver(v) -> dict:
     """``reference_solver``: Caffe solver fields (``REFERENCE_SOLVER_KEYS``) for the reference's training only."""
     if not isinstance(v, Mapping) or not v or not set(v) <= set(REFERENCE_SOLVER_KEYS):
-        raise InputError("reference_solver must be an object of solver fields among %s, got %r"
-                         % (", ".join(REFERENCE_SOLVER_KEYS), v))
+        raise InputError("reference_solver must be an object of solver fields among %s, got %s"
+                         % (", ".join(REFERENCE_SOLVER_KEYS), shown(v)))
     out = {}
     for k, x in v.items():
         what = "reference_solver.%s" % k
         if k == "lr_policy":
             if x not in LR_POLICIES:
-                raise InputError("%s must be one of %s, got %r" % (what, ", ".join(LR_POLICIES), x))
+                raise InputError("%s must be one of %s, got %s" % (what, ", ".join(LR_POLICIES), shown(x)))
             out[k] = x
         elif k == "stepsize":
             out[k] = _int(x, what, 1)
         elif k == "stepvalue":
             steps = [_int(i, what, 1) for i in (x if isinstance(x, list) else [None])]
             if steps != sorted(set(steps)):
-                raise InputError("%s must be increasing iterations, got %r" % (what, x))
+                raise InputError("%s must be increasing iterations, got %s" % (what, shown(x)))
             out[k] = steps
         else:
-            if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x < 0:
-                raise InputError("%s must be a finite number >= 0, got %r" % (what, x))
-            out[k] = float(x)
+            out[k] = number(x, what, lo=0)
     if out.get("base_lr", 1.0) <= 0:
-        raise InputError("reference_solver.base_lr must be > 0, got %r" % out["base_lr"])
+        raise InputError("reference_solver.base_lr must be > 0, got %s" % shown(out["base_lr"]))
     if out.get("lr_policy") == "multistep" and "stepvalue" not in out:
         raise InputError("reference_solver: lr_policy multistep needs stepvalue (the iterations where lr drops)")
     return out
@@ -395,8 +422,8 @@ def read_document(path: str) -> dict:
             return json.load(f)
     except OSError as e:
         raise InputError("cannot read schedule %s: %s" % (path, e.strerror or e))
-    except ValueError as e:
-        raise InputError("schedule %s is not valid JSON (%s)" % (path, e))
+    except (ValueError, RecursionError) as e:   # RecursionError: arrays nested thousands deep
+        raise InputError("schedule %s is not valid JSON (%s)" % (path, " ".join(str(e).split())[:200]))
 
 
 def search_loop(max_drop_pp: float, max_rounds: int = SEARCH_ROUNDS) -> dict:

@@ -163,6 +163,35 @@ def estimated_rate(curves: Sequence[Curve], densities: Mapping[str, float], bits
     return dense / compressed
 
 
+def rate_ceiling(shapes: Mapping[str, Sequence[Sequence[int]]], layer_types: Mapping[str, str],
+                 bits: Mapping[str, int]) -> float:
+    """A rate no file of this net can pass, whatever is pruned: its float32 values over what stays however
+    far the prunable layers go (their codebooks, or their values raw where that is smaller, as the
+    encoder stores them) and every other blob raw (biases, layers that are not pruned).
+
+    ``shapes``: {layer: [blob shapes]}; ``layer_types``: {prunable layer: Caffe type}; ``bits``: weight bits
+    of the layers that have them given (the rest: their kind's default, as the chooser counts them)."""
+    dense = floor = 0
+    for name, blobs in shapes.items():
+        sizes = [int(np.prod(b, dtype=np.int64)) for b in blobs]
+        dense += FLOAT_BITS * sum(sizes)
+        rest = sizes
+        if name in layer_types and sizes:
+            b = bits.get(name) or layer_policy.kind_bits(layer_policy.kind(layer_types[name]))
+            floor += min(FLOAT_BITS * sizes[0], FLOAT_BITS * 2 ** b)
+            rest = sizes[1:]
+        floor += FLOAT_BITS * sum(rest)
+    return dense / floor if floor else math.inf
+
+
+def check_reachable(rate: float, shapes, layer_types, bits) -> None:
+    """Refuse, before any training, a target rate above ``rate_ceiling``."""
+    ceiling = rate_ceiling(shapes, layer_types, bits)
+    if rate > ceiling:
+        raise InputError("a %gx rate is out of reach for this net: even with every weight pruned, its biases, "
+                         "unpruned blobs and codebooks alone make the file %.1fx at most" % (rate, ceiling))
+
+
 def choose_target_rate(baseline: float, curves: Sequence[Curve], rate: float, bits: Mapping[str, int],
                        index_bits: int = INDEX_BITS,
                        estimate: Optional[Callable[[Mapping[str, float]], float]] = None,

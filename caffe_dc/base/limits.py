@@ -11,6 +11,12 @@ import os
 
 MAX_BITS = 12
 
+# Caffe's solver seed: a random_seed below 0 means "seed from the clock" (a different model every time),
+# and its generators take 32 bits; 0 is left out so that no seed reads as "unset".
+MIN_SEED, MAX_SEED = 1, (1 << 31) - 1
+# `reproduce --seeds N`: each seed is a whole run (minutes to an hour); more than this is a typo.
+MAX_SEEDS = 100
+
 # A caffemodel's declared shapes may ask for at most this many bytes in all (default 16 GiB, ~30x
 # VGG-16); CAFFE_DC_MAX_CAFFEMODEL_BYTES raises or lowers it.
 DEFAULT_MAX_CAFFEMODEL_BYTES = 16 << 30

@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.limits import MAX_BITS, MAX_SEED, MAX_SEEDS, MIN_SEED
 from caffe_dc.base.mnist import DATA_SETS
 
 if TYPE_CHECKING:
@@ -48,6 +48,22 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+
+
+def int_between(low: int, high: int, why: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        v = _number(text, int)
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError("must be in %d..%d (%s), got %d" % (low, high, why, v))
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+# Caffe's random_seed: a negative one seeds from the clock, so the same command would give another model.
+caffe_seed = int_between(MIN_SEED, MAX_SEED, "Caffe's solver seed; a negative one is no seed at all")
+seed_count = int_between(1, MAX_SEEDS, "each seed is a whole run")
+numpy_seed = int_between(0, (1 << 32) - 1, "numpy's seeds are 32-bit")
 
 
 def positive_float(text: str) -> float:

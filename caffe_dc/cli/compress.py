@@ -5,7 +5,7 @@ import json
 import os
 
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import add_budget_args, add_margin_arg, bits, density, layer_values, positive_int
+from caffe_dc.cli.args import add_budget_args, add_margin_arg, bits, caffe_seed, density, layer_values, positive_int
 from caffe_dc.algorithms.cluster_config import Init, choices
 
 
@@ -31,7 +31,7 @@ def cmd_compress(p):
     p.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
     p.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
     p.add_argument("--init", default="linear", choices=choices(Init))
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=caffe_seed, default=1, help="Caffe's solver seed, 1..2^31-1 (default 1)")
 
     def run(args):
         from caffe_dc.pipeline.reproduce import Pipeline

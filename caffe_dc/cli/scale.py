@@ -7,7 +7,7 @@ import sys
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import nonnegative_float, positive_int as _positive_int
+from caffe_dc.cli.args import nonnegative_float, numpy_seed, positive_int as _positive_int
 
 
 def _command_line() -> str:
@@ -21,7 +21,7 @@ def cmd_storage(p):
     p.add_argument("--weights", metavar="W.caffemodel",
                    help="a caffemodel of the net (e.g. bvlc_alexnet.caffemodel); default: synthetic weights "
                         "(i.i.d. Laplace per layer, scaled as the published prototxt's fillers)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and of k-means (default 0)")
+    p.add_argument("--seed", type=numpy_seed, default=0, help="seed of the synthetic weights and of k-means (default 0)")
     p.add_argument("--out", help="output folder for storage.json, storage.md and <net>.dcz "
                                  "(default: runs/storage-<net>)")
     p.add_argument("--json", metavar="F", help="also write the JSON report here")
@@ -64,7 +64,7 @@ def cmd_bench_sparse(p):
                    help="BLAS threads for the dense products (default 1: scipy's CSR product is single-threaded)")
     p.add_argument("--batches", default="1,64", help="batch sizes (default 1,64)")
     p.add_argument("--out", help="output folder for bench_sparse.{json,md,png} (default: runs/bench-sparse)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=numpy_seed, default=0)
     p.add_argument("--min-time", type=nonnegative_float, default=0.25, help="seconds of timed runs per case, at least (default 0.25)")
     p.add_argument("--shrink", type=_positive_int, default=1, help=argparse.SUPPRESS)  # tests
 

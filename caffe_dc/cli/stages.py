@@ -6,8 +6,9 @@ import os
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import (add_budget_args, add_data_args, add_margin_arg, bits, check_layers, data_info,
-                               data_options, density, expand, layer_values, positive_float, positive_int)
+from caffe_dc.cli.args import (add_budget_args, add_data_args, add_margin_arg, bits, caffe_seed, check_layers, data_info,
+                               data_options, density, expand, layer_values, numpy_seed, positive_float, positive_int,
+                               seed_count)
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
@@ -91,7 +92,7 @@ def cmd_quantize(p):
     p.add_argument("--centroid-grad", default="sum", choices=choices(CentroidGrad),
                    help="a centroid's gradient: the sum of its weights' gradients (the paper's, default) or their mean")
     p.add_argument("--lr-factor", type=positive_float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=numpy_seed, default=0)
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
     p.add_argument("--verbose", action="store_true")
 
@@ -135,8 +136,8 @@ def cmd_reproduce(p):
     p.add_argument("--init", default="linear", choices=choices(Init))
     p.add_argument("--schedule", metavar="FILE",
                    help="schedule file (docs/schedule.md; default: the preset's, zoo/schedules/<net>-<preset>.json)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+    p.add_argument("--seed", type=caffe_seed, default=1, help="Caffe's solver seed, 1..2^31-1 (default 1)")
+    p.add_argument("--seeds", type=seed_count, default=1, metavar="N",
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
     p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
     add_budget_args(p)

@@ -5,7 +5,7 @@ import os
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
-from caffe_dc.cli.args import add_data_args, data_info, nonnegative_int, positive_float, positive_int
+from caffe_dc.cli.args import add_data_args, caffe_seed, data_info, nonnegative_int, positive_float, positive_int
 
 
 def cmd_data(p):
@@ -25,7 +25,7 @@ def cmd_train(p):
     p.add_argument("--iters", type=positive_int, help="iterations (default: the solver's, 10000 for the LeNets)")
     p.add_argument("--test-every", type=nonnegative_int, default=1000,
                    help="test every N iterations (0: only at the end)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=caffe_seed, default=1, help="Caffe's solver seed, 1..2^31-1 (default 1)")
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/reference)")
     p.add_argument("--batch", type=positive_int, help="override the training batch size")
     p.add_argument("--base-lr", type=positive_float, help="override the solver's base_lr")

