@@ -8,7 +8,9 @@ never leaves one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from typing import Iterable, Optional
 
@@ -51,6 +53,25 @@ def atomic_write(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def require_file(path: str, what: str) -> None:
+    """Refuse, in one line that says why, an input ``what`` (e.g. "caffemodel") that is not a readable
+    file: missing, a dangling symlink, a symlink loop, a folder, or behind a missing folder."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError("%s %s is a symlink loop (it never reaches a file)" % (what, path))
+        if os.path.islink(path):
+            raise InputError("%s %s is a symlink to %s, which does not exist" % (what, path, os.readlink(path)))
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise InputError("no such %s: %s" % (what, path))
+        raise InputError("cannot read %s %s: %s" % (what, path, e.strerror or e))
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError("%s %s is a folder, not a file" % (what, path))
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("%s %s is not a regular file" % (what, path))
 
 
 def _same_file(a: str, b: str) -> bool:

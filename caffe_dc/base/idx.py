@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import struct
 import zlib
 
 import numpy as np
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 
 UBYTE = 0x08
 _MAX_ELEMENTS = 1 << 31  # refuse headers that would have us allocate more than 2 GB
@@ -49,8 +49,7 @@ def idx_payload(raw: bytes, name: str) -> bytes:
 
 
 def read_idx_bytes(path: str) -> bytes:
-    if not os.path.isfile(path):
-        raise InputError("no such IDX file: %s" % path)
+    require_file(path, "IDX file")
     with open(path, "rb") as f:
         return idx_payload(f.read(), path)
 

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.fileio import check_outputs
+from caffe_dc.base.fileio import check_outputs, require_file
 from caffe_dc.cli.args import nonnegative_float, numpy_seed, positive_int as _positive_int
 
 
@@ -35,8 +35,8 @@ def cmd_storage(p):
         from caffe_dc.report import storage as report
 
         net = storage.check_net(args.net)
-        if args.weights is not None and not os.path.isfile(args.weights):
-            raise InputError("no such caffemodel: %s" % args.weights)
+        if args.weights is not None:
+            require_file(args.weights, "caffemodel")
         out = args.out or storage.default_out(net)
         check_outputs([args.weights], files=[os.path.join(out, n) for n in ("storage.json", "storage.md", net + ".dcz")]
                       + [args.json], folders=[out])

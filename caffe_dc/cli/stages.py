@@ -5,7 +5,7 @@ import json
 import os
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.fileio import check_outputs
+from caffe_dc.base.fileio import check_outputs, require_file
 from caffe_dc.cli.args import (add_budget_args, add_data_args, add_margin_arg, bits, caffe_seed, check_layers, data_info,
                                data_options, density, expand, layer_values, numpy_seed, positive_float, positive_int,
                                seed_count)
@@ -48,8 +48,7 @@ def cmd_prune(p):
         from caffe_dc.stages.prune import PruneConfig, run_pruning
 
         spec = nets.get(args.net)
-        if not os.path.isfile(args.caffemodel):
-            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        require_file(args.caffemodel, "caffemodel")
         layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
         proto = load_net_proto(spec.train_val)
         all_layers = rewrite.select_layers(proto, layers)
@@ -101,8 +100,7 @@ def cmd_quantize(p):
         from caffe_dc.stages.quantize import QuantConfig, run_quantization
 
         spec = nets.get(args.net)
-        if not os.path.isfile(args.caffemodel):
-            raise InputError("no such caffemodel: %s" % args.caffemodel)
+        require_file(args.caffemodel, "caffemodel")
         from caffe_dc.pycaffe import rewrite
         from caffe_dc.pycaffe.caffemodel import load_net_proto
 

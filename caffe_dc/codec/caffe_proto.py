@@ -16,10 +16,10 @@ caffemodel are not read through these messages (see ``codec.caffemodel``).
 """
 from __future__ import annotations
 
-import os
 import types
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 
 _PACKAGE = "caffe_dc_proto"
 
@@ -242,8 +242,7 @@ def parse_net_text(text: str, where: str):
 
 def read_text(path: str, what: str) -> str:
     """A text file's contents; a missing file, or a binary one (a caffemodel given for a prototxt), is refused."""
-    if not os.path.isfile(path):
-        raise InputError("no such %s: %s" % (what, path))
+    require_file(path, what)
     with open(path, "rb") as f:
         data = f.read()
     try:

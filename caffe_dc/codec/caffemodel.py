@@ -16,13 +16,12 @@ A declared shape is checked against the file before anything is allocated
 from __future__ import annotations
 
 import collections
-import os
 from typing import Optional
 
 import numpy as np
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.fileio import atomic_write, require_file
 from caffe_dc.base.limits import max_caffemodel_bytes
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.codec.caffe_proto import V1_TYPES
@@ -196,8 +195,7 @@ def parse_params(data: bytes, what: str = "caffemodel", max_bytes: Optional[int]
 
 def load_params(path: str) -> Params:
     """Blobs of every parameterised layer in a caffemodel, by layer name."""
-    if not os.path.isfile(path):
-        raise InputError("no such caffemodel: %s" % path)
+    require_file(path, "caffemodel")
     with open(path, "rb") as f:
         data = f.read()
     if not data:

@@ -23,6 +23,7 @@ from caffe_dc.base import layer_policy
 from caffe_dc.base.blobs import CODEBOOK, blob_name, is_helper
 from caffe_dc.base.params import Params
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 
 
 class IndexWidth(enum.Enum):
@@ -132,8 +133,7 @@ def decode_bytes(data: bytes, max_weights: int = codec.DEFAULT_MAX_WEIGHTS) -> T
 
 
 def read_blob(path: str) -> bytes:
-    if not os.path.isfile(path):
-        raise InputError("no such compressed blob: %s" % path)
+    require_file(path, "compressed blob")
     with open(path, "rb") as f:
         return f.read()
 

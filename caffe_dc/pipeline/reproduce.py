@@ -38,7 +38,7 @@ from caffe_dc.base.limits import MAX_SEED
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
 from caffe_dc.pipeline.stage_table import STAGES, NAMES, Stage
-from caffe_dc.pycaffe import datasets, nets, solving
+from caffe_dc.pycaffe import datasets, nets, solving, validate
 from caffe_dc.codec.net_shapes import check_params
 from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
 from caffe_dc.stages.run import Run, RunOptions
@@ -161,7 +161,7 @@ class Pipeline:
         if not sch.budget and not sch.densities:
             raise InputError("%s prunes no layer (its densities match none of %s)"
                              % (where, ", ".join(src.layer_types())))
-        shapes = nets.param_shapes(src.train_val, data.image_shape if data else None)
+        shapes = validate.data_shapes(src.train_val, data.image_shape if data else None)
         if o.weights:
             check_params(shapes, load_params(o.weights), o.weights)
         target = (sch.budget or {}).get("target_rate")

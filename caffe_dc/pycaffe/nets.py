@@ -256,34 +256,6 @@ def for_data(net: str, info, split: str = "val", planned: bool = False):
     return param
 
 
-def param_shapes(net_param, image_shape: Optional[Tuple[int, int, int]] = None) -> Dict[str, list]:
-    """{layer: [blob shapes]} of a train_val's parameterised layers in the TEST phase.
-
-    With ``image_shape`` (channels, height, width of every record) the Data layers are read as Input
-    layers of that shape (cropped as their ``transform_param`` crops), so no LMDB is needed: a run
-    checks its weights and sizes before it writes its data. Without it, Caffe builds the net itself
-    from its LMDBs (``solving.param_shapes``), e.g. for encoded images whose size only decoding tells."""
-    from caffe_dc.pycaffe import solving, validate
-
-    if image_shape is None:
-        return solving.param_shapes(net_param)
-    net = type(net_param)()
-    net.CopyFrom(net_param)
-    c, h, w = (int(d) for d in image_shape)
-    for layer in net.layer:
-        if layer.type != "Data":
-            continue
-        crop = int(layer.transform_param.crop_size)
-        batch = int(layer.data_param.batch_size) or 1
-        tops = [(batch, c, crop or h, crop or w), (batch,)][:len(layer.top)]
-        layer.type = "Input"
-        layer.ClearField("data_param")
-        layer.ClearField("transform_param")
-        for dims in tops:
-            layer.input_param.shape.add().dim.extend(dims)
-    return validate.param_shapes(net, "net %s" % (net.name or "(unnamed)"))[0]
-
-
 # ---------------------------------------------------------------------------
 # net sources: what every compression stage needs to know about a net
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from caffe_dc.pycaffe.caffemodel import save_solver_proto
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 from caffe_dc.base.params import Params
 
 _caffe = None
@@ -135,8 +136,7 @@ def _fmt(m: Dict[str, float]) -> str:
 def evaluate(net_prototxt: str, caffemodel: str, iters: int, verbose: bool = False) -> Dict[str, float]:
     """Test-phase metrics of a caffemodel on the net's own TEST data layer."""
     caffe = import_caffe(verbose)
-    if not os.path.isfile(caffemodel):
-        raise InputError("no such caffemodel: %s" % caffemodel)
+    require_file(caffemodel, "caffemodel")
     net = caffe.Net(net_prototxt, caffe.TEST, weights=caffemodel)
     return test_net_metrics(net, iters)
 
@@ -221,8 +221,7 @@ def score_exact(net_prototxt: str, caffemodel: str, n_images: int, verbose: bool
     from caffe_dc.pycaffe.caffemodel import load_net_proto
 
     caffe = import_caffe(verbose)
-    if not os.path.isfile(caffemodel):
-        raise InputError("no such caffemodel: %s" % caffemodel)
+    require_file(caffemodel, "caffemodel")
     net_param = load_net_proto(net_prototxt)
     acc = accuracy_layers(net_param)
     if not acc:

@@ -12,7 +12,7 @@ must be a deploy net.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from caffe_dc.base.errors import InputError
 from caffe_dc.codec.net_shapes import included  # noqa: F401 (the phase rules; re-exported)
@@ -243,6 +243,32 @@ def param_shapes(net_param, where: str, path: Optional[str] = None, need_all: bo
                          % (where, first[0], first[1], "pycaffe is not importable here" if not caffe_available()
                             else "the net cannot be built here"))
     return dict(found.params), dict(found.unknown)
+
+
+def data_shapes(net_param, image_shape: Optional[Tuple[int, int, int]] = None) -> Dict[str, list]:
+    """{layer: [blob shapes]} of a train_val's parameterised layers in the TEST phase.
+
+    With ``image_shape`` (channels, height, width of every record) the Data layers are read as Input
+    layers of that shape (cropped as their ``transform_param`` crops), so no LMDB is needed: a run
+    checks its weights and sizes before it writes its data. Without it, Caffe builds the net itself
+    from its LMDBs (``net_shapes``), e.g. for encoded images whose size only decoding tells."""
+    if image_shape is None:
+        return net_shapes(net_param, "TEST")
+    net = type(net_param)()
+    net.CopyFrom(net_param)
+    c, h, w = (int(d) for d in image_shape)
+    for layer in net.layer:
+        if layer.type != "Data":
+            continue
+        crop = int(layer.transform_param.crop_size)
+        batch = int(layer.data_param.batch_size) or 1
+        tops = [(batch, c, crop or h, crop or w), (batch,)][:len(layer.top)]
+        layer.type = "Input"
+        layer.ClearField("data_param")
+        layer.ClearField("transform_param")
+        for dims in tops:
+            layer.input_param.shape.add().dim.extend(dims)
+    return param_shapes(net, "net %s" % (net.name or "(unnamed)"))[0]
 
 
 def check_prototxt(path: str, deploy: bool = False):

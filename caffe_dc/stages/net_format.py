@@ -15,7 +15,7 @@ import numpy as np
 
 from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.fileio import atomic_write
+from caffe_dc.base.fileio import atomic_write, require_file
 from caffe_dc.base.params import LayerParams
 from caffe_dc.codec.caffe_proto import layer_type, load_net_text
 from caffe_dc.codec.caffemodel import load_params
@@ -66,8 +66,7 @@ def import_net(deploy_prototxt: str, net_path: str, codebooks: bool = False):
     """
 
     layers = deploy_layers(deploy_prototxt)
-    if not os.path.isfile(net_path):
-        raise InputError("no such .net file: %s" % net_path)
+    require_file(net_path, ".net file")
     with open(net_path, "rb") as f:
         data = f.read()
     spec = [(n, _size(s[0]), _size(s[1]) if len(s) > 1 else 0) for n, (t, s) in layers.items()]

@@ -16,6 +16,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from caffe_dc.algorithms.cluster_config import Init
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +74,8 @@ class RunOptions:
         if self.solver is not None and not self.weights:
             raise InputError("compress needs the reference caffemodel: --weights REF.caffemodel")
         for what, path in (("caffemodel", self.weights), ("schedule", self.schedule), ("solver", self.solver)):
-            if path is not None and not os.path.isfile(path):
-                raise InputError("no such %s: %s" % (what, path))
+            if path is not None:
+                require_file(path, what)
 
     @property
     def preset(self) -> str:

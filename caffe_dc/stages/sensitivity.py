@@ -26,6 +26,7 @@ from caffe_dc.base.layer_policy import kind as layer_kind
 from caffe_dc.algorithms.sensitivity import density_grid
 from caffe_dc.base import provenance
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.fileio import require_file
 from caffe_dc.pycaffe import nets, rewrite, solving
 from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, save_net_proto
 from caffe_dc.pycaffe.datasets import lmdb_entries
@@ -102,8 +103,7 @@ class Evaluator:
     def __init__(self, net_param, caffemodel: str, lmdb: str, images: int = DEFAULT_IMAGES,
                  batch: Optional[int] = None, work_dir: Optional[str] = None, verbose: bool = False):
         caffe = solving.import_caffe(verbose)
-        if not os.path.isfile(caffemodel):
-            raise InputError("no such caffemodel: %s" % caffemodel)
+        require_file(caffemodel, "caffemodel")
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise InputError("the validation subset must be a positive number of images, got %r" % (images,))
         entries = lmdb_entries(lmdb)
