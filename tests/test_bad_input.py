@@ -345,3 +345,197 @@ def test_bad_input_without_caffe(caffe_free_work, case):
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and fragment in lines[0], p.stderr
     assert after == before
+
+
+# ============================================================================ block: one run (issue 30)
+# Check first, write after: every refusal of reproduce / compress comes before the run folder, the data
+# root or anything else is touched, including a finished run's folder (``done/``, its files compared
+# byte for byte, folders included) and a folder not yet made (``fresh``). Schedules holding numbers
+# no float holds, NaN, Infinity, strings or booleans are one line naming the key. Seeds are checked
+# when parsed. decode --verify checks before it replaces an earlier output (``OLD.caffemodel``).
+
+HUGE = "1" + "0" * 400      # an integer JSON reads fine and float() cannot hold
+
+
+def _schedule(**changes):
+    doc = {"rounds": 1, "iters_per_round": 1, "finetune_iters": 1, "lr_factor": 0.1, "densities": {"*": 0.5}}
+    doc.update(changes)
+    return json.dumps(doc)
+
+
+ONE_RUN_SCHEDULES = {
+    "big-target.json": _schedule(densities=None, budget="@").replace('"densities": null, ', "")
+                                                            .replace('"@"', '{"target_rate": %s}' % HUGE),
+    "big-loop.json": _schedule(closed_loop="@").replace('"@"', '{"max_drop_pp": %s, "max_rounds": 3}' % HUGE),
+    "big-lr.json": _schedule(lr_factor="@").replace('"@"', HUGE),
+    "big-density.json": _schedule(densities="@").replace('"@"', '{"*": %s}' % HUGE),
+    "big-bits.json": _schedule(bits="@").replace('"@"', '{"*": %s}' % HUGE),
+    "big-rounds.json": _schedule(rounds="@").replace('"@"', HUGE),
+    "nan.json": _schedule(lr_factor="@").replace('"@"', "NaN"),
+    "inf.json": _schedule(densities="@").replace('"@"', '{"*": Infinity}'),
+    "string.json": _schedule(rounds="3"),
+    "bool.json": _schedule(lr_factor=True),
+    "deep.json": _schedule(description="@").replace('"@"', "[" * 100000 + "]" * 100000),
+    "budget-list.json": _schedule(budget=[30]),
+    "loop-rounds.json": _schedule(closed_loop={"max_drop_pp": 1, "max_rounds": "x"}),
+    "densities-list.json": _schedule(densities=[0.5]),
+    "none-match.json": _schedule(densities={"nosuchlayer": 0.5}),
+}
+ONE_RUN_DONE = {   # a finished run's folder: no refused run may change a byte of it
+    "schedule.json": _schedule(), "pipeline.json": '{"report": {"done": true}}', "model.dcz": "the model",
+    ".caffe-dc.lock": '{"pid": 1, "command": "the run that made it"}\n', "reference/lenet-300-100.caffemodel": "w"}
+
+
+def _tiny_net(d, name, body):
+    """A solver and train_val of one's own reading 1x4x4 LMDBs (``compress``)."""
+    tv = ('name: "%s"\n' % name +
+          'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }\n'
+          '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % os.path.join(d, "u_train") +
+          'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }\n'
+          '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % os.path.join(d, "u_val") + body +
+          'layer { name: "acc" type: "Accuracy" bottom: "out" bottom: "label" top: "acc" include { phase: TEST } }\n'
+          'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }\n')
+    with open(os.path.join(d, "%s.prototxt" % name), "w") as f:
+        f.write(tv)
+    with open(os.path.join(d, "%s-solver.prototxt" % name), "w") as f:
+        f.write('net: "%s.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 10\ntest_iter: 1\n'
+                'test_interval: 1000\nsolver_mode: CPU\n' % name)
+
+
+def make_one_run_inputs(d):
+    r = np.random.RandomState(1)
+    for name, text in ONE_RUN_SCHEDULES.items():
+        with open(os.path.join(d, "sched-" + name), "w") as f:
+            f.write(text)
+    for name, text in ONE_RUN_DONE.items():
+        os.makedirs(os.path.dirname(os.path.join(d, "done", name)), exist_ok=True)
+        with open(os.path.join(d, "done", name), "w") as f:
+            f.write(text)
+    os.symlink("loop.caffemodel", os.path.join(d, "loop.caffemodel"))
+    os.symlink("loop.dcz", os.path.join(d, "loop.dcz"))
+    with open(os.path.join(d, "G.caffemodel"), "wb") as f:
+        f.write(b"\x07\x07\x07 not a caffemodel")
+    from caffe_dc.codec import container
+
+    w = r.randn(4, 8).astype(np.float32)
+    data, _ = container.write("tiny", [container.RawBlob("ip1", "InnerProduct", 0, w),
+                                       container.RawBlob("ip1", "InnerProduct", 1, np.zeros(4, np.float32))])
+    with open(os.path.join(d, "GOOD.dcz"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(d, "OLD.caffemodel"), "wb") as f:   # an earlier decode's output
+        f.write(b"the previous output")
+    with open(os.path.join(d, "U.caffemodel"), "wb") as f:
+        f.write(_layer("ip", [r.randn(4, 16), r.randn(4)]))
+    if HAVE_CAFFE:
+        from caffe_dc.pycaffe import datasets
+
+        for split, n in (("u_train", 16), ("u_val", 8)):
+            datasets._write_lmdb(os.path.join(d, split), r.randint(0, 255, (n, 4, 4)).astype(np.uint8),
+                                 np.arange(n) % 4)
+        _tiny_net(d, "U", 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "out" '
+                          'inner_product_param { num_output: 4 } }\n')
+        _tiny_net(d, "NP", 'layer { name: "flat" type: "Flatten" bottom: "data" top: "out" }\n')
+
+
+REPRO = "reproduce lenet-300-100 --data-root data --out "
+COMPRESS = "compress --solver U-solver.prototxt --weights U.caffemodel --out "
+ONE_RUN_CASES = [
+    # schedule numbers, through reproduce (into a finished folder) and compress (into a fresh one)
+    ("reproduce-schedule-huge-target-rate", REPRO + "done --schedule sched-big-target.json", "budget.target_rate is too large", True),
+    ("reproduce-schedule-huge-max-drop", REPRO + "done --schedule sched-big-loop.json", "closed_loop max_drop_pp is too large", True),
+    ("reproduce-schedule-huge-lr-factor", REPRO + "done --schedule sched-big-lr.json", "lr_factor is too large", True),
+    ("reproduce-schedule-huge-density", REPRO + "done --schedule sched-big-density.json", "is too large", True),
+    ("reproduce-schedule-huge-bits", REPRO + "done --schedule sched-big-bits.json", "is too large", True),
+    ("reproduce-schedule-huge-rounds", REPRO + "done --schedule sched-big-rounds.json", "rounds must be an integer in 1..1000", True),
+    ("reproduce-schedule-nan", REPRO + "done --schedule sched-nan.json", "lr_factor must be a finite number", True),
+    ("reproduce-schedule-infinity", REPRO + "done --schedule sched-inf.json", "must be a finite number", True),
+    ("reproduce-schedule-string", REPRO + "done --schedule sched-string.json", "rounds must be an integer", True),
+    ("reproduce-schedule-bool", REPRO + "done --schedule sched-bool.json", "lr_factor must be a number", True),
+    ("reproduce-schedule-nested-deep", REPRO + "done --schedule sched-deep.json", "not valid JSON", True),
+    ("reproduce-schedule-budget-list", REPRO + "done --schedule sched-budget-list.json --target-rate 30", "budget must be an object", True),
+    ("reproduce-schedule-loop-rounds-string", REPRO + "done --schedule sched-loop-rounds.json --max-drop 1", "closed_loop max_rounds", True),
+    ("reproduce-schedule-densities-list", REPRO + "done --schedule sched-densities-list.json --density 0.5", "densities must be an object", True),
+    ("reproduce-schedule-matches-no-layer", REPRO + "done --schedule sched-none-match.json", "nosuchlayer", True),
+    ("compress-schedule-huge-target-rate", COMPRESS + "fresh --schedule sched-big-target.json", "budget.target_rate is too large", True),
+    ("compress-schedule-huge-max-drop", COMPRESS + "fresh --schedule sched-big-loop.json", "closed_loop max_drop_pp is too large", True),
+    ("compress-schedule-huge-lr-factor", COMPRESS + "fresh --schedule sched-big-lr.json", "lr_factor is too large", True),
+    ("compress-schedule-huge-density", COMPRESS + "fresh --schedule sched-big-density.json", "is too large", True),
+    ("compress-schedule-nan", COMPRESS + "fresh --schedule sched-nan.json", "lr_factor must be a finite number", True),
+    # seeds, when parsed
+    ("reproduce-seed-negative", "reproduce lenet-300-100 --seed -5", "--seed", False),
+    ("reproduce-seed-0", "reproduce lenet-300-100 --seed 0", "--seed", False),
+    ("reproduce-seed-2^31", "reproduce lenet-300-100 --seed 2147483648", "--seed", False),
+    ("reproduce-seed-huge", "reproduce lenet-300-100 --seed " + HUGE, "--seed", False),
+    ("reproduce-seeds-101", "reproduce lenet-300-100 --seeds 101", "--seeds", False),
+    ("reproduce-seeds-10^20", "reproduce lenet-300-100 --seeds 100000000000000000000", "--seeds", False),
+    ("reproduce-last-seed-too-large", REPRO + "fresh --seed 2147483647 --seeds 2", "above Caffe's largest seed", True),
+    ("compress-seed-negative", "compress --solver S.prototxt --weights Q.caffemodel --seed -5", "--seed", False),
+    ("train-seed-negative", "train lenet-5 --seed -1", "--seed", False),
+    ("storage-seed-negative", "storage alexnet --seed -1", "--seed", False),
+    # weights against the net, before anything is written
+    ("reproduce-weights-mismatched", REPRO + "done --weights Q.caffemodel", "Q.caffemodel", True),
+    ("reproduce-weights-garbage", REPRO + "done --weights G.caffemodel", "G.caffemodel", True),
+    ("reproduce-weights-symlink-loop", REPRO + "fresh --weights loop.caffemodel", "symlink loop", True),
+    ("compress-weights-mismatched", "compress --solver U-solver.prototxt --weights Q.caffemodel --out fresh",
+     "Q.caffemodel", True),
+    # a net with nothing to prune, a rate its sizes cannot reach, data that is not there
+    ("compress-no-prunable-layer", "compress --solver NP-solver.prototxt --weights U.caffemodel --out fresh",
+     "no prunable layer", True),
+    ("compress-no-prunable-layer-with-schedule",
+     "compress --solver NP-solver.prototxt --weights U.caffemodel --schedule sched-bool.json --out fresh",
+     "no prunable layer", True),
+    ("reproduce-target-rate-out-of-reach", REPRO + "done --target-rate 1e9", "out of reach", True),
+    ("compress-target-rate-out-of-reach", COMPRESS + "fresh --target-rate 1e9", "out of reach", True),
+    ("reproduce-idx-without-files", REPRO + "fresh --idx dir", "no train-images-idx3-ubyte", True),
+    # decode --verify: every check before the output is replaced
+    ("decode-verify-missing", "decode GOOD.dcz -o OLD.caffemodel --verify missing.caffemodel", "no such caffemodel",
+     False),
+    ("decode-verify-garbage", "decode GOOD.dcz -o OLD.caffemodel --verify G.caffemodel", "G.caffemodel", False),
+    ("decode-verify-mismatched", "decode GOOD.dcz -o OLD.caffemodel --verify Q.caffemodel", "not bit-identical",
+     False),
+    ("decode-verify-symlink-loop", "decode GOOD.dcz -o OLD.caffemodel --verify loop.caffemodel", "symlink loop",
+     False),
+    ("decode-symlink-loop", "decode loop.dcz -o X.caffemodel", "symlink loop", False),
+]
+
+
+def _tree(d):
+    """Every file's bytes and every folder under ``d``: a refused run may not even make an empty folder."""
+    out = _snapshot(d)
+    for root, dirs, _ in os.walk(d):
+        for n in dirs:
+            out[os.path.relpath(os.path.join(root, n), d) + "/"] = None
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_run_work():
+    d = tempfile.mkdtemp(prefix="caffe-dc-one-run.")
+    try:
+        make_inputs_plain(d)
+        make_one_run_inputs(d)
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def make_inputs_plain(d):
+    """``make_inputs`` without its read-only folder (these cases run as whoever runs the tests)."""
+    make_inputs(d)
+    os.chmod(os.path.join(d, "ro"), 0o755)
+    shutil.rmtree(os.path.join(d, "ro"))
+
+
+@pytest.mark.parametrize("case", ONE_RUN_CASES, ids=[c[0] for c in ONE_RUN_CASES])
+def test_one_run_refusals_touch_nothing(one_run_work, case):
+    _, command, fragment, needs_caffe = case
+    if needs_caffe and not HAVE_CAFFE:
+        pytest.skip("needs pycaffe")
+    before = _tree(one_run_work)
+    p = run_case(command.split(), one_run_work)
+    after = _tree(one_run_work)
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and fragment in lines[0], p.stderr
+    assert after == before, sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

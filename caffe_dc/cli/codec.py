@@ -261,23 +261,27 @@ def cmd_decode(p):
 
     def run(args):
         from caffe_dc.codec import frontend
+        from caffe_dc.base.fileio import atomic_path
         from caffe_dc.codec.caffemodel import load_params, save_params
 
         out = _out_path(args.out, args.blob, ".caffemodel")
-        check_outputs([args.blob, args.verify if isinstance(args.verify, str) else None], files=[out])
+        reference = args.verify if isinstance(args.verify, str) else None
+        check_outputs([args.blob, reference], files=[out])
         params, stats, meta = frontend.decode_bytes(frontend.read_blob(args.blob), args.max_weights)
-        save_params(params, out, name=meta.get("net") or "caffe-dc")
+        # Every check before the output is replaced: a failed --verify leaves an earlier file as it was.
+        if reference:
+            ref = {k: v for k, v in load_params(reference).items() if not is_helper(k)}
+            against_ref = frontend.verify_equal(ref, params, "decoded vs %s" % reference)
+        with atomic_path(out) as tmp:
+            save_params(params, tmp, name=meta.get("net") or "caffe-dc")
+            if args.verify:
+                read_back = frontend.verify_equal(params, load_params(tmp), out)
         n = sum(b.size for lp in params.values() for b in lp.blobs)
         print("decoded %s: %d layers, %d values -> %s" % (args.blob, len(params), n, out))
         if args.verify:
-            back = load_params(out)
-            checked = frontend.verify_equal(params, back, out)
-            print("verify: %s reads back bit-identical to the blob (%d values)" % (out, checked))
-            if isinstance(args.verify, str):
-                ref = load_params(args.verify)
-                ref = {k: v for k, v in ref.items() if not is_helper(k)}
-                checked = frontend.verify_equal(ref, params, "decoded vs %s" % args.verify)
-                print("verify: bit-identical to %s (%d values)" % (args.verify, checked))
+            print("verify: %s reads back bit-identical to the blob (%d values)" % (out, read_back))
+        if reference:
+            print("verify: bit-identical to %s (%d values)" % (reference, against_ref))
         return 0
     return run
 
