@@ -40,7 +40,7 @@ from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
 from caffe_dc.pipeline.stage_table import STAGES, NAMES, Stage
 from caffe_dc.pycaffe import datasets, nets, solving, validate
 from caffe_dc.codec.net_shapes import check_params
-from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto
+from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, load_solver_proto, save_net_proto
 from caffe_dc.stages.run import Run, RunOptions
 
 IMAGENET_NETS = ("alexnet", "vgg16")
@@ -119,13 +119,12 @@ class Pipeline:
         self.lock: Optional[runlock.RunLock] = None
         self._checked: Optional[Checked] = None
 
-    def _source(self):
-        """(net source, data plan or None, data info, preset) for the options: the user's net, ImageNet, or
-        MNIST-format data (planned: checked, its LMDBs not yet written)."""
+    def _net(self):
+        """(net, preset): the user's net on its own LMDBs, or one of the paper's as shipped (its layers and
+        solver, not yet bound to data: the schedule is checked before any data is read)."""
         o = self.opts
         if o.solver:
-            src = nets.user_source(o.solver, o.test_lmdb)
-            return src, None, src.info, "custom"
+            return nets.user_source(o.solver, o.test_lmdb), "custom"
         spec = nets.get(o.net)
         preset = o.preset
         if preset != "full":
@@ -133,34 +132,44 @@ class Pipeline:
                 schedules.builtin(spec.name, preset)
             except InputError:   # e.g. no quick preset for an ImageNet net
                 preset = "full"
-        if spec.name in IMAGENET_NETS:
+        return nets.NetSource(spec.name, load_net_proto(spec.train_val), None, load_solver_proto(spec.solver), None,
+                              paper=True), preset
+
+    def _data(self, net):
+        """(net source, data plan or None, data info): a paper net bound to ImageNet LMDBs or to MNIST-format
+        data (planned: checked, its LMDBs not yet written); a user's net as it is."""
+        o = self.opts
+        if o.solver:
+            return net, None, net.info
+        if net.name in IMAGENET_NETS:
             if not (o.imagenet_train and o.imagenet_val and o.weights):
                 raise InputError("reproduce %s needs --imagenet-train LMDB --imagenet-val LMDB --weights REF.caffemodel "
                                  "(no ImageNet here? `caffe-dc storage %s` reproduces the storage figures)"
-                                 % (spec.name, spec.name))
+                                 % (net.name, net.name))
             info = datasets.imagenet(o.imagenet_train, o.imagenet_val, o.batch, o.test_batch, o.crop)
-            return nets.registry_source(spec.name, info), None, info, preset
+            return nets.registry_source(net.name, info), None, info
         d = o.data
         data = datasets.plan(data=d.data, name=d.name, idx_dir=d.idx, download=d.download, out_root=d.data_root,
                              quiet=True, limit=d.limit, val=d.val)
-        return nets.registry_source(spec.name, data.info, planned=True), data, data.info, preset
+        return nets.registry_source(net.name, data.info, planned=True), data, data.info
 
     def check(self) -> Checked:
-        """Everything that can be checked without training, with nothing written: the data, the net (at
-        least one prunable layer), the schedule with the command line's overrides, the weights against the
-        net, a target rate against what the net's sizes allow. A refused run leaves every file as it was."""
+        """Everything that can be checked without training, with nothing written: the net (at least one
+        prunable layer), the schedule with the command line's overrides, the data, the weights against
+        the net, a target rate against what the net's sizes allow. A refused run leaves every file as it was."""
         if self._checked is not None:
             return self._checked
-        src, data, info, preset = self._source()
-        if not src.layer_types():
+        net, preset = self._net()
+        if not net.layer_types():
             raise InputError("%s has no prunable layer (%s): nothing to compress"
-                             % (src.name, ", ".join(layer_policy.PRUNABLE_TYPES)))
+                             % (net.name, ", ".join(layer_policy.PRUNABLE_TYPES)))
         o = self.opts
-        path = o.schedule if (o.schedule or o.solver) else schedules.builtin(src.name, preset)
-        sch, where, doc = resolve_schedule(src, path, o)
+        path = o.schedule if (o.schedule or o.solver) else schedules.builtin(net.name, preset)
+        sch, where, doc = resolve_schedule(net, path, o)
         if not sch.budget and not sch.densities:
             raise InputError("%s prunes no layer (its densities match none of %s)"
-                             % (where, ", ".join(src.layer_types())))
+                             % (where, ", ".join(net.layer_types())))
+        src, data, info = self._data(net)
         shapes = validate.data_shapes(src.train_val, data.image_shape if data else None)
         if o.weights:
             check_params(shapes, load_params(o.weights), o.weights)
