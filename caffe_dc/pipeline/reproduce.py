@@ -170,7 +170,10 @@ class Pipeline:
             raise InputError("%s prunes no layer (its densities match none of %s)"
                              % (where, ", ".join(net.layer_types())))
         src, data, info = self._data(net)
-        shapes = validate.data_shapes(src.train_val, data.image_shape if data else None)
+        # the Data layers read as Input layers of the records' shape: Caffe need not open an LMDB (its
+        # lock file would change) nor the planned ones exist
+        shapes = validate.data_shapes(src.train_val,
+                                      data.image_shape if data else datasets.datum_shape(info.train_lmdb))
         if o.weights:
             check_params(shapes, load_params(o.weights), o.weights)
         target = (sch.budget or {}).get("target_rate")
