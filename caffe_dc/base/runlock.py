@@ -41,6 +41,9 @@ class RunLock:
             os.close(self._fd)   # closing the only descriptor drops the flock
             self._fd = None
 
+    def __del__(self) -> None:   # a run that never reached ``release`` (an exception in its checks)
+        self.release()
+
     def __enter__(self) -> "RunLock":
         return self
 
