@@ -387,12 +387,12 @@ ONE_RUN_DONE = {   # a finished run's folder: no refused run may change a byte o
 
 
 def _tiny_net(d, name, body):
-    """A solver and train_val of one's own reading 1x4x4 LMDBs (``compress``)."""
+    """A solver and train_val of one's own reading 1x4x4 LMDBs beside them (``compress``)."""
     tv = ('name: "%s"\n' % name +
           'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }\n'
-          '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % os.path.join(d, "u_train") +
+          '  data_param { source: "u_train" batch_size: 4 backend: LMDB } }\n'
           'layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }\n'
-          '  data_param { source: "%s" batch_size: 4 backend: LMDB } }\n' % os.path.join(d, "u_val") + body +
+          '  data_param { source: "u_val" batch_size: 4 backend: LMDB } }\n' + body +
           'layer { name: "acc" type: "Accuracy" bottom: "out" bottom: "label" top: "acc" include { phase: TEST } }\n'
           'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }\n')
     with open(os.path.join(d, "%s.prototxt" % name), "w") as f:

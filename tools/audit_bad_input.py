@@ -1,5 +1,7 @@
-"""Audit of bad input through the real CLI (issue 12): about 400 cases, each must end with exit
-status 2, one line on stderr, no traceback, no Caffe abort, no hang, and its inputs unchanged.
+"""Audit of bad input through the real CLI (issues 12 and 30): about 700 cases, each must end with exit
+status 2, one line on stderr, no traceback, no Caffe abort, no hang, its inputs unchanged and nothing
+new left behind (no partial run folder, no empty folder); a few inputs that used to crash must now be
+accepted (exit 0).
 
     CAFFE_DC_NO_BUILD=1 ./dc dev python3 /src/tools/audit_bad_input.py [OUT.json]
 
@@ -134,11 +136,15 @@ def _env():
 
 
 def snapshot(d):
+    """Every file's bytes (a symlink's target) and every folder (``None``) under ``d``."""
     out = {}
-    for dp, _, fn in os.walk(d):
+    for dp, dn, fn in os.walk(d):
         for n in fn:
             f = os.path.join(dp, n)
             out[os.path.relpath(f, d)] = os.readlink(f) if os.path.islink(f) else open(f, "rb").read()
+        for n in dn:
+            out[os.path.relpath(os.path.join(dp, n), d) + "/"] = os.readlink(os.path.join(dp, n)) \
+                if os.path.islink(os.path.join(dp, n)) else None
     return out
 
 
@@ -302,7 +308,9 @@ def main():
     todo = cases()
     results = []
     t0 = time.time()
-    for i, (cmd, demote) in enumerate(todo):
+    for i, case in enumerate(todo):
+        cmd, demote = case[:2]
+        expect = case[2] if len(case) > 2 else 2
         fresh()
         before = snapshot(WORK)
         argv = shlex.split(cmd)
@@ -317,36 +325,49 @@ def main():
             rc, err = "timeout", (e.stderr or b"").decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         after = snapshot(WORK)
         changed = sorted(k for k, v in before.items() if after.get(k) != v)
+        # what a refused command left behind: a half-made run folder, data, even an empty folder
+        new = sorted(k for k in after if k not in before) if rc != 0 else []
         lines = [l for l in err.splitlines() if l.strip()]
-        res = {"cmd": cmd, "demote": demote, "rc": rc, "seconds": round(time.time() - t, 2), "changed": changed,
-               "traceback": "Traceback" in err, "abort": rc in (134, -6),
-               "lines": len(lines), "first": lines[0][:300] if lines else ""}
+        res = {"cmd": cmd, "demote": demote, "expect": expect, "rc": rc, "seconds": round(time.time() - t, 2),
+               "changed": changed, "new": new, "traceback": "Traceback" in err, "abort": rc in (134, -6),
+               "silent": rc not in (0, "timeout") and not lines, "lines": len(lines),
+               "first": lines[0][:300] if lines else ""}
         results.append(res)
         flag = []
         if changed:
             flag.append("OVERWROTE %s" % changed)
+        if new:
+            flag.append("LEFT %s" % new[:5])
+        if res["silent"]:
+            flag.append("SILENT")
         if res["traceback"]:
             flag.append("TRACEBACK")
         if res["abort"]:
             flag.append("ABORT")
         if rc == "timeout":
             flag.append("HANG")
-        if rc == 0:
+        if rc == 0 and expect != 0:
             flag.append("ACCEPTED")
-        elif rc != 2 and not flag:
+        elif rc != expect and not flag:
             flag.append("RC=%s" % rc)
-        if rc not in (0, "timeout") and len(lines) != 1:
+        if rc not in (0, "timeout") and lines and len(lines) != 1:
             flag.append("LINES=%d" % len(lines))
         print("%3d %-6s %5.1fs %s%s" % (i, rc, res["seconds"], cmd, ("   <-- " + " ".join(flag)) if flag else ""),
               flush=True)
+    refusals = [r for r in results if r["expect"] == 2]
     summary = {
         "cases": len(results),
-        "overwritten_inputs": sum(bool(r["changed"]) for r in results),
+        "changed_inputs": sum(bool(r["changed"]) for r in results),
+        "partial_folders": sum(bool(r["new"]) for r in results),
+        "silent_exits": sum(r["silent"] for r in results),
         "tracebacks": sum(r["traceback"] for r in results),
         "caffe_aborts": sum(r["abort"] for r in results),
         "hangs": sum(r["rc"] == "timeout" for r in results),
-        "exit_2_one_line": sum(r["rc"] == 2 and r["lines"] == 1 for r in results),
-        "exit_0": sum(r["rc"] == 0 for r in results),
+        "exit_2_one_line": sum(r["rc"] == 2 and r["lines"] == 1 for r in refusals),
+        "refusals": len(refusals),
+        "accepted_as_expected": sum(r["rc"] == 0 for r in results if r["expect"] == 0),
+        "must_be_accepted": len(results) - len(refusals),
+        "exit_0_refusal_expected": sum(r["rc"] == 0 for r in refusals),
         "other": sum(r["rc"] not in (0, 2, "timeout") for r in results),
         "seconds": round(time.time() - t0, 1),
     }
@@ -354,7 +375,10 @@ def main():
     with open(out_json, "w") as f:
         json.dump({"summary": summary, "results": results}, f, indent=1)
     print("wrote %s" % out_json)
-    return 0 if summary["exit_2_one_line"] == summary["cases"] and not summary["overwritten_inputs"] else 1
+    ok = (summary["exit_2_one_line"] == summary["refusals"] and summary["accepted_as_expected"] == summary["must_be_accepted"]
+          and not (summary["changed_inputs"] or summary["partial_folders"] or summary["silent_exits"]
+                   or summary["tracebacks"]))
+    return 0 if ok else 1
 
 
 
@@ -389,3 +413,72 @@ def cases():
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run per run folder (issue 30): reproduce and compress refuse before anything is written, into a
+# finished run's folder (``done/``) or one not yet made (``fresh``); every number of a schedule file goes
+# through one checked conversion; seeds are checked when parsed; decode --verify checks before it replaces
+# ``OLD.caffemodel``; a symlink loop is named as one. The inputs and the test suite's cases are declared
+# once, in tests/test_bad_input.py; here they run again with more variants. bench-sparse must accept
+# every record kind decode accepts (expected exit 0).
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import test_bad_input as one_run  # noqa: E402
+from test_sparse_bench import _record  # noqa: E402
+
+_build_before_30, _cases_before_30 = build, cases
+RECORDS = [(k, s) for k in ("quantized", "raw", "quantized-raw") for s in ((), (5,), (3, 4), (2, 3, 2, 2))]
+
+
+def _record_name(kind, shape):
+    return "rec-%s-%s.dcz" % (kind, "x".join(map(str, shape)) or "scalar")
+
+
+def build():
+    _build_before_30()
+    one_run.make_one_run_inputs(PRISTINE)
+    os.symlink("loop.net", os.path.join(PRISTINE, "loop.net"))
+    for kind, shape in RECORDS:
+        with open(os.path.join(PRISTINE, _record_name(kind, shape)), "wb") as f:
+            f.write(_record(kind, shape)[0])
+
+
+def cases():
+    c = _cases_before_30()
+    for _, cmd, _, _ in one_run.ONE_RUN_CASES:
+        c.append((cmd, False))
+    heads = [one_run.REPRO + "done", one_run.REPRO + "fresh", one_run.COMPRESS + "done", one_run.COMPRESS + "fresh"]
+    for name in one_run.ONE_RUN_SCHEDULES:
+        for head in heads:
+            c.append(("%s --schedule sched-%s" % (head, name), False))
+    for head in heads:
+        for v in ("1e9", "1e300", "1e308"):
+            c.append(("%s --target-rate %s" % (head, v), False))
+    for v in ("-5", "-1", "0", "2147483648", one_run.HUGE, "x", "1.5", "nan"):
+        c.append(("reproduce lenet-300-100 --seed %s" % v, False))
+        c.append(("compress --solver U-solver.prototxt --weights U.caffemodel --seed %s" % v, False))
+        c.append(("train lenet-5 --seed %s" % v, False))
+        c.append(("quantize lenet-5 Q.caffemodel --seed %s" % v, False))
+        c.append(("bench-sparse --seed %s" % v, False))
+    for v in ("0", "-1", "101", "1000", "100000000000000000000", "x"):
+        c.append(("reproduce lenet-300-100 --seeds %s" % v, False))
+    c.append((one_run.REPRO + "fresh --seed 2147483600 --seeds 100", False))
+    for w in ("Q", "G", "h40", "h28", "trunc", "empty", "text", "mismatch", "loop", "missing"):
+        for out in ("done", "fresh"):
+            c.append((one_run.REPRO + "%s --weights %s.caffemodel" % (out, w), False))
+        c.append(("compress --solver U-solver.prototxt --weights %s.caffemodel --out fresh" % w, False))
+        c.append(("decode GOOD.dcz -o OLD.caffemodel --verify %s.caffemodel" % w, False))
+    for solver in ("NP-solver.prototxt",):
+        for extra in ("", "--schedule sched-bool.json", "--target-rate 30", "--max-drop 1"):
+            c.append(("compress --solver %s --weights U.caffemodel --out fresh %s" % (solver, extra), False))
+    for idx in ("dir", "F", "missing", "loop.dcz"):
+        c.append((one_run.REPRO + "fresh --idx %s" % idx, False))
+    for cmd in ("encode D.prototxt loop.caffemodel -o X.dcz", "inspect loop.dcz", "decode loop.dcz -o X.caffemodel",
+                "bench-sparse --blob loop.dcz --out bs", "storage alexnet --weights loop.caffemodel --out so",
+                "export-net D.prototxt loop.caffemodel -o X.net", "import-net D.prototxt loop.net -o X.caffemodel",
+                "prune lenet-5 loop.caffemodel", "quantize lenet-5 loop.caffemodel",
+                "compress --solver loop.caffemodel --weights U.caffemodel"):
+        c.append((cmd, False))
+    for kind, shape in RECORDS:   # accepted: each is timed
+        c.append(("bench-sparse --blob %s --batches 1 --min-time 0 --out bs" % _record_name(kind, shape), False, 0))
+    return c
