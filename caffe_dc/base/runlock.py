@@ -51,8 +51,9 @@ class RunLock:
         self.release()
 
 
-def acquire(folder: str, command: str) -> RunLock:
-    """Lock ``folder`` (made if missing) for this process, or raise ``InputError`` naming who holds it."""
+def acquire(folder: str, command: str, wait: bool = False) -> RunLock:
+    """Lock ``folder`` (made if missing) for this process, or raise ``InputError`` naming who holds it;
+    ``wait``: block until the holder is done instead (a shared cache that the next holder reuses)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
     try:
@@ -60,7 +61,7 @@ def acquire(folder: str, command: str) -> RunLock:
     except OSError as e:
         raise InputError("cannot lock the run folder %s: %s" % (folder, e.strerror or e))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except OSError as e:
         os.close(fd)
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
