@@ -159,12 +159,12 @@ def _record(kind, shape):
 def test_every_record_that_decode_accepts_is_benchmarked(tmp_path, kind, shape):
     """A scalar raw blob died with an IndexError (issue 30): every kind and rank decode reads is timed, as
     the (outputs, inputs) matrix Caffe reads the weights as."""
-    from caffe_dc.stages import encode as encoding
+    from caffe_dc.codec import frontend
 
     data, weights = _record(kind, shape)
     path = tmp_path / "r.dcz"
     path.write_bytes(data)
-    params, _, _ = encoding.decode_bytes(data)
+    params, _, _ = frontend.decode_bytes(data)
     assert np.array_equal(params["ip1"].blobs[0], weights)
     (case,) = sparse_bench.cases_from_blob(str(path))
     assert case.weights.ndim == 2 and case.weights.shape[0] == (shape[0] if shape else 1)

@@ -10,7 +10,6 @@ is the user's to measure.
 from __future__ import annotations
 
 import enum
-import os
 from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
