@@ -186,13 +186,13 @@ class Pipeline:
         return self._checked
 
     def prepare(self) -> Run:
-        """Check the run (``check``), then make its data, lock its folder (``base.runlock``; a run into a
-        folder another run holds is refused), and write the nets and schedule it runs with."""
+        """Check the run (``check``), then lock its folder (``base.runlock``: a run into a folder another run
+        holds is refused at once), make its data, and write the nets and schedule it runs with."""
         c = self.check()
-        if c.data is not None:
-            c.data.write()
         self.run_dir = c.run_dir
         self.lock = runlock.acquire(self.run_dir, self.command)
+        if c.data is not None:
+            c.data.write()
         self._load_state()
         r = Run(opts=self.opts, src=c.src, info=c.info, preset=c.preset, declared=c.schedule, declared_doc=c.doc,
                 schedule_source=c.where, run_dir=self.run_dir, command=self.command, snapshot_every=c.snapshot_every,
