@@ -397,3 +397,38 @@ def test_lenet5_defaults_to_the_validation_split(tiny, tmp_path):
     assert [l["name"] for l in doc["layers"]] == ["conv1", "ip2"]
     d, proto, tiny_model, lmdb = tiny
     assert_clean_error(run_cli("sensitivity", proto, tiny_model, "-o", tmp_path / "x"), "--lmdb")
+
+
+# ---------------------------------------------------------------- a target rate the net's sizes cannot reach (issue 30)
+
+def test_rate_ceiling_counts_what_no_pruning_removes():
+    shapes = {"ip1": [(10, 100), (10,)], "conv1": [(2, 1, 1, 2)], "bn": [(10,), (10,), (1,)]}
+    types = {"ip1": "InnerProduct", "conv1": "Convolution"}
+    # ip1: a 5-bit codebook (32 floats) and its 10 biases; conv1: its 4 values raw beat an 8-bit codebook;
+    # the BatchNorm's 21 values raw
+    floor = 32 * (32 + 10) + 32 * 4 + 32 * 21
+    assert sens.rate_ceiling(shapes, types, {}) == pytest.approx(32 * (1010 + 4 + 21) / floor)
+    assert sens.rate_ceiling(shapes, types, {"ip1": 2}) == pytest.approx(32 * 1035 / (32 * (4 + 10 + 4 + 21)))
+    sens.check_reachable(15.0, shapes, types, {})   # 15.4x at most
+    with pytest.raises(InputError, match="out of reach"):
+        sens.check_reachable(16.0, shapes, types, {})
+
+
+def test_no_encoded_file_passes_the_ceiling():
+    """The encoder's own file, pruned as far as it goes (one weight a layer), stays below the ceiling."""
+    from caffe_dc.base.params import LayerParams
+    from caffe_dc.codec import frontend
+
+    rng = np.random.RandomState(0)
+    params = {"ip1": LayerParams("InnerProduct", [rng.randn(300, 784).astype(np.float32),
+                                                  rng.randn(300).astype(np.float32)]),
+              "ip2": LayerParams("InnerProduct", [rng.randn(10, 300).astype(np.float32),
+                                                  rng.randn(10).astype(np.float32)])}
+    shapes = {n: [b.shape for b in lp.blobs] for n, lp in params.items()}
+    types = {n: lp.type for n, lp in params.items()}
+    for bits in (1, 4):
+        q = frontend.post_hoc(params, None, density={"ip1": 1 / 235200, "ip2": 1 / 3000},
+                              bits={"ip1": bits, "ip2": bits})
+        data, stats = frontend.encode_params(q, None, meta={})
+        rate = stats.totals()["original_bits"] / 8.0 / len(data)
+        assert rate < sens.rate_ceiling(shapes, types, {"ip1": bits, "ip2": bits})
