@@ -411,9 +411,6 @@ def cases():
     return c
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ---------------------------------------------------------------------------------------------------------
 # One run per run folder (issue 30): reproduce and compress refuse before anything is written, into a
@@ -482,3 +479,7 @@ def cases():
     for kind, shape in RECORDS:   # accepted: each is timed
         c.append(("bench-sparse --blob %s --batches 1 --min-time 0 --out bs" % _record_name(kind, shape), False, 0))
     return c
+
+
+if __name__ == "__main__":
+    sys.exit(main())
