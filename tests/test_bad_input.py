@@ -441,7 +441,7 @@ def make_one_run_inputs(d):
         _tiny_net(d, "NP", 'layer { name: "flat" type: "Flatten" bottom: "data" top: "out" }\n')
 
 
-REPRO = "reproduce lenet-300-100 --data-root data --out "
+REPRO = "reproduce lenet-300-100 --data fashion-mnist --data-root data --out "   # offline data, as the image has it
 COMPRESS = "compress --solver U-solver.prototxt --weights U.caffemodel --out "
 ONE_RUN_CASES = [
     # schedule numbers, through reproduce (into a finished folder) and compress (into a fresh one)
@@ -490,7 +490,8 @@ ONE_RUN_CASES = [
      "no prunable layer", True),
     ("reproduce-target-rate-out-of-reach", REPRO + "done --target-rate 1e9", "out of reach", True),
     ("compress-target-rate-out-of-reach", COMPRESS + "fresh --target-rate 1e9", "out of reach", True),
-    ("reproduce-idx-without-files", REPRO + "fresh --idx dir", "no train-images-idx3-ubyte", True),
+    ("reproduce-idx-without-files", "reproduce lenet-300-100 --data-root data --out fresh --idx dir",
+     "no train-images-idx3-ubyte", True),
     # decode --verify: every check before the output is replaced
     ("decode-verify-missing", "decode GOOD.dcz -o OLD.caffemodel --verify missing.caffemodel", "no such caffemodel",
      False),

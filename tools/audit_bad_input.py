@@ -469,7 +469,7 @@ def cases():
         for extra in ("", "--schedule sched-bool.json", "--target-rate 30", "--max-drop 1"):
             c.append(("compress --solver %s --weights U.caffemodel --out fresh %s" % (solver, extra), False))
     for idx in ("dir", "F", "missing", "loop.dcz"):
-        c.append((one_run.REPRO + "fresh --idx %s" % idx, False))
+        c.append(("reproduce lenet-300-100 --data-root data --out fresh --idx %s" % idx, False))
     for cmd in ("encode D.prototxt loop.caffemodel -o X.dcz", "inspect loop.dcz", "decode loop.dcz -o X.caffemodel",
                 "bench-sparse --blob loop.dcz --out bs", "storage alexnet --weights loop.caffemodel --out so",
                 "export-net D.prototxt loop.caffemodel -o X.net", "import-net D.prototxt loop.net -o X.caffemodel",
