@@ -451,10 +451,11 @@ def cases():
     for head in heads:
         for v in ("1e9", "1e300", "1e308"):
             c.append(("%s --target-rate %s" % (head, v), False))
-    for v in ("-5", "-1", "0", "2147483648", one_run.HUGE, "x", "1.5", "nan"):
+    for v in ("-5", "-1", "0", "2147483648", one_run.HUGE, "x", "1.5", "nan"):    # Caffe's seeds: 1..2^31-1
         c.append(("reproduce lenet-300-100 --seed %s" % v, False))
         c.append(("compress --solver U-solver.prototxt --weights U.caffemodel --seed %s" % v, False))
         c.append(("train lenet-5 --seed %s" % v, False))
+    for v in ("-5", "-1", "4294967296", one_run.HUGE, "x", "1.5", "nan"):          # numpy's: 0..2^32-1
         c.append(("quantize lenet-5 Q.caffemodel --seed %s" % v, False))
         c.append(("bench-sparse --seed %s" % v, False))
     for v in ("0", "-1", "101", "1000", "100000000000000000000", "x"):
