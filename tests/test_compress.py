@@ -184,13 +184,15 @@ def test_killed_fine_tuning_resumes_to_the_same_model(custom_net, compressed, tm
 
     root, solver, ref, test, sched = custom_net
     opts = RunOptions(solver=solver, test_lmdb=test, weights=ref, schedule=sched, out=str(tmp_path / "run"))
-    calls = killed_in_chunk(monkeypatch, 6)   # prune 2 x (4 + 2), then fine-tuning 4 + 2: the sixth piece
+    # prune 2 x (4 + 2); the fine-tuning's 6 iterations go in one-iteration pieces (it keeps its best of
+    # evenly spaced evaluations), snapshotted at 4: killed in its fifth piece, after that snapshot
+    calls = killed_in_chunk(monkeypatch, 4 + 5)
     with pytest.raises(KeyboardInterrupt):
         Pipeline(opts, progress=False).run()
     assert calls[-1] == "quantize"
     assert os.path.isfile(str(tmp_path / "run" / "quantize" / "retrain" / "snap_iter_4.solverstate"))
     Pipeline(opts, progress=False).run()
-    assert calls[6:] == ["quantize"]
+    assert calls[9:] == ["quantize", "quantize"]     # pieces 5 and 6 again, from the snapshot
     for f in ("quantize/quantized.caffemodel", "model.dcz"):
         with open(str(compressed[0] / f), "rb") as a, open(str(tmp_path / "run" / f), "rb") as b:
             assert a.read() == b.read(), f
