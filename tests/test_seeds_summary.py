@@ -70,6 +70,10 @@ def test_reference_and_control_rows_come_from_their_own_comparisons():
     assert s["no_loss_vs_control"] == sum(stats.no_loss(r["paired"]["control->compressed"]) for r in recs)
     assert s["compression"]["mean"] == pytest.approx(42.0) and s["compression"]["sd"] == pytest.approx(2.0)
     assert s["commits"] == ["c" * 40] and s["blas_kernels"] == ["Haswell"]
+    # each model's test error, recounted from the per-image correctness the records were made from
+    for k, name in (("reference", "reference"), ("control", "control"), ("compressed", "decode")):
+        want = [100.0 * (N - m[name].sum()) / N for m in ms]
+        assert s["test_error_pct"][k]["values"] == pytest.approx(want, abs=1e-9)
 
 
 def test_the_mean_over_seeds_from_counts_and_from_per_image_files(tmp_path):

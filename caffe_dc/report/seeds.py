@@ -77,11 +77,16 @@ def seed_row(m: Mapping, run: str, margin: Optional[float] = None) -> dict:
            "file_bytes": m["file_bytes"], "model_sha256": m.get("model_sha256"), "commit": env.get("git_commit"),
            "blas_kernel": env.get("blas_kernel"), "test_correct": m["final_test"]["correct"],
            "test_n": m["final_test"]["n"], "recorded_rule": "margin" if own else "before margins"}
+    # test error of each model, from the counts the record holds (the compressed one's, plus the changes)
+    right, n = m["final_test"]["correct"], m["final_test"]["n"]
+    errors = {"compressed": 100.0 * (n - right) / n}
     at = recorded_margin(m) if margin is None else margin
     for name, key, _ in COMPARISONS:
         if key in m["paired"]:
             c = m["paired"][key]
             row["vs_" + name] = _change(stats.compare(c["only_a"], c["only_b"], c["n"], margin=at))
+            errors[name] = 100.0 * (n - (right - c["only_b"] + c["only_a"])) / n
+    row["test_error_pct"] = errors
     return row
 
 
@@ -120,7 +125,10 @@ def summarize(records: Sequence[Mapping], runs: Sequence[str], command: str, net
            else 100 * margin, "seeds": [r["seed"] for r in rows], "runs": rows,
            "commits": sorted({r["commit"] for r in rows if r["commit"]}),
            "blas_kernels": sorted({r["blas_kernel"] for r in rows if r["blas_kernel"]}),
-           "compression": _spread([r["rate"] for r in rows])}
+           "compression": _spread([r["rate"] for r in rows]),
+           "test_error_pct": {k: _spread([r["test_error_pct"][k] for r in rows])
+                              for k in ("reference", "control", "compressed")
+                              if all(k in r["test_error_pct"] for r in rows)}}
     if len({r["test_n"] for r in rows}) != 1:
         raise ValueError("the seeds were tested on different numbers of images: %s"
                          % sorted({r["test_n"] for r in rows}))
@@ -195,6 +203,12 @@ def markdown(s: Mapping) -> str:
     missing = [r["seed"] for r in s["runs"] if r["seed"] not in s["per_image_files"]]
     lines += ["Over the %d seeds:" % n, "", "- rate: %.1fx ± %.1f (mean ± sd)" % (s["compression"]["mean"],
                                                                               s["compression"]["sd"])]
+    err = s.get("test_error_pct", {})
+    if err:
+        lines += ["- test error (mean ± sd): " + ", ".join(
+            "%s %.2f%% ± %.2f" % (label, err[k]["mean"], err[k]["sd"])
+            for k, label in (("reference", "reference"), ("control", "dense control"), ("compressed", "compressed"))
+            if k in err)]
     for name, label in (("reference", "the reference"), ("control", "the dense control")):
         o = s.get("over_seeds_vs_" + name)
         if "change_vs_%s_pp" % name not in s:
