@@ -113,6 +113,27 @@ def density_mask(w: np.ndarray, density: float, mask: Optional[np.ndarray] = Non
     return keep.reshape(w.shape)
 
 
+class PruningRule:
+    """Which of a blob's weights to keep at a target density; subclasses give ``name`` and ``mask``."""
+    name = ""
+
+    def mask(self, w: np.ndarray, density: float, mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """A bool array of ``w``'s shape, True = kept: ``keep_count(density, w.size)`` weights, or all of
+        ``mask``'s survivors if it keeps fewer, and none that ``mask`` (the previous round's) pruned."""
+        raise NotImplementedError
+
+
+class Magnitude(PruningRule):
+    """The largest |w| (``density_mask``): the paper's rule, at a density instead of a threshold."""
+    name = "magnitude"
+
+    def mask(self, w: np.ndarray, density: float, mask: Optional[np.ndarray] = None) -> np.ndarray:
+        return density_mask(w, density, mask)
+
+
+MAGNITUDE = Magnitude()
+
+
 def prune_in_place(w: np.ndarray, density: float) -> int:
     """Zero all but the ``density`` share of largest-|w| weights (``density_mask``); returns how many stay nonzero.
 

@@ -10,7 +10,8 @@ A record holds one blob of one layer, either
 * **quantized** (``QuantizedBlob``): float32 codebook of ``2**weight_bits``
   entries (entry 0 the reserved 0.0) and the integer code of every weight,
   stored as relative-index sparse entries (``sparse_format``) whose two
-  streams -- codes and gaps -- are canonical-Huffman coded (``huffman``);
+  streams -- codes and gaps -- are entropy coded (``entropy.Coder``:
+  canonical Huffman, ``huffman``, unless another coder is asked for);
   since format 1.1 also dense (``index_bits`` 0: every code up to the last
   kept weight, no gap stream), with the index width chosen per layer for
   the smallest record if asked (``index_bits`` None, ``choose_index_bits``),
@@ -38,9 +39,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from caffe_dc.codec import huffman
 from caffe_dc.codec import sparse_format
-from caffe_dc.base.errors import FormatError, InputError
+from caffe_dc.codec.entropy import DEFAULT_BLOCK, MAX_BLOCK, MAX_CODE_LEN, Coder, Stream
+from caffe_dc.codec.huffman import HUFFMAN
+from caffe_dc.base.errors import FormatError, InputError, InternalError
 from caffe_dc.base.limits import MAX_BITS  # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
 
 MAGIC = b"\x93CAFFEDC"
@@ -51,6 +53,9 @@ MAX_NDIM = 32                    # Caffe's kMaxBlobAxes
 MAX_HEADER = 1 << 20             # JSON header bytes (VGG-16's is ~2 KB): parsed, it stays a few MB at most
 MAX_NUMBER = 1000                # characters of a number in the header, checked before it is converted
 DEFAULT_MAX_WEIGHTS = 1 << 28    # decoded values per file (~2x VGG-16); raise it explicitly for more
+# The entropy coders a file may name (header "coder"); absent, it is Huffman, the format's.
+CODERS: Dict[str, Coder] = {HUFFMAN.name: HUFFMAN}
+DEFAULT_CODER = HUFFMAN.name
 _U32 = (1 << 32) - 1
 
 _FILE_HEAD = struct.Struct("<8sBBI")      # magic, major, minor, header length
@@ -161,19 +166,21 @@ def _frame(body: bytes) -> bytes:
     return head + body + _U32S.pack(zlib.crc32(body, zlib.crc32(head)) & _U32)
 
 
-def length_table(lengths) -> Tuple[bytes, bool]:
+def length_table(lengths, coder: Coder = HUFFMAN) -> Tuple[bytes, bool]:
     """A stream's stored code-length table, and whether it is the compact (format 1.1) kind.
 
     Plain: 4 bits per symbol (``sparse_format.pack_nibbles``). Compact: the
-    lengths Huffman-coded -- u16 payload bits, the 16 code lengths of the
+    lengths coded by ``coder`` -- u16 payload bits, the 16 code lengths of the
     length values 0..15 as nibbles, then the payload -- which wins on wide
     alphabets (8-bit codes, wide gap fields) where most lengths repeat or
     are 0. The shorter is written; plain on a tie.
     """
+    if np.size(lengths) and not 0 <= int(np.min(lengths)) <= int(np.max(lengths)) <= MAX_CODE_LEN:
+        raise InternalError("a code-length table outside 0..%d: the entropy coder is broken" % MAX_CODE_LEN)
     lengths = np.asarray(lengths, dtype=np.uint8)
     plain = sparse_format.pack_nibbles(lengths)
-    meta = huffman.code_lengths(np.bincount(lengths, minlength=_META), huffman.MAX_CODE_LEN)
-    st = huffman.encode(lengths, meta, max(1, lengths.size))
+    meta = coder.table(np.bincount(lengths, minlength=_META))
+    st = coder.encode(lengths, meta, max(1, lengths.size))
     if 2 + _META // 2 + len(st.payload) >= len(plain):
         return plain, False
     return _TABLE_BITS.pack(st.n_bits) + sparse_format.pack_nibbles(meta) + st.payload, True
@@ -188,7 +195,8 @@ def _check_bits(wb, ib, where: str) -> Tuple[int, Optional[int]]:
     return int(wb), None if ib is None else int(ib)
 
 
-def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tuple[bytes, RecordInfo, bool]:
+def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int,
+                      coder: Coder) -> Tuple[bytes, RecordInfo, bool]:
     """The record, its sizes, and whether it needs format 1.1 (a dense record or a compact table)."""
     where = "layer %r blob %d" % (b.name, b.blob)
     wb, ib = _check_bits(b.weight_bits, b.index_bits, where)
@@ -201,23 +209,23 @@ def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tupl
         raise InputError("%s: codebook[0] is %r, but entry 0 is reserved for pruned weights (0.0)" % (where, float(cb[0])))
     codes = as_codes(b.codes, k, where)
     if ib is None:
-        ib = choose_index_bits(codes, k, block_size)
+        ib = choose_index_bits(codes, k, block_size, coder)
     gaps, ecodes = sparse_format.to_entries(codes.ravel(), ib)
     n = int(gaps.size)
     code_counts = np.bincount(ecodes, minlength=k)
     fillers = int(code_counts[0])
-    cl = huffman.code_lengths(code_counts, huffman.MAX_CODE_LEN)
-    cs = huffman.encode(ecodes, cl, block_size)
+    cl = coder.table(code_counts)
+    cs = coder.encode(ecodes, cl, block_size)
     del ecodes
-    ctab, c_compact = length_table(cl)
+    ctab, c_compact = length_table(cl, coder)
     if ib:
         gap_counts = np.bincount(gaps, minlength=1 << ib)
-        gl = huffman.code_lengths(gap_counts, huffman.MAX_CODE_LEN)
-        gs = huffman.encode(gaps, gl, block_size)
-        gtab, g_compact = length_table(gl)
+        gl = coder.table(gap_counts)
+        gs = coder.encode(gaps, gl, block_size)
+        gtab, g_compact = length_table(gl, coder)
     else:   # dense: every position up to the last kept weight is an entry, all gaps 0: no gap stream
         gap_counts = np.array([n])
-        gs, gtab, g_compact = huffman.Stream(b"", 0, block_size, np.zeros(0, np.int64)), b"", False
+        gs, gtab, g_compact = Stream(b"", 0, block_size, np.zeros(0, np.int64)), b"", False
     del gaps
     if n > _U32 or max(cs.n_bits, gs.n_bits) > _U32:
         raise InputError("%s: %d entries are too many for the format's 32-bit counters" % (where, n))
@@ -237,12 +245,12 @@ def _encode_quantized(b: QuantizedBlob, layer_idx: int, block_size: int) -> Tupl
     return rec, info, ib == 0 or c_compact or g_compact
 
 
-def choose_index_bits(codes, k: int, block_size: int = huffman.DEFAULT_BLOCK) -> int:
+def choose_index_bits(codes, k: int, block_size: int = DEFAULT_BLOCK, coder: Coder = HUFFMAN) -> int:
     """The index width, 0..MAX_BITS (0: dense), whose record for ``codes`` is the smallest.
 
     Exact, without encoding: for each width the fillers and both streams'
-    histograms follow from the histogram of the raw gaps, and the Huffman
-    lengths give the payload bits; tables and block offsets are added as
+    histograms follow from the histogram of the raw gaps, and the coder's
+    tables give the payload bits; tables and block offsets are added as
     the writer would write them. Widths past the longest gap add nothing
     but table, so the search stops there. The first of equal sizes wins.
     """
@@ -261,9 +269,9 @@ def choose_index_bits(codes, k: int, block_size: int = huffman.DEFAULT_BLOCK) ->
     del raw
 
     def stream_bytes(counts, n):
-        lengths = huffman.code_lengths(counts, huffman.MAX_CODE_LEN)
-        bits = int((counts * lengths).sum())
-        return len(length_table(lengths)[0]) + (bits + 7) // 8 + 4 * max(0, -(-n // block_size) - 1)
+        lengths = coder.table(counts)
+        bits = coder.payload_bits(counts, lengths)
+        return len(length_table(lengths, coder)[0]) + (bits + 7) // 8 + 4 * max(0, -(-n // block_size) - 1)
 
     best = None
     for ib in range(min(MAX_BITS, int(g_val[-1]).bit_length()) + 1):
@@ -302,14 +310,14 @@ def _encode_raw(b: RawBlob, layer_idx: int) -> Tuple[bytes, RecordInfo]:
 
 
 def _encode_smaller(b: QuantizedBlob, layer_idx: int, block_size: int,
-                    raw_fallback: bool) -> Tuple[bytes, RecordInfo, int]:
+                    raw_fallback: bool, coder: Coder) -> Tuple[bytes, RecordInfo, int]:
     """A quantized blob's record, or (``raw_fallback``) its weights raw, kind 3, where that is smaller;
     and the minor version the record needs.
 
     The raw values are ``codebook[codes]`` in float32, so either record
     decodes to the same bits. On a tie the quantized record stays.
     """
-    rec, info, v11 = _encode_quantized(b, layer_idx, block_size)
+    rec, info, v11 = _encode_quantized(b, layer_idx, block_size, coder)
     if not raw_fallback or len(rec) <= raw_record_bytes(info.shape):
         return rec, info, int(v11)
     cb = np.asarray(b.codebook).astype(np.float32)
@@ -345,20 +353,26 @@ def _catalog(blobs: Sequence[Blob]) -> Tuple[List[dict], List[Blob]]:
     return list(layers.values()), sorted(blobs, key=lambda b: (order[b.name], int(b.blob)))
 
 
-def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
-          block_size: int = huffman.DEFAULT_BLOCK, raw_fallback: bool = True) -> Tuple[bytes, List[RecordInfo]]:
+def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None, block_size: int = DEFAULT_BLOCK,
+          raw_fallback: bool = True, coder: str = DEFAULT_CODER) -> Tuple[bytes, List[RecordInfo]]:
     """Serialise blobs into a ``.dcz`` file; returns the bytes and per-record sizes.
 
     ``raw_fallback`` (default): a quantized blob whose record would be larger
     than its values stored raw is stored raw (kind 3), so no record is larger
     than raw. False writes every ``QuantizedBlob`` as a quantized record
-    (the spec's worked examples, tests of that record's fields).
+    (the spec's worked examples, tests of that record's fields). ``coder``:
+    the name of the entropy coder in ``CODERS``; a file of any but Huffman
+    names its coder in the header.
     """
-    if not 1 <= int(block_size) <= huffman.MAX_BLOCK:
-        raise InputError("block_size must be in 1..%d" % huffman.MAX_BLOCK)
+    if not 1 <= int(block_size) <= MAX_BLOCK:
+        raise InputError("block_size must be in 1..%d" % MAX_BLOCK)
+    if coder not in CODERS:
+        raise InputError("no entropy coder %r (known: %s)" % (coder, ", ".join(sorted(CODERS))))
     layers, ordered = _catalog(blobs)
     header = {"format": FORMAT_NAME, "net": str(net), "layers": layers, "records": len(ordered),
               "meta": dict(meta or {})}
+    if coder != DEFAULT_CODER:
+        header["coder"] = coder
     for key, types in META_TYPES.items():
         if key in header["meta"] and not isinstance(header["meta"][key], types):
             raise InputError("meta %r must be %s" % (key, " or ".join(t.__name__ for t in types)))
@@ -373,7 +387,7 @@ def write(net: str, blobs: Sequence[Blob], meta: Optional[dict] = None,
     index = {l["name"]: i for i, l in enumerate(layers)}
     for b in ordered:
         if isinstance(b, QuantizedBlob):
-            rec, info, needs = _encode_smaller(b, index[b.name], int(block_size), raw_fallback)
+            rec, info, needs = _encode_smaller(b, index[b.name], int(block_size), raw_fallback, CODERS[coder])
         else:
             rec, info = _encode_raw(b, index[b.name])
             needs = 2 if b.quantized else 0
@@ -433,6 +447,10 @@ def _check_header(h, total_records_bytes: int) -> Tuple[List[dict], int]:
         raise FormatError("header 'format' is %r, expected %r" % (h.get("format"), FORMAT_NAME))
     if not isinstance(h.get("net"), str):
         raise FormatError("header 'net' must be a string")
+    coder = h.get("coder", DEFAULT_CODER)
+    if not isinstance(coder, str) or coder not in CODERS:
+        raise FormatError("header 'coder' is %r, an entropy coder this reader does not know (it knows %s)"
+                          % (coder, ", ".join(sorted(CODERS))))
     meta = h.get("meta", {})
     if not isinstance(meta, dict):
         raise FormatError("header 'meta' must be an object")
@@ -503,7 +521,7 @@ def read_header(data) -> Tuple[dict, int]:
 
 
 class _Pending(NamedTuple):
-    """A parsed, validated quantized record waiting for the joint Huffman passes."""
+    """A parsed, validated quantized record waiting for the joint decoding pass."""
     name: str
     type: str
     blob: int
@@ -513,8 +531,8 @@ class _Pending(NamedTuple):
     ib: int
     entries: int
     fillers: int
-    code: Tuple[huffman.Stream, object]            # the stream and its code lengths: an array, or
-    gap: Optional[Tuple[huffman.Stream, object]]   # a compact table's decode job; no gap stream if dense
+    code: Tuple[Stream, object]            # the stream and its code lengths: an array, or
+    gap: Optional[Tuple[Stream, object]]   # a compact table's decode job; no gap stream if dense
     info: RecordInfo
     where: str                                     # "record i (layer 'name' blob j)", for errors
 
@@ -523,8 +541,8 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
     """Parse and fully validate a ``.dcz`` file; returns (header, blobs in file order, sizes).
 
     Two passes: every record is framed, checked and parsed (raw blobs in
-    full), then the Huffman streams of all quantized records are decoded
-    together (``huffman.decode_many``).
+    full), then the streams of all quantized records are decoded together
+    (``Coder.decode``; Huffman's is ``huffman.decode_many``).
     """
     data = bytes_view(data)
     h, pos = read_header(data)
@@ -574,7 +592,7 @@ def read(data, max_weights: int = DEFAULT_MAX_WEIGHTS) -> Tuple[dict, List[Blob]
         pos = rec_end + 4
     if pos != len(data):
         raise FormatError("%d trailing bytes after the last record" % (len(data) - pos))
-    _decode_pending(pending, out, infos)
+    _decode_pending(pending, out, infos, CODERS[h.get("coder", DEFAULT_CODER)])
     return h, out, infos  # type: ignore[return-value]
 
 
@@ -611,15 +629,15 @@ def _open_record(data, pos: int, r: int, n_records: int, layers: List[dict], pre
     return cur, kind, lidx, bidx, shape, rec_end
 
 
-def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: list) -> None:
+def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: list, coder: Coder) -> None:
     """Decode every stream of the parsed quantized records (one joint pass) into ``out``/``infos``.
 
-    Compact length tables are decoded first, each on its own (``huffman.decode_serial``: a table is
-    one short block, which the lock-step decoder would walk one numpy step per symbol).
+    Compact length tables are decoded first, each on its own (``Coder.decode_small``: a table is
+    one short block, which Huffman's lock-step decoder would walk one numpy step per symbol).
     """
     def lengths(part, what):
         table = part[1]
-        return huffman.decode_serial(*table, what) if isinstance(table, tuple) else table
+        return coder.decode_small(*table, what) if isinstance(table, tuple) else table
 
     jobs, names = [], []
     for _, p in pending:
@@ -634,7 +652,7 @@ def _decode_pending(pending: List[Tuple[int, "_Pending"]], out: list, infos: lis
         if p.gap:
             jobs.append((p.gap[0], gl, p.entries))
             names.append("layer %r gap stream" % p.name)
-    decoded = iter(huffman.decode_many(jobs, names))
+    decoded = iter(coder.decode(jobs, names))
     for slot, p in pending:
         ecodes = next(decoded)
         gaps = next(decoded) if p.gap else np.zeros(p.entries, np.uint16)
@@ -649,7 +667,7 @@ def _read_table(cur: _Cursor, n_sym: int, compact: bool, what: str):
     bits, = cur.unpack(_TABLE_BITS, what)
     meta = sparse_format.unpack_nibbles(cur.take(_META // 2, what), _META)
     payload = bytes(cur.take((bits + 7) // 8, what))
-    return huffman.Stream(payload, bits, n_sym, np.zeros(0, np.int64)), meta, n_sym
+    return Stream(payload, bits, n_sym, np.zeros(0, np.int64)), meta, n_sym
 
 
 def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, record_bytes: int,
@@ -668,8 +686,8 @@ def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, recor
         raise FormatError("%s: %d entries for a blob of %d weights" % (where, n, size))
     if fillers > n:
         raise FormatError("%s: %d fillers but only %d entries" % (where, fillers, n))
-    if not 1 <= bs <= huffman.MAX_BLOCK:
-        raise FormatError("%s: block size %d outside 1..%d" % (where, bs, huffman.MAX_BLOCK))
+    if not 1 <= bs <= MAX_BLOCK:
+        raise FormatError("%s: block size %d outside 1..%d" % (where, bs, MAX_BLOCK))
     dense = ib == 0
     if dense and (gbits or g_compact):
         raise FormatError("%s: a dense record (index_bits 0) with a gap stream or gap table" % where)
@@ -699,8 +717,8 @@ def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, recor
     info = RecordInfo("quantized", lay["name"], bidx, shape, record_bytes, n, fillers, n - fillers, wb, ib,
                       32 * k, cbits, gbits, 8 * table_bytes, 32 * streams * n_off)
     return _Pending(lay["name"], lay["type"], bidx, shape, codebook, wb, ib, n, fillers,
-                    (huffman.Stream(cpay, cbits, bs, c_off), cl),
-                    None if dense else (huffman.Stream(gpay, gbits, bs, g_off), gl), info, where)
+                    (Stream(cpay, cbits, bs, c_off), cl),
+                    None if dense else (Stream(gpay, gbits, bs, g_off), gl), info, where)
 
 
 def _rebuild(p: _Pending, ecodes: np.ndarray, gaps: np.ndarray) -> Tuple[np.ndarray, RecordInfo]:

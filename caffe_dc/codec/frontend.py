@@ -16,7 +16,7 @@ import numpy as np
 
 from caffe_dc.codec import model as codec
 from caffe_dc.base import paper
-from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms import prune_rules
 from caffe_dc.algorithms import quantization
 from caffe_dc.base import layer_policy
 from caffe_dc.base.blobs import CODEBOOK, blob_name, is_helper
@@ -78,8 +78,10 @@ def compressible(params: Params) -> list:
 
 
 def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, float]] = None,
-             bits: Optional[Mapping[str, int]] = None, init=quantization.Init.LINEAR, seed: int = 0) -> Params:
-    """Prune (magnitude, per-layer density) and quantize (k-means) without retraining."""
+             bits: Optional[Mapping[str, int]] = None, init=quantization.Init.LINEAR, seed: int = 0,
+             rule: str = prune_rules.DEFAULT) -> Params:
+    """Prune (``rule``, magnitude by default, to per-layer densities) and quantize (k-means) without retraining."""
+    prune = prune_rules.rule(rule)
     layers = compressible(params)
     if not layers:
         raise InputError("the caffemodel has no Convolution or InnerProduct layers to compress")
@@ -91,7 +93,7 @@ def post_hoc(params: Params, net: Optional[str], density: Optional[Mapping[str, 
         w = lp.blobs[0]
         d = dens.get(n, 1.0)
         if d < 1.0:
-            w = np.where(pruning.density_mask(w, d), w, np.float32(0))
+            w = np.where(prune.mask(w, d), w, np.float32(0))
         b = (bits or {}).get(n) or layer_policy.default_bits(lp.type, net, n)
         cb, codes = quantization.quantize_layer(np.asarray(w, dtype=np.float32), int(b), init=init, seed=seed)
         out[n] = type(lp)(lp.type, [cb[codes]] + list(lp.blobs[1:]))

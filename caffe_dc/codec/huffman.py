@@ -40,26 +40,12 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from caffe_dc.base.errors import FormatError
+from caffe_dc.codec.entropy import DEFAULT_BLOCK, MAX_BLOCK, MAX_CODE_LEN, Coder, Stream  # noqa: F401 (re-exported)
 
-MAX_CODE_LEN = 15          # the container's limit; a length fits in a nibble
 MAX_ALPHABET = 1 << 15     # symbols are decoded as uint16 with 0xFFFF as "no code"
-DEFAULT_BLOCK = 4096       # symbols per independently decodable block
-MAX_BLOCK = 1 << 16        # bounds the decoder's Python loop (a hostile file cannot make it spin)
 _INVALID = np.uint16(0xFFFF)
 _WINDOW = 24               # bits read per lookup: 15-bit code + up to 7 bits of byte offset
 _CHUNK = 1 << 20           # symbols packed per step by the encoder
-
-
-class Stream(NamedTuple):
-    """One Huffman-coded stream: bytes, exact bit count and the block index.
-
-    ``offsets[j]`` is the bit offset where block ``j + 1`` starts (block 0
-    starts at bit 0), so there are ``ceil(count / block_size) - 1`` of them.
-    """
-    payload: bytes
-    n_bits: int
-    block_size: int
-    offsets: np.ndarray  # int64
 
 
 # ----------------------------------------------------------------------------- lengths
@@ -479,3 +465,23 @@ def _owner(spans, out_index) -> str:
         if o <= out_index < o + c:
             return name
     return "Huffman stream"  # pragma: no cover
+
+
+class Huffman(Coder):
+    """Canonical Huffman, length-limited to ``MAX_CODE_LEN``: the container's coder (``entropy.Coder``)."""
+    name = "huffman"
+
+    def table(self, counts) -> np.ndarray:
+        return code_lengths(counts, MAX_CODE_LEN)
+
+    def encode(self, symbols, table, block_size: int = DEFAULT_BLOCK) -> Stream:
+        return encode(symbols, table, block_size)
+
+    def decode(self, jobs, what=()) -> List[np.ndarray]:
+        return decode_many(jobs, what)
+
+    def decode_small(self, stream: Stream, table, count: int, what: str = "stream") -> np.ndarray:
+        return decode_serial(stream, table, count, what)
+
+
+HUFFMAN = Huffman()

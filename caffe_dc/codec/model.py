@@ -45,6 +45,7 @@ from caffe_dc.codec import container
 from caffe_dc.codec import huffman
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.codec.container import RecordInfo
+from caffe_dc.codec.entropy import DEFAULT_BLOCK
 from caffe_dc.base.errors import InputError
 
 QuantizedLayer = container.QuantizedBlob   # name, type, blob, codebook, codes, weight_bits, index_bits
@@ -231,15 +232,15 @@ def _model_stats(net: str, infos: Sequence[RecordInfo], file_bytes: int) -> Mode
 # ============================================================================ encode / decode
 
 def encode_model_report(net: str, layers: Sequence[QuantizedLayer], raw: Sequence[RawBlob] = (),
-                        meta: Optional[dict] = None, block_size: int = huffman.DEFAULT_BLOCK,
-                        raw_fallback: bool = True) -> Tuple[bytes, ModelStats]:
-    """Encode and return the bytes with their size figures (``raw_fallback``: see ``container.write``)."""
-    data, infos = container.write(net, list(layers) + list(raw), meta, block_size, raw_fallback)
+                        meta: Optional[dict] = None, block_size: int = DEFAULT_BLOCK,
+                        raw_fallback: bool = True, coder: str = container.DEFAULT_CODER) -> Tuple[bytes, ModelStats]:
+    """Encode and return the bytes with their size figures (``raw_fallback``, ``coder``: see ``container.write``)."""
+    data, infos = container.write(net, list(layers) + list(raw), meta, block_size, raw_fallback, coder)
     return data, _model_stats(net, infos, len(data))
 
 
 def encode_model(net: str, layers: Sequence[QuantizedLayer], raw: Sequence[RawBlob] = (),
-                 meta: Optional[dict] = None, block_size: int = huffman.DEFAULT_BLOCK,
+                 meta: Optional[dict] = None, block_size: int = DEFAULT_BLOCK,
                  raw_fallback: bool = True) -> bytes:
     """Serialise quantized layers and raw blobs into ``.dcz`` bytes (``InputError`` on bad input)."""
     return encode_model_report(net, layers, raw, meta, block_size, raw_fallback)[0]

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from caffe_dc.pycaffe import nets
-from caffe_dc.algorithms import prune_plan, pruning, stats
+from caffe_dc.algorithms import prune_plan, prune_rules, pruning, stats
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
 from caffe_dc.base.blobs import MASK, blob_name
@@ -52,12 +52,16 @@ class PruneConfig(NamedTuple):
     round_densities: Optional[Dict[str, List[float]]] = None
     # {"max_drop_pp", "max_rounds"}: re-plan the rounds from measured accuracy (``prune_plan``); needs densities
     closed_loop: Optional[Dict[str, float]] = None
+    rule: str = prune_rules.DEFAULT                 # which weights a density keeps (``prune_rules``)
 
     def as_dict(self) -> dict:
-        """The config as recorded; ``closed_loop`` only when set, so an open-loop record is as it always was."""
+        """The config as recorded; ``closed_loop`` and ``rule`` only when not the default, so a record is as it
+        always was."""
         out = self._asdict()
         if out["closed_loop"] is None:
             del out["closed_loop"]
+        if out["rule"] == prune_rules.DEFAULT:
+            del out["rule"]
         return out
 
 
@@ -147,7 +151,7 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
     for n in c.layers:
         w = params[n].blobs[0]
         if want is not None:
-            masks[n] = pruning.density_mask(w, want[n], masks[n])
+            masks[n] = prune_rules.rule(cfg.rule).mask(w, want[n], masks[n])
         else:
             masks[n] = pruning.threshold_mask(w, cfg.qualities[n], masks[n])
     os.makedirs(rdir, exist_ok=True)
@@ -204,6 +208,7 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
     info = src.info
     if cfg.rounds < 1:
         raise InputError("rounds must be >= 1, got %d" % cfg.rounds)
+    prune_rules.rule(cfg.rule)   # a rule that does not exist fails before anything is written
     os.makedirs(out_dir, exist_ok=True)
     base = src.train_val
     rewrite.check_unshared(base, src.name)

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from caffe_dc.algorithms import pruning
+from caffe_dc.algorithms import prune_rules, pruning
 from caffe_dc.base.layer_policy import kind as layer_kind
 from caffe_dc.algorithms.sensitivity import density_grid
 from caffe_dc.base import provenance
@@ -154,8 +154,10 @@ class Evaluator:
 def run_sensitivity(net_or_prototxt: str, caffemodel: str, lmdb: str, out_dir: str, images: int = DEFAULT_IMAGES,
                     grid: Optional[Sequence[float]] = None, layers: Optional[Sequence[str]] = None,
                     batch: Optional[int] = None, split: str = "validation", progress: bool = True,
-                    verbose: bool = False) -> dict:
-    """Measure every prunable layer's accuracy against density; returns the sensitivity.json document."""
+                    verbose: bool = False, rule: str = prune_rules.DEFAULT) -> dict:
+    """Measure every prunable layer's accuracy against density (pruned by ``rule``); returns the
+    sensitivity.json document."""
+    prune = prune_rules.rule(rule)
     name, param = net_param_for(net_or_prototxt)
     chosen = rewrite.select_layers(param, layers)
     types = {l.name: l.type for l in param.layer}
@@ -179,7 +181,7 @@ def run_sensitivity(net_or_prototxt: str, caffemodel: str, lmdb: str, out_dir: s
                 if d == 1.0:
                     correct.append(base)
                     continue
-                blob.data[...] = np.where(pruning.density_mask(orig, d), orig, np.float32(0))
+                blob.data[...] = np.where(prune.mask(orig, d), orig, np.float32(0))
                 correct.append(ev.correct())
         finally:
             blob.data[...] = orig
@@ -195,7 +197,8 @@ def run_sensitivity(net_or_prototxt: str, caffemodel: str, lmdb: str, out_dir: s
     return {
         "format": FORMAT, "version": 1, "net": name, "caffemodel": os.path.abspath(caffemodel),
         "lmdb": os.path.abspath(lmdb), "split": split, "images": n, "batch": ev.batch,
-        "method": "one layer pruned alone by magnitude (density_mask), no retraining; top-1 counted per image",
+        "method": "one layer pruned alone by %s, no retraining; top-1 counted per image"
+                  % ("magnitude (density_mask)" if rule == prune_rules.DEFAULT else "the %r rule" % rule),
         "baseline": {"correct": base, "accuracy": base / n},
         "grid": list(grid), "layers": out_layers, "seconds": round(time.time() - t0, 1),
         "environment": provenance.environment(),   # the commit and BLAS kernel, as every result file names
