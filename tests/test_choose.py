@@ -5,6 +5,7 @@ import pytest
 from caffe_dc.algorithms import allocation as ch
 from caffe_dc.algorithms import sensitivity as sens
 from caffe_dc.algorithms.schedule import from_dict
+from caffe_dc.base.defaults import INDEX_BITS
 from caffe_dc.base.errors import InputError
 
 GRID = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
@@ -79,5 +80,5 @@ def test_flat_curves_meet_the_rate_instead_of_jumping_to_the_sparsest(allocation
 
     def rate_of(d):
         return sens.estimated_rate(flat, d, bits)
-    d = ch.allocate(allocation, 0.1, flat, 20, bits, sens.INDEX_BITS)
+    d = ch.allocate(allocation, 0.1, flat, 20, bits, INDEX_BITS)
     assert rate_of(d) == pytest.approx(20, rel=1e-3)

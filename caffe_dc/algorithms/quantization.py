@@ -26,7 +26,7 @@ import numpy as np
 
 from caffe_dc.base.blobs import CODEBOOK, CODES, blob_name
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.limits import check_bits
 from caffe_dc.base.params import LayerParams, Params
 # The named options live in a numpy-free module so that the CLI can list their choices cheaply.
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init  # noqa: F401 (re-exported)
@@ -324,12 +324,6 @@ def _relocate(x, w, c, order, bounds, empty, sums, wts) -> None:
 
 def code_dtype(bits: int):
     return np.uint8 if bits <= 8 else np.uint16
-
-
-def check_bits(bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
-        raise InputError("bits per weight must be an integer in 1..%d, got %r" % (MAX_BITS, bits))
-    return int(bits)
 
 
 def attach_codebook(params: Params, layer: str, codebook, codes) -> None:

@@ -32,13 +32,13 @@ from caffe_dc.algorithms.pruning import iterative_schedule
 from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
-from caffe_dc.base import layer_policy
+from caffe_dc.base import defaults, layer_policy
 from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.params import ALL
 
 FORMAT = "caffe-dc-schedule"
 VERSION = 1
 KINDS = layer_policy.KINDS
-ALL = "*"
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters",
             "reference_eval_every", "reference_patience", "reference_anneal", "centroid_grad", "source", "budget",
@@ -442,14 +442,16 @@ def default_document(solver_max_iter: int) -> dict:
     of its learning rate (the paper's LeNet factor); bits are the layer types' defaults
     (``base.layer_policy``)."""
     iters = max(1, int(solver_max_iter) // 5)
-    bits = {kind_key(k.value): p.default_bits for k, p in layer_policy.KIND_POLICY.items()}
+    bits = {kind_key(k): layer_policy.default_bits(k) for k in KINDS}
     return {"format": FORMAT, "version": VERSION,
             "description": "caffe-dc's default for a net of your own: each layer pruned as far as its validation "
                            "sensitivity allows within a %g pp drop; %s; each round and the fine-tuning retrain "
                            "max_iter/5 of your solver at 1/10 of its base_lr"
                            % (DEFAULT_MAX_DROP_PP, ", ".join("%d-bit %s" % (b, k.strip("[]")) for k, b in bits.items())),
-            "rounds": 3, "iters_per_round": iters, "finetune_iters": iters, "lr_factor": 0.1,
-            "budget": {"max_drop_pp": DEFAULT_MAX_DROP_PP, "min_rounds": 3, "max_rounds": 10}, "bits": bits,
+            "rounds": 3, "iters_per_round": iters, "finetune_iters": iters, "lr_factor": defaults.LR_FACTOR,
+            # three rounds at least, as the presets take: the chooser's bare minimum is for a quick look
+            "budget": {"max_drop_pp": DEFAULT_MAX_DROP_PP, "min_rounds": 3, "max_rounds": defaults.MAX_ROUNDS},
+            "bits": bits,
             "closed_loop": search_loop(DEFAULT_MAX_DROP_PP)}
 
 

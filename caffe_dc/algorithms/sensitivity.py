@@ -31,12 +31,11 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from caffe_dc.algorithms.pruning import validate_density
-from caffe_dc.base import layer_policy
+from caffe_dc.base import defaults, layer_policy
 from caffe_dc.base.errors import InputError
 
 DEFAULT_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.05, 0.04,
                 0.03, 0.02, 0.01)
-INDEX_BITS = 5
 FLOAT_BITS = 32
 
 
@@ -139,12 +138,13 @@ def choose_max_drop(baseline: float, curves: Sequence[Curve], max_drop: float) -
     return {c.name: density_for_drop(c, baseline, max_drop) for c in curves}
 
 
-def default_bits(curves: Sequence[Curve]) -> Dict[str, int]:
-    return {c.name: layer_policy.kind_bits(c.kind) for c in curves}
+def default_bits(curves: Sequence[Curve], net: Optional[str] = None) -> Dict[str, int]:
+    """Each curve's layer at ``layer_policy.default_bits`` (``net``: one of the paper's, whose tables then hold)."""
+    return {c.name: layer_policy.default_bits(c.kind, net, c.name) for c in curves}
 
 
 def estimated_rate(curves: Sequence[Curve], densities: Mapping[str, float], bits: Mapping[str, int],
-                   index_bits: int = INDEX_BITS) -> float:
+                   index_bits: int = defaults.INDEX_BITS) -> float:
     """Estimated P+Q rate of the prunable weights: 32-bit dense against codes + relative indices + codebooks.
 
     A gap longer than 2**index_bits needs filler entries; with kept weights spread at random
@@ -177,7 +177,7 @@ def rate_ceiling(shapes: Mapping[str, Sequence[Sequence[int]]], layer_types: Map
         dense += FLOAT_BITS * sum(sizes)
         rest = sizes
         if name in layer_types and sizes:
-            b = bits.get(name) or layer_policy.kind_bits(layer_policy.kind(layer_types[name]))
+            b = bits.get(name) or layer_policy.default_bits(layer_types[name])
             floor += min(FLOAT_BITS * sizes[0], FLOAT_BITS * 2 ** b)
             rest = sizes[1:]
         floor += FLOAT_BITS * sum(rest)
@@ -193,7 +193,7 @@ def check_reachable(rate: float, shapes, layer_types, bits) -> None:
 
 
 def choose_target_rate(baseline: float, curves: Sequence[Curve], rate: float, bits: Mapping[str, int],
-                       index_bits: int = INDEX_BITS,
+                       index_bits: int = defaults.INDEX_BITS,
                        estimate: Optional[Callable[[Mapping[str, float]], float]] = None,
                        steps: int = 60) -> Dict[str, float]:
     """The smallest shared drop budget whose densities reach ``rate``.
@@ -260,7 +260,8 @@ def _path(c: Curve, baseline: float, final: float, rounds: int, slope: float) ->
 
 
 def plan_rounds(baseline: float, curves: Sequence[Curve], final: Mapping[str, float], round_drop: float = 0.01,
-                min_rounds: int = 2, max_rounds: int = 10, slope: Optional[float] = None) -> Plan:
+                min_rounds: int = defaults.MIN_ROUNDS, max_rounds: int = defaults.MAX_ROUNDS,
+                slope: Optional[float] = None) -> Plan:
     """The fewest rounds (>= ``min_rounds``) whose each round adds at most ``round_drop`` of summed drop.
 
     ``slope`` weighs ln(1/density) against drop when spacing the steps; by default one

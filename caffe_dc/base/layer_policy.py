@@ -50,16 +50,13 @@ def kind(layer_type: str) -> str:
         raise KeyError("%r is not a prunable layer type (%s)" % (layer_type, ", ".join(PRUNABLE_TYPES)))
 
 
-def kind_bits(kind_name: str) -> int:
-    """The default weight bits of a kind ('conv' or 'fc')."""
-    return KIND_POLICY[Kind(kind_name)].default_bits
-
-
-def default_bits(layer_type: str, net: Optional[str] = None, layer: Optional[str] = None) -> int:
-    """Weight bits for ``layer`` of type ``layer_type``: the paper's table for its own nets, else the type's."""
+def default_bits(type_or_kind: str, net: Optional[str] = None, layer: Optional[str] = None) -> int:
+    """Weight bits for ``layer``, of a prunable layer type or a kind ('conv' / 'fc'), when nothing says: the
+    paper's table for its own nets (``net``), else the kind's. The one default: the quantize stage, post-hoc
+    encoding and the chooser all ask here."""
     if net is not None and layer in paper.PAPER_BITS.get(net, {}):
         return int(paper.PAPER_BITS[net][layer])
-    return kind_bits(kind(layer_type))
+    return KIND_POLICY[Kind(type_or_kind if type_or_kind in KINDS else kind(type_or_kind))].default_bits
 
 
 def paper_index_bits(layer_type: str, net: Optional[str] = None) -> int:

@@ -7,7 +7,10 @@ the encoder will reject at the end.
 """
 from __future__ import annotations
 
+import numbers
 import os
+
+from caffe_dc.base.errors import InputError
 
 MAX_BITS = 12
 
@@ -16,6 +19,19 @@ MAX_BITS = 12
 MIN_SEED, MAX_SEED = 1, (1 << 31) - 1
 # `reproduce --seeds N`: each seed is a whole run (minutes to an hour); more than this is a typo.
 MAX_SEEDS = 100
+
+
+def bits_in_range(v, low: int = 1) -> bool:
+    """An integer (not a bool) in ``low``..MAX_BITS: weight bits (``low`` 1) or an index width (0: dense)."""
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral) and low <= v <= MAX_BITS
+
+
+def check_bits(v, what: str = "bits per weight", low: int = 1) -> int:
+    """``v`` as an int if ``bits_in_range``; a one-line ``InputError`` naming ``what`` otherwise."""
+    if not bits_in_range(v, low):
+        raise InputError("%s must be an integer in %d..%d, got %r" % (what, low, MAX_BITS, v))
+    return int(v)
+
 
 # A caffemodel's declared shapes may ask for at most this many bytes in all (default 16 GiB, ~30x
 # VGG-16); CAFFE_DC_MAX_CAFFEMODEL_BYTES raises or lowers it.
@@ -31,7 +47,5 @@ def max_caffemodel_bytes() -> int:
     except ValueError:
         v = 0
     if v < 1:
-        from caffe_dc.base.errors import InputError
-
         raise InputError("CAFFE_DC_MAX_CAFFEMODEL_BYTES must be a positive integer, got %r" % text)
     return v

@@ -10,12 +10,19 @@ import argparse
 import math
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence
 
+from caffe_dc.base import layer_policy
 from caffe_dc.base.errors import InputError
-from caffe_dc.base.limits import MAX_BITS, MAX_SEED, MAX_SEEDS, MIN_SEED
+from caffe_dc.base.limits import MAX_SEED, MAX_SEEDS, MIN_SEED, check_bits
 from caffe_dc.base.mnist import DATA_SETS
+from caffe_dc.base.params import ALL, expand  # noqa: F401 (expand: re-exported for the commands)
 
 if TYPE_CHECKING:
-    from caffe_dc.stages.run import DataOptions
+    from caffe_dc.stages.run import DataOptions, RunOptions
+
+
+# what ``layer_policy.default_bits`` gives, for the help texts
+DEFAULT_BITS_HELP = "the paper's tables for its nets, else %s" % ", ".join(
+    "%s %d" % (k, layer_policy.default_bits(k)) for k in layer_policy.KINDS)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -109,11 +116,12 @@ def density(text: str) -> float:
     return v
 
 
-def bits(text: str) -> int:
-    v = _number(text, int)
-    if not 1 <= v <= MAX_BITS:
-        raise argparse.ArgumentTypeError("bits must be in 1..%d (the container's limit), got %d" % (MAX_BITS, v))
-    return v
+def bits(text: str, what: str = "bits", low: int = 1) -> int:
+    """Weight bits (or, ``low`` 0, an index width) as ``limits.check_bits`` takes them."""
+    try:
+        return check_bits(_number(text, int), what, low)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def share(text: str) -> float:
@@ -148,16 +156,16 @@ def layer_values(value: Callable[[str], object]) -> Callable[[str], Dict[str, ob
             part = part.strip()
             if not part:
                 continue
-            k, v = part.split("=", 1) if "=" in part else ("*", part)
+            k, v = part.split("=", 1) if "=" in part else (ALL, part)
             k = k.strip()
             if not k:
                 raise argparse.ArgumentTypeError("%r has no layer name before '='" % part)
             if k in out:
-                raise argparse.ArgumentTypeError("%s is given twice" % ("the value for all layers" if k == "*" else k))
+                raise argparse.ArgumentTypeError("%s is given twice" % ("the value for all layers" if k == ALL else k))
             try:
                 out[k] = value(v)
             except argparse.ArgumentTypeError as e:
-                raise argparse.ArgumentTypeError("%s: %s" % (k, e) if k != "*" else str(e))
+                raise argparse.ArgumentTypeError("%s: %s" % (k, e) if k != ALL else str(e))
         if not out:
             raise argparse.ArgumentTypeError("no values in %r" % text)
         return out
@@ -182,7 +190,7 @@ def check_layers(d: Optional[Dict[str, object]], layers: Iterable[str], what: st
     """Every layer a map names must be one of ``layers`` (a typo must not be ignored)."""
     layers = list(layers)
     for k in d or {}:
-        if k != "*" and k not in layers:
+        if k != ALL and k not in layers:
             raise InputError("%s names layer %r, which is not one of %s" % (what, k, ", ".join(layers) or "(none)"))
 
 
@@ -219,17 +227,10 @@ def data_info(args, quiet: bool = False):
                             quiet=quiet, limit=d.limit, val=d.val)
 
 
-def expand(d: Optional[Dict[str, object]], layers: Sequence[str]) -> Optional[Dict[str, object]]:
-    """A map with a '*' entry spelled out for every layer (named entries win)."""
-    if d is None or "*" not in d:
-        return d
-    out = {n: d["*"] for n in layers}
-    out.update({k: v for k, v in d.items() if k != "*"})
-    return out
-
-
 def add_budget_args(p) -> None:
     """--target-rate / --max-drop: a budget instead of densities (``reproduce`` and ``compress``)."""
+    from caffe_dc.algorithms.schedule import DEFAULT_MAX_DROP_PP
+
     b = p.add_mutually_exclusive_group()
     b.add_argument("--target-rate", type=compression_rate, metavar="X",
                    help="a budget instead of densities: the compression rate of the file to aim for, e.g. 50; the run "
@@ -239,4 +240,51 @@ def add_budget_args(p) -> None:
                    help="a budget instead of densities: the largest rate within PP percentage points of validation "
                         "accuracy; each layer is first pruned as far as pruning it alone costs at most PP, then all "
                         "further, round by round, while the drop measured after retraining stays within PP (a net of "
-                        "your own without --schedule: 0.5)")
+                        "your own without --schedule: %g)" % DEFAULT_MAX_DROP_PP)
+
+
+def add_run_args(p, overrides, own_net: bool) -> None:
+    """The options ``reproduce`` (one of the paper's nets) and ``compress`` (``own_net``) share, declared once
+    (``run_options`` reads them). ``overrides``: the parser or group that takes the preset overrides."""
+    from caffe_dc.algorithms.cluster_config import choices
+    from caffe_dc.algorithms.schedule import DEFAULT_MAX_DROP_PP
+    from caffe_dc.stages.run import RunOptions
+
+    example = "conv1=0.6" if own_net else "ip1=0.05"
+    if own_net:
+        p.add_argument("--weights", required=True, metavar="REF.caffemodel", help="your trained reference model")
+        p.add_argument("--schedule", metavar="FILE",
+                       help="schedule file (docs/schedule.md); default: a budget, --max-drop %g: each layer pruned "
+                            "as far as its validation sensitivity allows within %g pp, then further while the drop "
+                            "measured after retraining stays within it" % (DEFAULT_MAX_DROP_PP, DEFAULT_MAX_DROP_PP))
+        p.add_argument("--out", help="run folder (default: runs/compress-<net>-<hash of the inputs>)")
+    else:
+        p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
+        p.add_argument("--schedule", metavar="FILE",
+                       help="schedule file (docs/schedule.md; default: the preset's, zoo/schedules/<net>-<preset>.json)")
+        p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
+    p.add_argument("--density", type=layer_values(density),
+                   help="override final densities, e.g. 0.3 for every layer or %s for one" % example)
+    p.add_argument("--bits", type=layer_values(bits),
+                   help="override weight bits, e.g. 5 for every layer or %s=4 for one" % example.split("=")[0])
+    p.add_argument("--init", default=RunOptions.init.value, choices=choices(type(RunOptions.init)))
+    p.add_argument("--seed", type=caffe_seed, default=RunOptions.seed,
+                   help="Caffe's solver seed, %d..2^31-1 (default %d)" % (MIN_SEED, RunOptions.seed))
+    add_budget_args(p)
+    add_margin_arg(p)
+    p.add_argument("--dense-control", action="store_true",
+                   help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
+                        "can tell what compression costs from what the extra training gains")
+    overrides.add_argument("--rounds", type=positive_int, help="prune/retrain rounds (default: the schedule's)")
+    overrides.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
+    overrides.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
+
+
+def run_options(args, **own) -> "RunOptions":
+    """The ``RunOptions`` of ``add_run_args``'s options and the command's ``own`` (net or solver and the rest)."""
+    from caffe_dc.stages.run import RunOptions
+
+    return RunOptions(weights=args.weights, schedule=args.schedule, density=args.density, bits=args.bits,
+                      init=args.init, seed=args.seed, out=args.out, dense_control=args.dense_control,
+                      target_rate=args.target_rate, max_drop=args.max_drop, margin=args.margin, rounds=args.rounds,
+                      prune_iters=args.prune_iters, quant_iters=args.quant_iters, **own)

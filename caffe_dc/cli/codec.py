@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 
-from caffe_dc.cli.args import (bits, bits_list, check_layers, compression_rate, density, expand, float_list,
-                               int_at_least, layer_values, nonnegative_float, positive_float, positive_int, share)
+from caffe_dc.cli.args import (DEFAULT_BITS_HELP, bits, bits_list, check_layers, compression_rate, density, expand,
+                               float_list, int_at_least, layer_values, nonnegative_float, positive_float, positive_int,
+                               share)
 from caffe_dc.base.blobs import CODEBOOK, is_helper
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
@@ -25,7 +26,6 @@ def _out_path(out, inp, suffix):
 
 def _index_bits(text: str):
     """An --index-bits value: a width 0..MAX_BITS (0: dense), or a named choice (``encode.IndexWidth``)."""
-    from caffe_dc.base.limits import MAX_BITS
     from caffe_dc.codec.frontend import IndexWidth
 
     t = text.strip()
@@ -37,9 +37,7 @@ def _index_bits(text: str):
         except ValueError:
             raise argparse.ArgumentTypeError("%r is not a number of bits, %s"
                                              % (text, " or ".join(repr(m.value) for m in IndexWidth)))
-    if not 0 <= v <= MAX_BITS:
-        raise argparse.ArgumentTypeError("index bits must be in 0..%d (0: dense), auto or paper, got %d" % (MAX_BITS, v))
-    return v
+    return bits(t, "index bits (0: dense; or %s)" % " or ".join(m.value for m in IndexWidth), low=0)
 
 
 def cmd_encode(p):
@@ -56,7 +54,8 @@ def cmd_encode(p):
     g = p.add_argument_group("post-hoc compression, for a caffemodel without codebooks (no retraining)")
     g.add_argument("--density", type=layer_values(density),
                    help="kept fraction per layer, e.g. 0.1 or ip1=0.08 (default: the paper's)")
-    g.add_argument("--bits", type=layer_values(bits), help="weight bits per layer, e.g. 5 or conv1=8 (default: the paper's, else conv 8 / fc 5)")
+    g.add_argument("--bits", type=layer_values(bits),
+                   help="weight bits per layer, e.g. 5 or conv1=8 (default: %s)" % DEFAULT_BITS_HELP)
     g.add_argument("--init", default="linear", choices=choices(Init))
     _add_calibration_args(p)
     p.add_argument("--json", help="also write the size figures (and the calibration's) as JSON here")

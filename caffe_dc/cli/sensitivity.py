@@ -5,8 +5,12 @@ import json
 import os
 
 from caffe_dc.base.errors import InputError
-from caffe_dc.cli.args import add_data_args, bits, check_layers, data_info, expand, int_at_least, layer_values, \
-    nonnegative_float, nonnegative_int, positive_float, positive_int
+from caffe_dc.cli.args import (DEFAULT_BITS_HELP, add_data_args, bits, check_layers, compression_rate, data_info,
+                               expand, int_at_least, layer_values, nonnegative_float, nonnegative_int, positive_float,
+                               positive_int)
+from caffe_dc.stages.choose import Recipe
+
+RECIPE = Recipe()   # the chooser's defaults, shown by --help
 
 
 def cmd_sensitivity(p):
@@ -66,27 +70,31 @@ def cmd_choose(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
                    help="largest accuracy drop allowed per layer, pruned alone, in percentage points")
-    g.add_argument("--target-rate", type=positive_float, metavar="X",
-                   help="estimated compression (pruning + quantization, before Huffman) to reach, e.g. 40")
+    g.add_argument("--target-rate", type=compression_rate, metavar="X",
+                   help="estimated compression (pruning + quantization, before Huffman) to reach, > 1, e.g. 40")
     p.add_argument("-o", "--out", help="schedule file (default: schedule.json beside the sensitivity file)")
-    p.add_argument("--round-drop", type=positive_float, default=1.0, metavar="PP",
-                   help="largest summed drop one round may add before retraining (default 1.0 pp)")
-    p.add_argument("--min-rounds", type=positive_int, default=2, help="default 2")
-    p.add_argument("--max-rounds", type=positive_int, default=10, help="default 10")
-    p.add_argument("--iters", type=positive_int, default=3000, help="retraining iterations per round (default 3000)")
-    p.add_argument("--finetune-iters", type=nonnegative_int, default=3000, help="centroid fine-tuning iterations (default 3000)")
-    p.add_argument("--lr-factor", type=positive_float, default=0.1, help="retraining lr = factor x the solver's (default 0.1)")
+    p.add_argument("--round-drop", type=positive_float, default=RECIPE.round_drop_pp, metavar="PP",
+                   help="largest summed drop one round may add before retraining (default %(default)s pp)")
+    p.add_argument("--min-rounds", type=positive_int, default=RECIPE.min_rounds, help="default %(default)s")
+    p.add_argument("--max-rounds", type=positive_int, default=RECIPE.max_rounds, help="default %(default)s")
+    p.add_argument("--iters", type=positive_int, default=RECIPE.iters,
+                   help="retraining iterations per round (default %(default)s)")
+    p.add_argument("--finetune-iters", type=nonnegative_int, default=RECIPE.finetune_iters,
+                   help="centroid fine-tuning iterations (default %(default)s)")
+    p.add_argument("--lr-factor", type=positive_float, default=RECIPE.lr_factor,
+                   help="retraining lr = factor x the solver's (default %(default)s)")
     p.add_argument("--bits", type=layer_values(bits),
-                   help="weight bits, e.g. 5 or conv1=8,ip1=4 (default: conv 8, fc 5, the paper's)")
+                   help="weight bits, e.g. 5 or conv1=8,ip1=4 (default: %s)" % DEFAULT_BITS_HELP)
     p.add_argument("--reference-iters", type=positive_int, metavar="N",
                    help="record N as the schedule's reference_iters: the reference `reproduce` trains (give the "
                         "iterations of the model the curves were measured on)")
     p.add_argument("--snapshot-every", type=positive_int, metavar="N", help="record N as the schedule's snapshot_every")
-    p.add_argument("--index-bits", type=int_at_least(1), default=5,
-                   help="relative-index bits in the rate estimate (default 5)")
+    p.add_argument("--index-bits", type=int_at_least(1), default=RECIPE.index_bits,
+                   help="relative-index bits in the rate estimate (default %(default)s)")
 
     def run(args):
         from caffe_dc.algorithms.schedule import save_schedule
+        from caffe_dc.base import paper
         from caffe_dc.base.fileio import check_outputs
         from caffe_dc.report.sensitivity import plot
         from caffe_dc.stages.choose import Budget, Recipe, choose, read_curves
@@ -107,7 +115,7 @@ def cmd_choose(p):
         recipe = Recipe(args.round_drop, args.min_rounds, args.max_rounds, args.iters, args.finetune_iters,
                         args.lr_factor, args.index_bits, args.reference_iters, args.snapshot_every)
         c = choose(doc, Budget(args.max_drop, args.target_rate), recipe, expand(args.bits, names), args.sensitivity,
-                   curves)
+                   curves, net=doc.get("net") if doc.get("net") in paper.NETS else None)
         save_schedule(c.schedule, out)
         try:
             plot(doc, png, chosen=c.final, title="%s: chosen densities marked" % doc.get("net", ""))

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import os
 
+from caffe_dc.base import defaults
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs, require_file
-from caffe_dc.cli.args import (add_budget_args, add_data_args, add_margin_arg, bits, caffe_seed, check_layers, data_info,
+from caffe_dc.cli.args import (DEFAULT_BITS_HELP, add_data_args, add_run_args, bits, check_layers, data_info,
                                data_options, density, expand, layer_values, numpy_seed, positive_float, positive_int,
-                               seed_count)
+                               run_options, seed_count)
 from caffe_dc.algorithms.cluster_config import CentroidGrad, Init, choices
 
 # What each stage writes into its output folder: none of them may be the stage's input.
@@ -35,8 +36,8 @@ def cmd_prune(p):
     p.add_argument("--layers", help="comma-separated layers to prune (default: all that have a target)")
     p.add_argument("--rounds", type=positive_int, default=3, help="prune/retrain rounds (default 3)")
     p.add_argument("--iters", type=positive_int, default=4000, help="retraining iterations per round (default 4000)")
-    p.add_argument("--lr-factor", type=positive_float, default=0.1,
-                   help="retraining base_lr = factor x original (default 0.1)")
+    p.add_argument("--lr-factor", type=positive_float, default=defaults.LR_FACTOR,
+                   help="retraining base_lr = factor x original (default %(default)s)")
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/pruned)")
     p.add_argument("--verbose", action="store_true")
 
@@ -84,13 +85,14 @@ def cmd_quantize(p):
     p.add_argument("caffemodel", help="pruned caffemodel (from `caffe-dc prune`), or any trained one")
     add_data_args(p)
     p.add_argument("--bits", type=layer_values(bits),
-                   help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: the paper's)")
+                   help="bits per layer, e.g. conv1=8,ip1=5 or 6 for all (default: %s)" % DEFAULT_BITS_HELP)
     p.add_argument("--init", default="linear", choices=choices(Init),
                    help="centroid initialisation (default linear, the paper's)")
     p.add_argument("--iters", type=positive_int, default=2000, help="fine-tuning iterations (default 2000)")
     p.add_argument("--centroid-grad", default="sum", choices=choices(CentroidGrad),
                    help="a centroid's gradient: the sum of its weights' gradients (the paper's, default) or their mean")
-    p.add_argument("--lr-factor", type=positive_float, default=0.1)
+    p.add_argument("--lr-factor", type=positive_float, default=defaults.LR_FACTOR,
+                   help="fine-tuning base_lr = factor x original (default %(default)s)")
     p.add_argument("--seed", type=numpy_seed, default=0)
     p.add_argument("--out", help="output folder (default: runs/<net>-<data>/quantized)")
     p.add_argument("--verbose", action="store_true")
@@ -128,28 +130,13 @@ def cmd_reproduce(p):
     p.add_argument("net", help="lenet-300-100 | lenet-5 | alexnet | vgg16 (these two need ImageNet LMDBs)")
     add_data_args(p)
     p.add_argument("--quick", action="store_true", help="a few minutes' preset, for tests and a first look")
-    p.add_argument("--weights", help="start from this reference caffemodel instead of training one")
-    p.add_argument("--density", type=layer_values(density), help="override final densities, e.g. ip1=0.05")
-    p.add_argument("--bits", type=layer_values(bits), help="override weight bits, e.g. 5 or ip1=5")
-    p.add_argument("--init", default="linear", choices=choices(Init))
-    p.add_argument("--schedule", metavar="FILE",
-                   help="schedule file (docs/schedule.md; default: the preset's, zoo/schedules/<net>-<preset>.json)")
-    p.add_argument("--seed", type=caffe_seed, default=1, help="Caffe's solver seed, 1..2^31-1 (default 1)")
     p.add_argument("--seeds", type=seed_count, default=1, metavar="N",
                    help="run N seeds (seed, seed+1, ...) and report mean ± sd of the rate and the accuracy change")
-    p.add_argument("--out", help="run folder (default: runs/<net>-<data>[-quick][-<hash of the settings>])")
-    add_budget_args(p)
-    add_margin_arg(p)
-    p.add_argument("--dense-control", action="store_true",
-                   help="also retrain the uncompressed reference with the same solvers and iterations, so the report "
-                        "can tell what compression costs from what the extra training gains")
     g = p.add_argument_group("ImageNet data (alexnet, vgg16) and preset overrides (any net)")
+    add_run_args(p, g, own_net=False)
     g.add_argument("--imagenet-train", metavar="LMDB", help="training LMDB (convert_imageset, 256x256)")
     g.add_argument("--imagenet-val", metavar="LMDB", help="validation LMDB")
     g.add_argument("--ref-iters", type=positive_int, help="reference training iterations (default: the preset's)")
-    g.add_argument("--rounds", type=positive_int, help="prune/retrain rounds (default: the preset's)")
-    g.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
-    g.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
     g.add_argument("--batch", type=positive_int, help="training batch size override")
     g.add_argument("--test-batch", type=positive_int, help="test batch size override")
     g.add_argument("--crop", type=positive_int, help="crop size override (small smoke-test images)")
@@ -159,7 +146,6 @@ def cmd_reproduce(p):
         from caffe_dc.pycaffe import rewrite
         from caffe_dc.pycaffe.caffemodel import load_net_proto
         from caffe_dc.pipeline.reproduce import Pipeline, run_seeds
-        from caffe_dc.stages.run import RunOptions
 
         spec = nets.get(args.net)
         layers = rewrite.prunable_layers(load_net_proto(spec.train_val))
@@ -167,13 +153,9 @@ def cmd_reproduce(p):
         check_layers(args.bits, layers, "--bits")
         check_outputs([args.weights, args.idx, args.imagenet_train, args.imagenet_val],
                       folders=[args.out, args.data_root])
-        opts = RunOptions(net=spec.name, weights=args.weights, schedule=args.schedule, quick=args.quick,
-                          density=expand(args.density, layers), bits=expand(args.bits, layers), init=args.init,
-                          seed=args.seed, out=args.out, dense_control=args.dense_control, target_rate=args.target_rate,
-                          max_drop=args.max_drop, margin=args.margin, data=data_options(args),
-                          imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
-                          ref_iters=args.ref_iters, rounds=args.rounds, prune_iters=args.prune_iters,
-                          quant_iters=args.quant_iters, batch=args.batch, test_batch=args.test_batch, crop=args.crop)
+        opts = run_options(args, net=spec.name, quick=args.quick, data=data_options(args),
+                           imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val, ref_iters=args.ref_iters,
+                           batch=args.batch, test_batch=args.test_batch, crop=args.crop)
         if args.seeds > 1:
             print("wrote %s" % run_seeds(opts, args.seeds))
             return 0

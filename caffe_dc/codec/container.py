@@ -43,7 +43,7 @@ from caffe_dc.codec import sparse_format
 from caffe_dc.codec.entropy import DEFAULT_BLOCK, MAX_BLOCK, MAX_CODE_LEN, Coder, Stream
 from caffe_dc.codec.huffman import HUFFMAN
 from caffe_dc.base.errors import FormatError, InputError, InternalError
-from caffe_dc.base.limits import MAX_BITS  # weight_bits and index_bits: 1..12 (alphabets <= 4096 symbols)
+from caffe_dc.base.limits import MAX_BITS, bits_in_range  # weight and index bits: alphabets <= 4096 symbols
 
 MAGIC = b"\x93CAFFEDC"
 VERSION = (1, 2)                 # the newest this module reads; it writes the oldest its records need
@@ -187,9 +187,7 @@ def length_table(lengths, coder: Coder = HUFFMAN) -> Tuple[bytes, bool]:
 
 
 def _check_bits(wb, ib, where: str) -> Tuple[int, Optional[int]]:
-    ok = isinstance(wb, (int, np.integer)) and 1 <= wb <= MAX_BITS and (
-        ib is None or isinstance(ib, (int, np.integer)) and 0 <= ib <= MAX_BITS)
-    if not ok:
+    if not (bits_in_range(wb) and (ib is None or bits_in_range(ib, 0))):
         raise InputError("%s: weight_bits %r must be in 1..%d and index_bits %r in 0..%d (0: dense) or None (auto)"
                          % (where, wb, MAX_BITS, ib, MAX_BITS))
     return int(wb), None if ib is None else int(ib)
@@ -678,7 +676,7 @@ def _parse_quantized(cur: _Cursor, lay: dict, bidx: int, shape, size: int, recor
     if minor >= 1:   # 1.1: compact-table flags in the high bits; index_bits 0 is a dense record
         c_compact, g_compact = bool(wb & _COMPACT), bool(ib & _COMPACT)
         wb, ib = wb & ~_COMPACT, ib & ~_COMPACT
-    if not (1 <= wb <= MAX_BITS and (0 if minor >= 1 else 1) <= ib <= MAX_BITS):
+    if not (bits_in_range(wb) and bits_in_range(ib, 0 if minor >= 1 else 1)):
         raise FormatError("%s: weight_bits %d / index_bits %d outside 1..%d" % (where, wb, ib, MAX_BITS))
     if reserved:
         raise FormatError("%s: reserved field is %d, must be 0" % (where, reserved))

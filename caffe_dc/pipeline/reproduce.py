@@ -37,6 +37,7 @@ from caffe_dc.base.errors import InputError
 from caffe_dc.base.limits import MAX_SEED
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
+from caffe_dc.base.params import expand
 from caffe_dc.pipeline.stage_table import STAGES, NAMES, Stage
 from caffe_dc.pycaffe import datasets, nets, solving, validate
 from caffe_dc.codec.net_shapes import check_params
@@ -81,9 +82,7 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
     for key, given in (("densities", opts.density), ("bits", opts.bits)):
         if given:
             # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys
-            over = {n: given["*"] for n in src.layer_types()} if "*" in given else {}
-            over.update({k: v for k, v in given.items() if k != "*"})
-            doc[key] = dict(_object(doc, key, where), **over)
+            doc[key] = dict(_object(doc, key, where), **expand(given, list(src.layer_types())))
     return schedules.from_dict(doc, src.layer_types(), where=where), where, doc
 
 

@@ -63,6 +63,7 @@ import numpy as np
 from caffe_dc.algorithms import pruning, quantization
 from caffe_dc.base import paper
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.limits import check_bits
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.pycaffe import nets
 from caffe_dc.report import storage as storage_report
@@ -225,7 +226,7 @@ def quantize_sampled(w: np.ndarray, bits: int, sample: int, seed: int = 0,
     is therefore the full fit (``fit_sample=None`` in ``quantize``).
     Same output contract as ``quantize_layer``, which lays out the result.
     """
-    bits = quantization.check_bits(bits)
+    bits = check_bits(bits)
     flat = np.asarray(w, dtype=np.float32).ravel()
     nz = np.flatnonzero(flat)
     v = flat[nz]

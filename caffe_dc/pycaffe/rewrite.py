@@ -147,7 +147,7 @@ def adjust_dropout(net_param, kept: Mapping[str, float]) -> Dict[str, Tuple[floa
     return changed
 
 
-def retrain_solver(solver_param, lr_factor: float = 0.1, **overrides):
+def retrain_solver(solver_param, lr_factor: float, **overrides):
     """A copy of a solver for retraining: base_lr scaled (1/10 for LeNet, 1/100 for AlexNet)."""
     if not lr_factor > 0:
         raise InputError("learning-rate factor must be > 0, got %r" % lr_factor)

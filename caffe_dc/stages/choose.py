@@ -14,6 +14,7 @@ from typing import Callable, Dict, Mapping, NamedTuple, Optional
 from caffe_dc.algorithms import sensitivity as sens
 from caffe_dc.algorithms.allocation import Allocation, allocate
 from caffe_dc.algorithms.schedule import Schedule, from_dict
+from caffe_dc.base import defaults
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.tables import pct, text_table
 
@@ -30,12 +31,12 @@ class Budget(NamedTuple):
 class Recipe(NamedTuple):
     """How the chosen densities are reached and what the schedule records besides them."""
     round_drop_pp: float = 1.0
-    min_rounds: int = 2
-    max_rounds: int = 10
+    min_rounds: int = defaults.MIN_ROUNDS
+    max_rounds: int = defaults.MAX_ROUNDS
     iters: int = 3000
     finetune_iters: int = 3000
-    lr_factor: float = 0.1
-    index_bits: int = 5
+    lr_factor: float = defaults.LR_FACTOR
+    index_bits: int = defaults.INDEX_BITS
     reference_iters: Optional[int] = None
     snapshot_every: Optional[int] = None
     allocation: Allocation = Allocation.SHARED_DROP
@@ -59,12 +60,13 @@ def read_curves(doc: Mapping, where: str = "sensitivity.json"):
 
 def choose(doc: Mapping, budget: Budget, recipe: Recipe = Recipe(), bits: Optional[Mapping[str, int]] = None,
            where: str = "sensitivity.json", curves=None,
-           estimate: Optional[Callable[[Mapping[str, float]], float]] = None) -> Choice:
+           estimate: Optional[Callable[[Mapping[str, float]], float]] = None, net: Optional[str] = None) -> Choice:
     """A schedule from a sensitivity document (``sensitivity.json``) and a budget; ``curves``: the
     document's ``read_curves`` when the caller has read them already; ``estimate``: the rate a choice
-    of final densities gives (default: the P+Q formula; ``file_rate`` encodes the candidate)."""
+    of final densities gives (default: the P+Q formula; ``file_rate`` encodes the candidate); ``net``:
+    the paper's net this is, whose bit tables are then the default (``layer_policy.default_bits``)."""
     base, curves = curves or read_curves(doc, where)
-    layer_bits = sens.default_bits(curves)
+    layer_bits = sens.default_bits(curves, net)
     layer_bits.update(bits or {})
     if budget.max_drop_pp is not None:
         final = sens.choose_max_drop(base, curves, budget.max_drop_pp / 100.0)
@@ -144,11 +146,10 @@ def run_stage(r) -> dict:
     with open(r.out("sensitivity")["sensitivity"]) as f:
         doc = json.load(f)
     curves = read_curves(doc, r.out("sensitivity")["sensitivity"])
-    bits = dict(r.declared.bits or {})
+    bits = dict(sens.default_bits(curves[1], r.src.name if r.src.paper else None), **(r.declared.bits or {}))
     estimate = None
     if r.budget.get("target_rate") is not None:
-        ref = load_params(r.out("reference")["caffemodel"])
-        estimate = file_rate(ref, dict(sens.default_bits(curves[1]), **bits))
+        estimate = file_rate(load_params(r.out("reference")["caffemodel"]), bits)
     c = choose(doc, Budget(r.budget.get("max_drop_pp"), r.budget.get("target_rate")), _recipe(r), bits,
                r.out("sensitivity")["sensitivity"], curves, estimate)
     # only what was chosen: the rest of the schedule stays the declared one (``Run.schedule_doc``), so a

@@ -498,7 +498,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
                                     100 * s.dense_correct[pool_idx].mean()))
     budget = opts.max_drop if opts.max_drop is not None else opts.max_disagreement
     if opts.density is not None:
-        bits = {l.name: int((opts.bits or {}).get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
+        bits = {l.name: int((opts.bits or {}).get(l.name, layer_policy.default_bits(l.kind))) for l in layers}
         dens = {l.name: float(opts.density.get(l.name, 1.0)) for l in layers}
         correct = s.cross_fit(dens, bits)
         cand = Candidate(None, dens, bits, correct, _paired(s.dense_correct[s.pool], correct, 0.0, CHOICE_ALPHA))
@@ -507,7 +507,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
         widths = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in sorted(set(opts.bits_options))]
         curves, tables = {}, {}
         for key, given in enumerate(widths):
-            bits = {l.name: int(given.get(l.name, layer_policy.kind_bits(l.kind))) for l in layers}
+            bits = {l.name: int(given.get(l.name, layer_policy.default_bits(l.kind))) for l in layers}
             progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
                      % ("/".join(sorted({str(v) for v in bits.values()}))))
             curves[key] = s.curves(GRID, bits, progress)

@@ -31,6 +31,7 @@ from caffe_dc.pycaffe import nets
 from caffe_dc.algorithms import prune_plan, prune_rules, pruning, stats
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
+from caffe_dc.base import defaults
 from caffe_dc.base.blobs import MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_write
@@ -46,7 +47,7 @@ class PruneConfig(NamedTuple):
     qualities: Optional[Dict[str, float]] = None   # per-layer quality: threshold = q * std
     rounds: int = 3
     iters_per_round: int = 4000
-    lr_factor: float = 0.1
+    lr_factor: float = defaults.LR_FACTOR
     snapshot_every: int = 1000
     # per-layer density after each round (a schedule file's); default: geometric steps to ``densities``
     round_densities: Optional[Dict[str, List[float]]] = None

@@ -21,12 +21,13 @@ from caffe_dc.algorithms import quantization
 from caffe_dc.algorithms.early_stopping import EarlyStopping
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
-from caffe_dc.base import layer_policy
+from caffe_dc.base import defaults, layer_policy
 from caffe_dc.base.blobs import CODEBOOK, CODES, MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_path, atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params, save_net_proto, save_params
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.limits import check_bits
 from caffe_dc.pycaffe.solving import check_matches
 from caffe_dc.pycaffe.retraining import KeepBest, evaluations, retrain
 from caffe_dc.base.tables import text_table
@@ -51,7 +52,7 @@ class QuantConfig(NamedTuple):
     bits: Optional[Dict[str, int]] = None       # per layer; default: the paper's for this net
     init: str = "linear"
     iters: int = 2000
-    lr_factor: float = 0.1
+    lr_factor: float = defaults.LR_FACTOR
     seed: int = 0
     snapshot_every: int = 1000
     centroid_grad: str = "sum"                  # quantization.CentroidGrad: how a cluster's gradients combine
@@ -196,7 +197,7 @@ def _layer_bits(src, layers: List[str], given: Optional[Dict[str, int]]) -> Dict
     for n, b in (given or {}).items():
         if n not in bits:
             raise InputError("no compressed layer named %r (layers: %s)" % (n, ", ".join(layers)))
-        bits[n] = quantization.check_bits(b)
+        bits[n] = check_bits(b)
     return bits
 
 
