@@ -32,6 +32,7 @@ def cmd_train(p):
     p.add_argument("--verbose", action="store_true", help="show Caffe's GLOG output")
 
     def run(args):
+        from caffe_dc.pipeline.stage_table import FOLDERS
         from caffe_dc.pycaffe import nets
         from caffe_dc.stages import reference
 
@@ -40,7 +41,7 @@ def cmd_train(p):
             raise InputError("train %s needs ImageNet LMDBs: use `caffe-dc reproduce %s --imagenet-train ...`" % (spec.name, spec.name))
         check_outputs([args.idx], folders=[args.data_root, args.out])
         info = data_info(args)
-        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), "reference")
+        out = args.out or os.path.join("runs", "%s-%s" % (spec.name, info.name), FOLDERS["reference"])
         m = reference.train_reference(spec.name, info, out, iters=args.iters, seed=args.seed,
                                   test_every=args.test_every, verbose=args.verbose, batch=args.batch,
                                   base_lr=args.base_lr)

@@ -38,7 +38,7 @@ from caffe_dc.base.limits import MAX_SEED
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
 from caffe_dc.base.params import expand
-from caffe_dc.pipeline.stage_table import STAGES, NAMES, Stage
+from caffe_dc.pipeline.stage_table import FOLDERS, NAMES, STAGES, Stage
 from caffe_dc.pycaffe import datasets, nets, solving, validate
 from caffe_dc.codec.net_shapes import check_params
 from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, load_solver_proto, save_net_proto
@@ -195,7 +195,7 @@ class Pipeline:
         self._load_state()
         r = Run(opts=self.opts, src=c.src, info=c.info, preset=c.preset, declared=c.schedule, declared_doc=c.doc,
                 schedule_source=c.where, run_dir=self.run_dir, command=self.command, snapshot_every=c.snapshot_every,
-                test_iter=c.test_iter, state=self.state, stages=NAMES, progress=self.progress)
+                test_iter=c.test_iter, state=self.state, stages=NAMES, progress=self.progress, folders=FOLDERS)
         save_net_proto(c.src.train_val, r.base_path)
         save_net_proto(c.src.test_net, r.test_path)
         atomic_write(r.path("schedule.json"), (json.dumps(c.doc, indent=2) + "\n").encode())
@@ -206,7 +206,7 @@ class Pipeline:
             r = self.prepare()
             for i, stage in enumerate(STAGES, 1):
                 label = "[%d/%d] %s" % (i, len(STAGES), stage.label)
-                if not stage.wanted(r):
+                if not stage.wanted(r.for_stage(stage.name, stage.reads)):
                     print("%s: skipped (%s)" % (label, stage.module.SKIPPED))
                     continue
                 self._stage(r, stage, label)
@@ -226,6 +226,7 @@ class Pipeline:
 
     def _stage(self, r: Run, stage: Stage, label: str) -> dict:
         """Run ``stage`` unless it finished before with the same fingerprint."""
+        r = r.for_stage(stage.name, stage.reads)
         inputs = stage.module.stage_inputs(r)
         fp = self._fingerprint(r, stage, inputs)
         old = self.state.get(stage.name)
@@ -239,7 +240,7 @@ class Pipeline:
             print("%s: %s; redoing it" % (label, why))
         print("%s ..." % label)
         if stage.folder:
-            self._claim(r.path(stage.folder), fp)
+            self._claim(r.folder(), fp)
         self.state.pop(stage.name, None)
         t0 = time.time()
         out = stage.module.run_stage(r) or {}

@@ -8,6 +8,10 @@ module. Everything else is derived from this table by ``pipeline.reproduce``:
 the ``[i/N]`` numbering, the folders that are emptied when their inputs
 change, the fingerprints (and so which stages a change redoes), and the
 report's list of stages. Adding a stage is one module and one row.
+
+A stage sees the outputs of the stages in its ``reads`` and no others
+(``Run.out`` refuses an undeclared read at once), and writes into its own
+``folder`` (``Run.folder``): no stage body or report names a folder.
 """
 from __future__ import annotations
 
@@ -55,8 +59,8 @@ STAGES: Tuple[Stage, ...] = (
     Stage("prune", ("reference", "choose"), prune, TRAINING, folder="prune"),
     Stage("quantize", ("prune",), quantize, TRAINING, folder="quantize"),
     Stage("encode", ("quantize",), encode, CODED),
-    Stage("decode", ("encode",), decode, CODED),
-    Stage("caffe_test", ("decode",), caffe_test, CODED),
+    Stage("decode", ("encode", "quantize"), decode, CODED),
+    Stage("caffe_test", ("decode", "quantize"), caffe_test, CODED),
     Stage("control", ("reference", "choose", "prune"), control, TRAINING, folder="control"),
     Stage("test", ("reference", "prune", "quantize", "decode", "caffe_test", "control"), exact_test, CODED,
           folder="test"),
@@ -65,6 +69,7 @@ STAGES: Tuple[Stage, ...] = (
           run_report, CODED + ("report",)),
 )
 NAMES = tuple(s.name for s in STAGES)
+FOLDERS = {s.name: s.folder for s in STAGES if s.folder}   # stage name -> its folder in a run
 
 
 def check(table=STAGES) -> None:

@@ -89,7 +89,7 @@ def _figures(rec: RunRecord, layers: list, sizes: list) -> dict:
                                                  {n: pruned[n].blobs[0] for n in layers},
                                                  os.path.join(d, "weights_before_after_pruning.png"),
                                                  "%s: weights before and after pruning" % net)}
-    with open(os.path.join(d, "quantize", "clusters.json")) as f:
+    with open(os.path.join(rec.folders["quantize"], "clusters.json")) as f:
         clusters = json.load(f)
     qp = load_params(s["quantize"]["caffemodel"])
     figs["codebook"] = figures.codebooks({n: pruned[n].blobs[0] for n in layers},
@@ -203,7 +203,7 @@ def _rounds(rec: RunRecord) -> list:
                 % (json.dumps({k: loop[k] for k in ("max_drop_pp", "max_rounds", "past_targets") if k in loop}),
                    figure["what"], pct(figure["accuracy"], 2), loop.get("stopped"), _loop_outcome(loop)))
     else:
-        with open(os.path.join(rec.run_dir, "prune", "metrics.json")) as f:
+        with open(os.path.join(rec.folders["prune"], "metrics.json")) as f:
             done = json.load(f)["rounds"]
         weights = {n: v["weights"] for n, v in prune["layers"].items() if n != "total"}
         plan = prune["config"].get("round_densities") or {}

@@ -19,7 +19,7 @@ def stage_inputs(r: Run) -> dict:
 def run_stage(r: Run) -> dict:
     _, n_test = r.info.split("test")
     iters = solving.test_iters_for(load_net_proto(r.test_path), n_test)
-    qproto = r.path("quantize", "test.prototxt")
+    qproto = r.path("quantized_test.prototxt")   # beside test.prototxt: another stage's folder is not ours
     save_net_proto(nets.with_test_split(load_net_proto(r.out("quantize")["prototxt"]), *r.info.split("test")), qproto)
     dec = solving.caffe_cli_test(r.test_path, r.out("decode")["caffemodel"], iters)
     qnt = solving.caffe_cli_test(qproto, r.out("quantize")["caffemodel"],

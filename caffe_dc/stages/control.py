@@ -36,19 +36,19 @@ def stage_inputs(r: Run) -> dict:
 
 
 def run_stage(r: Run) -> dict:
-    sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, r.path("control", "snap")), r.lr_factor)
+    sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, r.folder("snap")), r.lr_factor)
     sch = r.schedule
     pieces = [("round %d" % k, sch.iters_per_round) for k in range(1, _rounds(r) + 1)]
     pieces.append(("fine-tune", sch.finetune_iters))
     current, result = r.out("reference")["caffemodel"], {}
     for i, (label, iters) in enumerate(pieces, 1):
-        done = r.path("control", "piece%d.caffemodel" % i)
-        meta = r.path("control", "piece%d.json" % i)
+        done = r.folder("piece%d.caffemodel" % i)
+        meta = r.folder("piece%d.json" % i)
         if os.path.isfile(done) and os.path.isfile(meta):
             with open(meta) as f:
                 result = json.load(f)
         else:
-            hist = retrain(r.base_path, sp, current, r.path("control", "piece%d" % i), iters, r.test_iter, done,
+            hist = retrain(r.base_path, sp, current, r.folder("piece%d" % i), iters, r.test_iter, done,
                            desc="dense control, %s" % label, snapshot_every=r.snapshot_every, progress=r.progress)
             result = {"piece": label, "iters": iters, "accuracy": solving.accuracy_of(hist[-1]),
                       "accuracy_top5": hist[-1].get("accuracy_top5")}

@@ -17,12 +17,9 @@ from caffe_dc.base.fileio import atomic_path
 from caffe_dc.pycaffe import solving
 from caffe_dc.stages.run import Run
 
-CANDIDATES = ("reference", "prune", "quantize", "decode", "control")
-
-
 def models(r: Run) -> list:
-    """The models this run has made, in table order (the control only when it ran)."""
-    return [m for m in CANDIDATES if r.done(m) and (m != "control" or r.opts.dense_control)]
+    """The models of the stages this one reads that made one, in table order (the control only when it ran)."""
+    return [m for m in r.reads if r.done(m) and "caffemodel" in r.out(m) and (m != "control" or r.opts.dense_control)]
 
 
 def stage_inputs(r: Run) -> dict:
@@ -45,7 +42,7 @@ def run_stage(r: Run) -> dict:
         res = solving.score_exact(r.test_path, r.out(name)["caffemodel"], n_test)
         per[name] = res.pop("per_image")
         per5 = res.pop("per_image_top5", None)
-        with atomic_path(r.path("test", "%s_correct.npy" % name)) as tmp:
+        with atomic_path(r.folder("%s_correct.npy" % name)) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, stats.pack_correct(per[name]))
         res["wilson"] = stats.wilson(res["correct"], res["n"])

@@ -378,10 +378,10 @@ def run_stage(r: Run) -> dict:
     cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
                       lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities,
                       closed_loop=sch.closed_loop)
-    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.path("prune"), cfg, progress=r.progress,
+    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.folder(), cfg, progress=r.progress,
                     ref_baseline=baseline(r.out("reference")))
     print(indent(m["table"]))
-    written = load_solver_proto(r.path("prune", "round1", "retrain", "solver.prototxt"))
+    written = load_solver_proto(r.folder("round1", "retrain", "solver.prototxt"))
     out = {"caffemodel": m["caffemodel"], "accuracy": m["accuracy"], "density": m["density"],
            "layers": m["layers"], "config": m["config"], "solver_changes": nets.solver_changes(r.src.solver, written)}
     if "closed_loop" in m:

@@ -248,7 +248,7 @@ def stage_inputs(r: Run) -> dict:
 def run_stage(r: Run) -> dict:
     cfg = QuantConfig(bits=_bits(r), init=r.opts.init.value, iters=r.schedule.finetune_iters, lr_factor=r.lr_factor,
                       seed=r.opts.seed, snapshot_every=r.snapshot_every, centroid_grad=r.schedule.centroid_grad)
-    m = run_quantization(r.src, r.out("prune")["caffemodel"], r.info, r.path("quantize"), cfg, progress=r.progress)
+    m = run_quantization(r.src, r.out("prune")["caffemodel"], r.info, r.folder(), cfg, progress=r.progress)
     print(indent(m["table"]))
     return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
             "accuracy_before_finetune": m["accuracy_before_finetune"], "fine_tune_discarded": m["fine_tune_discarded"],

@@ -111,10 +111,10 @@ def anneal(r: Run, start: str, rule: EarlyStopping) -> dict:
     (retrained at that rate) would otherwise credit to itself."""
     from caffe_dc.pycaffe import rewrite
 
-    out_dir = r.path("reference", "anneal")
+    out_dir = r.folder("anneal")
     sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, os.path.join(out_dir, "snap")), r.lr_factor)
     keeper = retraining.KeepBest(rule, out_dir)
-    final = r.path("reference", "annealed.caffemodel")
+    final = r.folder("annealed.caffemodel")
     history = retraining.retrain(r.base_path, sp, start, out_dir, rule.max_iters, r.test_iter, final,
                                  desc="reference, annealed", snapshot_every=r.snapshot_every, progress=r.progress,
                                  eval_every=rule.eval_every, on_eval=keeper)
@@ -129,7 +129,7 @@ def anneal(r: Run, start: str, rule: EarlyStopping) -> dict:
 
 def run_stage(r: Run) -> dict:
     """The reference: ``--weights`` copied in and scored on the validation split, or trained here."""
-    model = r.path("reference", "%s.caffemodel" % r.src.file_stem)
+    model = r.folder("%s.caffemodel" % r.src.file_stem)
     given = r.opts.weights
     if given:   # checked against the net before the run started (``Pipeline.check``)
         os.makedirs(os.path.dirname(model), exist_ok=True)
@@ -140,7 +140,7 @@ def run_stage(r: Run) -> dict:
         return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
                 "iters": 0, "source": given, "stopped_at": None, "best_iter": None, "rule": "given weights"}
     rule = r.schedule.reference_rule()
-    m = train_reference(r.src.name, r.info, r.path("reference"), iters=r.ref_iters, seed=r.opts.seed,
+    m = train_reference(r.src.name, r.info, r.folder(), iters=r.ref_iters, seed=r.opts.seed,
                         test_every=max(r.ref_iters // 5, 1), progress=r.progress, rule=rule,
                         solver_fields=r.schedule.reference_solver)
     if rule is None:

@@ -15,7 +15,7 @@ import os
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from caffe_dc.algorithms.cluster_config import Init
-from caffe_dc.base.errors import InputError
+from caffe_dc.base.errors import InputError, InternalError
 from caffe_dc.base.fileio import require_file
 
 
@@ -117,6 +117,7 @@ class RunRecord(NamedTuple):
     changes: Tuple[str, ...]
     state: Dict[str, dict]             # each finished stage's output, by stage name
     stages: Tuple[str, ...]            # the stage table's order
+    folders: Dict[str, str]            # stage name -> its folder, for the stages that have one
 
 
 @dataclasses.dataclass
@@ -136,9 +137,22 @@ class Run:
     state: Dict[str, dict]
     stages: Tuple[str, ...] = ()
     progress: bool = True
+    folders: Mapping[str, str] = dataclasses.field(default_factory=dict)   # the stage table's, by stage name
+    stage: Optional[str] = None        # the stage this view is for (``for_stage``); None: the pipeline's own
+    reads: Tuple[str, ...] = ()        # what that stage declares it reads
+
+    def for_stage(self, name: str, reads: Tuple[str, ...]) -> "Run":
+        """The run as stage ``name`` sees it: the outputs of the stages it declares in ``reads``, no others."""
+        return dataclasses.replace(self, stage=name, reads=tuple(reads))
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)
+
+    def folder(self, *parts: str) -> str:
+        """A path in this stage's own folder (the stage table names it)."""
+        if self.stage not in self.folders:
+            raise InternalError("stage %r has no folder in the stage table" % self.stage)
+        return self.path(self.folders[self.stage], *parts)
 
     @property
     def budget(self) -> Optional[dict]:
@@ -149,9 +163,9 @@ class Run:
     def schedule_doc(self) -> dict:
         """The schedule the run follows: the declared one, with what ``choose`` chose once it has run (the
         rounds, densities, bits), and a closed loop's round cap raised to the chosen rounds if below them."""
-        if not (self.budget and self.done("choose")):
+        if not (self.budget and self._chosen()):
             return self.declared_doc
-        doc = dict(self.declared_doc, **self.out("choose")["schedule"])
+        doc = dict(self.declared_doc, **self.state["choose"]["schedule"])
         loop = doc.get("closed_loop")
         if loop and loop.get("max_rounds", 0) < doc["rounds"]:
             doc["closed_loop"] = dict(loop, max_rounds=doc["rounds"])
@@ -160,7 +174,7 @@ class Run:
     @property
     def schedule(self):
         """``schedule_doc`` validated against the net's prunable layers."""
-        if self.budget and self.done("choose"):
+        if self.budget and self._chosen():
             from caffe_dc.algorithms.schedule import from_dict
 
             return from_dict(self.schedule_doc, self.src.layer_types(), where="the chosen schedule")
@@ -185,11 +199,22 @@ class Run:
     def ref_iters(self) -> int:
         return self.schedule.reference_iters if self.schedule.reference_iters is not None else 0
 
+    def _chosen(self) -> bool:
+        """Whether ``choose`` has run: the schedule every stage follows is the run's, whoever asks."""
+        return bool(self.state.get("choose", {}).get("done"))
+
+    def _readable(self, stage: str) -> None:
+        if self.stage is not None and stage not in self.reads:
+            raise InternalError("stage %r reads %r, which it does not declare in the stage table (reads: %s)"
+                                % (self.stage, stage, ", ".join(self.reads) or "nothing"))
+
     def done(self, stage: str) -> bool:
+        self._readable(stage)
         return bool(self.state.get(stage, {}).get("done"))
 
     def out(self, stage: str) -> dict:
-        """The output of an earlier stage (the table guarantees it ran first)."""
+        """The output of an earlier stage this one declares it reads (the table guarantees it ran first)."""
+        self._readable(stage)
         return self.state[stage]
 
     def record(self) -> RunRecord:
@@ -197,7 +222,8 @@ class Run:
         return RunRecord(self.src.name, bool(self.src.paper), self.preset, self.command, self.opts.seed, self.run_dir,
                          self.info, self.schedule_doc, self.schedule_source, s.description, s.rounds,
                          s.iters_per_round, s.finetune_iters, s.lr_factor, self.snapshot_every, tuple(self.src.origin),
-                         tuple(self.src.changes), dict(self.state), tuple(self.stages))
+                         tuple(self.src.changes), dict(self.state), tuple(self.stages),
+                         {n: self.path(f) for n, f in self.folders.items()})
 
 
 def indent(text: str, pad: str = "  ") -> str:

@@ -231,8 +231,8 @@ def run_stage(r) -> dict:
     from caffe_dc.base.fileio import atomic_write
 
     lmdb, _ = r.info.split("val")
-    doc = run_sensitivity(r.base_path, r.out("reference")["caffemodel"], lmdb, r.path("sensitivity"),
+    doc = run_sensitivity(r.base_path, r.out("reference")["caffemodel"], lmdb, r.folder(),
                           images=_images(r), progress=r.progress)
-    path = r.path("sensitivity", "sensitivity.json")
+    path = r.folder("sensitivity.json")
     atomic_write(path, json.dumps(doc, indent=2).encode())
     return {"sensitivity": path, "baseline": doc["baseline"], "images": doc["images"]}
