@@ -37,12 +37,53 @@ def pytest_sessionstart(session):
                         "Caffe would all be skipped" % (type(e).__name__, e), returncode=3)
 
 
-def run_cli(*args, cwd=None, timeout=600):
-    """Run `caffe-dc ARGS` as a user would; returns CompletedProcess with text output."""
+# What a test needs and may skip without, unless the run says it is there: in the image (CAFFE_DC_REQUIRE_CAFFE)
+# everything is; CI's Caffe-free part names what it installed (CAFFE_DC_REQUIRE=cv2,protobuf,fashion-mnist).
+NEEDS = ("cv2", "protobuf", "fashion-mnist")
+
+
+def required(what: str) -> bool:
+    if os.environ.get("CAFFE_DC_REQUIRE_CAFFE", "") not in ("", "0"):
+        return True
+    return what in os.environ.get("CAFFE_DC_REQUIRE", "").split(",")
+
+
+def need(what: str, present: bool, why: str = "") -> None:
+    """Skip the test without ``what`` (one of ``NEEDS``), or fail it where the run says ``what`` is there."""
+    assert what in NEEDS, what
+    if not present:
+        if required(what):
+            pytest.fail("%s is missing, but this run requires it%s" % (what, ": " + why if why else ""), pytrace=False)
+        pytest.skip("needs %s%s" % (what, ": " + why if why else ""), allow_module_level=True)
+
+
+def need_module(module: str, what: str):
+    """``pytest.importorskip``, under ``need``'s rule."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as e:
+        need(what, False, str(e))
+
+
+def cli_argv(*args, caffe: bool = True):
+    """(argv, env) that run `caffe-dc ARGS`: the installed entry point named by CAFFE_DC_CLI (CI's Caffe-free
+    part: the wheel's own ``caffe-dc``, so a packaging fault fails), else this checkout; ``caffe=False``
+    hides pycaffe from the checkout's child (the wheel's venv has none)."""
     env = dict(os.environ)
+    if os.environ.get("CAFFE_DC_CLI"):
+        env.pop("PYTHONPATH", None)
+        return [os.environ["CAFFE_DC_CLI"], *map(str, args)], env
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "caffe_dc", *map(str, args)], cwd=cwd,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    if caffe:
+        return [sys.executable, "-m", "caffe_dc", *map(str, args)], env
+    code = "import sys; sys.modules['caffe'] = None; from caffe_dc.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *map(str, args)], env
+
+
+def run_cli(*args, cwd=None, timeout=600, caffe=True):
+    """Run `caffe-dc ARGS` as a user would; returns CompletedProcess with text output."""
+    argv, env = cli_argv(*args, caffe=caffe)
+    return subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=timeout, env=env)
 
 

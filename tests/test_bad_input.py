@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_argv, run_cli
 
 from caffe_dc.pycaffe import caffemodel as cm
 
@@ -217,10 +217,9 @@ def work():
 
 
 def run_case(argv, cwd, demote=False):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "caffe_dc"] + argv, cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120, env=env,
-                          preexec_fn=_as_nobody if demote else None)
+    argv, env = cli_argv(*argv)
+    return subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=120, env=env, preexec_fn=_as_nobody if demote else None)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -339,10 +338,7 @@ def caffe_free_work(work):
 def test_bad_input_without_caffe(caffe_free_work, case):
     _, command, fragment = case
     before = _snapshot(caffe_free_work)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    code = "import sys; sys.modules['caffe'] = None; from caffe_dc.cli import main; sys.exit(main(sys.argv[1:]))"
-    p = subprocess.run([sys.executable, "-c", code] + command.split(), cwd=caffe_free_work, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, universal_newlines=True, timeout=120, env=env)
+    p = run_cli(*command.split(), cwd=caffe_free_work, timeout=120, caffe=False)
     after = _snapshot(caffe_free_work)
     assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
     assert "Traceback" not in p.stderr, p.stderr

@@ -13,13 +13,15 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("google.protobuf")
+from conftest import need_module  # noqa: E402
+
+need_module("google.protobuf", "protobuf")
 
 from caffe_dc.base.errors import InputError  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
 from caffe_dc.codec import caffe_proto, caffemodel, net_shapes  # noqa: E402
 from caffe_dc.codec.caffemodel import enc_varint, field, key  # noqa: E402
-from conftest import REPO, assert_clean_error  # noqa: E402
+from conftest import REPO, assert_clean_error, run_cli  # noqa: E402
 
 ZOO = os.path.join(REPO, "prototxt")
 RESULTS = os.path.join(REPO, "results")
@@ -58,10 +60,7 @@ def bn_params(seed=0):
 
 def cli_without_caffe(*args, cwd=None):
     """`caffe-dc ARGS` in a child where pycaffe cannot be imported, installed or not."""
-    code = "import sys; sys.modules['caffe'] = None; from caffe_dc.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, env=env, timeout=300)
+    return run_cli(*args, cwd=cwd, timeout=300, caffe=False)
 
 
 def _same(a, b):
@@ -222,12 +221,15 @@ def test_codec_commands_import_no_plotting_or_data_packages(tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "prune", "quantize", "reproduce", "compress", "sensitivity"])
 def test_training_commands_say_they_need_caffe(tmp_path, command):
+    """Each says so first, whatever else is wrong (here: none of the files exist), and writes nothing."""
     args = {"train": ["lenet-5"], "prune": ["lenet-5", "x.caffemodel"], "quantize": ["lenet-5", "x.caffemodel"],
             "reproduce": ["lenet-5"], "compress": ["--solver", "s.prototxt", "--weights", "x.caffemodel"],
-            "sensitivity": ["lenet-5", "x.caffemodel"]}[command]
+            "sensitivity": ["lenet-5", "x.caffemodel", "-o", "out"]}[command]
     p = cli_without_caffe(command, *args, cwd=str(tmp_path))
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("caffe-dc %s: error: pycaffe is not importable here" % command), p.stderr
+    assert p.stderr.strip().endswith("run caffe-dc through ./dc") and len(p.stderr.strip().splitlines()) == 1
+    assert os.listdir(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize("extra,fragment", [

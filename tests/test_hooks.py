@@ -285,3 +285,22 @@ def test_relink_solverstate_rejects_a_truncated_file():
     assert list(back.history[0].data) == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError):
         caffemodel.relink_solverstate(data[:-3], "/x")
+
+
+def test_one_progress_bar_per_phase_across_its_pieces(tiny, tmp_path, monkeypatch):
+    """A phase run in pieces (snapshots every 5 of 12 iterations) shows one bar, which counts all 12 and so
+    keeps its rate and time left; a resumed phase's bar starts where the snapshot left off."""
+    from caffe_dc.pycaffe import retraining, solving
+    root, base = tiny
+    proto, model = pruned_model(root, base)
+    bars = []
+    real = solving.progress_bar
+
+    def spy(total, done=0, desc="train", progress=True):
+        bar = real(total, done, desc, progress)
+        bars.append(bar)
+        return bar
+    monkeypatch.setattr(solving, "progress_bar", spy)
+    retraining.retrain(proto, solver_param(proto, "unused"), model, str(tmp_path / "run"), iters=12, test_iter=1,
+                       final_caffemodel=str(tmp_path / "final.caffemodel"), snapshot_every=5, progress=True)
+    assert len(bars) == 1 and (bars[0].total, bars[0].n) == (12, 12)

@@ -14,17 +14,22 @@ import os
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")
-if int(cv2.__version__.split(".")[0]) >= 5 or not hasattr(cv2, "dnn"):
-    pytest.skip("OpenCV %s has no Caffe importer (it is in 4.x)" % cv2.__version__, allow_module_level=True)
+from conftest import REPO, need, need_module, run_cli  # noqa: E402
+
+cv2 = need_module("cv2", "cv2")
+need("cv2", int(cv2.__version__.split(".")[0]) < 5 and hasattr(cv2, "dnn"),
+     "OpenCV %s has no Caffe importer (it is in 4.x)" % cv2.__version__)
 
 from caffe_dc.base import idx  # noqa: E402  (numpy only: the IDX reader)
-from conftest import REPO, run_cli  # noqa: E402
 from test_caffe_free import cli_without_caffe  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 DEPLOY = {"lenet-300-100": "lenet_300_100_deploy.prototxt", "lenet-5": "lenet5_deploy.prototxt"}
-needs_data = pytest.mark.skipif(not os.path.isdir(FASHION), reason="needs dataset-fashion-mnist")
+
+
+@pytest.fixture
+def needs_data():
+    need("fashion-mnist", os.path.isdir(FASHION), "the Debian package dataset-fashion-mnist")
 
 
 def _test_split():
@@ -73,7 +78,7 @@ def _caffe_agrees(deploy, model, x, scores):
         np.testing.assert_allclose(scores[i:i + n], ref, rtol=1e-4, atol=1e-5)
 
 
-@needs_data
+@pytest.mark.usefixtures("needs_data")
 @pytest.mark.parametrize("net", ["lenet-300-100", "lenet-5"])
 def test_committed_results_score_the_same_in_opencv(net, tmp_path):
     deploy, model, x, scores = _check_run(net, os.path.join(REPO, "results", net), tmp_path)
@@ -81,7 +86,7 @@ def test_committed_results_score_the_same_in_opencv(net, tmp_path):
         _caffe_agrees(deploy, model, x, scores)
 
 
-@needs_data
+@pytest.mark.usefixtures("needs_data")
 def test_quick_run_scores_the_same_in_opencv(tmp_path):
     pytest.importorskip("caffe")
     out = tmp_path / "run"

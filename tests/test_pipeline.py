@@ -82,6 +82,9 @@ def test_reproduce_quick_end_to_end(quick_run):
     assert m["paired"]["reference->compressed"]["n"] == 10000 and "control->compressed" in m["paired"]
     assert m["environment"]["numpy"] and m["data"]["n_val"] == 5000 and m["command"].startswith("caffe-dc reproduce")
     assert "Accuracy change, dense control → compressed" in report
+    # readable: the schedule is a collapsed block under Settings, not one JSON line among the provenance
+    assert "<details><summary>The schedule (" in report and '"iters_per_round": 500' in report
+    assert max(len(line) for line in report.splitlines() if line.startswith("- ")) < 400
     assert "W% ours / paper" in report and "| ip1 | 235200 | 8.0% / 8.0% |" in report
     for png in ("weights_before_after_pruning.png", "codebook.png", "size_waterfall.png"):
         assert os.path.getsize(str(out / png)) > 5000

@@ -1,12 +1,15 @@
 """base.provenance: the record of where a result came from."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
 from caffe_dc.base import provenance
 from caffe_dc.stages import reference
+from conftest import REPO
 
 
 def _git_head():
@@ -103,11 +106,20 @@ def test_blas_note_wording():
 
 
 def test_the_kernel_in_the_record_is_the_one_openblas_reports():
-    env = provenance.environment([])
-    k = provenance.openblas_kernel()
-    assert env["blas_kernel"] == k["kernel"] and env["blas_config"] == k["config"]
-    if k["kernel"] is None:
-        return                      # a BLAS that is not OpenBLAS: nothing to ask
-    assert k["kernel"] in k["config"] and k["library"] in provenance.loaded_blas()
-    assert env["blas_pin"] == (os.environ.get("CAFFE_DC_BLAS_PIN") or None)
-    assert env["blas_coretype"] == (os.environ.get("OPENBLAS_CORETYPE") or None)
+    """Against OpenBLAS's own word: with OPENBLAS_VERBOSE=2 it prints the core it chose when it loads
+    ("Core: Haswell"), which a child compares with what the run record says."""
+    code = ("import numpy, json; from caffe_dc.base import provenance; e = provenance.environment([]); "
+            "print(json.dumps([e['blas_kernel'], e['blas_config'], provenance.openblas_kernel()['library']]))")
+    env = dict(os.environ, OPENBLAS_VERBOSE="2", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    kernel, config, library = json.loads(p.stdout.strip().splitlines()[-1])
+    said = re.findall(r"^Core: (\S+)", p.stdout + p.stderr, flags=re.M)
+    if not said:                    # a BLAS that is not OpenBLAS, or one built for a single core: nothing to ask
+        assert kernel is None or "DYNAMIC_ARCH" not in (config or "")
+        return
+    assert kernel == said[0] and kernel in config and library
+    record = provenance.environment([])
+    assert record["blas_pin"] == (os.environ.get("CAFFE_DC_BLAS_PIN") or None)
+    assert record["blas_coretype"] == (os.environ.get("OPENBLAS_CORETYPE") or None)

@@ -56,5 +56,18 @@ def test_the_report_reads_every_stage_before_it():
     assert "control" in descendants("prune")   # as many restarts as the pruning made
 
 
-def test_names_are_the_table_order():
-    assert stage_table.NAMES == tuple(s.name for s in STAGES)
+def test_the_reports_stage_list_is_the_table_in_order():
+    """What the table derives for the report: its list of stages, numbered in the table's order, each stage's
+    own figures on its own row (a hand-written or reordered list, or a row taking another's figures, fails)."""
+    from caffe_dc.report.run_report import _stage_list
+    from caffe_dc.stages.run import RunRecord
+
+    state = {s.name: {"done": True, "seconds": float(i), "fingerprint": "fp-" + s.name}
+             for i, s in enumerate(STAGES, 1)}
+    state["test"]["models"] = {"control": {}}   # the control ran
+    rec = RunRecord(*[None] * 17, state=state, stages=stage_table.NAMES, folders={})
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in _stage_list(rec).splitlines()[2:]]
+    assert [r[1] for r in rows] == [s.label for s in STAGES]
+    assert [r[0] for r in rows] == [str(i) for i in range(1, len(STAGES) + 1)]
+    for r, s in zip(rows[:-1], STAGES):
+        assert r[3:] == ["%.1f" % (STAGES.index(s) + 1), "`fp-%s`" % s.name], s.name

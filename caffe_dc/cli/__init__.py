@@ -51,6 +51,8 @@ COMMANDS = (
 )
 # Commands that only read or rewrite files, with no BLAS work worth refusing on an unsupported CPU.
 NO_BLAS_WORK = frozenset({"inspect", "choose"})
+# Commands that train or score through pycaffe: without it they say so first, before reading any input.
+NEEDS_CAFFE = frozenset({"train", "prune", "quantize", "reproduce", "compress", "sensitivity"})
 
 
 def build_parser():
@@ -81,6 +83,10 @@ def main(argv=None) -> int:
         print("caffe-dc %s: error: %s" % (args.command, refusal), file=sys.stderr)
         return 2
     try:
+        if args.command in NEEDS_CAFFE:
+            from caffe_dc.pycaffe.solving import import_caffe
+
+            import_caffe(getattr(args, "verbose", False))
         rc = runners[args.command](args)
     except DCError as e:
         print("caffe-dc %s: error: %s" % (args.command, _one_line(e)), file=sys.stderr)

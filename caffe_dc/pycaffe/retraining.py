@@ -134,20 +134,25 @@ def retrain(net_prototxt: str, solver_param, init_caffemodel: Optional[str], out
     remaining = iters - solver.iter
     step = eval_every if on_eval else snapshot_every if snapshot_every else remaining
     keep = None
-    while remaining > 0 and keep is None:
-        n = min(step, remaining)
-        history.extend(solving.run(solver, n, test_iter, test_every=0 if on_eval else test_every, desc=desc,
-                                   progress=progress, span=(solver.iter, iters)))
-        if on_eval:
-            hooks.sync_blobs()   # a best it saves is then exactly codebook[codes], as a snapshot is
-        keep = on_eval(solver, history) if on_eval else None
-        remaining = iters - solver.iter
-        due = not on_eval or (snapshot_every and solver.iter // snapshot_every > (solver.iter - n) // snapshot_every)
-        if remaining > 0 and keep is None and due:
-            hooks.sync_blobs()
-            caffemodel.atomic_write(history_path, json.dumps(history).encode())
-            _snapshot(solver, sp.snapshot_prefix, prefix)
-            _prune_snapshots(prefix, keep=solver.iter)
+    bar = solving.progress_bar(iters, solver.iter, desc, progress)   # one for the phase, across its pieces
+    try:
+        while remaining > 0 and keep is None:
+            n = min(step, remaining)
+            history.extend(solving.run(solver, n, test_iter, test_every=0 if on_eval else test_every, desc=desc,
+                                       progress=progress, bar=bar))
+            if on_eval:
+                hooks.sync_blobs()   # a best it saves is then exactly codebook[codes], as a snapshot is
+            keep = on_eval(solver, history) if on_eval else None
+            remaining = iters - solver.iter
+            due = not on_eval or (snapshot_every and
+                                  solver.iter // snapshot_every > (solver.iter - n) // snapshot_every)
+            if remaining > 0 and keep is None and due:
+                hooks.sync_blobs()
+                caffemodel.atomic_write(history_path, json.dumps(history).encode())
+                _snapshot(solver, sp.snapshot_prefix, prefix)
+                _prune_snapshots(prefix, keep=solver.iter)
+    finally:
+        bar.close()
     if not history or history[-1].get("iter") != solver.iter:  # nothing trained (iters 0, or resumed at the end)
         m = solving.test_net_metrics(solver.test_nets[0], test_iter)
         m["iter"] = solver.iter

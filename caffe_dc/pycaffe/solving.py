@@ -83,23 +83,29 @@ def save_net(net, path: str) -> None:
         net.save(tmp)
 
 
-def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
-        progress: bool = True,
-        chunk: int = 50, span: Optional[Tuple[int, int]] = None) -> List[Dict[str, float]]:
-    """Step ``solver`` for ``iters`` iterations with a progress bar; test every ``test_every``.
-
-    ``span`` (done, total) makes the bar show this call as part of a longer stage that is run in
-    pieces (between snapshots), so the user sees one bar per stage, not one per piece.
-    Returns the list of test results (each with 'iter'), the last one at the end.
-    """
+def progress_bar(total: int, done: int = 0, desc: str = "train", progress: bool = True):
+    """One training phase's bar (``total`` iterations, ``done`` of them before this process started)."""
     from tqdm import tqdm
 
+    return tqdm(total=total, initial=done, desc=desc, unit="it", disable=not progress, file=sys.stderr,
+                dynamic_ncols=True, mininterval=1.0, leave=False)
+
+
+def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "train",
+        progress: bool = True, chunk: int = 50, bar=None) -> List[Dict[str, float]]:
+    """Step ``solver`` for ``iters`` iterations with a progress bar; test every ``test_every``.
+
+    ``bar`` (``progress_bar``): a phase run in pieces (between snapshots or evaluations) passes its
+    own, so the user sees one bar per phase, whose rate and time left run across the pieces;
+    without one, this call has its own. Returns the list of test results (each with 'iter'), the
+    last one at the end.
+    """
     history: List[Dict[str, float]] = []
     start = solver.iter
     end = start + iters
-    done, total = span if span else (0, iters)
-    bar = tqdm(total=total, initial=done, desc=desc, unit="it", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, mininterval=1.0, leave=False)
+    own = bar is None
+    if own:
+        bar = progress_bar(iters, 0, desc, progress)
     t0 = time.time()
     loss_blob = "loss" if "loss" in solver.net.blobs else None
     try:
@@ -119,7 +125,8 @@ def run(solver, iters: int, test_iter: int, test_every: int = 0, desc: str = "tr
                 if progress:
                     bar.write("  %s iter %d: %s" % (desc, solver.iter, _fmt(m)), file=sys.stderr)
     finally:
-        bar.close()
+        if own:
+            bar.close()
     elapsed = time.time() - t0
     m = test_net_metrics(solver.test_nets[0], test_iter)
     m["iter"] = solver.iter

@@ -149,9 +149,7 @@ def _provenance(rec: RunRecord, env: dict) -> list:
     return ["- command: `%s`" % rec.command,
             "- commit: %s%s" % (env.get("git_commit") or "unknown",
                                 " (uncommitted changes)" if env.get("git_dirty") else ""),
-            "- schedule: %s%s: `%s`" % (rec.schedule_source, (" (%s)" % rec.schedule_description)
-                                         if rec.schedule_description else "",
-                                         json.dumps(rec.schedule_doc, sort_keys=True)),
+            "- schedule: %s (the document as the run followed it: below, under Settings)" % rec.schedule_source,
             "- net: %s" % ", ".join("%s %s" % kv for kv in rec.origin),
             "- seeds: training and k-means %d; validation split %d" % (rec.seed, 0),
             "- data: %s, train %d / val %s / test %d images" % (rec.info.name, rec.info.n_train, rec.info.n_val,
@@ -246,6 +244,7 @@ def _settings(rec: RunRecord, stats) -> list:
              _reference_line(s["reference"]), ""]
     if s["quantize"].get("fine_tune_discarded"):
         lines.insert(-1, "- **quantization: %s**" % s["quantize"]["fine_tune_discarded"])
+    lines += _schedule_block(rec)
     solver_changes = s["prune"].get("solver_changes")
     if solver_changes is not None:
         lines += ["## What was changed in the net's solver and train_val", "",
@@ -256,6 +255,14 @@ def _settings(rec: RunRecord, stats) -> list:
                   "pruning round:" % (dict(rec.origin).get("solver"), rec.lr_factor, rec.snapshot_every), ""]
         lines += ["- solver %s" % c for c in solver_changes] + ["- train_val: %s" % c for c in rec.changes] + [""]
     return lines
+
+
+def _schedule_block(rec: RunRecord) -> list:
+    """The schedule the run followed, collapsed: its description once, as text, then the document without it."""
+    doc = {k: v for k, v in rec.schedule_doc.items() if k != "description"}
+    return ["<details><summary>The schedule (%s)</summary>" % rec.schedule_source, ""] + (
+        [rec.schedule_description, ""] if rec.schedule_description else []) + [
+        "```json", json.dumps(doc, indent=2, sort_keys=True), "```", "", "</details>", ""]
 
 
 def write_report(rec: RunRecord) -> str:
