@@ -214,7 +214,7 @@ def test_the_reference_stage_trains_by_the_rule_and_reruns_when_it_changes(tmp_p
                                           snapshot_every=40)))
     data = DataOptions(data="fashion-mnist", data_root=str(root / "data"), limit=1000)
     r = Pipeline(RunOptions(net="lenet-300-100", schedule=str(sched), data=data, out=str(tmp_path / "run")),
-                 progress=False).prepare()
+                 progress=False).prepare().for_stage("reference", ("data",))
     assert reference.stage_inputs(r)["ref_early_stopping"] == RULE.to_dict()
     out = reference.run_stage(r)
     assert out["stop_reason"] == PATIENCE and out["best_iter"] < out["stopped_at"] < 3000
