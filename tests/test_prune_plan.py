@@ -166,17 +166,23 @@ def test_search_loop_is_what_max_drop_declares():
 # ---------------------------------------------------------------- what the prune stage feeds the plan
 
 def test_the_loop_measures_against_the_references_last_evaluation_not_its_best():
+    import dataclasses
+
     from caffe_dc.stages.prune import baseline
+    from caffe_dc.stages.reference import Record
 
     evals = [[1000, 0.871], [2000, 0.884], [3000, 0.879], [4000, 0.882]]
-    stopped = {"accuracy": 0.884, "rule": "early stopping", "evaluations": evals, "best_iter": 2000}
+    stopped = Record(caffemodel="r.caffemodel", accuracy=0.884, iters=2000, stopped_at=4000, best_iter=2000,
+                     rule="early stopping", evaluations=evals)
     b = baseline(stopped)
     assert b.accuracy == 0.882 and "last validation evaluation" in b.what and "4000" in b.what
-    annealed = dict(stopped, accuracy=0.893, anneal={"accuracy": 0.893, "evaluations": [[1000, 0.893], [2000, 0.89]]})
+    annealed = dataclasses.replace(stopped, accuracy=0.893,
+                                   anneal={"accuracy": 0.893, "evaluations": [[1000, 0.893], [2000, 0.89]]})
     b = baseline(annealed)
     assert b.accuracy == 0.89 and "annealing" in b.what
     for rule in ("fixed: 2000 iterations", "given weights"):   # not chosen on validation: its own figure
-        b = baseline({"accuracy": 0.9, "rule": rule, "evaluations": None})
+        b = baseline(Record(caffemodel="r.caffemodel", accuracy=0.9, iters=0, stopped_at=None, best_iter=None,
+                            rule=rule))
         assert b.accuracy == 0.9 and rule in b.what
 
 

@@ -217,9 +217,9 @@ def test_the_reference_stage_trains_by_the_rule_and_reruns_when_it_changes(tmp_p
                  progress=False).prepare().for_stage("reference", ("data",))
     assert reference.stage_inputs(r)["ref_early_stopping"] == RULE.to_dict()
     out = reference.run_stage(r)
-    assert out["stop_reason"] == PATIENCE and out["best_iter"] < out["stopped_at"] < 3000
-    assert out["iters"] == out["best_iter"] and out["rule"] == RULE.describe()
-    assert os.path.isfile(out["caffemodel"])
+    assert out.stop_reason == PATIENCE and out.best_iter < out.stopped_at < 3000
+    assert out.iters == out.best_iter and out.rule == RULE.describe()
+    assert os.path.isfile(out.caffemodel)
     fixed = Pipeline(RunOptions(net="lenet-300-100", quick=True, data=data, out=str(tmp_path / "q")),
                      progress=False).prepare()
     assert "ref_early_stopping" not in reference.stage_inputs(fixed)

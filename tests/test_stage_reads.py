@@ -1,12 +1,15 @@
 """A stage reads only the stages it declares, and only the stage table names folders (no Caffe needed)."""
 import ast
+import glob
 import inspect
+import json
 import os
+import types
 
 import pytest
 
 from caffe_dc.base.errors import InternalError
-from caffe_dc.pipeline.stage_table import FOLDERS, STAGES
+from caffe_dc.pipeline.stage_table import FOLDERS, RECORDS, STAGES
 from caffe_dc.stages import exact_test
 from caffe_dc.stages.run import Run, RunOptions
 
@@ -17,13 +20,21 @@ FOLDER_NAMES = set(FOLDERS.values())
 MODELS = ("reference", "prune", "quantize", "decode", "control")   # the stages whose output is a caffemodel
 
 
+class Plain:
+    """A record of whatever a fake stage wrote (the real ones check their fields; here only reads are tested)."""
+
+    @staticmethod
+    def of(d):
+        return types.SimpleNamespace(**{k: v for k, v in d.items() if k != "done"})
+
+
 def finished_run():
     """A run whose every stage is done, the model-making ones with a model, as the pipeline keeps them."""
     state = {s.name: dict({"done": True}, **({"caffemodel": s.name + ".caffemodel"} if s.name in MODELS else {}))
              for s in STAGES}
     return Run(opts=RunOptions(net="lenet-5", dense_control=True), src=None, info=None, preset="quick", declared=None,
                declared_doc={}, schedule_source="test", run_dir="run", command="", snapshot_every=1, test_iter=1,
-               state=state, folders=FOLDERS)
+               state=state, folders=FOLDERS, records={s.name: Plain for s in STAGES})
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
@@ -31,7 +42,7 @@ def test_an_undeclared_read_fails_at_once(stage):
     view = finished_run().for_stage(stage.name, stage.reads)
     for other in STAGES:
         if other.name in stage.reads:
-            assert view.done(other.name) and view.out(other.name)["done"]
+            assert view.done(other.name) and view.out(other.name) is not None
         else:
             with pytest.raises(InternalError, match="stage %r reads %r, which it does not declare" % (stage.name,
                                                                                                       other.name)):
@@ -102,3 +113,20 @@ def test_the_folder_check_sees_a_folder_named_in_a_path(tmp_path):
     p = tmp_path / "m.py"
     p.write_text('import os\nos.path.join(d, "quantize", "clusters.json")\nr.path("prune/round1")\nr.path("x")\n')
     assert [x.split(" ")[-1] for x in _folder_literals(str(p))] == ["quantize", "prune/round1"]
+
+
+COMMITTED = sorted(glob.glob(os.path.join(os.path.dirname(PKG), "results", "*", "pipeline.json")))
+PIPELINE_KEYS = ("done", "seconds", "fingerprint", "inputs")
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[os.path.basename(os.path.dirname(p)) for p in COMMITTED])
+def test_the_records_read_and_write_the_committed_pipeline_json(path):
+    """Each stage's record holds exactly what a committed run wrote for that stage, and writes it back."""
+    assert COMMITTED
+    with open(path) as f:
+        state = json.load(f)
+    for name, kind in RECORDS.items():
+        if name not in state:
+            continue
+        written = {k: v for k, v in state[name].items() if k not in PIPELINE_KEYS}
+        assert kind.of(state[name]).as_dict() == written, name

@@ -4,6 +4,7 @@ import pytest
 from caffe_dc.base.fingerprint import code_version
 from caffe_dc.pipeline import stage_table
 from caffe_dc.pipeline.stage_table import STAGES, Stage, check
+from caffe_dc.stages import exact_test
 
 
 def descendants(name):
@@ -64,8 +65,8 @@ def test_the_reports_stage_list_is_the_table_in_order():
 
     state = {s.name: {"done": True, "seconds": float(i), "fingerprint": "fp-" + s.name}
              for i, s in enumerate(STAGES, 1)}
-    state["test"]["models"] = {"control": {}}   # the control ran
-    rec = RunRecord(*[None] * 17, state=state, stages=stage_table.NAMES, folders={})
+    test = exact_test.Record(n=1, models={"control": {}}, paired={})   # the control ran
+    rec = RunRecord(*[None] * 17, state=state, stages=stage_table.NAMES, folders={}, records={"test": test})
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in _stage_list(rec).splitlines()[2:]]
     assert [r[1] for r in rows] == [s.label for s in STAGES]
     assert [r[0] for r in rows] == [str(i) for i in range(1, len(STAGES) + 1)]

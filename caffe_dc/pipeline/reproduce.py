@@ -38,7 +38,7 @@ from caffe_dc.base.limits import MAX_SEED
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.fingerprint import code_version, file_digest, fingerprint
 from caffe_dc.base.params import expand
-from caffe_dc.pipeline.stage_table import FOLDERS, NAMES, STAGES, Stage
+from caffe_dc.pipeline.stage_table import FOLDERS, NAMES, RECORDS, STAGES, Stage
 from caffe_dc.pycaffe import datasets, nets, solving, validate
 from caffe_dc.codec.net_shapes import check_params
 from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, load_solver_proto, save_net_proto
@@ -195,7 +195,8 @@ class Pipeline:
         self._load_state()
         r = Run(opts=self.opts, src=c.src, info=c.info, preset=c.preset, declared=c.schedule, declared_doc=c.doc,
                 schedule_source=c.where, run_dir=self.run_dir, command=self.command, snapshot_every=c.snapshot_every,
-                test_iter=c.test_iter, state=self.state, stages=NAMES, progress=self.progress, folders=FOLDERS)
+                test_iter=c.test_iter, state=self.state, stages=NAMES, progress=self.progress, folders=FOLDERS,
+                records=RECORDS)
         save_net_proto(c.src.train_val, r.base_path)
         save_net_proto(c.src.test_net, r.test_path)
         atomic_write(r.path("schedule.json"), (json.dumps(c.doc, indent=2) + "\n").encode())
@@ -243,7 +244,8 @@ class Pipeline:
             self._claim(r.folder(), fp)
         self.state.pop(stage.name, None)
         t0 = time.time()
-        out = stage.module.run_stage(r) or {}
+        out = stage.module.run_stage(r)
+        out = dict(out.as_dict() if hasattr(out, "as_dict") else out or {})
         out.update(done=True, seconds=round(time.time() - t0, 1), fingerprint=fp, inputs=inputs)
         self.state[stage.name] = out
         self._save_state()

@@ -9,9 +9,11 @@ the ``[i/N]`` numbering, the folders that are emptied when their inputs
 change, the fingerprints (and so which stages a change redoes), and the
 report's list of stages. Adding a stage is one module and one row.
 
-A stage sees the outputs of the stages in its ``reads`` and no others
-(``Run.out`` refuses an undeclared read at once), and writes into its own
-``folder`` (``Run.folder``): no stage body or report names a folder.
+A stage returns its typed ``Record`` (a dataclass declared in its module,
+``stages.run.StageRecord``), which the pipeline writes once into
+pipeline.json; it sees the records of the stages in its ``reads`` and no
+others (``Run.out`` refuses an undeclared read at once), and writes into its
+own ``folder`` (``Run.folder``): no stage body or report names a folder.
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ STAGES: Tuple[Stage, ...] = (
 )
 NAMES = tuple(s.name for s in STAGES)
 FOLDERS = {s.name: s.folder for s in STAGES if s.folder}   # stage name -> its folder in a run
+RECORDS = {s.name: s.module.Record for s in STAGES if hasattr(s.module, "Record")}   # stage name -> its record
 
 
 def check(table=STAGES) -> None:

@@ -1,6 +1,7 @@
 """The report of a ``reproduce`` run: report.md, PNG figures and metrics.json."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -17,7 +18,7 @@ from caffe_dc.codec.storage_table import human, layer_headers, storage_rows
 from caffe_dc.base.tables import markdown_table, pct
 from caffe_dc.algorithms import prune_plan, stats
 from caffe_dc.base.provenance import blas_note, environment
-from caffe_dc.stages.run import Run, RunRecord
+from caffe_dc.stages.run import Run, RunRecord, StageRecord
 
 FULL_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000)}   # (train, test) as published
 
@@ -82,22 +83,22 @@ def _pp_change(before: float, after: float) -> float:
 
 
 def _figures(rec: RunRecord, layers: list, sizes: list) -> dict:
-    s, d, net = rec.state, rec.run_dir, rec.net
-    ref = load_params(s["reference"]["caffemodel"])
-    pruned = load_params(s["prune"]["caffemodel"])
+    s, d, net = rec.records, rec.run_dir, rec.net
+    ref = load_params(s["reference"].caffemodel)
+    pruned = load_params(s["prune"].caffemodel)
     figs = {"weights": figures.weight_histograms({n: ref[n].blobs[0] for n in layers},
                                                  {n: pruned[n].blobs[0] for n in layers},
                                                  os.path.join(d, "weights_before_after_pruning.png"),
                                                  "%s: weights before and after pruning" % net)}
     with open(os.path.join(rec.folders["quantize"], "clusters.json")) as f:
         clusters = json.load(f)
-    qp = load_params(s["quantize"]["caffemodel"])
+    qp = load_params(s["quantize"].caffemodel)
     figs["codebook"] = figures.codebooks({n: pruned[n].blobs[0] for n in layers},
                                          {n: clusters[n]["codebook_init"] for n in layers},
                                          {n: qp[blob_name(n, CODEBOOK)].blobs[0] for n in layers},
                                          os.path.join(d, "codebook.png"),
                                          "%s: centroids at %s init and after fine-tuning"
-                                         % (net, s["quantize"].get("init", "linear")))
+                                         % (net, s["quantize"].init))
     figs["waterfall"] = figures.waterfall(["dense", "pruned", "+quantized", "+Huffman"], sizes,
                                           os.path.join(d, "size_waterfall.png"), "%s: storage by stage" % net)
     return figs
@@ -127,20 +128,20 @@ def _table1(rec: RunRecord, t: dict, test: dict) -> str:
 
 
 def _by_stage(rec: RunRecord, test: dict, sizes: list) -> str:
-    s = rec.state
+    s = rec.records
     control = s.get("control") if "control" in test else None
     control_rows = [["dense control: reference retrained %d iterations in %d restarts, uncompressed"
-                     % (control["iters"], control["restarts"]), pct(control["accuracy"], 2), _kn(test["control"]),
+                     % (control.iters, control.restarts), pct(control.accuracy, 2), _kn(test["control"]),
                      human(sizes[0]), "1x"]] if control else []
     return markdown_table(
         ["stage", "val accuracy", "test: correct/n = accuracy [Wilson 95%]", "size", "vs dense"],
-        [["reference", pct(s["reference"]["accuracy"], 2), _kn(test["reference"]), human(sizes[0]), "1x"]]
+        [["reference", pct(s["reference"].accuracy, 2), _kn(test["reference"]), human(sizes[0]), "1x"]]
         + control_rows + [
-         ["pruned + retrained (%s kept)" % pct(s["prune"]["density"], 1), pct(s["prune"]["accuracy"], 2),
+         ["pruned + retrained (%s kept)" % pct(s["prune"].density, 1), pct(s["prune"].accuracy, 2),
           _kn(test["prune"]), human(sizes[1]), "%.1fx" % (sizes[0] / sizes[1])],
-         ["quantized, before fine-tuning", pct(s["quantize"]["accuracy_before_finetune"], 2), "–", human(sizes[2]),
+         ["quantized, before fine-tuning", pct(s["quantize"].accuracy_before_finetune, 2), "–", human(sizes[2]),
           "%.1fx" % (sizes[0] / sizes[2])],
-         ["quantized + fine-tuned", pct(s["quantize"]["accuracy"], 2), _kn(test["quantize"]), human(sizes[2]),
+         ["quantized + fine-tuned", pct(s["quantize"].accuracy, 2), _kn(test["quantize"]), human(sizes[2]),
           "%.1fx" % (sizes[0] / sizes[2])],
          ["Huffman-coded blob, decoded", "–", _kn(test["decode"]), human(sizes[3]), "%.1fx" % (sizes[0] / sizes[3])]])
 
@@ -168,7 +169,7 @@ def _stage_list(rec: RunRecord) -> str:
         if name == "report":   # this very stage: being written now
             rows.append([i, "report", "this file", "–", "–"])
             continue
-        ran = st is not None and (name != "control" or "control" in rec.state.get("test", {}).get("models", {}))
+        ran = st is not None and (name != "control" or "control" in getattr(rec.records.get("test"), "models", {}))
         rows.append([i, name.replace("_", " "), "done" if ran else "skipped",
                      "%.1f" % st["seconds"] if ran and "seconds" in st else "–",
                      "`%s`" % st["fingerprint"] if ran and "fingerprint" in st else "–"])
@@ -189,11 +190,11 @@ def _loop_outcome(loop: dict) -> str:
 
 def _rounds(rec: RunRecord) -> list:
     """Pruning round by round, planned against measured (the closed loop's own record, else the open plan's)."""
-    prune = rec.state["prune"]
-    ref = rec.state["reference"]["accuracy"]
-    if prune.get("rounds"):
-        loop = prune.get("closed_loop") or {}
-        table = prune_plan.rounds_table(prune["rounds"])
+    prune = rec.records["prune"]
+    ref = rec.records["reference"].accuracy
+    if prune.rounds:
+        loop = prune.closed_loop or {}
+        table = prune_plan.rounds_table(prune.rounds)
         figure = loop.get("reference_figure") or {"accuracy": ref, "what": "the reference's validation accuracy"}
         note = ("Closed loop (`closed_loop` %s): each round's drop after retraining, measured against %s (%s) and "
                 "judged by the upper bound of its 95%% paired interval on validation, re-planned the rounds left; "
@@ -203,8 +204,8 @@ def _rounds(rec: RunRecord) -> list:
     else:
         with open(os.path.join(rec.folders["prune"], "metrics.json")) as f:
             done = json.load(f)["rounds"]
-        weights = {n: v["weights"] for n, v in prune["layers"].items() if n != "total"}
-        plan = prune["config"].get("round_densities") or {}
+        weights = {n: v["weights"] for n, v in prune.layers.items() if n != "total"}
+        plan = prune.config.get("round_densities") or {}
         planned = [sum(weights[n] * (plan[n][i] if n in plan else 1.0) for n in weights) / sum(weights.values())
                    if plan else None for i in range(len(done))]
         table = markdown_table(
@@ -218,13 +219,13 @@ def _rounds(rec: RunRecord) -> list:
 
 def _reference_line(ref: dict) -> str:
     """How the reference was made: given, a fixed length, or until validation accuracy stopped improving."""
-    if ref.get("source"):
-        return "- reference: given (%s)" % ref["source"]
-    if ref.get("best_iter") is None:
-        return "- reference training: %s iterations" % ref.get("iters")
+    if ref.source:
+        return "- reference: given (%s)" % ref.source
+    if ref.best_iter is None:
+        return "- reference training: %s iterations" % ref.iters
     line = ("- reference training: %s; the best validation accuracy at iteration %d, stopped at %d (%s)"
-            % (ref["rule"], ref["best_iter"], ref["stopped_at"], ref.get("stop_reason")))
-    a = ref.get("anneal")
+            % (ref.rule, ref.best_iter, ref.stopped_at, ref.stop_reason))
+    a = ref.anneal
     if a:
         line += ("; then annealed at the retraining rate under the same rule: best at %d more iterations "
                  "(%s on validation), stopped at %d" % (a["best_iter"], pct(a["accuracy"], 2), a["stopped_at"]))
@@ -232,20 +233,20 @@ def _reference_line(ref: dict) -> str:
 
 
 def _settings(rec: RunRecord, stats) -> list:
-    s = rec.state
+    s = rec.records
     lines = ["## Settings", "",
              "- densities (final, per layer): %s" % ", ".join("%s %s" % (k, pct(v, 1)) for k, v in
-                                                              s["prune"]["config"]["densities"].items()),
+                                                              s["prune"].config["densities"].items()),
              "- prune rounds × retraining iterations: %d × %d; quantization fine-tuning: %d iterations; "
              "learning rate × %g" % (rec.rounds, rec.iters_per_round, rec.finetune_iters, rec.lr_factor),
-             "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"]["bits"].items()),
+             "- weight bits: %s; index bits: %s" % (", ".join("%s %d" % kv for kv in s["quantize"].bits.items()),
                                                     ", ".join("%s %s" % (b.name, "raw" if b.stored_raw else b.index_bits)
                                                               for b in stats.quantized)),
              _reference_line(s["reference"]), ""]
-    if s["quantize"].get("fine_tune_discarded"):
-        lines.insert(-1, "- **quantization: %s**" % s["quantize"]["fine_tune_discarded"])
+    if s["quantize"].fine_tune_discarded:
+        lines.insert(-1, "- **quantization: %s**" % s["quantize"].fine_tune_discarded)
     lines += _schedule_block(rec)
-    solver_changes = s["prune"].get("solver_changes")
+    solver_changes = s["prune"].solver_changes
     if solver_changes is not None:
         lines += ["## What was changed in the net's solver and train_val", "",
                   "Retraining (every prune round, the fine-tuning and the control) uses the net's own solver "
@@ -267,14 +268,14 @@ def _schedule_block(rec: RunRecord) -> list:
 
 def write_report(rec: RunRecord) -> str:
     """report.md, its figures and metrics.json in the run folder; returns report.md's path."""
-    s, net, d = rec.state, rec.net, rec.run_dir
+    s, net, d = rec.records, rec.net, rec.run_dir
     paper_net = net if rec.paper else None
-    _, stats = codec.decode_model_report(frontend.read_blob(s["encode"]["blob"]))
+    _, stats = codec.decode_model_report(frontend.read_blob(s["encode"].blob))
     t = stats.totals()
-    test = s["test"]["models"]
+    test = s["test"].models
     sizes = _sizes(stats)
     figs = _figures(rec, [b.name for b in stats.quantized], sizes)
-    paired = s["test"]["paired"]
+    paired = s["test"].paired
     control_lines = [_paired_line("Accuracy change, dense control → compressed (the same retraining without "
                                   "compression, so this is what compression itself costs)",
                                   paired["control->compressed"]), ""] if "control" in test else []
@@ -318,11 +319,11 @@ def write_report(rec: RunRecord) -> str:
 
 
 def _write_metrics(rec: RunRecord, stats, sizes: list, env: dict) -> None:
-    s = rec.state
+    s = rec.records
     t = stats.totals()
-    test = s["test"]["models"]
+    test = s["test"].models
     ref_acc, final_acc = test["reference"]["accuracy"], test["decode"]["accuracy"]
-    with open(s["encode"]["blob"], "rb") as f:
+    with open(s["encode"].blob, "rb") as f:
         blob_sha = hashlib.sha256(f.read()).hexdigest()
     metrics = {"net": rec.net, "paper_net": rec.paper, "dataset": rec.info.name, "preset": rec.preset,
                "schedule": rec.schedule_doc, "schedule_source": rec.schedule_source,
@@ -331,12 +332,12 @@ def _write_metrics(rec: RunRecord, stats, sizes: list, env: dict) -> None:
                         "n_test": rec.info.n_test, "source": rec.info.source, "checksums": rec.info.checksums},
                "reference_accuracy": ref_acc, "final_accuracy": final_acc,
                "reference_test": dict(test["reference"]), "final_test": dict(test["decode"]),
-               "paired": s["test"]["paired"],
+               "paired": s["test"].paired,
                "accuracy_delta_pp": _pp_change(ref_acc, final_acc),
                "control_accuracy": test["control"]["accuracy"] if "control" in test else None,
                "compression": 1 / t["rate_pqh"], "file_bytes": t["file_bytes"], "model_sha256": blob_sha,
                "dense_bytes": t["original_bits"] // 8, "stage_bytes": dict(zip(["dense", "pruned", "pq", "pqh"], sizes)),
-               "storage": stats.to_dict(), "stages": s, "stage_order": list(rec.stages), "environment": env}
+               "storage": stats.to_dict(), "stages": rec.state, "stage_order": list(rec.stages), "environment": env}
     atomic_write(os.path.join(rec.run_dir, "metrics.json"), json.dumps(metrics, indent=2, default=float).encode())
 
 
@@ -346,7 +347,12 @@ def stage_inputs(r: Run) -> dict:
     return {"control": r.opts.dense_control, "schedule": r.schedule_source}
 
 
-def run_stage(r: Run) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    report: str                        # report.md
+
+
+def run_stage(r: Run) -> Record:
     path = write_report(r.record())
     print("  wrote %s" % path)
-    return {"report": path}
+    return Record(report=path)

@@ -8,6 +8,7 @@ writes the result as a schedule file.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Dict, Mapping, NamedTuple, Optional
 
@@ -17,6 +18,7 @@ from caffe_dc.algorithms.schedule import Schedule, from_dict
 from caffe_dc.base import defaults
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.tables import pct, text_table
+from caffe_dc.stages.run import StageRecord
 
 
 class Budget(NamedTuple):
@@ -135,7 +137,18 @@ def stage_inputs(r) -> dict:
             "recipe": dict(_recipe(r)._asdict(), allocation=_recipe(r).allocation.value)}
 
 
-def run_stage(r) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """What was chosen: the schedule's rounds, densities, bits and source (``Run.schedule_doc`` merges them
+    into the declared schedule), the final densities and the rate estimated for them."""
+    schedule: dict
+    final: Dict[str, float]
+    estimated_rate: float
+    rounds: int
+    estimate: str                      # "file" (encoded post hoc) or "pq" (the formula)
+
+
+def run_stage(r) -> Record:
     """Final densities for the budget from the run's own sensitivity curves (a target rate is met as the
     encoder measures it), and the rounds to reach them: the schedule every later stage follows."""
     import json
@@ -143,15 +156,15 @@ def run_stage(r) -> dict:
     from caffe_dc.pycaffe.caffemodel import load_params
     from caffe_dc.stages.run import indent
 
-    with open(r.out("sensitivity")["sensitivity"]) as f:
+    with open(r.out("sensitivity").sensitivity) as f:
         doc = json.load(f)
-    curves = read_curves(doc, r.out("sensitivity")["sensitivity"])
+    curves = read_curves(doc, r.out("sensitivity").sensitivity)
     bits = dict(sens.default_bits(curves[1], r.src.name if r.src.paper else None), **(r.declared.bits or {}))
     estimate = None
     if r.budget.get("target_rate") is not None:
-        estimate = file_rate(load_params(r.out("reference")["caffemodel"]), bits)
+        estimate = file_rate(load_params(r.out("reference").caffemodel), bits)
     c = choose(doc, Budget(r.budget.get("max_drop_pp"), r.budget.get("target_rate")), _recipe(r), bits,
-               r.out("sensitivity")["sensitivity"], curves, estimate)
+               r.out("sensitivity").sensitivity, curves, estimate)
     # only what was chosen: the rest of the schedule stays the declared one (``Run.schedule_doc``), so a
     # setting the choice does not read (a closed loop's drop, the iterations) takes effect when it changes
     chosen = {"rounds": c.schedule.rounds, "densities": c.schedule.densities, "bits": c.schedule.bits,
@@ -159,5 +172,5 @@ def run_stage(r) -> dict:
     print(indent(c.table))
     print("  %d rounds; %s %.1fx" % (c.plan.rounds, "file rate (encoded post hoc)" if estimate else
                                       "estimated P+Q rate", c.rate))
-    return {"schedule": chosen, "final": c.final, "estimated_rate": c.rate, "rounds": c.plan.rounds,
-            "estimate": "file" if estimate else "pq"}
+    return Record(schedule=chosen, final=c.final, estimated_rate=c.rate, rounds=c.plan.rounds,
+                  estimate="file" if estimate else "pq")

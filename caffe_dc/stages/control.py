@@ -8,15 +8,27 @@ no masks.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Optional
 
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe import rewrite, solving
 from caffe_dc.pycaffe.retraining import retrain
-from caffe_dc.stages.run import Run
+from caffe_dc.stages.run import Run, StageRecord
 
 SKIPPED = "--dense-control retrains the reference as long, uncompressed, for comparison"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """The dense control: the reference retrained as long, in as many restarts, uncompressed."""
+    caffemodel: str
+    accuracy: float
+    accuracy_top5: Optional[float]
+    iters: int
+    restarts: int
 
 
 def wanted(r: Run) -> bool:
@@ -25,7 +37,7 @@ def wanted(r: Run) -> bool:
 
 def _rounds(r: Run) -> int:
     """As many restarts as the pruning made: the schedule's rounds, or those a closed loop ran."""
-    loop = r.out("prune").get("closed_loop") if r.done("prune") else None
+    loop = r.out("prune").closed_loop if r.done("prune") else None
     return int(loop["rounds_run"]) if loop else r.schedule.rounds
 
 
@@ -35,12 +47,12 @@ def stage_inputs(r: Run) -> dict:
             "lr_factor": r.lr_factor}
 
 
-def run_stage(r: Run) -> dict:
+def run_stage(r: Run) -> Record:
     sp = rewrite.retrain_solver(r.src.solver_for(r.base_path, r.folder("snap")), r.lr_factor)
     sch = r.schedule
     pieces = [("round %d" % k, sch.iters_per_round) for k in range(1, _rounds(r) + 1)]
     pieces.append(("fine-tune", sch.finetune_iters))
-    current, result = r.out("reference")["caffemodel"], {}
+    current, result = r.out("reference").caffemodel, {}
     for i, (label, iters) in enumerate(pieces, 1):
         done = r.folder("piece%d.caffemodel" % i)
         meta = r.folder("piece%d.json" % i)
@@ -55,5 +67,5 @@ def run_stage(r: Run) -> dict:
             atomic_write(meta, json.dumps(result).encode())
         print("  dense control, %s: val accuracy %.2f%% after %d iterations" % (label, 100 * result["accuracy"], iters))
         current = done
-    return {"caffemodel": current, "accuracy": result["accuracy"], "accuracy_top5": result.get("accuracy_top5"),
-            "iters": sum(n for _, n in pieces), "restarts": len(pieces)}
+    return Record(caffemodel=current, accuracy=result["accuracy"], accuracy_top5=result.get("accuracy_top5"),
+                  iters=sum(n for _, n in pieces), restarts=len(pieces))

@@ -9,17 +9,29 @@ test``'s figure for the decoded model.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Dict
+
 import numpy as np
 
 from caffe_dc.algorithms import stats
 from caffe_dc.base.errors import InternalError
 from caffe_dc.base.fileio import atomic_path
 from caffe_dc.pycaffe import solving
-from caffe_dc.stages.run import Run
+from caffe_dc.stages.run import Run, StageRecord
+
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """Every model's exact count on the test split (``models``, by stage name) and the paired comparisons."""
+    n: int
+    models: Dict[str, dict]
+    paired: Dict[str, dict]
+
 
 def models(r: Run) -> list:
     """The models of the stages this one reads that made one, in table order (the control only when it ran)."""
-    return [m for m in r.reads if r.done(m) and "caffemodel" in r.out(m) and (m != "control" or r.opts.dense_control)]
+    return [m for m in r.reads if r.done(m) and getattr(r.out(m), "caffemodel", None)
+            and (m != "control" or r.opts.dense_control)]
 
 
 def stage_inputs(r: Run) -> dict:
@@ -31,15 +43,15 @@ def margin(r: Run) -> float:
     validation accuracy (``stats.default_margin``), known before the test split is read."""
     if r.opts.margin is not None:
         return r.opts.margin / 100.0
-    return stats.default_margin(r.out("reference")["accuracy"])
+    return stats.default_margin(r.out("reference").accuracy)
 
 
-def run_stage(r: Run) -> dict:
+def run_stage(r: Run) -> Record:
     _, n_test = r.info.split("test")
     out = {"n": n_test, "models": {}}
     per = {}
     for name in models(r):
-        res = solving.score_exact(r.test_path, r.out(name)["caffemodel"], n_test)
+        res = solving.score_exact(r.test_path, r.out(name).caffemodel, n_test)
         per[name] = res.pop("per_image")
         per5 = res.pop("per_image_top5", None)
         with atomic_path(r.folder("%s_correct.npy" % name)) as tmp:
@@ -51,7 +63,7 @@ def run_stage(r: Run) -> dict:
         out["models"][name] = res
         print("  %-9s %d/%d = %.2f%% (95%% CI %.2f-%.2f%%)" % (name, res["correct"], res["n"], 100 * res["accuracy"],
                                                               100 * res["wilson"][0], 100 * res["wilson"][1]))
-    caffe_acc = r.out("caffe_test")["accuracy"]
+    caffe_acc = r.out("caffe_test").accuracy
     if abs(caffe_acc - out["models"]["decode"]["accuracy"]) > 1e-4:
         raise InternalError("`caffe test` scored the decoded model %.6f but the exact count is %d/%d"
                             % (caffe_acc, out["models"]["decode"]["correct"], n_test))
@@ -63,4 +75,4 @@ def run_stage(r: Run) -> dict:
         print("  %s: %+.2f pp (95%% CI %+.2f to %+.2f), %d vs %d discordant images, McNemar p = %.3g: %s"
               % (key, 100 * c["diff"], 100 * c["diff_low"], 100 * c["diff_high"], c["only_a"], c["only_b"],
                  c["mcnemar_p"], stats.claim(c)))
-    return out
+    return Record(**out)

@@ -21,6 +21,7 @@ search does not stop where the noise happened to read low.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
@@ -36,7 +37,7 @@ from caffe_dc.base.blobs import MASK, blob_name
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.pycaffe.caffemodel import load_params, load_solver_proto, save_net_proto, save_params
-from caffe_dc.stages.run import Run, indent
+from caffe_dc.stages.run import Run, StageRecord, indent
 from caffe_dc.base.errors import InputError, InternalError
 from caffe_dc.pycaffe.retraining import retrain
 from caffe_dc.base.tables import pct, text_table
@@ -104,18 +105,18 @@ class Baseline(NamedTuple):
     what: str
 
 
-def baseline(reference: Mapping) -> Baseline:
-    """The reference stage's last validation evaluation (of its annealing, when it annealed). An early-stopped
-    reference is the best of its evaluations, so its own figure is a maximum over noisy readings and reads high
-    by about the split's noise; the last evaluation was not chosen on it. A fixed-length or given reference was
-    not chosen on validation, so its own figure is that evaluation."""
-    stage = reference.get("anneal") or reference
-    if stage.get("evaluations"):
-        it, acc = stage["evaluations"][-1]
+def baseline(reference) -> Baseline:
+    """The reference stage's (its record's) last validation evaluation (of its annealing, when it annealed). An
+    early-stopped reference is the best of its evaluations, so its own figure is a maximum over noisy readings and
+    reads high by about the split's noise; the last evaluation was not chosen on it. A fixed-length or given
+    reference was not chosen on validation, so its own figure is that evaluation."""
+    evaluations = reference.anneal.get("evaluations") if reference.anneal else reference.evaluations
+    if evaluations:
+        it, acc = evaluations[-1]
         return Baseline(float(acc), "the reference's last validation evaluation (%s, iteration %d)"
-                        % ("annealing" if "anneal" in reference else "training", it))
-    return Baseline(float(reference["accuracy"]), "the reference's validation accuracy (%s: not chosen on validation)"
-                    % reference["rule"])
+                        % ("annealing" if reference.anneal else "training", it))
+    return Baseline(float(reference.accuracy), "the reference's validation accuracy (%s: not chosen on validation)"
+                    % reference.rule)
 
 
 class _RoundContext(NamedTuple):
@@ -370,7 +371,22 @@ def stage_inputs(r: Run) -> dict:
     return out
 
 
-def run_stage(r: Run) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """The pruned model, its validation accuracy and density, per layer, the config, the solver as changed;
+    a closed loop's summary and rounds (planned against measured) when it ran one."""
+    caffemodel: str
+    accuracy: float
+    density: float
+    layers: dict
+    config: dict
+    solver_changes: list
+    closed_loop: Optional[dict] = None
+    rounds: Optional[list] = None
+    OPTIONAL = ("closed_loop", "rounds")
+
+
+def run_stage(r: Run) -> Record:
     sch = r.schedule
     if not sch.densities:
         raise InputError("%s prunes no layer (its densities match none of %s)"
@@ -378,7 +394,7 @@ def run_stage(r: Run) -> dict:
     cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
                       lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities,
                       closed_loop=sch.closed_loop)
-    m = run_pruning(r.src, r.out("reference")["caffemodel"], r.info, r.folder(), cfg, progress=r.progress,
+    m = run_pruning(r.src, r.out("reference").caffemodel, r.info, r.folder(), cfg, progress=r.progress,
                     ref_baseline=baseline(r.out("reference")))
     print(indent(m["table"]))
     written = load_solver_proto(r.folder("round1", "retrain", "solver.prototxt"))
@@ -386,4 +402,4 @@ def run_stage(r: Run) -> dict:
            "layers": m["layers"], "config": m["config"], "solver_changes": nets.solver_changes(r.src.solver, written)}
     if "closed_loop" in m:
         out.update(closed_loop=m["closed_loop"], rounds=loop_rounds(m["rounds"]))
-    return out
+    return Record(**out)

@@ -9,6 +9,7 @@ the encoder reads the codebook and codes straight from it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from caffe_dc.base.limits import check_bits
 from caffe_dc.pycaffe.solving import check_matches
 from caffe_dc.pycaffe.retraining import KeepBest, evaluations, retrain
 from caffe_dc.base.tables import text_table
-from caffe_dc.stages.run import Run, indent
+from caffe_dc.stages.run import Run, StageRecord, indent
 
 
 # A fine-tuning that ends this many points of validation accuracy below its clustered start has
@@ -245,12 +246,28 @@ def stage_inputs(r: Run) -> dict:
             "lr_factor": r.lr_factor, "seed": r.opts.seed, "centroid_grad": r.schedule.centroid_grad}
 
 
-def run_stage(r: Run) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """The quantized, fine-tuned model (and its train_val), its validation accuracy before and after the
+    fine-tuning, whether the fine-tuning was discarded and why, and each layer's bits."""
+    caffemodel: str
+    prototxt: str
+    accuracy: float
+    init: str
+    accuracy_before_finetune: float
+    bits: Dict[str, int]
+    fine_tune_discarded: Optional[str] = None    # why the fine-tuned model was set aside (runs before it lack it)
+    best_iter: Optional[int] = None              # the fine-tuning's kept evaluation, and its last one's accuracy
+    accuracy_last: Optional[float] = None
+    OPTIONAL = ("fine_tune_discarded", "best_iter", "accuracy_last")
+
+
+def run_stage(r: Run) -> Record:
     cfg = QuantConfig(bits=_bits(r), init=r.opts.init.value, iters=r.schedule.finetune_iters, lr_factor=r.lr_factor,
                       seed=r.opts.seed, snapshot_every=r.snapshot_every, centroid_grad=r.schedule.centroid_grad)
-    m = run_quantization(r.src, r.out("prune")["caffemodel"], r.info, r.folder(), cfg, progress=r.progress)
+    m = run_quantization(r.src, r.out("prune").caffemodel, r.info, r.folder(), cfg, progress=r.progress)
     print(indent(m["table"]))
-    return {"caffemodel": m["caffemodel"], "prototxt": m["prototxt"], "accuracy": m["accuracy"], "init": m["init"],
-            "accuracy_before_finetune": m["accuracy_before_finetune"], "fine_tune_discarded": m["fine_tune_discarded"],
-            "best_iter": m["best_iter"], "accuracy_last": m["accuracy_last"],
-            "bits": {n: v["bits"] for n, v in m["layers"].items()}}
+    return Record(caffemodel=m["caffemodel"], prototxt=m["prototxt"], accuracy=m["accuracy"], init=m["init"],
+                  accuracy_before_finetune=m["accuracy_before_finetune"],
+                  fine_tune_discarded=m["fine_tune_discarded"], best_iter=m["best_iter"],
+                  accuracy_last=m["accuracy_last"], bits={n: v["bits"] for n, v in m["layers"].items()})

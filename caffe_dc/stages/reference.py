@@ -9,6 +9,7 @@ reference when the rule stops the run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from caffe_dc.base import provenance
 from caffe_dc.base.fileio import atomic_path, atomic_write
 from caffe_dc.pycaffe.caffemodel import save_net_proto
 from caffe_dc.base.fingerprint import file_digest
-from caffe_dc.stages.run import Run
+from caffe_dc.stages.run import Run, StageRecord
 from caffe_dc.pycaffe.datasets import DataInfo  # noqa: F401 (type of ``info``)
 
 
@@ -127,7 +128,24 @@ def anneal(r: Run, start: str, rule: EarlyStopping) -> dict:
             "stopped_at": d.last_iter, "stop_reason": d.reason, "evaluations": retraining.evaluations(history)}
 
 
-def run_stage(r: Run) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """The reference model and how it was made: given (``source``), a fixed length, or early stopping."""
+    caffemodel: str
+    accuracy: float                       # on the validation split
+    iters: int
+    stopped_at: Optional[int]
+    best_iter: Optional[int]
+    rule: str
+    accuracy_top5: Optional[float] = None
+    source: Optional[str] = None          # --weights
+    stop_reason: Optional[str] = None     # early stopping: why it stopped, and every evaluation
+    evaluations: Optional[list] = None
+    anneal: Optional[dict] = None         # the annealing at the retraining rate, when the schedule asks for it
+    OPTIONAL = ("accuracy_top5", "source", "stop_reason", "evaluations", "anneal")
+
+
+def run_stage(r: Run) -> Record:
     """The reference: ``--weights`` copied in and scored on the validation split, or trained here."""
     model = r.folder("%s.caffemodel" % r.src.file_stem)
     given = r.opts.weights
@@ -137,8 +155,8 @@ def run_stage(r: Run) -> dict:
             shutil.copyfile(given, tmp)
         m = solving.evaluate(r.base_path, model, r.test_iter)
         print("  reference val accuracy %.2f%% (given weights)" % (100 * solving.accuracy_of(m)))
-        return {"caffemodel": model, "accuracy": solving.accuracy_of(m), "accuracy_top5": m.get("accuracy_top5"),
-                "iters": 0, "source": given, "stopped_at": None, "best_iter": None, "rule": "given weights"}
+        return Record(caffemodel=model, accuracy=solving.accuracy_of(m), accuracy_top5=m.get("accuracy_top5"),
+                      iters=0, source=given, stopped_at=None, best_iter=None, rule="given weights")
     rule = r.schedule.reference_rule()
     m = train_reference(r.src.name, r.info, r.folder(), iters=r.ref_iters, seed=r.opts.seed,
                         test_every=max(r.ref_iters // 5, 1), progress=r.progress, rule=rule,
@@ -156,4 +174,4 @@ def run_stage(r: Run) -> dict:
     if r.schedule.reference_anneal:
         a = anneal(r, m["caffemodel"], rule)
         out.update(anneal=a, caffemodel=a["caffemodel"], accuracy=a["accuracy"])
-    return out
+    return Record(**out)

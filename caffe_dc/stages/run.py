@@ -96,6 +96,25 @@ class RunOptions:
         return {k: (v.value if isinstance(v, Init) else v) for k, v in out.items()}
 
 
+class StageRecord:
+    """What a stage hands on: each stage module declares its ``Record``, a frozen dataclass of these.
+
+    Written once, into ``pipeline.json`` (``as_dict``: every field, but an ``OPTIONAL`` one only when set,
+    so the keys are those the stage always wrote), and read back by later stages and the report
+    (``of``, which leaves out the pipeline's own keys: done, seconds, fingerprint, inputs).
+    """
+    OPTIONAL: Tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, d: Mapping) -> "StageRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
+
+
 class RunRecord(NamedTuple):
     """A run as the report sees it: plain data, no behaviour."""
     net: str
@@ -115,9 +134,10 @@ class RunRecord(NamedTuple):
     snapshot_every: int
     origin: Tuple[Tuple[str, str], ...]
     changes: Tuple[str, ...]
-    state: Dict[str, dict]             # each finished stage's output, by stage name
+    state: Dict[str, dict]             # each finished stage's entry in pipeline.json: done, seconds, fingerprint
     stages: Tuple[str, ...]            # the stage table's order
     folders: Dict[str, str]            # stage name -> its folder, for the stages that have one
+    records: Dict[str, object]         # each finished stage's record (``StageRecord``), by stage name
 
 
 @dataclasses.dataclass
@@ -138,6 +158,7 @@ class Run:
     stages: Tuple[str, ...] = ()
     progress: bool = True
     folders: Mapping[str, str] = dataclasses.field(default_factory=dict)   # the stage table's, by stage name
+    records: Mapping[str, type] = dataclasses.field(default_factory=dict)  # stage name -> its Record class
     stage: Optional[str] = None        # the stage this view is for (``for_stage``); None: the pipeline's own
     reads: Tuple[str, ...] = ()        # what that stage declares it reads
 
@@ -212,10 +233,14 @@ class Run:
         self._readable(stage)
         return bool(self.state.get(stage, {}).get("done"))
 
-    def out(self, stage: str) -> dict:
-        """The output of an earlier stage this one declares it reads (the table guarantees it ran first)."""
+    def out(self, stage: str):
+        """The record of an earlier stage this one declares it reads (the table guarantees it ran first)."""
         self._readable(stage)
-        return self.state[stage]
+        return self._record(stage)
+
+    def _record(self, stage: str):
+        kind = self.records.get(stage)
+        return kind.of(self.state[stage]) if kind else self.state[stage]
 
     def record(self) -> RunRecord:
         s = self.schedule
@@ -223,7 +248,8 @@ class Run:
                          self.info, self.schedule_doc, self.schedule_source, s.description, s.rounds,
                          s.iters_per_round, s.finetune_iters, s.lr_factor, self.snapshot_every, tuple(self.src.origin),
                          tuple(self.src.changes), dict(self.state), tuple(self.stages),
-                         {n: self.path(f) for n, f in self.folders.items()})
+                         {n: self.path(f) for n, f in self.folders.items()},
+                         {n: self._record(n) for n in self.stages if self.state.get(n, {}).get("done")})
 
 
 def indent(text: str, pad: str = "  ") -> str:

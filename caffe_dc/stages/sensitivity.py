@@ -15,6 +15,7 @@ net's Accuracy layer reads, so nothing is averaged over partial batches.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -30,6 +31,7 @@ from caffe_dc.base.fileio import require_file
 from caffe_dc.pycaffe import nets, rewrite, solving
 from caffe_dc.pycaffe.caffemodel import load_net_proto, load_params, save_net_proto
 from caffe_dc.pycaffe.datasets import lmdb_entries
+from caffe_dc.stages.run import StageRecord
 
 FORMAT = "caffe-dc-sensitivity"
 DEFAULT_IMAGES = 2000
@@ -224,15 +226,23 @@ def stage_inputs(r) -> dict:
     return {"images": _images(r), "grid": density_grid(None)}
 
 
-def run_stage(r) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Record(StageRecord):
+    """The curves (``sensitivity``: the sensitivity.json path) and the dense net's score they start from."""
+    sensitivity: str
+    baseline: dict
+    images: int
+
+
+def run_stage(r) -> Record:
     """Each prunable layer of the run's own reference pruned alone, scored on the run's validation split."""
     import json
 
     from caffe_dc.base.fileio import atomic_write
 
     lmdb, _ = r.info.split("val")
-    doc = run_sensitivity(r.base_path, r.out("reference")["caffemodel"], lmdb, r.folder(),
+    doc = run_sensitivity(r.base_path, r.out("reference").caffemodel, lmdb, r.folder(),
                           images=_images(r), progress=r.progress)
     path = r.folder("sensitivity.json")
     atomic_write(path, json.dumps(doc, indent=2).encode())
-    return {"sensitivity": path, "baseline": doc["baseline"], "images": doc["images"]}
+    return Record(sensitivity=path, baseline=doc["baseline"], images=doc["images"])
