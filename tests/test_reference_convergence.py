@@ -101,9 +101,9 @@ def test_full_presets_train_the_reference_by_a_decaying_recipe_and_quick_ones_do
 @pytest.mark.parametrize("extra, message", [
     (dict(reference_eval_every=500), "go together (early stopping); reference_patience is missing"),
     (dict(reference_patience=3), "reference_patience go together (early stopping); reference_eval_every is missing"),
-    (dict(reference_eval_every=0, reference_patience=3), "reference_eval_every must be an integer >= 1, got 0"),
-    (dict(reference_eval_every=100, reference_patience=2.5), "reference_patience must be an integer >= 1, got 2.5"),
-    (dict(reference_eval_every=100, reference_patience=True), "reference_patience must be an integer >= 1"),
+    (dict(reference_eval_every=0, reference_patience=3), "reference_eval_every must be an integer in 1..2147483647, got 0"),
+    (dict(reference_eval_every=100, reference_patience=2.5), "reference_patience must be an integer, got 2.5"),
+    (dict(reference_eval_every=100, reference_patience=True), "reference_patience must be an integer, got True"),
     (dict(reference_eval_every=100, reference_patience=2, reference_iters=0), "needs reference_iters >= 1"),
 ])
 def test_bad_early_stopping_keys_are_one_line_errors(extra, message):
@@ -128,7 +128,7 @@ def test_bad_schedule_on_the_command_line_is_one_line(tmp_path):
     p.write_text(json.dumps(quick_doc(reference_eval_every=-5, reference_patience=2)))
     assert_clean_error(run_cli("reproduce", "lenet-300-100", "--schedule", p, "--out", tmp_path / "run",
                                "--data", "fashion-mnist", "--data-root", tmp_path / "data", "--limit", 1000),
-                       "reference_eval_every must be an integer >= 1, got -5")
+                       "reference_eval_every must be an integer in 1..2147483647, got -5")
 
 
 # ------------------------------------------------------------------ real training (Caffe)
@@ -270,10 +270,10 @@ def test_reference_solver_round_trips_and_changes_the_reference_stage_inputs(tmp
     ({"lr_policy": "cosine"}, "reference_solver.lr_policy must be one of"),
     ({"lr_policy": "multistep"}, "lr_policy multistep needs stepvalue"),
     ({"stepvalue": [30, 20]}, "reference_solver.stepvalue must be increasing"),
-    ({"stepvalue": 20}, "reference_solver.stepvalue must be an integer >= 1"),
+    ({"stepvalue": 20}, "reference_solver.stepvalue must be an integer, got None"),
     ({"base_lr": 0}, "reference_solver.base_lr must be > 0"),
     ({"base_lr": float("nan")}, "reference_solver.base_lr must be a finite number"),
-    ({"gamma": True}, "reference_solver.gamma must be a finite number"),
+    ({"gamma": True}, "reference_solver.gamma must be a number, got True"),
 ])
 def test_bad_reference_solver_is_one_error(recipe, message):
     with pytest.raises(InputError, match=message.replace(".", r"\.")):
