@@ -113,7 +113,7 @@ CASES = [
     ("json-below-a-file", "inspect M.dcz --json F/sub/x.json", "not a folder", False),
     ("out-folder-is-a-file", "storage alexnet --out F", "not a folder", False),
     ("data-root-below-a-file", "data --data-root F/data", "not a folder", False),
-    ("train-out-below-a-file", "train lenet-5 --out F/ref --data-root data", "not a folder", False),
+    ("train-out-below-a-file", "train lenet-5 --out F/ref --data-root data", "not a folder", True),
     ("read-only-folder", "decode M.dcz -o ro/x.caffemodel", "cannot write", False),
     ("default-output-next-to-read-only-input", "encode P.prototxt ro/Q.caffemodel", "cannot write", False),
     # files that are not what they claim
