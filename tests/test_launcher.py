@@ -125,8 +125,8 @@ def test_an_interrupted_launcher_stops_its_command_and_removes_its_container(lau
         assert len(mine) == 1
         t0 = time.time()
         p.send_signal(sig)
-        p.wait(timeout=30)
-        assert time.time() - t0 < 15
+        p.wait(timeout=120)   # buildah tears a container down slowly on a loaded machine
+        assert time.time() - t0 < 100   # promptly, not after the 300 s sleep
     finally:
         if p.poll() is None:
             p.kill()
