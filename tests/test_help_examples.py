@@ -103,3 +103,10 @@ def test_every_readme_command_parses(argv, capsys):
         parser.parse_args(argv)
     except SystemExit as e:
         pytest.fail("`%s` does not parse: %s" % (" ".join(argv), capsys.readouterr().err.strip() or e))
+
+
+def test_the_readme_reads_on_a_screen():
+    """The front page is read in a browser and a terminal: no line, table rows included, over 200 characters."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        long = [(i, len(line.rstrip("\n"))) for i, line in enumerate(f, 1) if len(line.rstrip("\n")) > 200]
+    assert not long, "README.md lines over 200 characters (line, length): %s" % long
