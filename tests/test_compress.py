@@ -218,12 +218,17 @@ def test_compress_without_test_lmdb_says_so(custom_net, tmp_path):
     assert s.closed_loop == schedules.search_loop(0.5)     # and past the chosen densities while the drop holds
     s, _, _ = resolve_schedule(src, sched, opts.replace(target_rate=20.0))
     assert s.budget["target_rate"] == 20.0 and s.densities == {}
-    s, _, _ = resolve_schedule(src, None, opts.replace(target_rate=20.0))   # a rate is where the loop stops
+    s, _, doc20 = resolve_schedule(src, None, opts.replace(target_rate=20.0))   # a rate is where the loop stops
     assert s.closed_loop == {"max_drop_pp": 0.5, "max_rounds": schedules.SEARCH_ROUNDS}
+    # the file's description stays, and says what the command line changed in it
+    assert doc20["description"] == doc["description"] + "; changed on the command line: target_rate 20"
     s, _, _ = resolve_schedule(src, sched, opts.replace(max_drop=1.5))
     assert s.budget["max_drop_pp"] == 1.5 and s.closed_loop == schedules.search_loop(1.5)
     s, _, _ = resolve_schedule(src, sched, opts.replace(bits={"*": 7, "fc": 3}, rounds=2))
     assert s.bits == {"conv1": 7, "conv2": 7, "conv3": 7, "fc": 3} and s.rounds == 2
+    assert s.description == ""   # a file without a description gets none
+    s, _, _ = resolve_schedule(src, None, opts.replace(bits={"*": 7, "fc": 3}, rounds=2))
+    assert s.description == doc["description"] + "; changed on the command line: rounds 2, bits *=7,fc=3"
     from caffe_dc.report.run_report import user_data_note
 
     assert "No separate held-out test split" in user_data_note(src.info)

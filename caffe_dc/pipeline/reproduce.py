@@ -62,11 +62,14 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
     if not isinstance(doc, dict):
         raise InputError("%s: a schedule is a JSON object" % where)
     doc = dict(doc)
+    changed = []   # what the command line changed, so that the file's description is not read as the run's
     for key, given in (("rounds", opts.rounds), ("iters_per_round", opts.prune_iters),
                        ("finetune_iters", opts.quant_iters), ("reference_iters", opts.ref_iters)):
         if given is not None:
             doc[key] = given
+            changed.append("%s %s" % (key, given))
     aims = {"target_rate": opts.target_rate, "max_drop_pp": opts.max_drop}
+    changed += ["%s %g" % (k, v) for k, v in aims.items() if v is not None]
     if any(v is not None for v in aims.values()):
         # a budget on the command line replaces the file's aim (and its densities, which it would choose)
         recipe = {k: v for k, v in _object(doc, "budget", where).items() if k not in aims}
@@ -83,6 +86,9 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
         if given:
             # a bare command-line value is meant for every layer, so it beats the file's [conv]/[fc] keys
             doc[key] = dict(_object(doc, key, where), **expand(given, list(src.layer_types())))
+            changed.append("%s %s" % (key, ",".join("%s=%s" % kv for kv in sorted(given.items()))))
+    if changed and isinstance(doc.get("description"), str):
+        doc["description"] += "; changed on the command line: " + ", ".join(changed)
     return schedules.from_dict(doc, src.layer_types(), where=where), where, doc
 
 
