@@ -319,6 +319,40 @@ def test_opencv_feeds_each_layer_what_caffe_does_batchnorm_a_residual_sum_and_a_
     assert np.abs(ia["fc"]).max() > 0
 
 
+needs_caffe = pytest.mark.skipif(not __import__("caffe_dc.pycaffe.validate", fromlist=["x"]).caffe_available(),
+                                 reason="needs pycaffe")
+
+
+@needs_caffe
+def test_stepping_through_the_net_runs_only_what_follows_and_keeps_the_shortcut(tmp_path):
+    """The states a refit steps through (``advance``, ``finish``) give what a pass from the input gives, though
+    other images ran through the net in between: the state before conv2 holds conv1's output, which the
+    residual sum reads after conv2."""
+    params = bn_params()
+    params["conv1_bn"].blobs[1][...] = np.abs(params["conv1_bn"].blobs[1]) + 0.5
+    net = caffe_proto.parse_net_text(BN_NET, "bn")
+    rng = np.random.default_rng(3)
+    x, other = rng.random((2, 2, 3, 15, 15)).astype(np.float32)
+    fwd = cal.CaffeForward(net, x.shape, params, str(tmp_path))
+    names = ["conv1", "conv2", "fc"]
+    full, dense = fwd.inputs(x, names), fwd.scores(x)
+    st = fwd.start(x)
+    states = {}
+    for n in names:
+        got, st = fwd.advance(st, n)
+        states[n] = st
+        fwd.scores(other)                       # the net's blobs now hold other images
+        np.testing.assert_array_equal(got, full[n])
+    np.testing.assert_array_equal(fwd.finish(states["fc"]), dense)
+    fwd.set("conv2", [params["conv2"].blobs[0] * -0.5, params["conv2"].blobs[1]])
+    fwd.scores(other)
+    changed = fwd.finish(states["conv2"])
+    np.testing.assert_allclose(changed, fwd.scores(x), rtol=1e-6)
+    assert not np.allclose(changed, dense, atol=1e-3)
+    with pytest.raises(ValueError, match="runs before"):
+        fwd.advance(states["fc"], "conv1")
+
+
 @pytest.mark.skipif(cal._cv2() is None, reason="needs OpenCV 4.x")
 def test_without_caffe_calibration_runs_on_opencv(tmp_path):
     proto, model, _ = tiny_model(tmp_path)

@@ -347,6 +347,22 @@ class Forward:
             raise InputError("the net has no output blob")
         self.output = outs[-1]
 
+    # -- stepping through the net: a *state* is where a batch stands before some layer runs. Here
+    # (the OpenCV path) it is the batch itself, and each step runs the net from its input again;
+    # pycaffe (``CaffeForward``) keeps the blobs live at that point and runs only the layers between.
+
+    def start(self, x: np.ndarray):
+        """The state of batch ``x`` before the net's first layer."""
+        return x
+
+    def advance(self, state, layer: str):
+        """(the array ``layer`` reads, the state just before ``layer`` runs), with the weights as now set."""
+        return self.inputs(state, [layer])[layer], state
+
+    def finish(self, state) -> np.ndarray:
+        """The net's output from ``state`` on, with the weights as now set."""
+        return self.scores(state)
+
     def writer_before(self, layer: str, blob: str) -> str:
         """The last layer before ``layer`` that writes ``blob`` (in-place layers included)."""
         last = None
@@ -374,6 +390,43 @@ class CaffeForward(Forward):
         for name in self.net.params:
             self.set(name, params[name].blobs)
 
+        # Caffe's own layer list (with the Split layers it inserts where a blob feeds several layers):
+        # a blob is live before position q if written before q (the input: before 0) and read at or after q
+        self.order = list(self.net._layer_names)
+        self.pos = {n: i for i, n in enumerate(self.order)}
+        written, read = {self.data: -1}, {}
+        for i, n in enumerate(self.order):
+            for b in self.net.bottom_names[n]:
+                read[b] = i
+            for t in self.net.top_names[n]:
+                written.setdefault(t, i)
+        self._live = lambda q: [b for b, w in written.items() if w < q <= read.get(b, -1)]
+
+    def start(self, x: np.ndarray):
+        return 0, {self.data: np.array(x, np.float32)}
+
+    def _load(self, state) -> int:
+        p, blobs = state
+        for k, v in blobs.items():
+            self.net.blobs[k].data[...] = v
+        return p
+
+    def advance(self, state, layer: str):
+        """Runs only the layers between the state's position and ``layer``; the state it returns holds
+        copies of the blobs live there (for a residual net, the stream and its shortcut)."""
+        p, q = self._load(state), self.pos[layer]
+        if q < p:
+            raise ValueError("%s runs before the state's position" % layer)
+        if q > p:
+            self.net._forward(p, q - 1)
+        x = self.net.blobs[self.net.bottom_names[layer][0]].data.copy()
+        return x, (q, {b: self.net.blobs[b].data.copy() for b in self._live(q)})
+
+    def finish(self, state) -> np.ndarray:
+        p = self._load(state)
+        self.net._forward(p, len(self.order) - 1)
+        return self.net.blobs[self.output].data.reshape(self.batch, -1).copy()
+
     def set(self, layer: str, blobs) -> None:
         for dst, src in zip(self.net.params[layer], blobs):
             dst.data[...] = np.asarray(src).reshape(dst.data.shape)
@@ -381,15 +434,12 @@ class CaffeForward(Forward):
     def inputs(self, x: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
         self.net.blobs[self.data].data[...] = x
         out = {}
-        # Caffe's own layer list: it has the Split layers Caffe inserts where a blob feeds several layers
-        order = list(self.net._layer_names)
-        bottoms = {n: b[0] for n, _, b, _ in self.layers if b}
         done = 0                                   # layers order[:done] have run on this batch
-        for i in sorted(order.index(n) for n in names):
+        for i in sorted(self.pos[n] for n in names):
             if i > done:
-                self.net.forward(start=order[done], end=order[i - 1])
+                self.net._forward(done, i - 1)
                 done = i
-            out[order[i]] = self.net.blobs[bottoms[order[i]]].data.copy()
+            out[self.order[i]] = self.net.blobs[self.net.bottom_names[self.order[i]][0]].data.copy()
         return out
 
     def scores(self, x: np.ndarray) -> np.ndarray:

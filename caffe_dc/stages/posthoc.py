@@ -186,9 +186,9 @@ class Session:
                 parts[k].append(v[:n].astype(np.float32))
         return {k: np.concatenate(v) for k, v in parts.items()}
 
-    def divergence(self) -> float:
-        """Mean KL divergence of the net's class probabilities from the dense net's, on the choosing part."""
-        q = probabilities(self.scores(self.choose))
+    def divergence(self, scores: np.ndarray) -> float:
+        """Mean KL divergence of class probabilities ``scores`` (of the choosing part) from the dense net's."""
+        q = probabilities(scores)
         p = self.dense_p
         return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(q, 1e-30))), axis=1)))
 
@@ -202,18 +202,40 @@ class Session:
         for l in self.layers:
             self._set(l.name, self.dense[l.name].blobs)
 
+    # -- stepping the net through the layers: each step runs only the layers since the last one
+
+    def _start(self, idx: np.ndarray) -> list:
+        return [(self.fwd.start(x), n) for x, n in self._batches(idx)]
+
+    def _advance(self, states: list, layer: str):
+        """(the layer's input for the images of ``states``, the states moved to just before it)."""
+        xs, moved = [], []
+        for st, n in states:
+            x, st = self.fwd.advance(st, layer)
+            xs.append(x[:n])
+            moved.append((st, n))
+        return np.concatenate(xs), moved
+
+    def _finish(self, states: list) -> np.ndarray:
+        return np.concatenate([self.fwd.finish(st).reshape(self.fwd.batch, -1)[:n] for st, n in states])
+
     # -- one layer
 
-    def compress_layer(self, layer: Layer, m: Optional[rc.Moments], density: float, bits: int):
-        """(weights, bias or None, codebook, codes): pruned, refitted, quantized, bias-corrected."""
+    def refit_layer(self, layer: Layer, m: Optional[rc.Moments], density: float):
+        """(pruned and refitted weights in (out, in) order, the dense bias or None)."""
         blobs = self.dense[layer.name].blobs
         w = blobs[0].T if layer.transpose else blobs[0]
         b = blobs[1] if len(blobs) > 1 else None
         mask = pruning.density_mask(w, density)
         if m is None or (mask.all() and m.exact):   # nothing pruned, inputs as the dense net's: w is the fit
-            wr = np.where(mask, w, np.float32(0))
-        else:
-            wr, _ = rc.refit(m, w, b, mask, self.ridge)
+            return np.where(mask, w, np.float32(0)), b
+        return rc.refit(m, w, b, mask, self.ridge)[0], b
+
+    def quantize_layer(self, layer: Layer, m: Optional[rc.Moments], wr: np.ndarray, bits: int):
+        """(weights, bias or None, codebook, codes): ``wr`` (``refit_layer``) quantized, the bias corrected."""
+        blobs = self.dense[layer.name].blobs
+        w = blobs[0].T if layer.transpose else blobs[0]
+        b = blobs[1] if len(blobs) > 1 else None
         cb, codes = quantization.quantize_layer(wr, bits)
         wq = cb[codes]
         bq = b if (m is None or b is None) else rc.correct_bias(m, wq, w, b)
@@ -221,53 +243,67 @@ class Session:
             wq, codes = wq.T.copy(), codes.T.copy()
         return wq, bq, cb, codes
 
+    def _blobs(self, layer: Layer, wq, bq) -> list:
+        return [wq] + ([bq] if bq is not None else []) + list(self.dense[layer.name].blobs[2:])
+
     # -- the choices
 
-    def curves(self, grid: Sequence[float], bits: Mapping[str, int], progress=None) -> List[sens.Curve]:
-        """Each layer alone compressed at each density of ``grid``, scored on the choosing part.
+    def curves(self, grid: Sequence[float], widths: Sequence[Mapping[str, int]], progress=None) -> List[List[sens.Curve]]:
+        """Each layer alone compressed at each density of ``grid`` and each set of ``widths``, scored on
+        the choosing part: one list of curves per set of widths.
 
         The score is minus the KL divergence of the net's class probabilities from the dense net's
         (baseline 0), not top-1: near the dense net's accuracy a few hundred images flip one at a
         time, and curves made of one-image steps share a budget out blindly, while the divergence
         moves smoothly with every output the layer changes. The budget itself is still read in top-1
-        (``choose_rate``)."""
-        out = []
+        (``choose_rate``). A layer is refitted once per density, whatever its width, and the net is
+        run from that layer on only (the dense net's state before it is kept)."""
         dens = sorted(set(grid))
+        out = [[] for _ in widths]
+        states = self._start(self.choose)
         for l in self.layers:
-            acc = []
-            for d in dens:
-                m = self.dense_moments(l, self.fit) if l.geometry is not None else None
-                wq, bq, _, _ = self.compress_layer(l, m, d, bits[l.name])
-                self._set(l.name, [wq] + ([bq] if bq is not None else []) + list(self.dense[l.name].blobs[2:]))
-                acc.append(-self.divergence())
+            _, states = self._advance(states, l.name)
+            m = self.dense_moments(l, self.fit) if l.geometry is not None else None
+            acc = np.zeros((len(widths), len(dens)))
+            for j, d in enumerate(dens):
+                wr, _ = self.refit_layer(l, m, d)
+                for k, bits in enumerate(widths):
+                    wq, bq, _, _ = self.quantize_layer(l, m, wr, bits[l.name])
+                    self._set(l.name, self._blobs(l, wq, bq))
+                    acc[k, j] = -self.divergence(self._finish(states))
             self._set(l.name, self.dense[l.name].blobs)
-            out.append(sens.Curve(l.name, l.kind, int(self.dense[l.name].blobs[0].size), np.asarray(dens), np.asarray(acc)))
-            if progress:
-                progress("  %-10s %-4s %d bits: KL from the dense net at density %s" % (l.name, l.kind, bits[l.name], "  ".join(
-                    "%g%% %.4f" % (100 * d, -a) for d, a in zip(dens, acc) if d in (1.0, 0.22, 0.1, 0.05, 0.025))))
+            for k, bits in enumerate(widths):
+                out[k].append(sens.Curve(l.name, l.kind, int(self.dense[l.name].blobs[0].size), np.asarray(dens), acc[k]))
+                if progress:
+                    progress("  %-10s %-4s %d bits: KL from the dense net at density %s" % (l.name, l.kind, bits[l.name], "  ".join(
+                        "%g%% %.4f" % (100 * d, -a) for d, a in zip(dens, acc[k]) if d in (1.0, 0.22, 0.1, 0.05, 0.025))))
         return out
 
     def compress(self, densities: Mapping[str, float], bits: Mapping[str, int],
                  fit: Optional[np.ndarray] = None) -> Params:
-        """The whole net, layer by layer in order, each refit on the images ``fit`` (None: both folds)
-        seeing the compressed layers before it."""
+        """The whole net, layer by layer in order, each refit on the images ``fit`` (None: the whole pool)
+        seeing the compressed layers before it. The images are stepped through the net once: each
+        layer's compressed inputs come from running only the layers since the one before it."""
         fit = self.pool if fit is None else fit
         out: Params = type(self.dense)(self.dense)
         changed = False
+        states = self._start(fit) if any(l.geometry is not None for l in self.layers[1:]) else None
         try:
             for l in self.layers:
                 m = None
+                if states is not None:
+                    xc, states = self._advance(states, l.name)
                 if l.geometry is not None:
                     if not changed:
                         m = self.dense_moments(l, fit)
                     else:
                         m = rc.Moments(l.geometry)
-                        xc = self._inputs(fit, [l.name])[l.name]
                         xd = self.dense_inputs[l.name][self._rows(fit)]
                         for lo in range(0, xc.shape[0], 256):
                             m.add(xc[lo:lo + 256], xd[lo:lo + 256])
-                wq, bq, cb, codes = self.compress_layer(l, m, densities[l.name], bits[l.name])
-                blobs = [wq] + ([bq] if bq is not None else []) + list(self.dense[l.name].blobs[2:])
+                wr, _ = self.refit_layer(l, m, densities[l.name])
+                wq, bq, cb, codes = self.quantize_layer(l, m, wr, bits[l.name])
+                blobs = self._blobs(l, wq, bq)
                 self._set(l.name, blobs)
                 out[l.name] = LayerParams(self.dense[l.name].type, blobs)
                 quantization.attach_codebook(out, l.name, cb, codes)
@@ -505,13 +541,11 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
         tried, met = [cand], True
     else:
         widths = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in sorted(set(opts.bits_options))]
-        curves, tables = {}, {}
-        for key, given in enumerate(widths):
-            bits = {l.name: int(given.get(l.name, layer_policy.default_bits(l.kind))) for l in layers}
-            progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
-                     % ("/".join(sorted({str(v) for v in bits.values()}))))
-            curves[key] = s.curves(GRID, bits, progress)
-            tables[key] = SizeTable(params, layers, bits, GRID)
+        widths = [{l.name: int(given.get(l.name, layer_policy.default_bits(l.kind))) for l in layers} for given in widths]
+        progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
+                 % ", ".join("/".join(sorted({str(v) for v in bits.values()})) for bits in widths))
+        curves = dict(enumerate(s.curves(GRID, widths, progress)))
+        tables = {key: SizeTable(params, layers, bits, GRID) for key, bits in enumerate(widths)}
         menu = Menu(layers, curves, tables)
         try:
             cand, tried, met = choose_rate(s, menu, budget, opts.target_rate, progress)
