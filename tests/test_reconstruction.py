@@ -42,6 +42,48 @@ def test_im2col_times_weights_is_caffes_convolution(g):
     assert rc.rows_per_image(g, x.shape[1:]) * x.shape[0] == y.shape[0]
 
 
+def _naive_deconv(x, w, stride, pad, dilation, group):
+    """Caffe's Deconvolution by its definition: x[c, i] * w[c, o, k] added into output stride * i - pad + dilation * k."""
+    n, c, h, wd = x.shape
+    per, kh, kw = w.shape[1:]
+    ho = stride[0] * (h - 1) + dilation[0] * (kh - 1) + 1 - 2 * pad[0]
+    wo = stride[1] * (wd - 1) + dilation[1] * (kw - 1) + 1 - 2 * pad[1]
+    y = np.zeros((n, per * group, ho, wo))
+    cg = c // group
+    for ci in range(c):
+        grp = ci // cg
+        for i in range(h):
+            for j in range(wd):
+                for a in range(kh):
+                    for b in range(kw):
+                        yi, yj = stride[0] * i - pad[0] + dilation[0] * a, stride[1] * j - pad[1] + dilation[1] * b
+                        if 0 <= yi < ho and 0 <= yj < wo:
+                            y[:, grp * per:(grp + 1) * per, yi, yj] += x[:, ci, i, j, None] * w[ci, :, a, b]
+    return y
+
+
+@pytest.mark.parametrize("kernel,stride,pad,dilation,group", [((4, 4), (2, 2), (1, 1), (1, 1), 1),
+                                                               ((3, 2), (3, 1), (0, 1), (1, 2), 2),
+                                                               ((2, 2), (2, 2), (0, 0), (1, 1), 3)])
+def test_a_deconvolution_is_the_convolution_its_geometry_and_weights_say(kernel, stride, pad, dilation, group):
+    """A Deconvolution refits as a convolution of its zero-upsampled input (``rc.deconvolution``) with its
+    weights flipped and their channel axes swapped (``as_convolution``); its output is Caffe's definition."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 4, 5))
+    w = rng.normal(size=(6, 2) + kernel)                         # (in, out / group, kh, kw)
+    g = rc.deconvolution(kernel, stride, pad, dilation, group)
+    wc = rc.as_convolution(w, group)
+    assert wc.shape == (2 * group, 6 // group) + kernel
+    np.testing.assert_array_equal(rc.from_convolution(wc, group), w)
+    cols = rc.im2col(x, g)
+    og = wc.shape[0] // group
+    y = np.concatenate([cols[k] @ wc[k * og:(k + 1) * og].reshape(og, -1).T for k in range(group)], axis=1)
+    ref = _naive_deconv(x, w, stride, pad, dilation, group)
+    np.testing.assert_allclose(y, ref.transpose(0, 2, 3, 1).reshape(-1, ref.shape[1]), atol=1e-10)
+    assert rc.rows_per_image(g, x.shape[1:]) * x.shape[0] == y.shape[0]
+    assert rc.deconvolution((3, 3), (2, 2), (3, 3), (1, 1)) is None     # a pad past the kernel crops
+
+
 def test_refit_recovers_the_dense_outputs_exactly_when_the_support_can_carry_them():
     """Inputs of rank r: any r independent kept columns per channel reproduce the dense output exactly."""
     rng = np.random.default_rng(1)

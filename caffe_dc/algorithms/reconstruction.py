@@ -47,6 +47,7 @@ class Geometry(NamedTuple):
     dilation: Tuple[int, int] = (1, 1)
     group: int = 1
     fc: bool = False
+    upsample: Tuple[int, int] = (1, 1)   # zeros inserted between input pixels first: a Deconvolution's stride
 
     @classmethod
     def dense(cls) -> "Geometry":
@@ -67,6 +68,11 @@ def im2col(x: np.ndarray, g: Geometry) -> np.ndarray:
     x = np.asarray(x)
     if g.fc:
         return x.reshape(1, x.shape[0], -1)
+    if g.upsample != (1, 1):
+        n, c, h, w = x.shape
+        up = np.zeros((n, c, (h - 1) * g.upsample[0] + 1, (w - 1) * g.upsample[1] + 1), x.dtype)
+        up[:, :, ::g.upsample[0], ::g.upsample[1]] = x
+        x = up
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.pad, g.dilation
     ho, wo = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
@@ -234,10 +240,39 @@ def conv_geometry(kernel: Sequence[int], stride: Sequence[int] = (1, 1), pad: Se
     return Geometry(pair(kernel), pair(stride) or (1, 1), pair(pad) or (0, 0), pair(dilation) or (1, 1), int(group))
 
 
+def deconvolution(kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int], dilation: Sequence[int],
+                  group: int = 1) -> Optional[Geometry]:
+    """A Deconvolution as the convolution it equals, or None where there is none without cropping.
+
+    Caffe's Deconvolution adds ``x[c, i] * w[c, o, k]`` into output ``stride * i - pad + dilation * k``.
+    That is a stride-1 convolution of the input with ``stride - 1`` zeros between its pixels, padded
+    by ``dilation * (kernel - 1) - pad``, with the kernel flipped and its two channel axes swapped
+    (``as_convolution``); a pad larger than that would crop, which no padding expresses."""
+    p = tuple(int(d) * (int(k) - 1) - int(q) for k, q, d in zip(kernel, pad, dilation))
+    if min(p) < 0:
+        return None
+    return Geometry(tuple(kernel), (1, 1), p, tuple(dilation), int(group), upsample=tuple(stride))
+
+
+def as_convolution(w: np.ndarray, group: int) -> np.ndarray:
+    """A Deconvolution's weights (in, out / group, kh, kw) as its convolution's (out, in / group, kh, kw)."""
+    cin, per, kh, kw = w.shape
+    v = w.reshape(group, cin // group, per, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(v.reshape(group * per, cin // group, kh, kw)[:, :, ::-1, ::-1])
+
+
+def from_convolution(wc: np.ndarray, group: int) -> np.ndarray:
+    """``as_convolution`` undone."""
+    cout, per, kh, kw = wc.shape
+    v = wc[:, :, ::-1, ::-1].reshape(group, cout // group, per, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(v.reshape(group * per, cout // group, kh, kw))
+
+
 def rows_per_image(g: Geometry, shape: Sequence[int]) -> int:
     """How many patch rows one image of input ``shape`` (C, H, W) gives."""
     if g.fc:
         return 1
-    return out_size(shape[-2], g.kernel[0], g.stride[0], g.pad[0], g.dilation[0]) * \
-        out_size(shape[-1], g.kernel[1], g.stride[1], g.pad[1], g.dilation[1])
+    h, w = ((int(v) - 1) * u + 1 for v, u in zip(shape[-2:], g.upsample))
+    return out_size(h, g.kernel[0], g.stride[0], g.pad[0], g.dilation[0]) * \
+        out_size(w, g.kernel[1], g.stride[1], g.pad[1], g.dilation[1])
 

@@ -56,8 +56,21 @@ class Layer(NamedTuple):
     name: str
     type: str
     kind: str
-    geometry: Optional[rc.Geometry]   # None: no refit (a Deconvolution, an N-d convolution): pruned and quantized only
+    geometry: Optional[rc.Geometry]   # None: no refit (an N-d convolution, a cropping Deconvolution): pruned and quantized only
     transpose: bool                   # an InnerProduct with transposed weights (in, out)
+    deconv: bool = False              # a Deconvolution: refitted as the convolution it equals (rc.deconvolution)
+
+    def rows(self, w: np.ndarray) -> np.ndarray:
+        """The layer's weights as the refit reads them: one row (or filter) per output channel."""
+        if self.transpose:
+            return w.T
+        return rc.as_convolution(w, self.geometry.group) if self.deconv and self.geometry else w
+
+    def blob(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` undone: the layer's own weight layout (for weights or codes)."""
+        if self.transpose:
+            return rows.T.copy()
+        return rc.from_convolution(rows, self.geometry.group) if self.deconv and self.geometry else rows
 
 
 def layers_of(net_param, params: Params) -> List[Layer]:
@@ -72,14 +85,15 @@ def layers_of(net_param, params: Params) -> List[Layer]:
             ip = l.inner_product_param
             if int(ip.axis) in (1, -3):
                 geom, transpose = rc.Geometry.dense(), bool(ip.transpose)
-        elif t == "Convolution" and params[l.name].blobs[0].ndim == 4 and int(l.convolution_param.axis) == 1:
+        elif params[l.name].blobs[0].ndim == 4 and int(l.convolution_param.axis) == 1:
             cp = l.convolution_param
             two = lambda rep, h, w, has, d: (int(h), int(w)) if has else (tuple(int(v) for v in rep) * 2)[:2] if len(rep) else (d, d)
-            geom = rc.Geometry(two(cp.kernel_size, cp.kernel_h, cp.kernel_w, cp.HasField("kernel_h"), 1),
-                               two(cp.stride, cp.stride_h, cp.stride_w, cp.HasField("stride_h"), 1),
-                               two(cp.pad, cp.pad_h, cp.pad_w, cp.HasField("pad_h"), 0),
-                               two(cp.dilation, 0, 0, False, 1), int(cp.group))
-        out.append(Layer(l.name, t, layer_policy.kind(t), geom, transpose))
+            window = (two(cp.kernel_size, cp.kernel_h, cp.kernel_w, cp.HasField("kernel_h"), 1),
+                      two(cp.stride, cp.stride_h, cp.stride_w, cp.HasField("stride_h"), 1),
+                      two(cp.pad, cp.pad_h, cp.pad_w, cp.HasField("pad_h"), 0),
+                      two(cp.dilation, 0, 0, False, 1), int(cp.group))
+            geom = rc.deconvolution(*window) if t == "Deconvolution" else rc.Geometry(*window)
+        out.append(Layer(l.name, t, layer_policy.kind(t), geom, transpose, t == "Deconvolution"))
     if not out:
         raise InputError("the net has no Convolution or InnerProduct layers to compress")
     return out
@@ -192,9 +206,6 @@ class Session:
         p = self.dense_p
         return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(q, 1e-30))), axis=1)))
 
-    def correct(self, idx: np.ndarray) -> np.ndarray:
-        return top1_correct(self.scores(idx), self.labels[idx])
-
     def _set(self, name: str, blobs) -> None:
         self.fwd.set(name, blobs)
 
@@ -224,7 +235,7 @@ class Session:
     def refit_layer(self, layer: Layer, m: Optional[rc.Moments], density: float):
         """(pruned and refitted weights in (out, in) order, the dense bias or None)."""
         blobs = self.dense[layer.name].blobs
-        w = blobs[0].T if layer.transpose else blobs[0]
+        w = layer.rows(blobs[0])
         b = blobs[1] if len(blobs) > 1 else None
         mask = pruning.density_mask(w, density)
         if m is None or (mask.all() and m.exact):   # nothing pruned, inputs as the dense net's: w is the fit
@@ -234,14 +245,11 @@ class Session:
     def quantize_layer(self, layer: Layer, m: Optional[rc.Moments], wr: np.ndarray, bits: int):
         """(weights, bias or None, codebook, codes): ``wr`` (``refit_layer``) quantized, the bias corrected."""
         blobs = self.dense[layer.name].blobs
-        w = blobs[0].T if layer.transpose else blobs[0]
         b = blobs[1] if len(blobs) > 1 else None
         cb, codes = quantization.quantize_layer(wr, bits)
         wq = cb[codes]
-        bq = b if (m is None or b is None) else rc.correct_bias(m, wq, w, b)
-        if layer.transpose:
-            wq, codes = wq.T.copy(), codes.T.copy()
-        return wq, bq, cb, codes
+        bq = b if (m is None or b is None) else rc.correct_bias(m, wq, layer.rows(blobs[0]), b)
+        return layer.blob(wq), bq, cb, layer.blob(codes)
 
     def _blobs(self, layer: Layer, wq, bq) -> list:
         return [wq] + ([bq] if bq is not None else []) + list(self.dense[layer.name].blobs[2:])
@@ -320,10 +328,15 @@ class Session:
         return correct
 
     def score(self, params: Params, idx: np.ndarray) -> np.ndarray:
+        """Per image of ``idx``: correct (or agreeing) with ``params``' compressed layers."""
+        return top1_correct(self.outputs(params, idx), self.labels[idx])
+
+    def outputs(self, params: Params, idx: np.ndarray) -> np.ndarray:
+        """The net's output on the images ``idx`` with ``params``' compressed layers."""
         for l in self.layers:
             self._set(l.name, params[l.name].blobs)
         try:
-            return self.correct(idx)
+            return self.scores(idx)
         finally:
             self.restore()
 
