@@ -32,50 +32,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
-from bench_posthoc import build, resnet50_shapes  # noqa: E402
+from bench_posthoc import build, resnet50_prototxt  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
 from caffe_dc.codec.caffemodel import save_params  # noqa: E402
 
 
-def _layer(name, ltype, bottoms, top, body=""):
-    bs = " ".join('bottom: "%s"' % b for b in bottoms)
-    return 'layer { name: "%s" type: "%s" %s top: "%s" %s }\n' % (name, ltype, bs, top, body)
-
-
-def _conv(name, bottom, shape, stride):
-    k = shape[2]
-    return _layer(name, "Convolution", [bottom], name, "convolution_param { num_output: %d kernel_size: %d pad: %d "
-                  "stride: %d }" % (shape[0], k, k // 2, stride))
-
-
 def deploy_text(width: float, size: int = 64) -> str:
     """The deploy prototxt of ``resnet50_shapes(width)``: the layers, wired as ResNet-50 wires them."""
-    shapes = {n: s for n, _, s in resnet50_shapes(width)}
-    text = 'name: "resnet50-x%.2f"\n' % width
-    text += _layer("data", "Input", [], "data", "input_param { shape { dim: 1 dim: 3 dim: %d dim: %d } }" % (size, size))
-    text += _conv("conv1", "data", shapes["conv1"], 2) + _layer("conv1_relu", "ReLU", ["conv1"], "conv1")
-    text += _layer("pool1", "Pooling", ["conv1"], "pool1", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }")
-    x = "pool1"
-    for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
-        for b in range(blocks):
-            name = "res%d%s" % (stage, "abcdef"[b])
-            stride = 2 if b == 0 and stage > 2 else 1
-            short = x
-            if b == 0:
-                short = name + "_branch1"
-                text += _conv(short, x, shapes[short], stride)
-            y = x
-            for part, s in (("2a", stride), ("2b", 1), ("2c", 1)):
-                text += _conv(name + "_branch" + part, y, shapes[name + "_branch" + part], s)
-                y = name + "_branch" + part
-                if part != "2c":
-                    text += _layer(y + "_relu", "ReLU", [y], y)
-            text += _layer(name, "Eltwise", [short, y], name) + _layer(name + "_relu", "ReLU", [name], name)
-            x = name
-    text += _layer("pool5", "Pooling", [x], "pool5", "pooling_param { pool: AVE global_pooling: true }")
-    text += _layer("fc1000", "InnerProduct", ["pool5"], "fc1000", "inner_product_param { num_output: %d }"
-                   % shapes["fc1000"][0])
-    return text + _layer("prob", "Softmax", ["fc1000"], "prob")
+    return resnet50_prototxt(width, size=size)
 
 
 def _timed(cmd, env=None):

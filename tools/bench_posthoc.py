@@ -47,25 +47,77 @@ from caffe_dc.codec import frontend  # noqa: E402
 from caffe_dc.base import provenance  # noqa: E402
 
 BITS = 8
+SCALE = 0.00390625    # the LeNets' transform_param scale: pixels to [0, 1)
 
 
-def resnet50_shapes(width: float = 0.5):
+def resnet50_shapes(width: float = 0.5, channels: int = 3, classes: int = 1000):
     """(name, type, weight shape) of ResNet-50's conv and fc layers, channels scaled by ``width``."""
+    return [(n, t, shape) for n, t, shape, _, _ in resnet50_layers(width, channels, classes)]
+
+
+def resnet50_layers(width: float = 0.5, channels: int = 3, classes: int = 1000):
+    """ResNet-50's conv and fc layers in net order, channels scaled by ``width``: (name, type, weight
+    shape, stride, the layer it reads). A block's first convolution and its projection shortcut
+    (``_branch1``) carry the stage's stride, as in the original Caffe model."""
     ch = lambda c: max(1, int(round(c * width)))
-    out = [("conv1", "Convolution", (ch(64), 3, 7, 7))]
-    cin = ch(64)
+    out = [("conv1", "Convolution", (ch(64), channels, 7, 7), 2, "data")]
+    cin, x = ch(64), "pool1"
     for stage, (mid, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=2):
         m, o = ch(mid), ch(4 * mid)
         for b in range(blocks):
             name = "res%d%s" % (stage, "abcdef"[b])
+            stride = 2 if b == 0 and stage > 2 else 1
             if b == 0:
-                out.append((name + "_branch1", "Convolution", (o, cin, 1, 1)))
-            out += [(name + "_branch2a", "Convolution", (m, cin, 1, 1)),
-                    (name + "_branch2b", "Convolution", (m, m, 3, 3)),
-                    (name + "_branch2c", "Convolution", (o, m, 1, 1))]
-            cin = o
-    out.append(("fc1000", "InnerProduct", (1000, cin)))
+                out.append((name + "_branch1", "Convolution", (o, cin, 1, 1), stride, x))
+            out += [(name + "_branch2a", "Convolution", (m, cin, 1, 1), stride, x),
+                    (name + "_branch2b", "Convolution", (m, m, 3, 3), 1, name + "_branch2a"),
+                    (name + "_branch2c", "Convolution", (o, m, 1, 1), 1, name + "_branch2b")]
+            cin, x = o, name
+    out.append(("fc%d" % classes, "InnerProduct", (classes, cin), 1, "pool5"))
     return out
+
+
+def resnet50_prototxt(width: float = 0.5, channels: int = 3, size: int = 224, classes: int = 1000,
+                      batchnorm: bool = False, batch: int = 1, train: bool = False) -> str:
+    """The prototxt of ``resnet50_layers``: wired as ResNet-50 wires them (ReLU after each convolution
+    but a block's last, an Eltwise sum with the shortcut, then a ReLU; global average pooling).
+
+    ``batchnorm``: each convolution without a bias, followed by BatchNorm and Scale as in the original
+    model, with Caffe's MSRA filler; ``train``: a label input and SoftmaxWithLoss instead of Softmax."""
+    layer = lambda name, t, bottoms, top, body="": 'layer { name: "%s" type: "%s" %s top: "%s" %s }\n' % (
+        name, t, " ".join('bottom: "%s"' % b for b in bottoms), top, body)
+    text = 'name: "resnet50-x%.2f"\n' % width
+    text += layer("data", "Input", [], "data", "input_param { shape { dim: %d dim: %d dim: %d dim: %d } }"
+                  % (batch, channels, size, size))
+    if train:
+        text += layer("label", "Input", [], "label", "input_param { shape { dim: %d } }" % batch)
+    block = shortcut = "data"
+    for name, t, shape, stride, bottom in resnet50_layers(width, channels, classes):
+        if t == "InnerProduct":
+            text += layer("pool5", "Pooling", [block], "pool5", "pooling_param { pool: AVE global_pooling: true }")
+            text += layer(name, t, [bottom], name, "inner_product_param { num_output: %d%s }"
+                          % (shape[0], ' weight_filler { type: "msra" }' if batchnorm else ""))
+            break
+        k = shape[2]
+        text += layer(name, t, [bottom], name, "convolution_param { num_output: %d kernel_size: %d pad: %d stride: %d%s }"
+                      % (shape[0], k, k // 2, stride, ' bias_term: false weight_filler { type: "msra" }' if batchnorm else ""))
+        if batchnorm:
+            text += layer("bn_" + name, "BatchNorm", [name], name) + layer(
+                "scale_" + name, "Scale", [name], name, "scale_param { bias_term: true }")
+        if name.endswith("_branch1"):
+            shortcut = name
+        elif name.endswith("_branch2a") and shortcut != name[:-2] + "1":
+            shortcut = bottom                   # no projection: the block's input itself
+        if name.endswith("_branch2c"):
+            block = name.split("_")[0]
+            text += layer(block, "Eltwise", [shortcut, name], block) + layer(block + "_relu", "ReLU", [block], block)
+        elif not name.endswith("_branch1"):
+            text += layer(name + "_relu", "ReLU", [name], name)
+        if name == "conv1":
+            text += layer("pool1", "Pooling", ["conv1"], "pool1", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }")
+    if train:
+        return text + layer("loss", "SoftmaxWithLoss", ["fc%d" % classes, "label"], "loss")
+    return text + layer("prob", "Softmax", ["fc%d" % classes], "prob")
 
 
 def build(width: float, seed: int):
@@ -152,9 +204,56 @@ def calibrated(args) -> int:
     return 0
 
 
+def make_resnet(args) -> int:
+    """A real ResNet for the calibrated benchmark: ``resnet50_prototxt`` with BatchNorm and Scale, for
+    MNIST-format images (one channel, 10 classes), its weights from Caffe's fillers, then trained
+    briefly by pycaffe's SGD on the IDX training images (``--iters``; the BatchNorm statistics are
+    Caffe's running averages from the same steps). Writes DIR/deploy.prototxt, DIR/train.prototxt,
+    DIR/solver.prototxt and DIR/resnet.caffemodel."""
+    from caffe_dc.pycaffe import calibration
+    from caffe_dc.pycaffe.solving import import_caffe
+
+    caffe = import_caffe()
+    caffe.set_random_seed(args.seed)
+    raw, labels, _ = calibration.read(args.train_data)
+    x = calibration.transform(raw, calibration.Preprocess(scale=SCALE))
+    size, batch = x.shape[-1], 32
+    os.makedirs(args.make_resnet, exist_ok=True)
+    path = lambda f: os.path.join(args.make_resnet, f)
+    for name, text in (("deploy.prototxt", resnet50_prototxt(args.width, 1, size, 10, True)),
+                       ("train.prototxt", resnet50_prototxt(args.width, 1, size, 10, True, batch, train=True)),
+                       ("solver.prototxt", 'net: "%s"\nbase_lr: 0.02\nmomentum: 0.9\nweight_decay: 0.0001\n'
+                        'lr_policy: "fixed"\nmax_iter: %d\nsolver_mode: CPU\nrandom_seed: %d\n'
+                        % (path("train.prototxt"), args.iters, args.seed))):
+        atomic_write(path(name), text.encode())
+    solver = caffe.SGDSolver(path("solver.prototxt"))
+    order = np.random.RandomState(args.seed).permutation(x.shape[0])
+    with Clock() as t:
+        for it in range(args.iters):
+            pick = order[(it * batch) % len(order):][:batch]
+            pick = pick if len(pick) == batch else order[:batch]
+            solver.net.blobs["data"].data[...] = x[pick]
+            solver.net.blobs["label"].data[...] = labels[pick]
+            solver.step(1)
+            if it % 50 == 0 or it == args.iters - 1:
+                print("iteration %d: loss %.3f" % (it, float(solver.net.blobs["loss"].data)))
+    solver.net.save(path("resnet.caffemodel"))
+    n = sum(solver.net.params[l][0].data.size for l, t, _ in resnet50_shapes(args.width, 1, 10))
+    print("%d conv and fc weights, %d iterations in %.0f s cpu; wrote %s" % (n, args.iters, t.cpu, path("resnet.caffemodel")))
+    return 0
+
+
 def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
+    if "--make-resnet" in argv:
+        ap = argparse.ArgumentParser(description=make_resnet.__doc__.split("\n\n")[0])
+        ap.add_argument("--make-resnet", required=True, metavar="DIR")
+        ap.add_argument("--train-data", required=True, help="MNIST-format IDX training images (labelled)")
+        ap.add_argument("--width", type=float, default=0.5)
+        ap.add_argument("--iters", type=int, default=300)
+        ap.add_argument("--seed", type=int, default=1)
+        return make_resnet(ap.parse_args(argv))
     if "--calib" in argv:
         ap = argparse.ArgumentParser(description=calibrated.__doc__.split("\n\n")[0])
         ap.add_argument("prototxt")
