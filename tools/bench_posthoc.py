@@ -207,7 +207,7 @@ def calibrated(args) -> int:
 def make_resnet(args) -> int:
     """A real ResNet for the calibrated benchmark: ``resnet50_prototxt`` with BatchNorm and Scale, for
     MNIST-format images (one channel, 10 classes), its weights from Caffe's fillers, then trained
-    briefly by pycaffe's SGD on the IDX training images (``--iters``; the BatchNorm statistics are
+    briefly by pycaffe (Adam) on the IDX training images (``--iters``; the BatchNorm statistics are
     Caffe's running averages from the same steps). Writes DIR/deploy.prototxt, DIR/train.prototxt,
     DIR/solver.prototxt and DIR/resnet.caffemodel."""
     from caffe_dc.pycaffe import calibration
@@ -222,11 +222,11 @@ def make_resnet(args) -> int:
     path = lambda f: os.path.join(args.make_resnet, f)
     for name, text in (("deploy.prototxt", resnet50_prototxt(args.width, 1, size, 10, True)),
                        ("train.prototxt", resnet50_prototxt(args.width, 1, size, 10, True, batch, train=True)),
-                       ("solver.prototxt", 'net: "%s"\nbase_lr: 0.02\nmomentum: 0.9\nweight_decay: 0.0001\n'
+                       ("solver.prototxt", 'net: "%s"\ntype: "Adam"\nbase_lr: 0.001\nmomentum: 0.9\nmomentum2: 0.999\nweight_decay: 0.0001\n'
                         'lr_policy: "fixed"\nmax_iter: %d\nsolver_mode: CPU\nrandom_seed: %d\n'
                         % (path("train.prototxt"), args.iters, args.seed))):
         atomic_write(path(name), text.encode())
-    solver = caffe.SGDSolver(path("solver.prototxt"))
+    solver = caffe.get_solver(path("solver.prototxt"))
     order = np.random.RandomState(args.seed).permutation(x.shape[0])
     with Clock() as t:
         for it in range(args.iters):
@@ -251,7 +251,7 @@ def main(argv=None):
         ap.add_argument("--make-resnet", required=True, metavar="DIR")
         ap.add_argument("--train-data", required=True, help="MNIST-format IDX training images (labelled)")
         ap.add_argument("--width", type=float, default=0.5)
-        ap.add_argument("--iters", type=int, default=300)
+        ap.add_argument("--iters", type=int, default=400)
         ap.add_argument("--seed", type=int, default=1)
         return make_resnet(ap.parse_args(argv))
     if "--calib" in argv:
