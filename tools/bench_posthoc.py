@@ -48,6 +48,7 @@ from caffe_dc.base import provenance  # noqa: E402
 
 BITS = 8
 SCALE = 0.00390625    # the LeNets' transform_param scale: pixels to [0, 1)
+BN_BATCHES = 30       # batches that re-estimate a trained ResNet's BatchNorm statistics
 
 
 def resnet50_shapes(width: float = 0.5, channels: int = 3, classes: int = 1000):
@@ -228,17 +229,31 @@ def make_resnet(args) -> int:
         atomic_write(path(name), text.encode())
     solver = caffe.get_solver(path("solver.prototxt"))
     order = np.random.RandomState(args.seed).permutation(x.shape[0])
+    net = solver.net
+
+    def feed(it):
+        pick = order[(it * batch) % len(order):][:batch]
+        pick = pick if len(pick) == batch else order[:batch]
+        net.blobs["data"].data[...] = x[pick]
+        net.blobs["label"].data[...] = labels[pick]
+
     with Clock() as t:
         for it in range(args.iters):
-            pick = order[(it * batch) % len(order):][:batch]
-            pick = pick if len(pick) == batch else order[:batch]
-            solver.net.blobs["data"].data[...] = x[pick]
-            solver.net.blobs["label"].data[...] = labels[pick]
+            feed(it)
             solver.step(1)
             if it % 50 == 0 or it == args.iters - 1:
-                print("iteration %d: loss %.3f" % (it, float(solver.net.blobs["loss"].data)))
-    solver.net.save(path("resnet.caffemodel"))
-    n = sum(solver.net.params[l][0].data.size for l, t, _ in resnet50_shapes(args.width, 1, 10))
+                print("iteration %d: loss %.3f" % (it, float(net.blobs["loss"].data)))
+        # Caffe's running BatchNorm statistics average over every step, from the first weights on, which a
+        # brief training leaves far from the last: estimated afresh with the final weights, forward only
+        for name, layer in zip(net._layer_names, net.layers):
+            if layer.type == "BatchNorm":
+                for b in net.params[name]:
+                    b.data[...] = 0
+        for it in range(args.iters, args.iters + BN_BATCHES):
+            feed(it)
+            net.forward()
+    net.save(path("resnet.caffemodel"))
+    n = sum(net.params[l][0].data.size for l, t, _ in resnet50_shapes(args.width, 1, 10))
     print("%d conv and fc weights, %d iterations in %.0f s cpu; wrote %s" % (n, args.iters, t.cpu, path("resnet.caffemodel")))
     return 0
 

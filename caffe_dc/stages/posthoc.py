@@ -50,6 +50,7 @@ MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 1                  # cross-fitting folds of the images not held out (Session; 1: scored in sample)
 REFINE = 3
+STOP_KL = 1.0              # nats: a layer alone this far from the dense net is past any budget (Session.curves)
 
 
 class Layer(NamedTuple):
@@ -265,23 +266,29 @@ class Session:
         time, and curves made of one-image steps share a budget out blindly, while the divergence
         moves smoothly with every output the layer changes. The budget itself is still read in top-1
         (``choose_rate``). A layer is refitted once per density, whatever its width, and the net is
-        run from that layer on only (the dense net's state before it is kept)."""
-        dens = sorted(set(grid))
+        run from that layer on only (the dense net's state before it is kept). Densities are measured
+        from the densest down, and once a layer alone costs more than ``STOP_KL`` at every width, no
+        sparser one is: the allocation never sends it there, and on a deep net these points cost most."""
         out = [[] for _ in widths]
         states = self._start(self.choose)
         for l in self.layers:
             _, states = self._advance(states, l.name)
             m = self.dense_moments(l, self.fit) if l.geometry is not None else None
-            acc = np.zeros((len(widths), len(dens)))
-            for j, d in enumerate(dens):
+            dens, acc = [], []
+            for d in sorted(set(grid), reverse=True):
+                if acc and -max(acc[-1]) > STOP_KL:   # past any budget: sparser points are not measured
+                    break
                 wr, _ = self.refit_layer(l, m, d)
-                for k, bits in enumerate(widths):
+                dens.append(d)
+                acc.append([])
+                for bits in widths:
                     wq, bq, _, _ = self.quantize_layer(l, m, wr, bits[l.name])
                     self._set(l.name, self._blobs(l, wq, bq))
-                    acc[k, j] = -self.divergence(self._finish(states))
+                    acc[-1].append(-self.divergence(self._finish(states)))
             self._set(l.name, self.dense[l.name].blobs)
+            dens, acc = np.asarray(dens[::-1]), np.asarray(acc)[::-1].T      # ascending, as curves are
             for k, bits in enumerate(widths):
-                out[k].append(sens.Curve(l.name, l.kind, int(self.dense[l.name].blobs[0].size), np.asarray(dens), acc[k]))
+                out[k].append(sens.Curve(l.name, l.kind, int(self.dense[l.name].blobs[0].size), dens, acc[k]))
                 if progress:
                     progress("  %-10s %-4s %d bits: KL from the dense net at density %s" % (l.name, l.kind, bits[l.name], "  ".join(
                         "%g%% %.4f" % (100 * d, -a) for d, a in zip(dens, acc[k]) if d in (1.0, 0.22, 0.1, 0.05, 0.025))))
@@ -385,6 +392,7 @@ class Menu:
             for b, cs in sorted(curves.items()):   # b: a key of ``tables``, one set of widths
                 c, t = cs[i], tables[b]
                 size = np.maximum.accumulate(t.sizes[l.name])          # bytes at t.grid, ascending density
+                size = size[np.isin(t.grid, c.densities)]               # the densities measured (Session.curves)
                 opts.append((b, np.log(c.densities), np.log(np.maximum(size, 1e-9)), sens.drop_curve(c, 0.0)))
             top = max(o[2][-1] for o in opts)
             p = np.exp(np.linspace(min(o[2][0] for o in opts) - top, 0.0, self.POINTS))
@@ -541,6 +549,14 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     fwd = calibration.forward_for(net_param, (batch,) + tuple(calib.images.shape[1:]), params, work_dir)
     s = Session(fwd, params, layers, calib.images, None if agreement else calib.labels, pool_idx, held_idx,
                 opts.ridge, opts.folds, opts.seed)
+    phases: Dict[str, float] = {}      # wall seconds of each phase, for --json (a deep net's cost is in its parts)
+    last = [t0]
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.time() - last[0], 1)
+        last[0] = time.time()
+
+    lap("dense_net")
     measure = MEASURES[agreement]
     progress("calibration: %d images from %s (%s), %d to refit and choose on (%d folds), %d held out; measuring "
              "%s; dense: %.2f%%" % (n, calib.source, calib.kind, len(pool_idx), opts.folds, len(held_idx), measure,
@@ -558,8 +574,10 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
         progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
                  % ", ".join("/".join(sorted({str(v) for v in bits.values()})) for bits in widths))
         curves = dict(enumerate(s.curves(GRID, widths, progress)))
+        lap("sensitivity")
         tables = {key: SizeTable(params, layers, bits, GRID) for key, bits in enumerate(widths)}
         menu = Menu(layers, curves, tables)
+        lap("sizes")
         try:
             cand, tried, met = choose_rate(s, menu, budget, opts.target_rate, progress)
         except InputError as e:
@@ -569,8 +587,12 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
             cand, tried, met = choose_rate(s, menu, budget, menu.estimate(
                 {c.name: float(c.densities[0]) for c in menu.curves}), progress)
             met = False
+    lap("candidates")
     final = s.compress(cand.densities, cand.bits)   # refitted on the whole pool
+    lap("final")
     doc, lines = _report(s, calib, opts, params, layers, cand, tried, final, met, agreement, budget, t0)
+    lap("report")
+    doc["phase_seconds"] = phases
     return Result(final, doc, bool(met), lines)
 
 
