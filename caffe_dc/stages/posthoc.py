@@ -50,6 +50,8 @@ MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 1                  # cross-fitting folds of the images not held out (Session; 1: scored in sample)
 REFINE = 3
+SENSITIVITY_WORK = 8000    # layers x images the curves are measured on: every choosing image unless the net is deep
+SENSITIVITY_MIN = 100      # (Session.sensing: each curve point runs the rest of the net, so the cost grows as layers^2)
 STOP_KL = 1.0              # nats: a layer alone this far from the dense net is past any budget (Session.curves)
 
 
@@ -143,9 +145,12 @@ class Session:
         self.choose = self.folds[0]
         self.fit = self._others(0)
         self.scoring = "in sample" if folds == 1 else "cross-fitted over %d folds" % folds
-        choose = self.choose
+        # the curves' images: the choosing part, or on a deep net a seeded share of it (SENSITIVITY_WORK)
+        k = max(SENSITIVITY_MIN, SENSITIVITY_WORK // len(self.layers))
+        self.sensing = self.choose if k >= len(self.choose) else \
+            np.sort(np.random.RandomState(seed + 2).permutation(self.choose)[:k])
         dense_scores = self.scores(np.arange(images.shape[0]))
-        self.dense_p = probabilities(dense_scores[choose])
+        self.dense_p = probabilities(dense_scores[self.sensing])
         self.dense_top1 = dense_scores.argmax(axis=1)
         self.labels = labels if labels is not None else self.dense_top1
         self.agreement = labels is None
@@ -202,7 +207,7 @@ class Session:
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def divergence(self, scores: np.ndarray) -> float:
-        """Mean KL divergence of class probabilities ``scores`` (of the choosing part) from the dense net's."""
+        """Mean KL divergence of class probabilities ``scores`` (of the images ``sensing``) from the dense net's."""
         q = probabilities(scores)
         p = self.dense_p
         return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(q, 1e-30))), axis=1)))
@@ -259,7 +264,7 @@ class Session:
 
     def curves(self, grid: Sequence[float], widths: Sequence[Mapping[str, int]], progress=None) -> List[List[sens.Curve]]:
         """Each layer alone compressed at each density of ``grid`` and each set of ``widths``, scored on
-        the choosing part: one list of curves per set of widths.
+        the choosing part (``sensing``: all of it, or on a deep net a share): one list of curves per set of widths.
 
         The score is minus the KL divergence of the net's class probabilities from the dense net's
         (baseline 0), not top-1: near the dense net's accuracy a few hundred images flip one at a
@@ -270,7 +275,7 @@ class Session:
         from the densest down, and once a layer alone costs more than ``STOP_KL`` at every width, no
         sparser one is: the allocation never sends it there, and on a deep net these points cost most."""
         out = [[] for _ in widths]
-        states = self._start(self.choose)
+        states = self._start(self.sensing)
         for l in self.layers:
             _, states = self._advance(states, l.name)
             m = self.dense_moments(l, self.fit) if l.geometry is not None else None
@@ -571,8 +576,8 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
     else:
         widths = [dict(opts.bits)] if opts.bits else [{l.name: b for l in layers} for b in sorted(set(opts.bits_options))]
         widths = [{l.name: int(given.get(l.name, layer_policy.default_bits(l.kind))) for l in layers} for given in widths]
-        progress("sensitivity at %s bits (each layer alone, refitted, on the choosing part):"
-                 % ", ".join("/".join(sorted({str(v) for v in bits.values()})) for bits in widths))
+        progress("sensitivity at %s bits (each layer alone, refitted, on %d of the choosing images):"
+                 % (", ".join("/".join(sorted({str(v) for v in bits.values()})) for bits in widths), len(s.sensing)))
         curves = dict(enumerate(s.curves(GRID, widths, progress)))
         lap("sensitivity")
         tables = {key: SizeTable(params, layers, bits, GRID) for key, bits in enumerate(widths)}
@@ -646,7 +651,7 @@ def _report(s: Session, calib, opts: Options, params: Params, layers: Sequence[L
              "density": round(float(cand.densities[l.name]), 5), "bits": int(cand.bits[l.name]),
              "refit": l.geometry is not None} for l in layers]
     doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
-           "choosing_images": int(len(pool_idx)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
+           "choosing_images": int(len(pool_idx)), "sensitivity_images": int(len(s.sensing)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
            "measure": "agreement" if agreement else "accuracy",
            "budget": {k: v for k, v in (("max_drop_pp", opts.max_drop), ("max_disagreement_pp", opts.max_disagreement),
                                         ("target_rate", opts.target_rate)) if v is not None},
