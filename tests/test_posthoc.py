@@ -196,6 +196,11 @@ def test_calibration_images_of_the_wrong_shape_are_refused(tmp_path):
     _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path, size=10), fragment="the net takes 1x8x8")
 
 
+def test_a_calibration_seed_outside_numpys_range_is_refused(tmp_path):
+    _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path), "--target-rate", "3", "--calib-seed", "-1",
+         fragment="numpy's seeds are 32-bit")
+
+
 def test_a_drop_budget_needs_labels(tmp_path):
     _bad(tmp_path, "PROTO", "MODEL", "--calib", data_folder(tmp_path, labels=False), "--max-drop", "1",
          fragment="needs labelled calibration data")

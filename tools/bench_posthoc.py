@@ -174,8 +174,12 @@ def calibrated(args) -> int:
               "file_bytes": size, "rate": cal["rate"], "calibration": cal,
               "environment": dict(provenance.environment(), load_average_1min=round(os.getloadavg()[0], 2))}
     if args.test:
+        from caffe_dc.cli.codec import _add_calibration_args, calibration_preprocess
+
         net_param = load_net_text(args.prototxt)
-        prep = calibration.preprocess_from(net_param, calibration.Preprocess(), [])
+        given = argparse.ArgumentParser(add_help=False)
+        _add_calibration_args(given)      # the test images preprocessed as encode's options said for calibration
+        prep = calibration_preprocess(given.parse_known_args(args.encode_args)[0], net_param)
         raw, labels, _ = calibration.read(args.test)
         x = calibration.transform(raw, prep)
         params = load_params(args.caffemodel)

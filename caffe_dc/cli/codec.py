@@ -12,8 +12,8 @@ import json
 import os
 
 from caffe_dc.cli.args import (DEFAULT_BITS_HELP, bits, bits_list, check_layers, compression_rate, density, expand,
-                               float_list, int_at_least, layer_values, nonnegative_float, positive_float, positive_int,
-                               share)
+                               float_list, int_at_least, layer_values, nonnegative_float, numpy_seed, positive_float,
+                               positive_int, share)
 from caffe_dc.base.blobs import CODEBOOK, is_helper
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import check_outputs
@@ -122,6 +122,8 @@ def _add_calibration_args(p) -> None:
                    "records, or a folder of images; labels optional")
     c.add_argument("--calib-images", type=int_at_least(100), default=1000, metavar="N",
                    help="images taken from DATA, a seeded sample (default 1000)")
+    c.add_argument("--calib-seed", type=numpy_seed, default=0, metavar="S",
+                   help="seed of the sample, of the held-out part and of the folds (default 0)")
     c.add_argument("--holdout", type=share, default=0.3, help="share of them held out for the report (default 0.3; "
                    "the rest is halved: one half to refit the layers on, the other to choose on)")
     c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
@@ -144,6 +146,16 @@ def _add_calibration_args(p) -> None:
     c.add_argument("--mean-file", help="... or this binaryproto mean image")
     c.add_argument("--crop", type=positive_int, help="... centre crop to this size")
     c.add_argument("--rgb", action="store_true", help="images in a folder are fed as RGB (default Caffe's BGR)")
+
+
+def calibration_preprocess(args, net_param):
+    """The preprocessing the calibration options and the prototxt say (``calibration.preprocess_from``)."""
+    from caffe_dc.pycaffe import calibration
+
+    given = {k: getattr(args, k) for k in ("scale", "mean_file", "crop") if getattr(args, k) is not None}
+    if args.mean:
+        given["mean_values"] = tuple(args.mean)
+    return calibration.preprocess_from(net_param, calibration.Preprocess(rgb=args.rgb, **given), list(given))
 
 
 def _check_calibration_args(args, prototxt) -> None:
@@ -173,11 +185,9 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
     from caffe_dc.stages import posthoc
 
     net_param = load_net_text(prototxt)
-    given = {k: getattr(args, k) for k in ("scale", "mean_file", "crop") if getattr(args, k) is not None}
-    if args.mean:
-        given["mean_values"] = tuple(args.mean)
-    prep = calibration.preprocess_from(net_param, calibration.Preprocess(rgb=args.rgb, **given), list(given))
-    calib = calibration.load(args.calib, net_param, calibration.net_input_shape(net_param), prep, args.calib_images)
+    prep = calibration_preprocess(args, net_param)
+    calib = calibration.load(args.calib, net_param, calibration.net_input_shape(net_param), prep, args.calib_images,
+                             args.calib_seed)
     budget = args.max_drop is not None or args.max_disagreement is not None or args.target_rate is not None
     if not budget:   # the densities and bits post hoc compression would use, refitted and measured
         from caffe_dc.base import layer_policy
@@ -189,7 +199,7 @@ def _calibrated(args, prototxt, params, net, dens, wbits, out):
     opts = posthoc.Options(max_drop=args.max_drop, max_disagreement=args.max_disagreement,
                            target_rate=args.target_rate, density=None if budget else dens, bits=wbits or None,
                            bits_options=tuple(args.bits_options), holdout=args.holdout,
-                           best_effort=args.best_effort,
+                           best_effort=args.best_effort, seed=args.calib_seed,
                            **{k: getattr(args, k) for k in ("ridge", "folds") if getattr(args, k) is not None})
     with tempfile.TemporaryDirectory(prefix="caffe-dc-calib-") as work:
         res = posthoc.run_calibrated(net_param, params, calib, opts, work)

@@ -50,9 +50,10 @@ MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 1                  # cross-fitting folds of the images not held out (Session; 1: scored in sample)
 REFINE = 3
-SENSITIVITY_WORK = 8000    # layers x images the curves are measured on: every choosing image unless the net is deep
+SENSITIVITY_WORK = 6000    # layers x images the curves are measured on: every choosing image unless the net is deep
 SENSITIVITY_MIN = 100      # (Session.sensing: each curve point runs the rest of the net, so the cost grows as layers^2)
 STOP_KL = 1.0              # nats: a layer alone this far from the dense net is past any budget (Session.curves)
+STOP_BUDGETS = 4           # ... as is one whose top-1 class changes on this many budgets' worth of images
 
 
 class Layer(NamedTuple):
@@ -140,7 +141,7 @@ class Session:
                  folds: int = FOLDS, seed: int = 0):
         self.fwd, self.dense, self.layers, self.x = fwd, params, list(layers), images
         self.pool, self.held, self.ridge = np.sort(pool), held, ridge
-        perm = np.random.RandomState(seed + 1).permutation(self.pool)
+        perm = np.random.RandomState([seed, 1]).permutation(self.pool)
         self.folds = [np.sort(f) for f in np.array_split(perm, folds)]
         self.choose = self.folds[0]
         self.fit = self._others(0)
@@ -148,7 +149,7 @@ class Session:
         # the curves' images: the choosing part, or on a deep net a seeded share of it (SENSITIVITY_WORK)
         k = max(SENSITIVITY_MIN, SENSITIVITY_WORK // len(self.layers))
         self.sensing = self.choose if k >= len(self.choose) else \
-            np.sort(np.random.RandomState(seed + 2).permutation(self.choose)[:k])
+            np.sort(np.random.RandomState([seed, 2]).permutation(self.choose)[:k])
         dense_scores = self.scores(np.arange(images.shape[0]))
         self.dense_p = probabilities(dense_scores[self.sensing])
         self.dense_top1 = dense_scores.argmax(axis=1)
@@ -262,7 +263,8 @@ class Session:
 
     # -- the choices
 
-    def curves(self, grid: Sequence[float], widths: Sequence[Mapping[str, int]], progress=None) -> List[List[sens.Curve]]:
+    def curves(self, grid: Sequence[float], widths: Sequence[Mapping[str, int]], progress=None,
+               budget: Optional[float] = None) -> List[List[sens.Curve]]:
         """Each layer alone compressed at each density of ``grid`` and each set of ``widths``, scored on
         the choosing part (``sensing``: all of it, or on a deep net a share): one list of curves per set of widths.
 
@@ -272,24 +274,29 @@ class Session:
         moves smoothly with every output the layer changes. The budget itself is still read in top-1
         (``choose_rate``). A layer is refitted once per density, whatever its width, and the net is
         run from that layer on only (the dense net's state before it is kept). Densities are measured
-        from the densest down, and once a layer alone costs more than ``STOP_KL`` at every width, no
-        sparser one is: the allocation never sends it there, and on a deep net these points cost most."""
+        from the densest down, and once a layer alone, at every width, costs more than ``STOP_KL``, or
+        changes the top-1 class of more than ``STOP_BUDGETS`` times the ``budget`` (points) of the
+        images, no sparser one is: the allocation never sends it there, and on a deep net these points
+        cost most."""
         out = [[] for _ in widths]
         states = self._start(self.sensing)
         for l in self.layers:
             _, states = self._advance(states, l.name)
             m = self.dense_moments(l, self.fit) if l.geometry is not None else None
-            dens, acc = [], []
+            dens, acc, flips = [], [], []
             for d in sorted(set(grid), reverse=True):
-                if acc and -max(acc[-1]) > STOP_KL:   # past any budget: sparser points are not measured
-                    break
+                if len(acc) > 1 and (-max(acc[-1]) > STOP_KL or (budget is not None and min(flips[-1]) > STOP_BUDGETS * budget)):
+                    break                                # past any budget: sparser points are not measured
                 wr, _ = self.refit_layer(l, m, d)
                 dens.append(d)
                 acc.append([])
+                flips.append([])
                 for bits in widths:
                     wq, bq, _, _ = self.quantize_layer(l, m, wr, bits[l.name])
                     self._set(l.name, self._blobs(l, wq, bq))
-                    acc[-1].append(-self.divergence(self._finish(states)))
+                    scores = self._finish(states)
+                    acc[-1].append(-self.divergence(scores))
+                    flips[-1].append(100.0 * np.mean(scores.argmax(axis=1) != self.dense_top1[self.sensing]))
             self._set(l.name, self.dense[l.name].blobs)
             dens, acc = np.asarray(dens[::-1]), np.asarray(acc)[::-1].T      # ascending, as curves are
             for k, bits in enumerate(widths):
@@ -472,7 +479,9 @@ def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optio
         ok = [c for c, f in zip(order, fitted) if f <= max_drop + 1e-9]
         return (ok[-1] if ok else None), order
 
-    for r in np.exp(np.linspace(math.log(lo), math.log(hi), CANDIDATES)):
+    # hi < lo: no layer's measured densities make its record smaller (a stop in Session.curves at a density
+    # whose record is the dense one's), so there is one rate to try
+    for r in np.exp(np.linspace(math.log(lo), math.log(hi), CANDIDATES)) if hi > lo else [hi]:
         attempt(float(r))
     best, order = chosen()
     if best is None:
@@ -578,7 +587,7 @@ def run_calibrated(net_param, params: Params, calib, opts: Options, work_dir: st
         widths = [{l.name: int(given.get(l.name, layer_policy.default_bits(l.kind))) for l in layers} for given in widths]
         progress("sensitivity at %s bits (each layer alone, refitted, on %d of the choosing images):"
                  % (", ".join("/".join(sorted({str(v) for v in bits.values()})) for bits in widths), len(s.sensing)))
-        curves = dict(enumerate(s.curves(GRID, widths, progress)))
+        curves = dict(enumerate(s.curves(GRID, widths, progress, budget)))
         lap("sensitivity")
         tables = {key: SizeTable(params, layers, bits, GRID) for key, bits in enumerate(widths)}
         menu = Menu(layers, curves, tables)
