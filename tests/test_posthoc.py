@@ -429,7 +429,9 @@ def test_an_unreadable_image_is_refused(tmp_path):
 POSTHOC_RESULTS = os.path.join(REPO, "results", "post-hoc")
 
 
-@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "lenet-5-calibrated-on-test", "tiny_resnet"])
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-300-100-seed1", "lenet-5", "lenet-300-100-folds2-seed0",
+                                  "lenet-300-100-folds2-seed1", "lenet-300-100-folds2-seed2",
+                                  "lenet-5-calibrated-on-test", "tiny_resnet"])
 def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held_out_interval(name):
     """The committed runs of tools/bench_posthoc.py (docs/post-hoc.md): the exact test drop within the budget,
     inside the interval the encoder reported on its held-out calibration images, rate and file as recorded."""
@@ -441,3 +443,16 @@ def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held
     assert lo <= drop <= hi and test["in_held_out_interval"]
     assert cal_doc["met"] and drop <= cal_doc["budget"]["max_drop_pp"]
     assert doc["rate"] == pytest.approx(cal_doc["rate"]) and test["images"] >= 9000
+
+
+def test_every_recorded_test_result_lies_in_the_held_out_interval_the_encoder_reported():
+    """Every committed run with a test split, those that went past their budget on it included
+    (docs/post-hoc.md: LeNet-300-100 with calibration seed 2, the ResNet in sample): the interval the
+    encoder reported on its held-out calibration images held the exact test drop."""
+    names = sorted(f for f in os.listdir(POSTHOC_RESULTS) if f.endswith(".json"))
+    assert len(names) >= 12
+    for name in names:
+        doc = json.load(open(os.path.join(POSTHOC_RESULTS, name)))
+        lo, hi = doc["calibration"]["held_out"]["drop_interval_pp"]
+        drop = 100 * (doc["test"]["dense"] - doc["test"]["compressed"])
+        assert lo <= drop <= hi and doc["test"]["in_held_out_interval"], name

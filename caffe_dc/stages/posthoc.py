@@ -7,10 +7,13 @@
    over folds), and the *held-out* part, read once at the end for the reported
    drop, its interval and verdict.
 2. Sensitivity (``Session.curves``): each compressible layer alone is pruned to
-   each density of a grid at each bit width, refitted to the dense layer's
-   outputs (``algorithms.reconstruction``), k-means quantized and
-   bias-corrected; its KL divergence from the dense net gives a curve per
-   layer and width.
+   each density of a grid (from the densest down, until it is past any
+   budget) at each bit width, refitted to the dense layer's outputs
+   (``algorithms.reconstruction``), k-means quantized and bias-corrected; its
+   KL divergence from the dense net, on the choosing part (a share of it on a
+   deep net), gives a curve per layer and width. The images are stepped
+   through the net (``pycaffe.calibration``: ``advance``, ``finish``), so each
+   point runs the net from that layer on only.
 3. ``Menu`` merges each layer's widths into one curve over its record's size
    (the real encoder's, ``SizeTable``), and the chooser's ``least_drop``
    allocation shares a candidate rate out among the layers. The whole net is
