@@ -441,7 +441,7 @@ def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held
     drop = 100 * (test["dense"] - test["compressed"])
     assert drop == pytest.approx(test["drop_pp"], abs=1e-3)
     assert lo <= drop <= hi and test["in_held_out_interval"]
-    assert cal_doc["met"] and drop <= cal_doc["budget"]["max_drop_pp"]
+    assert cal_doc["met"] and drop <= cal_doc["budget"]["max_drop_pp"] + 1e-9   # a drop of exactly the budget, to the float
     assert doc["rate"] == pytest.approx(cal_doc["rate"]) and test["images"] >= 9000
 
 
