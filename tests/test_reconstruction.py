@@ -118,7 +118,7 @@ def test_refit_recovers_the_dense_outputs_exactly_when_the_support_can_carry_the
 def test_refit_is_the_ridge_least_squares_solution_for_a_grouped_dilated_convolution(g, share):
     """Stationarity on the kept support: X_S^T (X_c v + beta - y) + lam (v - w_S) = 0, bias residual 0."""
     rng = np.random.default_rng(2)
-    xd = rng.normal(size=(3, 6, 10, 9))
+    xd = rng.normal(size=(6, 6, 10, 9))
     xc = xd + 0.3 * rng.normal(size=xd.shape)          # the compressed prefix feeds a perturbed input
     w = rng.normal(size=(4, 6 // g.group) + g.kernel)
     b = rng.normal(size=4)
@@ -139,6 +139,24 @@ def test_refit_is_the_ridge_least_squares_solution_for_a_grouped_dilated_convolu
         assert np.abs(grad).max() < 1e-3 * np.abs(pc[k][:, s].T @ y).max()
         assert abs(res.sum()) < 1e-3 * np.abs(y).sum()
         assert np.all(v[o][~mask[o]] == 0)
+
+
+def test_a_channel_with_too_few_rows_for_its_weights_keeps_its_pruned_dense_weights():
+    """ROWS_PER_UNKNOWN rows a fitted weight: with 40 rows, a channel keeping 5 weights and its bias
+    is refitted, one keeping 12 keeps its magnitude-pruned dense weights."""
+    rng = np.random.default_rng(6)
+    g = rc.Geometry.dense()
+    xd = rng.normal(size=(40, 20))
+    m = rc.Moments(g)
+    m.add(xd + 0.3 * rng.normal(size=xd.shape), xd)
+    assert m.n == 40 and 6 * rc.ROWS_PER_UNKNOWN <= 40 < 13 * rc.ROWS_PER_UNKNOWN
+    w, b = rng.normal(size=(2, 20)), rng.normal(size=2)
+    mask = np.zeros_like(w, bool)
+    mask[0, :5] = mask[1, :12] = True
+    v, beta = rc.refit(m, w, b, mask)
+    assert not np.allclose(v[0], np.where(mask[0], w[0], 0)) and beta[0] != pytest.approx(b[0])
+    np.testing.assert_array_equal(v[1], np.where(mask[1], w[1], 0).astype(np.float32))
+    assert beta[1] == pytest.approx(b[1])
 
 
 def test_refit_without_bias_and_a_channel_with_nothing_kept():

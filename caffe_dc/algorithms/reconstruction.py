@@ -33,6 +33,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 RIDGE = 1e-3          # the ridge, as a share of the mean diagonal of the Gram matrix
+ROWS_PER_UNKNOWN = 4  # calibration rows a refitted channel needs per weight it fits (``refit``)
 SOLVE_BYTES = 64 << 20  # memory for the stacked per-channel systems solved at once
 
 
@@ -156,6 +157,12 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     S (``A_SS v_S = r_S``), or its pruned set P, from the unconstrained optimum ``u = A^-1 r`` (Optimal
     Brain Surgeon's removal of several weights at once: ``v = u - A^-1_{:P} (A^-1_PP)^-1 u_P``), so a
     dense or a sparse layer costs little. The channels' small systems are stacked and solved together.
+
+    A channel that keeps more than one weight (its bias included) per ``ROWS_PER_UNKNOWN`` rows of
+    calibration data is not refitted: it keeps its pruned dense weights (the bias is corrected after
+    quantization). With fewer rows a fit reproduces its own images whatever it does to new ones: in a
+    ResNet's last stage (one row an image, up to 2,304 inputs) the refits on 350 images lost 1 to 2 pp
+    more on new images than on their own.
     """
     w_dense = np.asarray(w_dense)
     groups, per = m._check(w_dense)
@@ -180,16 +187,18 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
             penal = np.append(penal, 0.0)
         a = h + np.diag(penal)
         rhs = targets @ c.T + penal * targets       # row p: X_c^T X_d w_p + lam w_p
-        sol = np.zeros_like(targets)
+        sol = np.where(support, targets, 0.0)     # a channel not refitted: its pruned dense weights
         n_kept = support.sum(axis=1)
-        small = n_kept <= support.shape[1] - n_kept
+        fit = n_kept * ROWS_PER_UNKNOWN <= m.n
+        small = fit & (n_kept <= support.shape[1] - n_kept)
+        big = fit & ~small
         if small.any():
             sol[small] = _stacked_solve(a, support[small], rhs[small])
-        if (~small).any():
+        if big.any():
             ainv = np.linalg.inv(a)
-            u = rhs[~small] @ ainv                   # A is symmetric
-            z = _stacked_solve(ainv, ~support[~small], u)
-            sol[~small] = u - z @ ainv
+            u = rhs[big] @ ainv                      # A is symmetric
+            z = _stacked_solve(ainv, ~support[big], u)
+            sol[big] = u - z @ ainv
         sol[~support] = 0.0
         out_w[gi] = sol[:, :d]
         if has_b:
