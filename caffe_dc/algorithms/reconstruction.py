@@ -189,7 +189,7 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
         rhs = targets @ c.T + penal * targets       # row p: X_c^T X_d w_p + lam w_p
         sol = np.where(support, targets, 0.0)     # a channel not refitted: its pruned dense weights
         n_kept = support.sum(axis=1)
-        fit = n_kept * ROWS_PER_UNKNOWN <= m.n
+        fit = refittable(m.n, keep[gi].sum(axis=1), has_b)
         small = fit & (n_kept <= support.shape[1] - n_kept)
         big = fit & ~small
         if small.any():
@@ -205,6 +205,12 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
             out_b[gi] = sol[:, d]
     w = out_w.reshape(w_dense.shape).astype(np.float32)
     return w, (out_b.ravel().astype(np.float32) if has_b else None)
+
+
+def refittable(rows: int, kept: np.ndarray, has_bias: bool) -> np.ndarray:
+    """Per channel keeping ``kept`` weights: whether ``rows`` calibration rows are enough to refit it
+    (``ROWS_PER_UNKNOWN`` a fitted weight, its bias included)."""
+    return (np.asarray(kept) + int(has_bias)) * ROWS_PER_UNKNOWN <= rows
 
 
 def _stacked_solve(a: np.ndarray, sets: np.ndarray, rhs: np.ndarray) -> np.ndarray:

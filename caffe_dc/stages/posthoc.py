@@ -261,6 +261,16 @@ class Session:
         bq = b if (m is None or b is None) else rc.correct_bias(m, wq, layer.rows(blobs[0]), b)
         return layer.blob(wq), bq, cb, layer.blob(codes)
 
+    def refit_share(self, layer: Layer, density: float) -> float:
+        """The share of the layer's channels a refit at ``density`` fits (``rc.refittable``); 0 without a refit."""
+        if layer.geometry is None:
+            return 0.0
+        blobs = self.dense[layer.name].blobs
+        rows = rc.rows_per_image(layer.geometry, self.dense_inputs[layer.name].shape[1:]) * len(self.pool)
+        w = layer.rows(blobs[0])
+        kept = pruning.density_mask(w, density).reshape(w.shape[0], -1).sum(axis=1)
+        return float(np.mean(rc.refittable(rows, kept, len(blobs) > 1)))
+
     def _blobs(self, layer: Layer, wq, bq) -> list:
         return [wq] + ([bq] if bq is not None else []) + list(self.dense[layer.name].blobs[2:])
 
@@ -661,7 +671,8 @@ def _report(s: Session, calib, opts: Options, params: Params, layers: Sequence[L
     what = "disagreement" if agreement else "drop"
     rows = [{"layer": l.name, "type": l.type, "weights": int(params[l.name].blobs[0].size),
              "density": round(float(cand.densities[l.name]), 5), "bits": int(cand.bits[l.name]),
-             "refit": l.geometry is not None} for l in layers]
+             "refit": l.geometry is not None, "refit_share": round(s.refit_share(l, cand.densities[l.name]), 4)}
+            for l in layers]
     doc = {"data": os.path.abspath(calib.source), "kind": calib.kind, "images": n,
            "choosing_images": int(len(pool_idx)), "sensitivity_images": int(len(s.sensing)), "folds": opts.folds, "held_out_images": int(len(held_idx)), "seed": opts.seed,
            "measure": "agreement" if agreement else "accuracy",
@@ -682,9 +693,14 @@ def _report(s: Session, calib, opts: Options, params: Params, layers: Sequence[L
            "ridge": opts.ridge, "seconds": round(time.time() - t0, 1)}
     from caffe_dc.base.tables import pct, text_table
 
+    said = lambda r: "no" if not r["refit"] or not r["refit_share"] else "yes" if r["refit_share"] == 1 else \
+        "%s of channels" % pct(r["refit_share"], 0)
     lines = [text_table(["layer", "type", "weights", "density", "bits", "refit"],
-                        [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"],
-                          "yes" if r["refit"] else "no"] for r in rows])]
+                        [[r["layer"], r["type"], r["weights"], pct(r["density"], 2), r["bits"], said(r)] for r in rows])]
+    if any(said(r) != "yes" for r in rows):
+        lines.append("refit: a layer refits only the channels that have %d rows of calibration data for each weight they "
+                     "keep (the rest keep their pruned dense weights), and not at all a Deconvolution that crops or an "
+                     "N-d convolution; each layer's bias is corrected after quantization" % rc.ROWS_PER_UNKNOWN)
     lines.append("held out (%d images, %s): dense %.2f%%, compressed %.2f%%: %s %s pp, 95%% interval [%s, %s]; "
                  "%s" % (len(held_idx), measure, 100 * held_dense.mean(), 100 * held_comp.mean(), what,
                          _pp(-held["diff"]).lstrip("+"), _pp(-held["diff_high"]), _pp(-held["diff_low"]),
