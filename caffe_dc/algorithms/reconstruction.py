@@ -160,9 +160,9 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
 
     A channel that keeps more than one weight (its bias included) per ``ROWS_PER_UNKNOWN`` rows of
     calibration data is not refitted: it keeps its pruned dense weights (the bias is corrected after
-    quantization). With fewer rows a fit reproduces its own images whatever it does to new ones: in a
-    ResNet's last stage (one row an image, up to 2,304 inputs) the refits on 350 images lost 1 to 2 pp
-    more on new images than on their own.
+    quantization). With fewer rows a fit reproduces its own images whatever it does to new ones: a
+    half-width ResNet-50 (last stage: one row an image, up to 2,304 inputs) with every channel refitted
+    on 350 images lost nothing on them up to 28x, and 3.97 pp on the test set (docs/post-hoc.md).
     """
     w_dense = np.asarray(w_dense)
     groups, per = m._check(w_dense)
