@@ -11,13 +11,15 @@ import json
 import os
 from typing import List, Mapping, Optional, Sequence
 
+from caffe_dc.algorithms import stats
 from caffe_dc.base import paper
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base.tables import markdown_table
 from caffe_dc.report.json_out import dumps
 from caffe_dc.report.seeds import seed_runs
 
-NO_LOSS = "no loss"
+NON_INFERIOR = (stats.GAIN, stats.NO_LOSS)   # a gain is no loss too
+VERDICT_COLORS = {stats.GAIN: "tab:green", stats.NO_LOSS: "tab:green", stats.LOSS: "tab:red"}   # else orange
 
 
 def _target(folder: str) -> Optional[float]:
@@ -60,7 +62,7 @@ def summarize(folders: Sequence[str], writer: Optional[str] = None) -> dict:
     if len(nets) != 1:
         raise ValueError("the folders hold different nets: %s" % ", ".join(sorted(nets)))
     net = nets.pop()
-    best = [p for p in points if p["change_pp"]["verdict"] == NO_LOSS]
+    best = [p for p in points if p["change_pp"]["verdict"] in NON_INFERIOR]
     row = paper.TABLE1.get(net)
     return {"net": net, "written_by": writer, "points": points,
             "highest_no_loss": best[-1]["folder"] if best else None,
@@ -81,7 +83,7 @@ def markdown(doc: Mapping) -> str:
         rows.append([_label(p), p["seeds"], "%.1fx ± %.1f" % (p["rate"]["mean"], p["rate"]["sd"]), errors,
                      "%.2f%%" % e["control"] if "control" in e else "–",
                      "%+.2f [%+.2f, %+.2f]" % (c["diff_pp"], c["low_pp"], c["high_pp"]),
-                     "**%s**" % c["verdict"] if c["verdict"] == NO_LOSS else c["verdict"], "%.2f" % c["margin_pp"],
+                     "**%s**" % c["verdict"] if c["verdict"] in NON_INFERIOR else c["verdict"], "%.2f" % c["margin_pp"],
                      "[%s](%s)" % ("seeds", os.path.relpath(os.path.join(p["folder"], "seeds.md"),
                                                            doc.get("_base", ".")))])
     best = next((p for p in doc["points"] if p["folder"] == doc["highest_no_loss"]), None)
@@ -109,21 +111,21 @@ def plot(doc: Mapping, path: str) -> str:
     plt = _plt()
     pts = doc["points"]
     x = [p["rate"]["mean"] for p in pts]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
     for p, xi in zip(pts, x):
         c = p["change_pp"]
-        ok = c["verdict"] == NO_LOSS
         a.errorbar([xi], [c["diff_pp"]], yerr=[[c["diff_pp"] - c["low_pp"]], [c["high_pp"] - c["diff_pp"]]],
-                   xerr=[p["rate"]["sd"]], fmt="o", color="tab:green" if ok else "tab:red", capsize=4)
-        a.annotate("%s (%d seeds)" % (_label(p), p["seeds"]), (xi, c["high_pp"]), textcoords="offset points",
-                   xytext=(0, 5), ha="center", fontsize=8)
+                   xerr=[p["rate"]["sd"]], fmt="o", color=VERDICT_COLORS.get(c["verdict"], "tab:orange"), capsize=4)
+        a.annotate("%s\n%d seeds" % (_label(p), p["seeds"]), (xi, c["diff_pp"]), textcoords="offset points",
+                   xytext=(7, 0), ha="left", va="center", fontsize=8)
+    a.margins(x=0.15, y=0.1)
     margins = {p["change_pp"]["margin_pp"] for p in pts}
     for m in margins:
         a.axhline(-m, color="tab:red", ls="--", lw=1, label="margin -%.2f pp" % m)
     a.axhline(0, color="0.6", lw=0.8)
     a.set_xlabel("compression rate (x)")
     a.set_ylabel("accuracy change vs %s (pp)" % ("dense control" if pts[0]["against"] == "control" else "reference"))
-    a.set_title("mean over seeds, 95% interval (green: no loss)", fontsize=9)
+    a.set_title("mean over seeds, 95% interval (green: no loss, orange: inconclusive, red: a loss)", fontsize=9)
     a.legend(fontsize=8, loc="lower left")
     for key, style, label in (("reference", "s--", "reference"), ("control", "^:", "dense control"),
                               ("compressed", "o-", "compressed")):
@@ -133,6 +135,7 @@ def plot(doc: Mapping, path: str) -> str:
     if doc["paper"]:
         r, (before, after) = doc["paper"]["rate"], doc["paper"]["test_error_pct"]
         b.plot([r], [after], "*", ms=12, color="k", label="the paper (%.2f%% → %.2f%%)" % (before, after))
+    b.margins(x=0.15)
     b.set_xlabel("compression rate (x)")
     b.set_ylabel("test error (%), mean over seeds")
     b.legend(fontsize=8)
