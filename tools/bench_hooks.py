@@ -95,17 +95,23 @@ def bench_net(name, info, work, warmup, iters, repeats):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nets", default="lenet-300-100,lenet-5")
+def training_bench_args(doc: str, nets: str, repeats: int, out: str):
+    """(args, data info, work folder) of a training benchmark (this one and bench_train.py): the same
+    options, defaults aside, and the same data."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--nets", default=nets)
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default="runs/bench/hooks.json")
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--out", default=out)
     args = ap.parse_args()
-    info = datasets.prepare(quiet=True)
-    work = os.path.join(os.path.dirname(args.out) or ".", "hooks_work")
+    work = os.path.join(os.path.dirname(args.out) or ".", os.path.splitext(os.path.basename(args.out))[0] + "_work")
     os.makedirs(work, exist_ok=True)
+    return args, datasets.prepare(quiet=True), work
+
+
+def main():
+    args, info, work = training_bench_args(__doc__, "lenet-300-100,lenet-5", 5, "runs/bench/hooks.json")
     results = {}
     print("%-15s %10s %10s %10s %8s %8s" % ("net", "plain it/s", "masks", "codebooks", "ratio", "ratio"))
     for name in args.nets.split(","):

@@ -9,14 +9,12 @@ BLAS that Caffe is linked against.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from caffe_dc.pycaffe import datasets  # noqa: E402
 from caffe_dc.pycaffe import nets  # noqa: E402
 from caffe_dc.pycaffe import solving  # noqa: E402
 from caffe_dc.base.fileio import atomic_write  # noqa: E402
@@ -26,18 +24,9 @@ from caffe_dc.stages.reference import environment  # noqa: E402
 
 def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_hooks import timed
+    from bench_hooks import timed, training_bench_args
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nets", default="lenet-5,lenet-300-100")
-    ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="runs/bench/train.json")
-    args = ap.parse_args()
-    info = datasets.prepare(quiet=True)
-    work = os.path.join(os.path.dirname(args.out) or ".", "train_work")
-    os.makedirs(work, exist_ok=True)
+    args, info, work = training_bench_args(__doc__, "lenet-5,lenet-300-100", 3, "runs/bench/train.json")
     results = {}
     for name in args.nets.split(","):
         spec = nets.get(name)
