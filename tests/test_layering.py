@@ -270,3 +270,19 @@ def test_catches_a_plain_upward_import_and_an_import_of_the_cli(tree):
 def test_a_dynamic_import_of_a_library_is_fine(tree):
     _append(tree, "base/fileio.py", "def probe():\n    import importlib\n    return importlib.import_module('numpy')\n")
     assert violations(import_graph(tree)) == []
+
+
+def test_a_long_function_says_why_it_is_long():
+    """A function over 60 lines carries a docstring that gives the reason (the team's rule; tools too)."""
+    import glob
+
+    root = os.path.dirname(PKG)
+    long = []
+    for path in sorted(glob.glob(os.path.join(root, "caffe_dc", "**", "*.py"), recursive=True)
+                       + glob.glob(os.path.join(root, "tools", "*.py"))):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        long += ["%s:%d %s (%d lines)" % (os.path.relpath(path, root), n.lineno, n.name, n.end_lineno - n.lineno + 1)
+                 for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and n.end_lineno - n.lineno + 1 > 60 and not ast.get_docstring(n)]
+    assert not long, "functions over 60 lines without a docstring: " + "; ".join(long)

@@ -47,6 +47,7 @@ def layer(name, blobs=(), declared=None, ltype=b"InnerProduct"):
 
 
 def build():
+    """Builds every bad input the audit feeds the commands: one flat list of small files, long only because the cases are many."""
     shutil.rmtree(ROOT, ignore_errors=True)
     os.makedirs(PRISTINE)
     import caffe
@@ -161,6 +162,7 @@ def nobody():
 
 
 def cases():
+    """The audit's cases, one line each: long only because the cases are many."""
     c = []
 
     def add(cmd, demote=False):
@@ -301,6 +303,7 @@ def contract_cases(add):
 
 
 def main():
+    """Runs every case and writes the audit's table; the options, the loop and the report kept together."""
     import shlex
 
     out_json = sys.argv[1] if len(sys.argv) > 1 else os.path.join("runs", "audit_bad_input.json")

@@ -263,6 +263,7 @@ def make_resnet(args) -> int:
 
 
 def main(argv=None):
+    """The benchmark's options and its one pass over the nets, kept together so the JSON's record of a run reads top to bottom."""
     if argv is None:
         argv = sys.argv[1:]
     if "--make-resnet" in argv:

@@ -52,6 +52,7 @@ def _row(group, label, what, acc, n, iters, seconds, baseline=False):
 
 
 def main():
+    """The sweep's options and its loop over recipes, kept together so the record of a sweep reads top to bottom."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", required=True, help="lenet-300-100 | lenet-5")
     ap.add_argument("--run", required=True, help="run folder of `caffe-dc reproduce NET` (finished)")

@@ -41,6 +41,7 @@ def _index_bits(text: str):
 
 
 def cmd_encode(p):
+    """encode's options, declared in one place: a long list, not long logic."""
     p.add_argument("inputs", nargs="+", metavar="[PROTOTXT] CAFFEMODEL",
                    help="the net's prototxt (train_val or deploy; optional: the caffemodel names its layers and "
                         "their types, and a prototxt only adds a check that the two belong together), then a "

@@ -66,6 +66,7 @@ def validation_lmdb(args) -> str:
 
 
 def cmd_choose(p):
+    """choose's options, declared in one place: a long list, not long logic."""
     p.add_argument("sensitivity", help="sensitivity.json from `caffe-dc sensitivity`")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
