@@ -116,16 +116,19 @@ def plot(doc: Mapping, path: str) -> str:
         c = p["change_pp"]
         a.errorbar([xi], [c["diff_pp"]], yerr=[[c["diff_pp"] - c["low_pp"]], [c["high_pp"] - c["diff_pp"]]],
                    xerr=[p["rate"]["sd"]], fmt="o", color=VERDICT_COLORS.get(c["verdict"], "tab:orange"), capsize=4)
-        a.annotate("%s\n%d seeds" % (_label(p), p["seeds"]), (xi, c["diff_pp"]), textcoords="offset points",
-                   xytext=(7, 0), ha="left", va="center", fontsize=8)
-    a.margins(x=0.15, y=0.1)
+        # the budget under its interval: short enough that close budgets' labels stay apart
+        a.annotate(_label(p), (xi, c["low_pp"]), textcoords="offset points", xytext=(0, -4), ha="center", va="top",
+                   fontsize=8)
+    a.margins(x=0.1, y=0.12)
     margins = {p["change_pp"]["margin_pp"] for p in pts}
     for m in margins:
         a.axhline(-m, color="tab:red", ls="--", lw=1, label="margin -%.2f pp" % m)
     a.axhline(0, color="0.6", lw=0.8)
     a.set_xlabel("compression rate (x)")
     a.set_ylabel("accuracy change vs %s (pp)" % ("dense control" if pts[0]["against"] == "control" else "reference"))
-    a.set_title("mean over seeds, 95% interval (green: no loss, orange: inconclusive, red: a loss)", fontsize=9)
+    seeds = sorted({p["seeds"] for p in pts})
+    a.set_title("mean over %s seeds, 95%% interval (green: no loss, orange: inconclusive, red: a loss)"
+                % "/".join(map(str, seeds)), fontsize=9)
     a.legend(fontsize=8, loc="lower left")
     for key, style, label in (("reference", "s--", "reference"), ("control", "^:", "dense control"),
                               ("compressed", "o-", "compressed")):
