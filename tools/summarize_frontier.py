@@ -34,10 +34,10 @@ def main() -> int:
     writer = " ".join(["python3", shlex.quote(os.path.relpath(os.path.abspath(sys.argv[0]), ROOT))]
                       + [shlex.quote(x) for x in sys.argv[1:]])
     try:
-        frontier.summarize(a.budgets, writer)   # every folder read and checked before any write
+        doc = frontier.summarize(a.budgets, writer)   # every folder read and checked before any write
     except (OSError, ValueError, KeyError, TypeError) as e:
         return fail(str(e) if isinstance(e, ValueError) else "%s: %s" % (type(e).__name__, e))
-    for path in frontier.write(a.out, a.budgets, writer, with_plot=not a.no_plot):
+    for path in frontier.write(a.out, doc, with_plot=not a.no_plot):
         print("wrote %s" % path)
     return 0
 

@@ -146,9 +146,9 @@ def plot(doc: Mapping, path: str) -> str:
     return _save(fig, path)
 
 
-def write(out: str, folders: Sequence[str], writer: Optional[str] = None, with_plot: bool = True) -> List[str]:
-    """frontier.json, frontier.md (and frontier.png) in ``out``; every folder is read before anything is written."""
-    doc = summarize(folders, writer)
+def write(out: str, doc: Mapping, with_plot: bool = True) -> List[str]:
+    """frontier.json, frontier.md (and frontier.png) in ``out``, from ``summarize``'s document (made first, so
+    that every folder is read and checked before anything is written)."""
     text = markdown(dict(doc, _base=out)).encode()
     os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "frontier.json"), os.path.join(out, "frontier.md")]
