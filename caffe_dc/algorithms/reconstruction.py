@@ -146,12 +146,15 @@ class Moments:
 
 
 def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: np.ndarray,
-          ridge: float = RIDGE) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+          ridge: float = RIDGE, start: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
+          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(weights, bias): each output channel's kept weights (``mask`` True) and bias refitted.
 
-    Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w|^2`` over the ``v`` that are 0 off the
+    Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w0|^2`` over the ``v`` that are 0 off the
     channel's kept support (the bias unpenalised; absent if ``b_dense`` is None), ``lam = ridge`` times
-    the mean diagonal of the group's Gram matrix; pruned weights come out exactly 0.
+    the mean diagonal of the group's Gram matrix; pruned weights come out exactly 0. ``w0`` is the pruned
+    dense weights, or ``start`` (weights, bias) where the layer was trained since (a later prune round:
+    a channel the refit leaves alone keeps what retraining made of it, not the dense weights).
 
     With ``A`` the system's matrix, a channel is solved on whichever is smaller: its kept support
     S (``A_SS v_S = r_S``), or its pruned set P, from the unconstrained optimum ``u = A^-1 r`` (Optimal
@@ -159,7 +162,7 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     dense or a sparse layer costs little. The channels' small systems are stacked and solved together.
 
     A channel that keeps more than one weight (its bias included) per ``ROWS_PER_UNKNOWN`` rows of
-    calibration data is not refitted: it keeps its pruned dense weights (the bias is corrected after
+    calibration data is not refitted: it keeps its pruned ``w0`` (the bias is corrected after
     quantization). With fewer rows a fit reproduces its own images whatever it does to new ones: a
     half-width ResNet-50 (last stage: one row an image, up to 2,304 inputs) with every channel refitted
     on 350 images lost nothing on them up to 28x, and 3.97 pp on the test set (docs/post-hoc.md).
@@ -171,23 +174,26 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     keep = np.asarray(mask, bool).reshape(groups, per, d)
     has_b = b_dense is not None
     bd = np.asarray(b_dense, np.float64).reshape(groups, per) if has_b else None
+    w0 = wd if start is None else np.asarray(start[0]).reshape(groups, per, d).astype(np.float64)
+    b0 = bd if start is None or not has_b else np.asarray(start[1], np.float64).reshape(groups, per)
     out_w = np.zeros_like(wd)
-    out_b = bd.copy() if has_b else None
+    out_b = b0.copy() if has_b else None
     for gi in range(groups):
         # moments with the bias as a column of ones: [X, 1]^T [X, 1], [X_c, 1]^T [X_d, 1]
         h, c = m.hc[gi], m.cross[gi]
         lam = ridge * float(np.trace(h)) / d if d else 0.0
         penal = np.full(d, lam)
-        targets, support = wd[gi], keep[gi]
+        targets, prior, support = wd[gi], w0[gi], keep[gi]
         if has_b:
             h = np.block([[h, m.sc[gi][:, None]], [m.sc[gi][None, :], np.array([[m.n]], float)]])
             c = np.block([[c, m.sc[gi][:, None]], [m.sd[gi][None, :], np.array([[m.n]], float)]])
             targets = np.concatenate([targets, bd[gi][:, None]], axis=1)    # (per, d + 1)
+            prior = np.concatenate([prior, b0[gi][:, None]], axis=1)
             support = np.concatenate([support, np.ones((per, 1), bool)], axis=1)
             penal = np.append(penal, 0.0)
         a = h + np.diag(penal)
-        rhs = targets @ c.T + penal * targets       # row p: X_c^T X_d w_p + lam w_p
-        sol = np.where(support, targets, 0.0)     # a channel not refitted: its pruned dense weights
+        rhs = targets @ c.T + penal * prior         # row p: X_c^T X_d w_p + lam w0_p
+        sol = np.where(support, prior, 0.0)       # a channel not refitted: its pruned start weights
         n_kept = support.sum(axis=1)
         fit = refittable(m.n, keep[gi].sum(axis=1), has_b)
         small = fit & (n_kept <= support.shape[1] - n_kept)

@@ -33,7 +33,7 @@ from caffe_dc.algorithms.quantization import CentroidGrad
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.fileio import atomic_write
 from caffe_dc.base import defaults, layer_policy
-from caffe_dc.base.limits import MAX_BITS
+from caffe_dc.base.limits import MAX_BITS, MIN_CALIBRATION_IMAGES
 from caffe_dc.base.params import ALL
 
 FORMAT = "caffe-dc-schedule"
@@ -42,13 +42,14 @@ KINDS = layer_policy.KINDS
 REQUIRED = ("rounds", "iters_per_round", "finetune_iters", "lr_factor", "densities")
 OPTIONAL = ("format", "version", "net", "description", "bits", "snapshot_every", "reference_iters",
             "reference_eval_every", "reference_patience", "reference_anneal", "centroid_grad", "source", "budget",
-            "closed_loop", "reference_solver")
+            "closed_loop", "reference_solver", "reconstruct")
 # A budget instead of densities: the run measures its reference's sensitivity and chooses them itself.
 BUDGET_AIMS = ("target_rate", "max_drop_pp")
 BUDGET_KEYS = BUDGET_AIMS + ("round_drop_pp", "min_rounds", "max_rounds", "images", "allocation")
 DEFAULT_MAX_DROP_PP = 0.5   # a net of one's own without a schedule
 SEARCH_ROUNDS = 12          # the round cap of a --max-drop search (closed loop past the targets)
 LOOP_KEYS = ("max_drop_pp", "max_rounds", "past_targets")
+RECONSTRUCT_KEYS = ("images",)
 # The reference's own learning-rate recipe (Caffe SolverParameter fields), where the net's solver is kept
 # for retraining: a reference trained to convergence, while pruning and fine-tuning keep the solver they
 # were tuned with (lr_factor x its base_lr, its policy).
@@ -104,6 +105,9 @@ class Schedule:
         # the same rule, so the dense control measures compression, not a late learning-rate decay
         self.reference_anneal = False
         self.reference_solver: Optional[dict] = None   # REFERENCE_SOLVER_KEYS overriding the net's solver
+        # {"images": N}: each prune round starts from its pruned net refitted layer by layer to the reference's
+        # outputs on N training images (pycaffe.layerwise.reconstruct), then retrains
+        self.reconstruct: Optional[dict] = None
 
     def reference_rule(self) -> Optional[EarlyStopping]:
         """The reference's early-stopping rule, or None for a fixed ``reference_iters``."""
@@ -149,6 +153,8 @@ class Schedule:
             out["budget"] = self.budget
         if self.closed_loop is not None:
             out["closed_loop"] = dict(self.closed_loop)
+        if self.reconstruct is not None:
+            out["reconstruct"] = dict(self.reconstruct)
         return out
 
     def __repr__(self):
@@ -304,7 +310,17 @@ def _from_dict(doc, lmap) -> Schedule:
     out.reference_anneal = anneal
     if doc.get("reference_solver") is not None:
         out.reference_solver = check_reference_solver(doc["reference_solver"])
+    if doc.get("reconstruct") is not None:
+        out.reconstruct = check_reconstruct(doc["reconstruct"])
     return out
+
+
+def check_reconstruct(v) -> dict:
+    """``reconstruct``: ``{"images": N}``, the training images each prune round's refit reads."""
+    if not isinstance(v, Mapping) or set(v) != set(RECONSTRUCT_KEYS):
+        raise InputError("reconstruct must be an object with %s, such as {\"images\": 1000}, got %s"
+                         % (" and ".join(RECONSTRUCT_KEYS), shown(v)))
+    return {"images": _int(v["images"], "reconstruct.images", MIN_CALIBRATION_IMAGES)}
 
 
 def _budget(v) -> Optional[dict]:

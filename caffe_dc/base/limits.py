@@ -19,6 +19,9 @@ MAX_BITS = 12
 MIN_SEED, MAX_SEED = 1, (1 << 31) - 1
 # `reproduce --seeds N`: each seed is a whole run (minutes to an hour); more than this is a typo.
 MAX_SEEDS = 100
+# Images a layer-wise refit reads at the least (``encode --calib``, a schedule's ``reconstruct``): fewer fit
+# their own images whatever they do to others.
+MIN_CALIBRATION_IMAGES = 100
 
 
 def bits_in_range(v, low: int = 1) -> bool:

@@ -27,10 +27,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from caffe_dc.base.errors import InputError
+from caffe_dc.base.limits import MIN_CALIBRATION_IMAGES
 from caffe_dc.codec.caffe_proto import layer_type
 from caffe_dc.codec.net_shapes import TEST, included
 
-MIN_IMAGES = 100
+MIN_IMAGES = MIN_CALIBRATION_IMAGES
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData")
 LABEL_SINKS = ("Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
@@ -58,7 +59,7 @@ class Calibration(NamedTuple):
 def read(path: str, limit: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray], str]:
     """(raw images (N, C, H, W) uint8 or float, labels or None, kind) from DATA; ``limit``: a seeded sample."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "data.mdb")):
-        x, y, kind = _read_lmdb(path) + ("lmdb",)
+        x, y, kind = _read_lmdb(path, limit, seed) + ("lmdb",)
     elif os.path.isdir(path) and _idx_images(path):
         x, y, kind = _read_idx(_idx_images(path)) + ("idx",)
     elif os.path.isdir(path):
@@ -74,9 +75,14 @@ def read(path: str, limit: Optional[int] = None, seed: int = 0) -> Tuple[np.ndar
     else:
         raise InputError("no such calibration data: %s" % path)
     if limit is not None and x.shape[0] > limit:
-        pick = np.sort(np.random.RandomState(seed).permutation(x.shape[0])[:limit])
+        pick = _sample(x.shape[0], limit, seed)
         x, y = x[pick], (None if y is None else y[pick])
     return x, y, kind
+
+
+def _sample(n: int, limit: int, seed: int) -> np.ndarray:
+    """The seeded sample of ``limit`` of ``n`` records, ascending."""
+    return np.sort(np.random.RandomState(seed).permutation(n)[:limit])
 
 
 def _idx_images(folder: str) -> Optional[str]:
@@ -106,8 +112,9 @@ def _read_idx(images_path: str):
     return x, y.astype(np.int64)
 
 
-def _read_lmdb(path: str):
-    """Datum records (channels 1, height 2, width 3, data 4, label 5, float_data 6, encoded 7), no Caffe."""
+def _read_lmdb(path: str, limit: Optional[int] = None, seed: int = 0):
+    """Datum records (channels 1, height 2, width 3, data 4, label 5, float_data 6, encoded 7), no Caffe;
+    ``limit``: only the records of ``read``'s seeded sample are decoded (a training LMDB may not fit in memory)."""
     try:
         import lmdb
     except ImportError:
@@ -121,7 +128,13 @@ def _read_lmdb(path: str):
         raise InputError("%s is not a readable LMDB (%s)" % (path, e))
     images, labels = [], []
     with env.begin() as txn:
-        for k, v in txn.cursor():
+        n = txn.stat()["entries"]
+        wanted = None if limit is None or n <= limit else set(_sample(n, limit, seed).tolist())
+        cursor = txn.cursor()
+        for i, k in enumerate(cursor.iternext(keys=True, values=False)):
+            if wanted is not None and i not in wanted:
+                continue
+            v = cursor.value()
             rec = {1: 0, 2: 0, 3: 0, 5: None}
             data = None
             try:
@@ -363,6 +376,10 @@ class Forward:
         """The net's output from ``state`` on, with the weights as now set."""
         return self.scores(state)
 
+    def param_names(self) -> List[str]:
+        """The layers of the net whose parameters ``set`` takes."""
+        raise NotImplementedError
+
     def writer_before(self, layer: str, blob: str) -> str:
         """The last layer before ``layer`` that writes ``blob`` (in-place layers included)."""
         last = None
@@ -427,6 +444,9 @@ class CaffeForward(Forward):
         self.net._forward(p, len(self.order) - 1)
         return self.net.blobs[self.output].data.reshape(self.batch, -1).copy()
 
+    def param_names(self) -> List[str]:
+        return list(self.net.params.keys())
+
     def set(self, layer: str, blobs) -> None:
         for dst, src in zip(self.net.params[layer], blobs):
             dst.data[...] = np.asarray(src).reshape(dst.data.shape)
@@ -465,6 +485,10 @@ class OpenCVForward(Forward):
             f.write(text_format.MessageToString(self.param))
         self.params = dict(params)
         self.net = None
+
+    def param_names(self) -> List[str]:
+        names = {l[0] for l in self.layers}
+        return [n for n in self.params if n in names]
 
     def set(self, layer: str, blobs) -> None:
         from caffe_dc.base.params import LayerParams

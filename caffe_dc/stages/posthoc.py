@@ -42,14 +42,13 @@ from caffe_dc.base import layer_policy
 from caffe_dc.base.errors import InputError
 from caffe_dc.base.params import LayerParams, Params
 from caffe_dc.codec import frontend
-from caffe_dc.codec.caffe_proto import layer_type
+from caffe_dc.pycaffe.layerwise import Images, Layer, in_order, layers_of, moments  # noqa: F401 (Layer, layers_of: posthoc's API)
 
 GRID = (1.0, 0.35, 0.22, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025)
 HOLDOUT = 0.3              # share of the calibration images held out for the report
 CHOICE_ALPHA = 0.5         # the choice reads the bound of a 50% interval: one-sided 75%
 REPORT_ALPHA = stats.ALPHA
 MEASURES = {False: "top-1 accuracy", True: "top-1 agreement with the uncompressed model"}   # by agreement
-MAX_CACHE_BYTES = 1 << 30  # the dense net's layer inputs kept for the refits
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 1                  # cross-fitting folds of the images not held out (Session; 1: scored in sample)
 REFINE = 3
@@ -57,53 +56,6 @@ SENSITIVITY_WORK = 6000    # layers x images the curves are measured on: every c
 SENSITIVITY_MIN = 100      # (Session.sensing: each curve point runs the rest of the net, so the cost grows as layers^2)
 STOP_KL = 1.0              # nats: a layer alone this far from the dense net is past any budget (Session.curves)
 STOP_BUDGETS = 4           # ... as is one whose top-1 class changes on this many budgets' worth of images
-
-
-class Layer(NamedTuple):
-    name: str
-    type: str
-    kind: str
-    geometry: Optional[rc.Geometry]   # None: no refit (an N-d convolution, a cropping Deconvolution): pruned and quantized only
-    transpose: bool                   # an InnerProduct with transposed weights (in, out)
-    deconv: bool = False              # a Deconvolution: refitted as the convolution it equals (rc.deconvolution)
-
-    def rows(self, w: np.ndarray) -> np.ndarray:
-        """The layer's weights as the refit reads them: one row (or filter) per output channel."""
-        if self.transpose:
-            return w.T
-        return rc.as_convolution(w, self.geometry.group) if self.deconv and self.geometry else w
-
-    def blob(self, rows: np.ndarray) -> np.ndarray:
-        """``rows`` undone: the layer's own weight layout (for weights or codes)."""
-        if self.transpose:
-            return rows.T.copy()
-        return rc.from_convolution(rows, self.geometry.group) if self.deconv and self.geometry else rows
-
-
-def layers_of(net_param, params: Params) -> List[Layer]:
-    """The compressible layers in net order, with how each reads its input."""
-    out = []
-    for l in net_param.layer:
-        t = layer_type(l)
-        if not layer_policy.is_prunable(t) or l.name not in params or any(o.name == l.name for o in out):
-            continue
-        geom, transpose = None, False
-        if t == "InnerProduct":
-            ip = l.inner_product_param
-            if int(ip.axis) in (1, -3):
-                geom, transpose = rc.Geometry.dense(), bool(ip.transpose)
-        elif params[l.name].blobs[0].ndim == 4 and int(l.convolution_param.axis) == 1:
-            cp = l.convolution_param
-            two = lambda rep, h, w, has, d: (int(h), int(w)) if has else (tuple(int(v) for v in rep) * 2)[:2] if len(rep) else (d, d)
-            window = (two(cp.kernel_size, cp.kernel_h, cp.kernel_w, cp.HasField("kernel_h"), 1),
-                      two(cp.stride, cp.stride_h, cp.stride_w, cp.HasField("stride_h"), 1),
-                      two(cp.pad, cp.pad_h, cp.pad_w, cp.HasField("pad_h"), 0),
-                      two(cp.dilation, 0, 0, False, 1), int(cp.group))
-            geom = rc.deconvolution(*window) if t == "Deconvolution" else rc.Geometry(*window)
-        out.append(Layer(l.name, t, layer_policy.kind(t), geom, transpose, t == "Deconvolution"))
-    if not out:
-        raise InputError("the net has no Convolution or InnerProduct layers to compress")
-    return out
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
@@ -143,6 +95,7 @@ class Session:
                  labels: Optional[np.ndarray], pool: np.ndarray, held: np.ndarray, ridge: float = rc.RIDGE,
                  folds: int = FOLDS, seed: int = 0):
         self.fwd, self.dense, self.layers, self.x = fwd, params, list(layers), images
+        self.net = Images(fwd, images)
         self.pool, self.held, self.ridge = np.sort(pool), held, ridge
         perm = np.random.RandomState([seed, 1]).permutation(self.pool)
         self.folds = [np.sort(f) for f in np.array_split(perm, folds)]
@@ -159,12 +112,7 @@ class Session:
         self.labels = labels if labels is not None else self.dense_top1
         self.agreement = labels is None
         self.dense_correct = top1_correct(dense_scores, self.labels)
-        first = next(self._batches(self.pool[:1]))[0]
-        need = sum(int(np.prod(a.shape[1:])) * 4 for a in self.fwd.inputs(first, [l.name for l in self.layers]).values())
-        if need * len(self.pool) > MAX_CACHE_BYTES:
-            raise InputError("the layers' inputs for %d calibration images take %.1f GB: use fewer images"
-                             % (len(self.pool), need * len(self.pool) / 1e9))
-        self.dense_inputs = self._inputs(self.pool, [l.name for l in self.layers])
+        self.dense_inputs = self.net.cached_inputs(self.pool, [l.name for l in self.layers])
         self._moments: Dict[tuple, rc.Moments] = {}
 
     def _others(self, i: int) -> np.ndarray:
@@ -179,36 +127,11 @@ class Session:
         """The layer's moments on the dense net's inputs of the images ``fit`` (kept per fold)."""
         key = (layer.name, fit.tobytes())
         if key not in self._moments:
-            m = rc.Moments(layer.geometry)
-            for x in self._chunks(self.dense_inputs[layer.name][self._rows(fit)]):
-                m.add(x)
-            self._moments[key] = m
+            self._moments[key] = moments(layer.geometry, self.dense_inputs[layer.name][self._rows(fit)])
         return self._moments[key]
 
-    # -- the net on arrays
-
-    def _batches(self, idx: np.ndarray):
-        b = self.fwd.batch
-        for lo in range(0, len(idx), b):
-            part = self.x[idx[lo:lo + b]]
-            n = part.shape[0]
-            if n < b:   # the net's batch is fixed: pad with copies, read back only the real images
-                part = np.concatenate([part, np.repeat(part[-1:], b - n, axis=0)])
-            yield part, n
-
-    def _chunks(self, a: np.ndarray, rows: int = 256):
-        for lo in range(0, a.shape[0], rows):
-            yield a[lo:lo + rows]
-
     def scores(self, idx: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.fwd.scores(x)[:n] for x, n in self._batches(idx)])
-
-    def _inputs(self, idx: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
-        parts: Dict[str, list] = {n: [] for n in names}
-        for x, n in self._batches(idx):
-            for k, v in self.fwd.inputs(x, names).items():
-                parts[k].append(v[:n].astype(np.float32))
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return self.net.scores(idx)
 
     def divergence(self, scores: np.ndarray) -> float:
         """Mean KL divergence of class probabilities ``scores`` (of the images ``sensing``) from the dense net's."""
@@ -222,23 +145,6 @@ class Session:
     def restore(self) -> None:
         for l in self.layers:
             self._set(l.name, self.dense[l.name].blobs)
-
-    # -- stepping the net through the layers: each step runs only the layers since the last one
-
-    def _start(self, idx: np.ndarray) -> list:
-        return [(self.fwd.start(x), n) for x, n in self._batches(idx)]
-
-    def _advance(self, states: list, layer: str):
-        """(the layer's input for the images of ``states``, the states moved to just before it)."""
-        xs, moved = [], []
-        for st, n in states:
-            x, st = self.fwd.advance(st, layer)
-            xs.append(x[:n])
-            moved.append((st, n))
-        return np.concatenate(xs), moved
-
-    def _finish(self, states: list) -> np.ndarray:
-        return np.concatenate([self.fwd.finish(st).reshape(self.fwd.batch, -1)[:n] for st, n in states])
 
     # -- one layer
 
@@ -292,9 +198,9 @@ class Session:
         images, no sparser one is: the allocation never sends it there, and on a deep net these points
         cost most."""
         out = [[] for _ in widths]
-        states = self._start(self.sensing)
+        states = self.net.start(self.sensing)
         for l in self.layers:
-            _, states = self._advance(states, l.name)
+            _, states = self.net.advance(states, l.name)
             m = self.dense_moments(l, self.fit) if l.geometry is not None else None
             dens, acc, flips = [], [], []
             for d in sorted(set(grid), reverse=True):
@@ -307,7 +213,7 @@ class Session:
                 for bits in widths:
                     wq, bq, _, _ = self.quantize_layer(l, m, wr, bits[l.name])
                     self._set(l.name, self._blobs(l, wq, bq))
-                    scores = self._finish(states)
+                    scores = self.net.finish(states)
                     acc[-1].append(-self.divergence(scores))
                     flips[-1].append(100.0 * np.mean(scores.argmax(axis=1) != self.dense_top1[self.sensing]))
             self._set(l.name, self.dense[l.name].blobs)
@@ -326,28 +232,16 @@ class Session:
         layer's compressed inputs come from running only the layers since the one before it."""
         fit = self.pool if fit is None else fit
         out: Params = type(self.dense)(self.dense)
-        changed = False
-        states = self._start(fit) if any(l.geometry is not None for l in self.layers[1:]) else None
+        rows = self._rows(fit)
         try:
-            for l in self.layers:
-                m = None
-                if states is not None:
-                    xc, states = self._advance(states, l.name)
-                if l.geometry is not None:
-                    if not changed:
-                        m = self.dense_moments(l, fit)
-                    else:
-                        m = rc.Moments(l.geometry)
-                        xd = self.dense_inputs[l.name][self._rows(fit)]
-                        for lo in range(0, xc.shape[0], 256):
-                            m.add(xc[lo:lo + 256], xd[lo:lo + 256])
+            for l, m in in_order(self.net, self.layers, fit, lambda l: self.dense_inputs[l.name][rows],
+                                 lambda l: self.dense_moments(l, fit)):
                 wr, _ = self.refit_layer(l, m, densities[l.name])
                 wq, bq, cb, codes = self.quantize_layer(l, m, wr, bits[l.name])
                 blobs = self._blobs(l, wq, bq)
                 self._set(l.name, blobs)
                 out[l.name] = LayerParams(self.dense[l.name].type, blobs)
                 quantization.attach_codebook(out, l.name, cb, codes)
-                changed = True
             return out
         finally:
             self.restore()

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from caffe_dc.pycaffe import nets
+from caffe_dc.pycaffe import calibration, layerwise, nets
 from caffe_dc.algorithms import prune_plan, prune_rules, pruning, stats
 from caffe_dc.pycaffe import rewrite
 from caffe_dc.pycaffe import solving
@@ -55,13 +55,16 @@ class PruneConfig(NamedTuple):
     # {"max_drop_pp", "max_rounds"}: re-plan the rounds from measured accuracy (``prune_plan``); needs densities
     closed_loop: Optional[Dict[str, float]] = None
     rule: str = prune_rules.DEFAULT                 # which weights a density keeps (``prune_rules``)
+    # {"images": N}: each round's pruned net refitted to the reference's layer outputs before it retrains
+    reconstruct: Optional[Dict[str, int]] = None
 
     def as_dict(self) -> dict:
-        """The config as recorded; ``closed_loop`` and ``rule`` only when not the default, so a record is as it
-        always was."""
+        """The config as recorded; ``closed_loop``, ``rule`` and ``reconstruct`` only when not the default, so a
+        record is as it always was."""
         out = self._asdict()
-        if out["closed_loop"] is None:
-            del out["closed_loop"]
+        for k in ("closed_loop", "reconstruct"):
+            if out[k] is None:
+                del out[k]
         if out["rule"] == prune_rules.DEFAULT:
             del out["rule"]
         return out
@@ -119,6 +122,35 @@ def baseline(reference) -> Baseline:
                     % reference.rule)
 
 
+BATCH = 100   # images a reconstruction's forward pass runs at once
+
+
+class Reconstruction:
+    """A round's pruned net refitted, layer by layer in net order, to reproduce the reference's layer outputs
+    (``layerwise.reconstruct``) on a seeded sample of the training split, read and run through the net
+    once, when a round first needs it (a resumed run whose rounds are done never does)."""
+
+    SEED = 0
+
+    def __init__(self, base, train_data: str, ref_params: Params, layers: List[str], images: int, work_dir: str):
+        self.args = (base, train_data, ref_params, layers, images, work_dir)
+        self.images = None
+
+    def __call__(self, start: Params, masks: Mapping[str, np.ndarray]) -> Tuple[Params, dict]:
+        """(``start`` refitted, its record: the images read and each layer's share of channels refitted)."""
+        base, train_data, ref_params, layers, n, work_dir = self.args
+        if self.images is None:
+            calib = calibration.load(train_data, base, None, calibration.preprocess_from(base, calibration.Preprocess(),
+                                                                                         ()), n, self.SEED)
+            shape = (min(BATCH, calib.images.shape[0]),) + tuple(calib.images.shape[1:])
+            os.makedirs(work_dir, exist_ok=True)
+            fwd = calibration.forward_for(base, shape, ref_params, work_dir)
+            self.images = layerwise.Images(fwd, calib.images)
+            self.layers = [l for l in layerwise.layers_of(base, ref_params) if l.name in layers]
+        out, shares = layerwise.reconstruct(self.images, self.layers, ref_params, start, masks)
+        return out, {"images": int(self.images.x.shape[0]), "refit_share": shares}
+
+
 class _RoundContext(NamedTuple):
     base: object
     shapes: Dict[str, tuple]
@@ -130,6 +162,7 @@ class _RoundContext(NamedTuple):
     cfg: PruneConfig
     progress: bool
     verbose: bool
+    reconstruction: Optional[Reconstruction] = None
 
 
 def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray], want: Optional[Dict[str, float]],
@@ -166,6 +199,16 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
     save_net_proto(net, tv)
     before = solving.evaluate(tv, pruned_path, c.test_iter, c.verbose)
     density = sum(float(masks[n].sum()) for n in c.layers) / sum(c.n_orig.values())
+    recon = None
+    if c.reconstruction is not None:
+        # the round's start, refitted: what retraining starts from and what "before retraining" measures
+        refitted, recon = c.reconstruction(params, masks)
+        recon["accuracy_before"] = solving.accuracy_of(before)
+        save_params(with_masks(refitted, masks), pruned_path)
+        before = solving.evaluate(tv, pruned_path, c.test_iter, c.verbose)
+        if c.progress:
+            print("  round %d%s: reconstructed on %d training images: val accuracy %.2f%% -> %.2f%%"
+                  % (r, of, recon["images"], 100 * recon["accuracy_before"], 100 * solving.accuracy_of(before)))
     if c.progress:
         print("  round %d%s: %s of weights kept, val accuracy %.2f%% before retraining"
               % (r, of, pct(density, 2), 100 * solving.accuracy_of(before)))
@@ -180,6 +223,8 @@ def _round(c: _RoundContext, r: int, current: str, masks: Dict[str, np.ndarray],
     rm = {"round": r, "density": density, "layer_density": kept, "dropout": dropout,
           "accuracy_before_retrain": solving.accuracy_of(before), "accuracy": solving.accuracy_of(after),
           "history": hist}
+    if recon is not None:
+        rm["reconstruction"] = recon
     if plan is not None:
         scored = solving.score_exact(tv, done, c.n_val)["per_image"]
         rm.update(plan, **judged_drop(plan["reference_accuracy"], ref_correct(), scored,
@@ -237,7 +282,11 @@ def run_pruning(net, ref_model: str, info, out_dir: str, cfg: PruneConfig,
     solver0 = src.solver_for(base_path, os.path.join(out_dir, "snap"))
 
     n_orig = {n: params[n].blobs[0].size for n in layers}
-    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, n_val, cfg, progress, verbose)
+    recon = None
+    if cfg.reconstruct is not None:
+        recon = Reconstruction(base, info.split("train")[0], params, layers, int(cfg.reconstruct["images"]),
+                               os.path.join(out_dir, "reconstruct"))
+    ctx = _RoundContext(base, shapes, layers, n_orig, solver0, test_iter, n_val, cfg, progress, verbose, recon)
     ref_acc = solving.accuracy_of(ref_metrics)
     if cfg.closed_loop is not None:
         figure = ref_baseline or Baseline(ref_acc, "the reference model's validation accuracy")
@@ -368,6 +417,8 @@ def stage_inputs(r: Run) -> dict:
            "lr_factor": r.lr_factor, "snapshot_every": r.snapshot_every}
     if sch.closed_loop is not None:   # absent otherwise, so an open-loop run's inputs read as they always did
         out["closed_loop"] = sch.closed_loop
+    if sch.reconstruct is not None:   # likewise
+        out["reconstruct"] = sch.reconstruct
     return out
 
 
@@ -393,7 +444,7 @@ def run_stage(r: Run) -> Record:
                          % (r.schedule_source, ", ".join(r.src.layer_types())))
     cfg = PruneConfig(densities=sch.final_densities(), rounds=sch.rounds, iters_per_round=sch.iters_per_round,
                       lr_factor=r.lr_factor, snapshot_every=r.snapshot_every, round_densities=sch.densities,
-                      closed_loop=sch.closed_loop)
+                      closed_loop=sch.closed_loop, reconstruct=sch.reconstruct)
     m = run_pruning(r.src, r.out("reference").caffemodel, r.info, r.folder(), cfg, progress=r.progress,
                     ref_baseline=baseline(r.out("reference")))
     print(indent(m["table"]))
