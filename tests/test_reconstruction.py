@@ -159,6 +159,32 @@ def test_a_channel_with_too_few_rows_for_its_weights_keeps_its_pruned_dense_weig
     assert beta[1] == pytest.approx(b[1])
 
 
+def test_refit_from_start_weights_keeps_them_where_it_cannot_fit_and_pulls_towards_them_where_it_does():
+    """A later prune round: the target is still the dense layer's output, but a channel without rows enough
+    keeps the start weights (retrained, not the dense ones), and the ridge pulls towards them; the solution
+    is the explicit ridge least squares with the start as the prior."""
+    rng = np.random.default_rng(8)
+    xd = rng.normal(size=(40, 20))
+    xc = xd + 0.3 * rng.normal(size=xd.shape)
+    m = rc.Moments(rc.Geometry.dense())
+    m.add(xc, xd)
+    w, b = rng.normal(size=(2, 20)), rng.normal(size=2)
+    w0, b0 = w + rng.normal(size=w.shape), b + 1.0
+    mask = np.zeros_like(w, bool)
+    mask[0, :5] = mask[1, :12] = True
+    v, beta = rc.refit(m, w, b, mask, start=(w0, b0))
+    np.testing.assert_array_equal(v[1], np.where(mask[1], w0[1], 0).astype(np.float32))
+    assert beta[1] == pytest.approx(b0[1])
+    lam = rc.RIDGE * np.trace(xc.T @ xc) / 20
+    a = np.c_[xc[:, :5], np.ones(40)]
+    penal = np.diag(np.r_[np.full(5, lam), 0.0])
+    want = np.linalg.solve(a.T @ a + penal, a.T @ (xd @ w[0] + b[0]) + penal @ np.r_[w0[0, :5], 0.0])
+    np.testing.assert_allclose(np.r_[v[0, :5], beta[0]], want, rtol=1e-4, atol=1e-5)
+    # a ridge that dominates: the kept weights stay at the start's, not the dense ones
+    v, _ = rc.refit(m, w, b, mask, ridge=1e9, start=(w0, b0))
+    np.testing.assert_allclose(v[0, :5], w0[0, :5], rtol=1e-4)
+
+
 def test_refit_without_bias_and_a_channel_with_nothing_kept():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 6))
