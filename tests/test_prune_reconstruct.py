@@ -7,20 +7,51 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("caffe")
-
 from caffe_dc.algorithms import pruning  # noqa: E402
 from caffe_dc.algorithms import schedule as schedules  # noqa: E402
 from caffe_dc.base.blobs import MASK, blob_name  # noqa: E402
 from caffe_dc.base.params import LayerParams  # noqa: E402
-from caffe_dc.codec import caffe_proto  # noqa: E402
 from caffe_dc.pycaffe import calibration as cal  # noqa: E402
+from caffe_dc.base.errors import InputError  # noqa: E402
 from caffe_dc.pycaffe import caffemodel, datasets, layerwise  # noqa: E402
-from conftest import killed_in_chunk, quick_run_with  # noqa: E402
-from test_posthoc import tiny_model  # noqa: E402
+from caffe_dc.pycaffe.validate import caffe_available  # noqa: E402
+from conftest import assert_clean_error, killed_in_chunk, quick_run_with, run_cli  # noqa: E402
 
 DENSITY = {"conv1": 0.6, "conv2": 0.4, "ip1": 0.15, "ip2": 0.5}
 NEXT = {"conv1": "conv2", "conv2": "ip1", "ip1": "ip2"}   # the layer that reads each one's output (after its ReLU)
+needs_caffe = pytest.mark.skipif(not caffe_available(), reason="needs pycaffe")
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"images": 50}, "reconstruct.images must be an integer in 100.."),
+    ({"images": 1000.5}, "reconstruct.images must be an integer"),
+    ({"images": True}, "reconstruct.images must be an integer"),
+    ({"images": 1000, "seed": 1}, "reconstruct must be an object with images"),
+    (1000, "reconstruct must be an object with images")])
+def test_a_bad_reconstruct_key_is_one_line_naming_it(value, message):
+    doc = dict(schedules.read_document(schedules.builtin("lenet-300-100", "quick")), reconstruct=value)
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        schedules.from_dict(doc, ["ip1", "ip2", "ip3"])
+
+
+def test_the_reconstruct_key_round_trips_and_is_off_by_default(tmp_path):
+    doc = schedules.read_document(schedules.builtin("lenet-300-100", "quick"))
+    s = schedules.from_dict(dict(doc, reconstruct={"images": 1000}), ["ip1", "ip2", "ip3"])
+    again = schedules.load_schedule(schedules.save_schedule(s, str(tmp_path / "s.json")), ["ip1", "ip2", "ip3"])
+    assert s.reconstruct == again.reconstruct == {"images": 1000}
+    for net in ("lenet-300-100", "lenet-5"):
+        for preset in ("quick", "full"):
+            assert "reconstruct" not in schedules.read_document(schedules.builtin(net, preset))
+    assert "reconstruct" not in schedules.from_dict(doc, ["ip1", "ip2", "ip3"]).to_dict()
+
+
+@needs_caffe
+def test_too_few_images_on_the_command_line_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    p = run_cli("reproduce", "lenet-300-100", "--quick", "--data", "fashion-mnist", "--data-root", tmp_path / "data",
+                "--reconstruct", "50", "--out", out, cwd=str(tmp_path))
+    assert p.returncode == 2 and not out.exists() and not (tmp_path / "data").exists(), p.stderr
+    assert_clean_error(p, "reconstruct.images must be an integer in 100..")
 
 
 def pruned(params, masks):
@@ -45,11 +76,16 @@ def layer_errors(fwd, params, dense, x):
     return {n: float(np.mean((now[n] - ref[n]) ** 2)) for n in ref}
 
 
+@needs_caffe
 def test_reconstruction_lowers_every_pruned_layers_output_error_on_images_it_did_not_see(tmp_path):
     """From the dense net pruned by magnitude, each layer refitted in order (seeing the refitted layers before
     it): its output and every later one nearer the dense net's on held-out images, the pruned weights still
     zero, each bias corrected."""
+    from test_posthoc import tiny_model
+
     _, _, params = tiny_model(tmp_path)
+    from caffe_dc.codec import caffe_proto
+
     net = caffe_proto.parse_net_text(open(str(tmp_path / "deploy.prototxt")).read(), "tiny")
     x = np.random.default_rng(5).random((500, 1, 8, 8)).astype(np.float32)
     masks = {n: pruning.density_mask(params[n].blobs[0], d) for n, d in DENSITY.items()}
@@ -67,11 +103,16 @@ def test_reconstruction_lowers_every_pruned_layers_output_error_on_images_it_did
         assert refit[n] < 0.7 * plain[n], (n, refit[n], plain[n])
 
 
+@needs_caffe
 def test_a_later_round_keeps_its_retrained_weights_where_the_refit_cannot_reach(tmp_path):
     """A round after the first starts from retrained weights, not the dense ones: with too few images for ip1's
     kept weights, its channels keep the start's (only the bias is corrected), while the rest are refitted to
     the dense net's outputs."""
+    from test_posthoc import tiny_model
+
     _, _, params = tiny_model(tmp_path)
+    from caffe_dc.codec import caffe_proto
+
     net = caffe_proto.parse_net_text(open(str(tmp_path / "deploy.prototxt")).read(), "tiny")
     rng = np.random.default_rng(6)
     retrained = {n: LayerParams(lp.type, [b + 0.05 * rng.standard_normal(b.shape).astype(np.float32) for b in lp.blobs])
@@ -93,7 +134,8 @@ def test_a_later_round_keeps_its_retrained_weights_where_the_refit_cannot_reach(
 
 # ---------------------------------------------------------------- the prune stage, at --quick scale
 
-needs_data = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+needs_data = pytest.mark.skipif(not (caffe_available() and os.path.isdir(datasets.FASHION_MNIST_DIR)),
+                                reason="needs pycaffe and dataset-fashion-mnist")
 IMAGES = 500
 
 

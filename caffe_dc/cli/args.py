@@ -278,6 +278,10 @@ def add_run_args(p, overrides, own_net: bool) -> None:
     overrides.add_argument("--rounds", type=positive_int, help="prune/retrain rounds (default: the schedule's)")
     overrides.add_argument("--prune-iters", type=positive_int, help="retraining iterations per pruning round")
     overrides.add_argument("--quant-iters", type=positive_int, help="centroid fine-tuning iterations")
+    overrides.add_argument("--reconstruct", type=positive_int, metavar="N",
+                           help="start each prune round from its pruned net refitted, layer by layer, to the "
+                                "reference's layer outputs on N training images (the schedule's reconstruct: "
+                                "docs/schedule.md)")
 
 
 def run_options(args, **own) -> "RunOptions":
@@ -287,4 +291,5 @@ def run_options(args, **own) -> "RunOptions":
     return RunOptions(weights=args.weights, schedule=args.schedule, density=args.density, bits=args.bits,
                       init=args.init, seed=args.seed, out=args.out, dense_control=args.dense_control,
                       target_rate=args.target_rate, max_drop=args.max_drop, margin=args.margin, rounds=args.rounds,
-                      prune_iters=args.prune_iters, quant_iters=args.quant_iters, **own)
+                      prune_iters=args.prune_iters, quant_iters=args.quant_iters, reconstruct=args.reconstruct,
+                      **own)

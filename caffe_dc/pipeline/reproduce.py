@@ -49,7 +49,7 @@ IMAGENET_NETS = ("alexnet", "vgg16")
 
 def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedules.Schedule, str, dict]:
     """The schedule a run follows: ``path``'s file, else the default for a net of one's own, with the
-    command line's overrides (--rounds, --prune-iters, --quant-iters, --ref-iters, --density, --bits)
+    command line's overrides (--rounds, --prune-iters, --quant-iters, --ref-iters, --reconstruct, --density, --bits)
     applied to the document before it is validated against the net's prunable layers; --target-rate and
     --max-drop replace its budget. Returns
     (schedule, where it came from, the resolved document)."""
@@ -64,7 +64,8 @@ def resolve_schedule(src, path: Optional[str], opts: RunOptions) -> Tuple[schedu
     doc = dict(doc)
     changed = []   # what the command line changed, so that the file's description is not read as the run's
     for key, given in (("rounds", opts.rounds), ("iters_per_round", opts.prune_iters),
-                       ("finetune_iters", opts.quant_iters), ("reference_iters", opts.ref_iters)):
+                       ("finetune_iters", opts.quant_iters), ("reference_iters", opts.ref_iters),
+                       ("reconstruct", None if opts.reconstruct is None else {"images": opts.reconstruct})):
         if given is not None:
             doc[key] = given
             changed.append("%s %s" % (key, given))

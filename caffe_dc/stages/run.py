@@ -58,6 +58,7 @@ class RunOptions:
     rounds: Optional[int] = None
     prune_iters: Optional[int] = None
     quant_iters: Optional[int] = None
+    reconstruct: Optional[int] = None       # the schedule's reconstruct: training images each prune round refits on
     batch: Optional[int] = None
     test_batch: Optional[int] = None
     crop: Optional[int] = None
@@ -89,7 +90,7 @@ class RunOptions:
         """The settings that change a result and differ from their defaults (names a run folder)."""
         defaults = RunOptions(net="-")
         keep = ("schedule", "density", "bits", "init", "seed", "weights", "ref_iters", "rounds", "prune_iters",
-                "quant_iters", "batch", "test_batch", "crop", "test_lmdb", "target_rate", "max_drop")
+                "quant_iters", "reconstruct", "batch", "test_batch", "crop", "test_lmdb", "target_rate", "max_drop")
         out = {k: getattr(self, k) for k in keep if getattr(self, k) != getattr(defaults, k)}
         out.update({k: v for k, v in dataclasses.asdict(self.data).items()
                     if k in ("limit", "val") and v is not None})
