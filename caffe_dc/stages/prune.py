@@ -130,24 +130,27 @@ class Reconstruction:
     (``layerwise.reconstruct``) on a seeded sample of the training split, read and run through the net
     once, when a round first needs it (a resumed run whose rounds are done never does)."""
 
-    SEED = 0
+    SEED = 0   # the sample's: the same images every round, and in a run resumed after a kill
 
     def __init__(self, base, train_data: str, ref_params: Params, layers: List[str], images: int, work_dir: str):
-        self.args = (base, train_data, ref_params, layers, images, work_dir)
-        self.images = None
+        self.base, self.train_data, self.ref, self.names, self.n, self.work_dir = \
+            base, train_data, ref_params, layers, images, work_dir
+        self.images: Optional[layerwise.Images] = None
+        self.layers: List[layerwise.Layer] = []
+
+    def _load(self) -> None:
+        preprocess = calibration.preprocess_from(self.base, calibration.Preprocess(), ())
+        calib = calibration.load(self.train_data, self.base, None, preprocess, self.n, self.SEED)
+        shape = (min(BATCH, calib.images.shape[0]),) + tuple(calib.images.shape[1:])
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.images = layerwise.Images(calibration.forward_for(self.base, shape, self.ref, self.work_dir), calib.images)
+        self.layers = [l for l in layerwise.layers_of(self.base, self.ref) if l.name in self.names]
 
     def __call__(self, start: Params, masks: Mapping[str, np.ndarray]) -> Tuple[Params, dict]:
         """(``start`` refitted, its record: the images read and each layer's share of channels refitted)."""
-        base, train_data, ref_params, layers, n, work_dir = self.args
         if self.images is None:
-            calib = calibration.load(train_data, base, None, calibration.preprocess_from(base, calibration.Preprocess(),
-                                                                                         ()), n, self.SEED)
-            shape = (min(BATCH, calib.images.shape[0]),) + tuple(calib.images.shape[1:])
-            os.makedirs(work_dir, exist_ok=True)
-            fwd = calibration.forward_for(base, shape, ref_params, work_dir)
-            self.images = layerwise.Images(fwd, calib.images)
-            self.layers = [l for l in layerwise.layers_of(base, ref_params) if l.name in layers]
-        out, shares = layerwise.reconstruct(self.images, self.layers, ref_params, start, masks)
+            self._load()
+        out, shares = layerwise.reconstruct(self.images, self.layers, self.ref, start, masks)
         return out, {"images": int(self.images.x.shape[0]), "refit_share": shares}
 
 
