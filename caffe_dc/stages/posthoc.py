@@ -173,7 +173,7 @@ class Session:
         # the rows rule reads the whole pool's rows, as the file's refit does: a fold's refit is the file's
         # on fewer images, not a refit of other channels (at 4/5 of the rows, LeNet-5's ip1 between 17%
         # and 22% would keep its pruned weights in every fold and be refitted in the file)
-        return rc.refit(m, w, b, mask, self.ridge, self.pool_rows(layer))[0], b
+        return rc.refit(m, w, b, mask, self.ridge, rows=self.pool_rows(layer))[0], b
 
     def pool_rows(self, layer: Layer) -> int:
         """The rows of calibration data the whole pool gives the layer's refit (``rc.rows_per_image``)."""
