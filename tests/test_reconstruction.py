@@ -141,6 +141,38 @@ def test_refit_is_the_ridge_least_squares_solution_for_a_grouped_dilated_convolu
         assert np.all(v[o][~mask[o]] == 0)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_moments_kept_for_the_dense_weights_and_summed_over_folds_give_the_same_refit(bias):
+    """``Moments(g, weights)`` keeps X_c^T X_d w instead of X_c^T X_d, and ``Moments.total`` sums the
+    folds' moments (the cross-fitting's fits): the refit is the one from every batch added in full."""
+    g = GEOMETRIES[2]
+    rng = np.random.default_rng(9)
+    xd = rng.normal(size=(9, 6, 10, 9))
+    xc = xd + 0.3 * rng.normal(size=xd.shape)
+    w = rng.normal(size=(4, 6 // g.group) + g.kernel)
+    b = rng.normal(size=4) if bias else None
+    mask = rng.random(w.shape) < 0.5
+    full = rc.Moments(g)
+    full.add(xc, xd)
+    folds = []
+    for lo in (0, 4):
+        f = rc.Moments(g, w.reshape(4, -1))
+        f.add(xc[lo:lo + 4 + lo // 4], xd[lo:lo + 4 + lo // 4])
+        folds.append(f)
+    kept = rc.Moments.total(folds)
+    assert kept.n == full.n and kept.cross.shape == (g.group, full.hc.shape[1], 4 // g.group)
+    (v, beta), (v_full, beta_full) = rc.refit(kept, w, b, mask), rc.refit(full, w, b, mask)
+    assert not np.allclose(v, np.where(mask, w, 0), atol=1e-2)      # refitted, not the pruned weights
+    np.testing.assert_allclose(v, v_full, rtol=1e-4, atol=1e-5)
+    if bias:
+        np.testing.assert_allclose(beta, beta_full, rtol=1e-4, atol=1e-5)
+    else:
+        assert beta is None and beta_full is None
+    np.testing.assert_allclose(rc.Moments.total([rc.Moments(g)] + folds[:1]).hc, folds[0].hc)
+    with pytest.raises(ValueError, match="other dense weights"):
+        rc.refit(kept, w + 1, b, mask)
+
+
 def test_a_channel_with_too_few_rows_for_its_weights_keeps_its_pruned_dense_weights():
     """ROWS_PER_UNKNOWN rows a fitted weight: with 40 rows, a channel keeping 5 weights and its bias
     is refitted, one keeping 12 keeps its magnitude-pruned dense weights."""

@@ -6,10 +6,10 @@ second moments of the layer's input patches:
 
 * ``Moments`` accumulates, batch by batch, the Gram matrix of the patches the
   compressed net feeds the layer (``X_c``; its prefix already compressed),
-  their cross product with the patches the dense net feeds it (``X_d``), and
-  their sums. For a convolution a patch is an im2col row (``im2col``: stride,
-  pad, dilation, one Gram per group); an InnerProduct is the 1x1 case, one
-  row per image.
+  their cross product with the patches the dense net feeds it (``X_d``), or
+  given the dense weights only that product times them, and their sums. For a
+  convolution a patch is an im2col row (``im2col``: stride, pad, dilation, one
+  Gram per group); an InnerProduct is the 1x1 case, one row per image.
 * ``refit``: for each output channel, the ridge least-squares weights on its
   kept support (and its bias) that best reproduce ``X_d w_dense + b_dense``
   from ``X_c``; the ridge pulls towards the pruned dense weights, so an
@@ -35,6 +35,7 @@ from numpy.lib.stride_tricks import as_strided
 RIDGE = 1e-3          # the ridge, as a share of the mean diagonal of the Gram matrix
 ROWS_PER_UNKNOWN = 4  # calibration rows a refitted channel needs per weight it fits (``refit``)
 SOLVE_BYTES = 64 << 20  # memory for the stacked per-channel systems solved at once
+PAD_SHARE = 0.8         # a stack of systems holds sets down to this share of its largest (padding < 2x the work)
 
 
 class Geometry(NamedTuple):
@@ -94,11 +95,15 @@ class Moments:
     (``xd`` None: the same as ``xc``, a layer whose prefix is still dense).
     """
 
-    def __init__(self, geometry: Geometry):
+    def __init__(self, geometry: Geometry, weights: Optional[np.ndarray] = None):
         self.g = geometry
         self.n = 0
         self.hc = self.cross = self.sc = self.sd = None
         self.exact = True        # every batch came with xd None: the compressed inputs are the dense ones
+        # with the dense weights the refit will target, ``cross`` keeps only X_c^T X_d w (a column per
+        # output channel, ``targets``) rather than X_c^T X_d: a convolution's d x d product costs d / out
+        # times as much (LeNet-5's conv2: 500 x 500 for 50 channels), on every fold of every candidate
+        self.w = None if weights is None else np.asarray(weights, np.float32)
 
     def add(self, xc: np.ndarray, xd: Optional[np.ndarray] = None) -> None:
         # float32 products (the activations are float32 anyway), accumulated in float64 across batches
@@ -108,7 +113,11 @@ class Moments:
         if pd.shape != pc.shape:
             raise ValueError("compressed and dense inputs differ in shape: %s vs %s" % (pc.shape, pd.shape))
         hc = np.matmul(pc.transpose(0, 2, 1), pc).astype(np.float64)
-        cross = hc if xd is None else np.matmul(pc.transpose(0, 2, 1), pd).astype(np.float64)
+        if self.w is not None:
+            wg = self.w.reshape(pc.shape[0], -1, pc.shape[2])                     # (group, per, d)
+            cross = np.matmul(pc.transpose(0, 2, 1), np.matmul(pd, wg.transpose(0, 2, 1))).astype(np.float64)
+        else:
+            cross = hc if xd is None else np.matmul(pc.transpose(0, 2, 1), pd).astype(np.float64)
         sc = pc.sum(axis=1, dtype=np.float64)
         sd = sc if xd is None else pd.sum(axis=1, dtype=np.float64)
         if self.hc is None:
@@ -119,6 +128,32 @@ class Moments:
             self.sc += sc
             self.sd += sd
         self.n += pc.shape[1]
+
+    @classmethod
+    def total(cls, parts: Sequence["Moments"]) -> "Moments":
+        """The moments of the union of the images of ``parts`` (disjoint), as if added batch by batch."""
+        m = cls(parts[0].g, parts[0].w)
+        for p in parts:
+            if p.hc is None:
+                continue
+            if m.hc is None:
+                m.hc, m.cross, m.sc, m.sd = p.hc.copy(), p.cross.copy(), p.sc.copy(), p.sd.copy()
+            else:
+                m.hc += p.hc
+                m.cross += p.cross
+                m.sc += p.sc
+                m.sd += p.sd
+            m.n += p.n
+            m.exact = m.exact and p.exact
+        return m
+
+    def targets(self, gi: int, w: np.ndarray) -> np.ndarray:
+        """Row p: ``X_c^T X_d w[p]`` for group ``gi``'s dense weights ``w`` (per, d)."""
+        if self.w is None:
+            return w @ self.cross[gi].T
+        if not np.array_equal(self.w.reshape(self.hc.shape[0], -1, self.hc.shape[1])[gi], np.asarray(w, np.float32)):
+            raise ValueError("these moments were kept for other dense weights")
+        return self.cross[gi].T
 
     def _check(self, w: np.ndarray) -> Tuple[int, int]:
         if self.hc is None:
@@ -146,8 +181,8 @@ class Moments:
 
 
 def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: np.ndarray,
-          ridge: float = RIDGE, start: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
-          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+          ridge: float = RIDGE, start: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None,
+          rows: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(weights, bias): each output channel's kept weights (``mask`` True) and bias refitted.
 
     Minimises ``|X_c v + beta - (X_d w + b)|^2 + lam |v - w0|^2`` over the ``v`` that are 0 off the
@@ -166,6 +201,8 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     quantization). With fewer rows a fit reproduces its own images whatever it does to new ones: a
     half-width ResNet-50 (last stage: one row an image, up to 2,304 inputs) with every channel refitted
     on 350 images lost nothing on them up to 28x, and 3.97 pp on the test set (docs/post-hoc.md).
+    ``rows`` (default ``m.n``) is the count that rule reads: a cross-fitting fold's refit reads the
+    file's, so that it refits the channels the file will.
     """
     w_dense = np.asarray(w_dense)
     groups, per = m._check(w_dense)
@@ -179,23 +216,25 @@ def refit(m: Moments, w_dense: np.ndarray, b_dense: Optional[np.ndarray], mask: 
     out_w = np.zeros_like(wd)
     out_b = b0.copy() if has_b else None
     for gi in range(groups):
-        # moments with the bias as a column of ones: [X, 1]^T [X, 1], [X_c, 1]^T [X_d, 1]
-        h, c = m.hc[gi], m.cross[gi]
+        # moments with the bias as a column of ones: [X, 1]^T [X, 1], and [X_c, 1]^T (X_d w_p + b_p)
+        h = m.hc[gi]
         lam = ridge * float(np.trace(h)) / d if d else 0.0
         penal = np.full(d, lam)
         targets, prior, support = wd[gi], w0[gi], keep[gi]
+        rhs = m.targets(gi, wd[gi])
         if has_b:
             h = np.block([[h, m.sc[gi][:, None]], [m.sc[gi][None, :], np.array([[m.n]], float)]])
-            c = np.block([[c, m.sc[gi][:, None]], [m.sd[gi][None, :], np.array([[m.n]], float)]])
+            rhs = np.concatenate([rhs + bd[gi][:, None] * m.sc[gi][None, :],
+                                  (targets @ m.sd[gi] + m.n * bd[gi])[:, None]], axis=1)
             targets = np.concatenate([targets, bd[gi][:, None]], axis=1)    # (per, d + 1)
             prior = np.concatenate([prior, b0[gi][:, None]], axis=1)
             support = np.concatenate([support, np.ones((per, 1), bool)], axis=1)
             penal = np.append(penal, 0.0)
         a = h + np.diag(penal)
-        rhs = targets @ c.T + penal * prior         # row p: X_c^T X_d w_p + lam w0_p
+        rhs = rhs + penal * prior                   # row p: X_c^T X_d w_p + lam w0_p
         sol = np.where(support, prior, 0.0)       # a channel not refitted: its pruned start weights
         n_kept = support.sum(axis=1)
-        fit = refittable(m.n, keep[gi].sum(axis=1), has_b)
+        fit = refittable(m.n if rows is None else rows, keep[gi].sum(axis=1), has_b)
         small = fit & (n_kept <= support.shape[1] - n_kept)
         big = fit & ~small
         if small.any():
@@ -222,26 +261,35 @@ def refittable(rows: int, kept: np.ndarray, has_bias: bool) -> np.ndarray:
 def _stacked_solve(a: np.ndarray, sets: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Row p: the solution of ``a[S_p, S_p] x = rhs[p, S_p]`` placed at S_p (``sets[p]`` True), 0 elsewhere.
 
-    The systems are padded to the largest set with the identity (a zero right-hand side there) and
-    solved as one stack, in chunks of ``SOLVE_BYTES``."""
+    The rows are taken from the largest set down, in stacks of sets within ``PAD_SHARE`` of the
+    stack's largest and of ``SOLVE_BYTES``; each system is padded to its stack's largest set with the
+    identity (a zero right-hand side there) and the stack solved at once. Magnitude pruning keeps
+    very different counts per channel (LeNet-5's ip1 at 3.5%: 28 a channel on average, 101 at most),
+    and one stack padded to the largest cost 17 times the solves."""
     out = np.zeros((sets.shape[0], a.shape[0]))
-    k = int(sets.sum(axis=1).max()) if sets.size else 0
-    if k == 0:
-        return out
-    chunk = max(1, SOLVE_BYTES // (8 * k * k))
-    diag = np.arange(k)
-    for lo in range(0, sets.shape[0], chunk):
-        s = sets[lo:lo + chunk]
+    sizes = sets.sum(axis=1)
+    order = np.argsort(-sizes, kind="stable")
+    lo = 0
+    while lo < len(order) and sizes[order[lo]] > 0:
+        k = int(sizes[order[lo]])
+        hi = min(len(order), lo + max(1, SOLVE_BYTES // (8 * k * k)))
+        hi = lo + int(np.count_nonzero(sizes[order[lo:hi]] >= PAD_SHARE * k))
+        rows = order[lo:hi]
+        s = sets[rows]
         # each row's set first, padded with its other indices (real ones, so the gather is well-formed)
         idx = np.argsort(~s, axis=1, kind="stable")[:, :k]
         valid = np.take_along_axis(s, idx, axis=1)
         sub = a[idx[:, :, None], idx[:, None, :]]
         pad = ~valid
         sub[pad[:, :, None] | pad[:, None, :]] = 0.0
+        diag = np.arange(k)
         sub[:, diag, diag] += pad
-        r = np.where(valid, np.take_along_axis(rhs[lo:lo + chunk], idx, axis=1), 0.0)
+        r = np.where(valid, np.take_along_axis(rhs[rows], idx, axis=1), 0.0)
         x = np.linalg.solve(sub, r[..., None])[..., 0]
-        np.put_along_axis(out[lo:lo + chunk], idx, np.where(valid, x, 0.0), axis=1)
+        part = np.zeros((len(rows), a.shape[0]))
+        np.put_along_axis(part, idx, np.where(valid, x, 0.0), axis=1)
+        out[rows] = part
+        lo = hi
     return out
 
 

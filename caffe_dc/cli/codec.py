@@ -126,7 +126,7 @@ def _add_calibration_args(p) -> None:
     c.add_argument("--calib-seed", type=numpy_seed, default=0, metavar="S",
                    help="seed of the sample, of the held-out part and of the folds (default 0)")
     c.add_argument("--holdout", type=share, default=0.3, help="share of them held out for the report (default 0.3; "
-                   "the rest is halved: one half to refit the layers on, the other to choose on)")
+                   "the rest refits the layers and chooses, in folds: --folds)")
     c.add_argument("--max-drop", type=nonnegative_float, metavar="PP",
                    help="the largest rate whose top-1 accuracy drop on the choosing part stays within PP points")
     c.add_argument("--max-disagreement", type=nonnegative_float, metavar="PP",
@@ -137,8 +137,9 @@ def _add_calibration_args(p) -> None:
                    help="weight bits measured for every layer when --bits is not given; each layer gets the width "
                         "that costs least for its size (default 3,4,5)")
     c.add_argument("--folds", type=positive_int, default=None, metavar="K",
-                   help="cross-fitting folds: each candidate refitted on all folds but one and scored on that one; "
-                        "1 (the default) scores the refits on their own images (docs/post-hoc.md: which to use)")
+                   help="cross-fitting folds: every choice is scored out of fold, each image by refits on the other "
+                        "folds, and the file refitted on all (default 5; 1 on a net of more than 4 layers, where 5 cost "
+                        "too much); 1 scores the refits on their own images, which reads optimistic (docs/post-hoc.md)")
     c.add_argument("--ridge", type=nonnegative_float, default=None, metavar="R",
                    help="the refit's ridge, a share of the mean diagonal of each layer's Gram matrix (default 1e-3)")
     c.add_argument("--scale", type=positive_float, help="preprocessing where the prototxt has no transform_param: "

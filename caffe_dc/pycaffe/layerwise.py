@@ -137,24 +137,27 @@ class Images:
         return np.concatenate([self.fwd.finish(st).reshape(self.fwd.batch, -1)[:n] for st, n in states])
 
 
-def moments(geometry: rc.Geometry, xc: np.ndarray, xd: Optional[np.ndarray] = None) -> rc.Moments:
-    """The moments of inputs ``xc`` against the dense net's ``xd`` (None: the same), added a chunk at a time."""
-    m = rc.Moments(geometry)
+def moments(geometry: rc.Geometry, xc: np.ndarray, xd: Optional[np.ndarray] = None,
+            weights: Optional[np.ndarray] = None) -> rc.Moments:
+    """The moments of inputs ``xc`` against the dense net's ``xd`` (None: the same), added a chunk at a time;
+    ``weights``: the dense weights the refit targets (``rc.Moments``: then only ``X_c^T X_d w`` is kept)."""
+    m = rc.Moments(geometry, weights)
     for lo in range(0, xc.shape[0], CHUNK):
         m.add(xc[lo:lo + CHUNK], None if xd is None else xd[lo:lo + CHUNK])
     return m
 
 
 def in_order(images: Images, layers: Sequence[Layer], idx: np.ndarray, dense: Callable[[Layer], np.ndarray],
-             dense_moments: Optional[Callable[[Layer], rc.Moments]] = None
-             ) -> Iterator[Tuple[Layer, Optional[rc.Moments]]]:
+             dense_moments: Optional[Callable[[Layer], rc.Moments]] = None,
+             weights: Optional[Callable[[Layer], np.ndarray]] = None) -> Iterator[Tuple[Layer, Optional[rc.Moments]]]:
     """Each of ``layers`` in net order with the moments of its inputs (None: no refit), for the images ``idx``:
     its inputs in the net as it stands when the layer is reached (``X_c``) against the dense net's
     (``dense(layer)``: ``X_d`` of the same images). The caller sets the layer's new weights in
     ``images.fwd`` before taking the next, so each layer's ``X_c`` comes from the layers before it as
     changed. The images are stepped through the net once. ``dense_moments``: the net is the dense one
     until the first layer is yielded, whose moments these are (they may be cached; the stepping then
-    starts only where a later layer needs it)."""
+    starts only where a later layer needs it). ``weights``: each layer's dense weights, as its refit
+    reads them, when only those are refitted to (``moments``)."""
     unchanged = dense_moments is not None
     states = None
     if any(l.geometry is not None for l in (layers[1:] if unchanged else layers)):
@@ -165,7 +168,7 @@ def in_order(images: Images, layers: Sequence[Layer], idx: np.ndarray, dense: Ca
             xc, states = images.advance(states, l.name)
         m = None
         if l.geometry is not None:
-            m = dense_moments(l) if unchanged else moments(l.geometry, xc, dense(l))
+            m = dense_moments(l) if unchanged else moments(l.geometry, xc, dense(l), weights(l) if weights else None)
         yield l, m
         unchanged = False
 
