@@ -53,7 +53,8 @@ MEASURES = {False: "top-1 accuracy", True: "top-1 agreement with the uncompresse
 CANDIDATES = 8             # candidate rates of the --max-drop search, before refining
 FOLDS = 5                  # cross-fitting folds of the images not held out (Session; 1: scored in sample) ...
 CROSSFIT_WORK = 20         # ... when layers x FOLDS is at most this (each candidate is compressed once a fold), else 1
-REFINE = 3
+REFINE = 6                 # at most this many rates bisected between the best in budget and the next above ...
+REFINE_GAP = 1.03          # ... until they are this close (a ratio of rates)
 SENSITIVITY_WORK = 6000    # layers x images the curves are measured on: every choosing image unless the net is deep
 SENSITIVITY_MIN = 100      # (Session.sensing: each curve point runs the rest of the net, so the cost grows as layers^2)
 STOP_KL = 1.0              # nats: a layer alone this far from the dense net is past any budget (Session.curves)
@@ -436,9 +437,11 @@ def choose_rate(s: Session, menu: Menu, max_drop: Optional[float], target: Optio
     best, order = chosen()
     if best is None:
         return min(tried, key=lambda c: drop_bound(c.cmp)), tried, False
+    # the budget's edge is a few images wide, and the rates first tried are 1.46x apart (LeNets): stopped
+    # at a fixed count of bisections, the choice fell up to 5% short of a rate the budget passes
     for _ in range(REFINE):
         above = [c.target for c in order if c.target > best.target]
-        if not above:
+        if not above or above[0] <= best.target * REFINE_GAP:
             break
         attempt(math.sqrt(best.target * above[0]))
         best, order = chosen()
