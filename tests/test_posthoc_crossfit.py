@@ -82,3 +82,37 @@ def test_a_folds_refit_never_reads_the_images_it_is_scored_on():
     assert m.n == 150 and s.pool_rows(layers[0]) == 200
     wr, _ = s.refit_layer(layers[0], m, 0.9)
     assert not np.array_equal(wr, np.where(posthoc.pruning.density_mask(w, 0.9), w, 0))
+
+
+def test_the_choice_reads_a_one_sided_75_percent_bound_two_lost_images_of_700_pass_half_a_point_three_do_not():
+    """The level the budget is read at (``CHOICE_ALPHA``, docs/post-hoc.md): a 50% two-sided score interval, so
+    on 700 images none lost reads 0.065 pp, 2 lost 0.458 pp and 3 lost 0.630 pp (a 95% interval would refuse
+    0.5 pp with no image lost: 0.546 pp)."""
+    def bound(lost, gained=0, alpha=posthoc.CHOICE_ALPHA):
+        dense = np.ones(700, bool)
+        dense[:gained] = False
+        comp = dense.copy()
+        comp[:gained] = True
+        comp[gained:gained + lost] = False
+        return posthoc.drop_bound(posthoc._paired(dense, comp, 0.005, alpha))
+
+    assert [round(bound(k), 3) for k in (0, 1, 2, 3)] == [0.065, 0.277, 0.458, 0.630]
+    assert bound(0, alpha=0.05) > 0.5
+
+
+def test_the_search_bisects_the_budgets_edge_until_the_rates_are_close():
+    """A drop that steps past the budget at 41x (as LeNet-300-100's pool did between 41.7x and 42.7x): the
+    search ends on a rate in budget within ``REFINE_GAP`` of one that is not, and never tries more than
+    ``CANDIDATES + REFINE`` rates; three bisections alone stop 4.8% short."""
+    tried = []
+
+    def attempt(rate):
+        tried.append(rate)
+        return posthoc.Candidate(rate, {}, {}, None, {"diff_low": -(0.003 if rate <= 41.0 else 0.008)})
+
+    best = posthoc.search(attempt, 9.1, 130.7, 0.5)
+    above = min(r for r in tried if r > best.target)
+    assert best.target <= 41.0 < above <= best.target * posthoc.REFINE_GAP
+    assert len(tried) <= posthoc.CANDIDATES + posthoc.REFINE and posthoc.REFINE_GAP <= 1.03
+    tried.clear()
+    assert posthoc.search(lambda r: posthoc.Candidate(r, {}, {}, None, {"diff_low": -0.01}), 9.1, 130.7, 0.5) is None
