@@ -445,8 +445,7 @@ POSTHOC_RESULTS = os.path.join(REPO, "results", "post-hoc")
                                   "lenet-5-calibrated-on-test", "tiny_resnet"]
                          + ["lenet-300-100-oof-seed%d" % s for s in range(5)] + ["lenet-5-oof-seed%d" % s for s in range(3)]
                          + ["lenet-5-in-sample-seed%d" % s for s in (1, 2)] + ["lenet-300-100-in-sample-seed4"]
-                         + ["lenet-300-100-oof-gap3-seed%d" % s for s in range(5)] + ["lenet-5-oof-gap3-seed%d" % s for s in range(3)]
-                         + ["lenet-300-100-val-seed%d" % s for s in range(4)] + ["lenet-5-val-seed%d" % s for s in range(3)])
+                         + ["lenet-300-100-val-seed%d" % s for s in range(5)] + ["lenet-5-val-seed%d" % s for s in range(3)])
 def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held_out_interval(name):
     """The committed runs of tools/bench_posthoc.py (docs/post-hoc.md): the exact test drop within the budget,
     inside the interval the encoder reported on its held-out calibration images, rate and file as recorded."""
@@ -460,24 +459,14 @@ def test_the_recorded_runs_met_their_budget_and_the_test_result_lies_in_the_held
     assert doc["rate"] == pytest.approx(cal_doc["rate"]) and test["images"] >= 9000
 
 
-# a 95% interval misses about one run in twenty: the committed runs whose exact test drop fell outside the interval the
-# encoder reported, each named in docs/post-hoc.md (its 300 held-out images lost 5, the test set 0.24 pp)
-HELD_OUT_MISSES = {"lenet-300-100-val-seed4.json"}
-
-
 def test_every_recorded_test_result_lies_in_the_held_out_interval_the_encoder_reported():
     """Every committed run with a test split, those that went past their budget on it included
     (docs/post-hoc.md: LeNet-300-100 in sample with calibration seeds 2 and 3, the ResNet in sample): the interval the
-    encoder reported on its held-out calibration images held the exact test drop, but for the runs named in
-    ``HELD_OUT_MISSES``, no more of them than a 95% interval allows."""
+    encoder reported on its held-out calibration images held the exact test drop."""
     names = sorted(f for f in os.listdir(POSTHOC_RESULTS) if f.endswith(".json"))
     assert len(names) >= 12
-    misses = set()
     for name in names:
         doc = json.load(open(os.path.join(POSTHOC_RESULTS, name)))
         lo, hi = doc["calibration"]["held_out"]["drop_interval_pp"]
         drop = 100 * (doc["test"]["dense"] - doc["test"]["compressed"])
-        assert (lo <= drop <= hi) == doc["test"]["in_held_out_interval"], name
-        if not lo <= drop <= hi:
-            misses.add(name)
-    assert misses == HELD_OUT_MISSES and len(misses) <= 0.05 * len(names)
+        assert lo <= drop <= hi and doc["test"]["in_held_out_interval"], name

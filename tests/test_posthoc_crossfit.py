@@ -100,10 +100,11 @@ def test_the_choice_reads_a_one_sided_75_percent_bound_two_lost_images_of_700_pa
     assert bound(0, alpha=0.05) > 0.5
 
 
-def test_the_search_bisects_the_budgets_edge_until_the_rates_are_close():
+def test_the_search_bisects_the_budgets_edge_three_times_and_no_more():
     """A drop that steps past the budget at 41x (as LeNet-300-100's pool did between 41.7x and 42.7x): the
-    search ends on a rate in budget within ``REFINE_GAP`` of one that is not, and never tries more than
-    ``CANDIDATES + REFINE`` rates; three bisections alone stop 4.8% short."""
+    search ends on a rate in budget, below one that is not, after ``CANDIDATES`` rates and three bisections.
+    No more: every rate tried near the edge is another draw of a few images (docs/post-hoc.md: bisected
+    until 3% apart, calibration seed 3 chose a lucky 68.8x and lost 0.56 pp on the test set)."""
     tried = []
 
     def attempt(rate):
@@ -112,7 +113,6 @@ def test_the_search_bisects_the_budgets_edge_until_the_rates_are_close():
 
     best = posthoc.search(attempt, 9.1, 130.7, 0.5)
     above = min(r for r in tried if r > best.target)
-    assert best.target <= 41.0 < above <= best.target * posthoc.REFINE_GAP
-    assert len(tried) <= posthoc.CANDIDATES + posthoc.REFINE and posthoc.REFINE_GAP <= 1.03
-    tried.clear()
+    assert best.target <= 41.0 < above and len(tried) == posthoc.CANDIDATES + 3
+    assert above / best.target > 1.04    # three bisections of steps of 1.46x leave 1.048x
     assert posthoc.search(lambda r: posthoc.Candidate(r, {}, {}, None, {"diff_low": -0.01}), 9.1, 130.7, 0.5) is None
