@@ -90,11 +90,11 @@ def main() -> int:
         return fail("--out would land on an input")
     from caffe_dc.pycaffe import solving
     per_a, per_b = [], []
-    for (pa, ma, n, _), (pb, mb, _, _) in pairs:
+    for (pa, ma, n, seed), (pb, mb, _, _) in pairs:
         per_a.append(solving.score_exact(pa, ma, n)["per_image"])
         per_b.append(solving.score_exact(pb, mb, n)["per_image"])
-        print("seed %s: A %.2f%%  B %.2f%%  (%d images)" % (pairs[len(per_a) - 1][0][3], 100 * per_a[-1].mean(),
-                                                          100 * per_b[-1].mean(), n), flush=True)
+        print("seed %s: A %.2f%%  B %.2f%%  (%d images)" % (seed, 100 * per_a[-1].mean(), 100 * per_b[-1].mean(), n),
+              flush=True)
     doc = compare(per_a, per_b, a.margin / 100.0)
     doc.update(model=a.model, a=a.a, b=a.b, n=len(per_a[0]), command=" ".join(
         ["python3", "tools/compare_on_validation.py"] + [shlex.quote(x) for x in sys.argv[1:]]),
