@@ -42,6 +42,9 @@ def test_the_committed_results_recheck():
             lines = [l for l in p.stdout.splitlines() if " %s %s: " % (d, key) in l]
             assert any(l.startswith("ok") and "counts" in l for l in lines) or \
                 any(l.startswith("flag") and "no per-image files" in l for l in lines), (d, key, lines)
+        if (m.get("schedule") or {}).get("budget", {}).get("target_rate"):
+            assert any(l.startswith(("ok", "flag")) and l.split(None, 1)[1].startswith("%s rate: " % d)
+                       for l in p.stdout.splitlines()), d
     for d in (os.path.join(RESULTS, "seeds-lenet-5"), os.path.join(RESULTS, "seeds-lenet-300-100")):
         assert "ok       %s: mean against the control" % os.path.join(d, "seeds.json") in p.stdout
 
@@ -90,6 +93,32 @@ def test_a_current_run_rechecks_and_a_tampered_one_does_not(tmp_path):
     m["paired"]["reference->compressed"]["diff_low"] += 1e-4
     (tmp_path / "other" / "metrics.json").write_text(json.dumps(m))
     assert "reference->compressed: recomputed from the counts: .diff_low" in _run(tmp_path / "other").stdout
+
+
+def test_a_file_off_its_target_rate_is_caught(tmp_path):
+    """Issue 27: a run made for a target rate commits a file within 3% of it; the size is model.dcz's."""
+    run = tmp_path / "net"
+    m = _new_style_run(run, 40, 25)
+    m.update(dense_bytes=40000, file_bytes=1000, schedule={"budget": {"target_rate": 39.0}})   # 40x: +2.6%
+    (run / "metrics.json").write_text(json.dumps(m))
+    (run / "model.dcz").write_bytes(b"x" * 1000)
+    p = _run(tmp_path, "--strict")
+    assert p.returncode == 0 and "ok       %s rate: 40.0x, +2.6%% from the budget's 39x (model.dcz)" % run in p.stdout, \
+        p.stdout
+    (run / "model.dcz").write_bytes(b"x" * 1040)                      # the file is not the one recorded
+    p = _run(tmp_path)
+    assert p.returncode == 1 and "MISMATCH %s rate: model.dcz holds 1040 bytes, metrics.json records 1000" % run \
+        in p.stdout, p.stdout
+    m.update(file_bytes=1040)                                         # 38.5x for a 40x budget: -3.8%
+    m["schedule"]["budget"]["target_rate"] = 40
+    (run / "metrics.json").write_text(json.dumps(m))
+    p = _run(tmp_path)
+    assert p.returncode == 1 and "MISMATCH %s rate: 38.5x, -3.8%% from the budget's 40x" % run in p.stdout, p.stdout
+    for rec in m["paired"].values():                                  # a record from before margins: said, not failed
+        del rec["margin"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    p = _run(tmp_path)
+    assert p.returncode == 0 and "flag     %s rate: 38.5x, -3.8%%" % run in p.stdout, p.stdout
 
 
 def test_one_flipped_image_is_caught(tmp_path):

@@ -11,7 +11,9 @@ from its seeds' records (``report.seeds.summarize``).
 What cannot be rechecked is said, not skipped: counts with no per-image files
 behind them rest on ``metrics.json`` alone, and a record made before margins
 existed was judged by the earlier rule (its verdict is shown again under the
-current one).
+current one). A run made for a target rate is checked against it: the committed
+``model.dcz`` must be the size ``metrics.json`` records, and within ``RATE_TOLERANCE``
+of the budget's rate.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from caffe_dc.report.json_out import dumps
 OK, FLAG, MISMATCH = "ok", "flag", "MISMATCH"
 # JSON keeps 17 digits, but libm's erfc, exp and log may differ in the last bits between machines
 REL = 1e-9
+# issue 27's promise for a budget: the file's rate within 3% of the target, either way
+RATE_TOLERANCE = 0.03
 
 
 class Finding(NamedTuple):
@@ -113,6 +117,30 @@ def check_run(run: str, m: Mapping, twin: Optional[str] = None) -> Iterator[Find
                              100 * now["margin"]))
 
 
+def check_rate(run: str, m: Mapping) -> Iterator[Finding]:
+    """A run made for a target rate: its file's size (``model.dcz`` where committed) against that rate."""
+    target = ((m.get("schedule") or {}).get("budget") or {}).get("target_rate")
+    if target is None:
+        return
+    where = "%s rate" % run
+    dcz = os.path.join(run, "model.dcz")
+    size = os.path.getsize(dcz) if os.path.isfile(dcz) else m["file_bytes"]
+    if size != m["file_bytes"]:
+        yield Finding(MISMATCH, where, "model.dcz holds %d bytes, metrics.json records %d" % (size, m["file_bytes"]))
+        return
+    rate = m["dense_bytes"] / size
+    off = rate / target - 1
+    what = "%.1fx, %+.1f%% from the budget's %gx (%s)" % (
+        rate, 100 * off, target, "model.dcz" if os.path.isfile(dcz) else "the size metrics.json records")
+    if abs(off) > RATE_TOLERANCE:
+        # a run judged before margins was made before the budget promised its rate: said, not failed
+        early = any("margin" not in rec for rec in m.get("paired", {}).values())
+        yield Finding(FLAG if early else MISMATCH, where, what + ": past the %g%% the budget allows%s" % (
+            100 * RATE_TOLERANCE, " (made before that promise, when comparisons had no margin)" if early else ""))
+    else:
+        yield Finding(OK, where, what)
+
+
 def check_summary(folder: str, s: Mapping) -> Iterator[Finding]:
     """A committed ``seeds.json`` (``s``) against the summary made again from its seeds' records."""
     runs = seeds.seed_runs(folder)
@@ -155,6 +183,7 @@ def check_tree(root: str) -> Iterator[Finding]:
                   if m.get("model_sha256") and os.path.isfile(seeds.correct_path(d, seeds.AFTER))}
     for d, m in runs.items():
         yield from check_run(d, m, with_files.get((m.get("command"), m.get("model_sha256"))))
+        yield from check_rate(d, m)
     for d, s in summaries.items():
         yield from check_summary(d, s)
 
