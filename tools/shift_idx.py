@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from caffe_dc.base.errors import InputError  # noqa: E402
 from caffe_dc.base.fileio import atomic_write, check_outputs, require_file  # noqa: E402
-from caffe_dc.base.idx import encode_idx, load_split  # noqa: E402
+from caffe_dc.base.idx import encode_idx, labels_beside, load_split  # noqa: E402
 from caffe_dc.cli.args import OneLineParser, int_at_least  # noqa: E402
 
 
@@ -49,13 +49,6 @@ def shift(images: np.ndarray, moves: np.ndarray) -> np.ndarray:
     return out
 
 
-def labels_beside(images_path: str) -> str:
-    base = os.path.basename(images_path)
-    if "images" not in base:
-        raise InputError("%s: an images file's name holds 'images' (its labels are named after it)" % images_path)
-    return os.path.join(os.path.dirname(images_path), base.replace("images", "labels").replace("idx3", "idx1"))
-
-
 def main() -> int:
     ap = OneLineParser(prog="shift_idx", description=__doc__.splitlines()[0])
     ap.add_argument("images", help="an MNIST-format images IDX file (.gz or not); its labels file beside it")
@@ -66,6 +59,8 @@ def main() -> int:
     try:
         require_file(a.images, "images")
         labels_path = labels_beside(a.images)
+        if labels_path is None:
+            raise InputError("%s: an images file's name holds 'images' (its labels are named after it)" % a.images)
         require_file(labels_path, "labels")
         images, labels = load_split(a.images, labels_path)
         if a.max_shift >= min(images.shape[1:]):

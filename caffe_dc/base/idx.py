@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
 import zlib
 
@@ -105,6 +106,15 @@ def split_arrays(images_data: bytes, labels_data: bytes, images_name: str, label
     if labels.size and labels.max() > 9:
         raise InputError("%s: label %d outside 0..9" % (labels_name, int(labels.max())))
     return images, labels
+
+
+def labels_beside(images_path: str) -> str | None:
+    """The labels file an images file's name points to (``images`` made ``labels``, ``idx3`` made ``idx1``, in
+    the same folder), or None when the name holds no ``images``; whether it exists is the caller's question."""
+    base = os.path.basename(images_path)
+    if "images" not in base:
+        return None
+    return os.path.join(os.path.dirname(images_path), base.replace("images", "labels").replace("idx3", "idx1"))
 
 
 def load_split(images_path: str, labels_path: str) -> tuple:

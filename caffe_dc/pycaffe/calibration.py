@@ -96,15 +96,14 @@ def _idx_images(folder: str) -> Optional[str]:
 
 
 def _read_idx(images_path: str):
-    from caffe_dc.base.idx import load_idx
+    from caffe_dc.base.idx import labels_beside, load_idx
 
     x = load_idx(images_path)
     if x.ndim not in (3, 4):
         raise InputError("%s: IDX images need 3 (N, H, W) or 4 (N, C, H, W) dimensions, found %d" % (images_path, x.ndim))
     x = x[:, None] if x.ndim == 3 else x
-    base = os.path.basename(images_path)
-    labels_path = os.path.join(os.path.dirname(images_path), base.replace("images", "labels").replace("idx3", "idx1"))
-    if "images" not in base or not os.path.isfile(labels_path):
+    labels_path = labels_beside(images_path)
+    if labels_path is None or not os.path.isfile(labels_path):
         return x, None
     y = load_idx(labels_path, ndim=1)
     if y.shape[0] != x.shape[0]:
